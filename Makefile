@@ -1,0 +1,50 @@
+# The README's two commands are `make run` and `make test`; both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps system-deps-test run test lint format bench preview clean
+
+install: system-deps $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+system-deps:
+	@scripts/system-deps.sh run
+
+system-deps-test:
+	@scripts/system-deps.sh test
+
+run: install
+	$(BIN)/dispatch dev
+
+test: install system-deps-test
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install system-deps-test
+	$(BIN)/python -m bench
+
+# Render the seed letter and turn its pages into PNG images under preview/.
+preview: install system-deps-test
+	mkdir -p preview
+	$(BIN)/dispatch render official_letters/pc-covid-2021 --number 4321 --date 2021-11-15 \
+		--pdf preview/letter.pdf --docx preview/letter.docx
+	pdftoppm -r 80 -png preview/letter.pdf preview/page
+	@echo "Pages: $$(ls preview/page-*.png | tr '\n' ' ')"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info preview out

@@ -1,0 +1,42 @@
+"""Dispatch: issue official letters (công văn) to the provinces and know who has received them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create and wire the app; configuration comes from the environment or ``test_config``."""
+    from dotenv import load_dotenv
+
+    from dispatch import cli, models, views  # noqa: F401  (models: register the tables)
+    from dispatch.config import load_config
+    from dispatch.extensions import csrf, db, login_manager, mail, migrate
+
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder="static",
+    )
+    if test_config is None:
+        load_dotenv(override=False)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(load_config(Path(app.instance_path)))
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    mail.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+
+    views.register_blueprints(app)
+    cli.init_app(app)
+    return app

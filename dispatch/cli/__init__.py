@@ -1,0 +1,26 @@
+"""The ``dispatch`` command: a Flask CLI group whose commands are thin calls into the modules."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+
+def init_app(app: Flask) -> None:
+    """Attach every command to ``app.cli`` (so ``flask --app wsgi …`` has them too)."""
+    from dispatch.cli import letters
+
+    for command in (*letters.commands,):
+        app.cli.add_command(command)
+
+
+def _create_app() -> Flask:
+    from dispatch import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def main() -> None:
+    """Dispatch: issue công văn to the provinces and track their receipt."""

@@ -1,0 +1,107 @@
+"""Configuration: defaults for a single machine, the environment (or ``.env``) for the rest.
+
+In production (``DISPATCH_ENV=production``) every setting in ``REQUIRED_IN_PRODUCTION`` must come
+from the environment; start-up stops with a message that names the missing one. On a developer's
+machine the embedded defaults (SQLite, the built-in SMTP sink on port 8025, a secret key kept in
+the instance folder) make ``make run`` work with nothing configured.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+REQUIRED_IN_PRODUCTION = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "BASE_URL",
+    "MAIL_SERVER",
+    "MAIL_DEFAULT_SENDER",
+)
+
+TIMEZONE = "Asia/Ho_Chi_Minh"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+
+
+def _persistent_secret(instance_path: Path) -> str:
+    """Return a secret key kept in the instance folder, creating it on first use (development)."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain ``postgres://`` and ``postgresql://`` addresses."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | None = None) -> dict:
+    """Build the Flask configuration from the environment, failing on a missing required key."""
+    env = os.environ if env is None else env
+    production = env.get("DISPATCH_ENV", "development") == "production"
+    if production:
+        missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                "Missing required setting(s): "
+                + ", ".join(missing)
+                + " (set them in the environment or in .env)"
+            )
+
+    data_dir = Path(env.get("DISPATCH_DATA_DIR") or instance_path / "data")
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'dispatch.db'}"
+    mail_port = _int("MAIL_PORT", env.get("MAIL_PORT"), 8025)
+    config: dict[str, Any] = {
+        "DISPATCH_ENV": "production" if production else "development",
+        "SECRET_KEY": env.get("SECRET_KEY") or _persistent_secret(instance_path),
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "DISPATCH_DATA_DIR": str(data_dir),
+        "DISPATCH_TIMEZONE": TIMEZONE,
+        "MAIL_SERVER": env.get("MAIL_SERVER") or "127.0.0.1",
+        "MAIL_PORT": mail_port,
+        "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),
+        "MAIL_USE_SSL": _bool(env.get("MAIL_USE_SSL")),
+        "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
+        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or "van-thu@thh.example",
+        "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", env.get("MAIL_TIMEOUT"), 30),
+        "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_SECURE": production,
+        "MAX_CONTENT_LENGTH": _int(
+            "DISPATCH_MAX_UPLOAD", env.get("DISPATCH_MAX_UPLOAD"), 20 * 1024 * 1024
+        ),
+    }
+    return config

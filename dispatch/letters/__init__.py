@@ -1,0 +1,1 @@
+"""The letter: its source format, one document model, and the PDF and DOCX renderers."""

@@ -1,0 +1,386 @@
+"""The data: typed SQLAlchemy 2.0 models and their status enums.
+
+Times are stored in UTC (``UTCDateTime``) and shown in Asia/Ho_Chi_Minh by the views. Rules that
+keep the product honest under concurrency live in the schema: a register number is unique per
+register and year, an outbox row is unique per (dispatch, recipient, kind, sequence), so that a
+job run twice, or by two schedulers at once, cannot send anything twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from dispatch.extensions import db
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware, in UTC (for defaults only: domain code is given its time)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """An aware datetime stored as naive UTC, so SQLite and PostgreSQL behave the same."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _enum(enum_cls: type[StrEnum]) -> sa.Enum:
+    """Store a StrEnum by its value as a plain string (no native enum type to migrate)."""
+    return sa.Enum(
+        enum_cls,
+        native_enum=False,
+        length=20,
+        values_callable=lambda cls: [member.value for member in cls],
+        validate_strings=True,
+    )
+
+
+class Role(StrEnum):
+    """What a signed-in user may do."""
+
+    ADMIN = "admin"  # users and the directory
+    CLERK = "clerk"  # compose, issue, manage deliveries
+    LEADER = "leader"  # read everything, change nothing
+
+
+class DispatchStatus(StrEnum):
+    """Where a dispatch stands."""
+
+    DRAFT = "draft"
+    ISSUED = "issued"
+    COMPLETED = "completed"  # every recipient confirmed (or was closed by a clerk)
+
+
+class DeliveryStatus(StrEnum):
+    """The state of one outgoing e-mail."""
+
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed by a sender; if that sender died, it is retried
+    SENT = "sent"  # accepted by the SMTP server
+    RETRYING = "retrying"  # a temporary failure; ``next_attempt_at`` says when
+    FAILED = "failed"  # a permanent failure; ``last_error`` says why
+
+
+class MessageKind(StrEnum):
+    """What an outgoing e-mail is."""
+
+    LETTER = "letter"  # the letter itself, to a recipient
+    REMINDER = "reminder"  # a reminder to a recipient who has not confirmed
+    ESCALATION = "escalation"  # the list of late recipients, to the clerk and leadership
+
+
+class AcknowledgementMethod(StrEnum):
+    """How a confirmation of receipt reached us."""
+
+    LINK = "link"  # the recipient's personal link
+    PHONE = "phone"  # recorded by a clerk on the recipient's word
+
+
+class User(UserMixin, db.Model):
+    """A person who signs in: an admin, a clerk or a leader."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(100), default="")
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return self.active
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API; only its SHA-256 is kept."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
+group_member = sa.Table(
+    "group_member",
+    db.metadata,
+    sa.Column(
+        "group_id", sa.ForeignKey("recipient_group.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "organisation_id", sa.ForeignKey("organisation.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+
+class Organisation(db.Model):
+    """An office in the directory of recipients, valid between two dates."""
+
+    __tablename__ = "organisation"
+    __table_args__ = (sa.UniqueConstraint("province_code", "name", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))  # as addressed: "Sở Thông tin và …"
+    province_code: Mapped[str] = mapped_column(sa.String(2), index=True)  # "01" … "96"
+    province_name: Mapped[str] = mapped_column(sa.String(100))  # "Hà Nội"
+    province_kind: Mapped[str] = mapped_column(sa.String(20))  # "tỉnh" / "thành phố"
+    region: Mapped[str] = mapped_column(sa.String(100))
+    email: Mapped[str] = mapped_column(sa.String(254))
+    cc: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    email_is_placeholder: Mapped[bool] = mapped_column(default=False)
+    agency_id: Mapped[str | None] = mapped_column(sa.String(13))  # mã định danh, e.g. 000.00.00.H29
+    valid_from: Mapped[dt.date | None] = mapped_column(sa.Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(sa.Date)  # inclusive; None: still valid
+    search_text: Mapped[str] = mapped_column(sa.String(400), default="")  # accent-folded
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    groups: Mapped[list[RecipientGroup]] = relationship(
+        secondary=group_member, back_populates="members"
+    )
+
+
+class RecipientGroup(db.Model):
+    """A named set of offices that a letter is usually sent to ("so-tttt-2021")."""
+
+    __tablename__ = "recipient_group"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+
+    members: Mapped[list[Organisation]] = relationship(
+        secondary=group_member, back_populates="groups", order_by=Organisation.province_code
+    )
+
+
+class Dispatch(db.Model):
+    """A letter and its sending: a draft, then an issued, frozen, numbered document."""
+
+    __tablename__ = "dispatch"
+    __table_args__ = (sa.UniqueConstraint("register", "register_year", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[DispatchStatus] = mapped_column(
+        _enum(DispatchStatus), default=DispatchStatus.DRAFT, index=True
+    )
+    # The letter source (metadata, body and appendices as the clerk wrote them), see
+    # dispatch.letters.source; frozen once issued.
+    source: Mapped[dict] = mapped_column(sa.JSON)
+    subject: Mapped[str] = mapped_column(sa.String(500))
+    symbol: Mapped[str] = mapped_column(sa.String(30))
+    register: Mapped[str] = mapped_column(sa.String(30))  # the issuing body's register, e.g. "THH"
+    register_year: Mapped[int | None] = mapped_column()
+    number: Mapped[int | None] = mapped_column()
+    issued_on: Mapped[dt.date | None] = mapped_column(sa.Date)  # the date printed on the letter
+    issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    issued_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    group_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient_group.id"))
+
+    # Reminder policy (editable per dispatch until issued; defaults from Decree 30 practice).
+    deadline_working_days: Mapped[int] = mapped_column(default=3)
+    deadline_hour: Mapped[int] = mapped_column(default=17)
+    reminder_hour: Mapped[int] = mapped_column(default=8)
+    reminders_enabled: Mapped[bool] = mapped_column(default=True)
+    deadline_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+    issued_by: Mapped[User | None] = relationship(foreign_keys=[issued_by_id])
+    group: Mapped[RecipientGroup | None] = relationship()
+    recipients: Mapped[list[DispatchRecipient]] = relationship(
+        back_populates="dispatch", order_by="DispatchRecipient.id", cascade="all, delete-orphan"
+    )
+    documents: Mapped[list[Document]] = relationship(
+        back_populates="dispatch", order_by="Document.id"
+    )
+
+    @property
+    def number_and_symbol(self) -> str | None:
+        """'01/THH-VP' once issued."""
+        return None if self.number is None else f"{self.number:02d}/{self.symbol}"
+
+
+class DispatchRecipient(db.Model):
+    """One office that a dispatch goes to, with a snapshot of its address and its receipt."""
+
+    __tablename__ = "dispatch_recipient"
+    __table_args__ = (sa.UniqueConstraint("dispatch_id", "organisation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("dispatch.id", ondelete="CASCADE"), index=True
+    )
+    organisation_id: Mapped[int] = mapped_column(sa.ForeignKey("organisation.id"))
+    # Snapshot at issue time: the directory may change later, the record of what was sent may not.
+    name: Mapped[str] = mapped_column(sa.String(200))
+    province_code: Mapped[str] = mapped_column(sa.String(2))
+    email: Mapped[str] = mapped_column(sa.String(254))
+    cc: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+
+    # The confirmation link: token = HMAC(SECRET_KEY, id + salt); only its SHA-256 is stored.
+    token_salt: Mapped[str | None] = mapped_column(sa.String(32))
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+
+    opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(sa.String(100))
+    acknowledged_position: Mapped[str | None] = mapped_column(sa.String(100))
+    acknowledgement_note: Mapped[str | None] = mapped_column(sa.Text)
+    acknowledged_ip: Mapped[str | None] = mapped_column(sa.String(45))
+    acknowledged_user_agent: Mapped[str | None] = mapped_column(sa.String(300))
+    acknowledged_method: Mapped[AcknowledgementMethod | None] = mapped_column(
+        _enum(AcknowledgementMethod)
+    )
+    reminders_stopped: Mapped[bool] = mapped_column(default=False)
+    overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    dispatch: Mapped[Dispatch] = relationship(back_populates="recipients")
+    organisation: Mapped[Organisation] = relationship()
+    messages: Mapped[list[OutboxMessage]] = relationship(
+        back_populates="recipient", order_by="OutboxMessage.id"
+    )
+
+
+class OutboxMessage(db.Model):
+    """An e-mail to send: written in the transaction that decides it, sent after the commit."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        # One letter, one reminder per working day, one escalation: enforced here.
+        sa.UniqueConstraint("dispatch_id", "recipient_key", "kind", "sequence"),
+        sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("dispatch.id", ondelete="CASCADE"), index=True
+    )
+    recipient_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("dispatch_recipient.id", ondelete="CASCADE"), index=True
+    )
+    # recipient_id, or 0 for a message with no single recipient (escalation), so that the
+    # unique constraint also holds where recipient_id is NULL.
+    recipient_key: Mapped[int] = mapped_column(default=0)
+    kind: Mapped[MessageKind] = mapped_column(_enum(MessageKind))
+    sequence: Mapped[int] = mapped_column(default=0)  # the resend count or reminder's working day
+    to_addrs: Mapped[list[str]] = mapped_column(sa.JSON)
+    cc_addrs: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    message_id: Mapped[str] = mapped_column(sa.String(255), unique=True)  # stable across retries
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), default=DeliveryStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(100))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    smtp_reply: Mapped[str | None] = mapped_column(sa.Text)  # the server's last answer
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    dispatch: Mapped[Dispatch] = relationship()
+    recipient: Mapped[DispatchRecipient | None] = relationship(back_populates="messages")
+
+
+class Document(db.Model):
+    """An archived file of an issued dispatch: the exact bytes sent, with their SHA-256."""
+
+    __tablename__ = "document"
+    __table_args__ = (sa.UniqueConstraint("dispatch_id", "filename"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("dispatch.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(sa.String(20))  # "pdf", "docx", "attachment"
+    filename: Mapped[str] = mapped_column(sa.String(200))  # as attached to the e-mail
+    media_type: Mapped[str] = mapped_column(sa.String(100))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column()
+    path: Mapped[str] = mapped_column(sa.String(500))  # relative to DISPATCH_DATA_DIR
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    dispatch: Mapped[Dispatch] = relationship(back_populates="documents")
+
+
+class RegisterCounter(db.Model):
+    """The last number taken in a register (sổ đăng ký văn bản đi) in a year."""
+
+    __tablename__ = "register_counter"
+
+    register: Mapped[str] = mapped_column(sa.String(30), primary_key=True)
+    year: Mapped[int] = mapped_column(primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class RecipientEvent(db.Model):
+    """Something a recipient did through its link: opened the page, downloaded a file."""
+
+    __tablename__ = "recipient_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("dispatch_recipient.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(sa.String(20))  # "opened", "downloaded"
+    detail: Mapped[str | None] = mapped_column(sa.String(200))  # e.g. the file downloaded
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(sa.String(45))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(300))
+
+
+class AuditEntry(db.Model):
+    """Who changed what, when; append-only, each row chained to the previous by its hash."""
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(254))  # a user's e-mail, or "system"
+    action: Mapped[str] = mapped_column(sa.String(50))  # "dispatch.issued", "message.sent", …
+    object_type: Mapped[str] = mapped_column(sa.String(50))
+    object_id: Mapped[str | None] = mapped_column(sa.String(50))
+    dispatch_id: Mapped[int | None] = mapped_column(index=True)
+    details: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), default="")
+    hash: Mapped[str] = mapped_column(sa.String(64), default="")
+
+
+class SchedulerHeartbeat(db.Model):
+    """The scheduler's last sign of life, shown to admins."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    name: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(100))
+    pid: Mapped[int] = mapped_column()
+    beat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_job: Mapped[str | None] = mapped_column(sa.String(100))

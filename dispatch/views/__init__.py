@@ -1,0 +1,12 @@
+"""One blueprint per audience; ``register_blueprints`` is the only place they are attached."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every blueprint to the app."""
+    from dispatch.views import health
+
+    app.register_blueprint(health.bp)

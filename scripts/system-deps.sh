@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian packages that Dispatch needs, if any is missing.
+#   scripts/system-deps.sh run    what the service needs (WeasyPrint's Pango and HarfBuzz)
+#   scripts/system-deps.sh test   plus what the tests read the outputs with
+set -euo pipefail
+run_pkgs=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 shared-mime-info)
+test_pkgs=(poppler-utils libreoffice-writer-nogui chromium fonts-liberation2)
+pkgs=("${run_pkgs[@]}")
+[ "${1:-run}" = test ] && pkgs+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+  echo "Please install these system packages: ${missing[*]}" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then sudo="sudo"; else
+    echo "Please install (as root): apt-get install ${missing[*]}" >&2; exit 1
+  fi
+fi
+echo "Installing system packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,62 @@
+"""Shared fixtures: the app on a real database built by the migrations, its client and runner.
+
+``TEST_DATABASE_URL`` picks the database (PostgreSQL in CI); without it each test session uses a
+fresh SQLite file. Either way the schema comes from ``migrations/``, so the migrations are tested.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dispatch import create_app
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The database the tests run against."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def test_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return database_url(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at (rendered pages, screenshots)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture()
+def app(tmp_path: Path, test_database_url: str):
+    """An app bound to the test database and a temporary data folder."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": test_database_url,
+            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
+            "SECRET_KEY": "test-secret",
+            "WTF_CSRF_ENABLED": True,
+            "MAIL_SUPPRESS_SEND": False,
+        }
+    )
+    yield app
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    return app.test_cli_runner()
