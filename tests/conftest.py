@@ -13,6 +13,9 @@ import pytest
 
 from dispatch import create_app
 
+# Fixtures by area, each in its own module.
+pytest_plugins = ["tests.fixtures.database", "tests.fixtures.smtp", "tests.fixtures.web"]
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
