@@ -1,0 +1,93 @@
+"""The audit log: every state change, who made it and when, append-only and hash-chained.
+
+Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's canonical JSON,
+so editing or deleting a row breaks the chain (``verify_chain``). Entries are written in the
+caller's transaction: the change and its record commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text
+
+from dispatch.extensions import db
+from dispatch.models import AuditEntry
+
+# Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
+_CHAIN_LOCK = 0x44495350  # "DISP"
+
+
+def _canonical(entry: AuditEntry) -> bytes:
+    payload = {
+        "at": entry.at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "actor": entry.actor,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "dispatch_id": entry.dispatch_id,
+        "details": entry.details,
+    }
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
+def _entry_hash(prev_hash: str, entry: AuditEntry) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(entry)).hexdigest()
+
+
+def record(
+    action: str,
+    *,
+    actor: str,
+    at: dt.datetime,
+    object_type: str,
+    object_id: str | int | None = None,
+    dispatch_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append an entry to the audit log in the current transaction (the caller commits)."""
+    if db.engine.dialect.name == "postgresql":
+        # Appends must see the previous entry: serialise them until this transaction ends.
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+    prev = db.session.execute(
+        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    entry = AuditEntry(
+        at=at,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=None if object_id is None else str(object_id),
+        dispatch_id=dispatch_id,
+        details=json.loads(json.dumps(details or {}, ensure_ascii=False, default=str)),
+        prev_hash=prev or "",
+    )
+    entry.hash = _entry_hash(entry.prev_hash, entry)
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """Where the chain breaks and why."""
+
+    entry_id: int
+    reason: str
+
+
+def verify_chain() -> list[ChainProblem]:
+    """Recompute the chain; return every place where a row was edited, removed or inserted."""
+    problems: list[ChainProblem] = []
+    prev_hash = ""
+    for entry in db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars():
+        if entry.prev_hash != prev_hash:
+            problems.append(ChainProblem(entry.id, "previous entry missing or changed"))
+        if entry.hash != _entry_hash(entry.prev_hash, entry):
+            problems.append(ChainProblem(entry.id, "entry changed after it was written"))
+        prev_hash = entry.hash
+    return problems
