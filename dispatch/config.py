@@ -96,6 +96,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or "van-thu@thh.example",
         "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", env.get("MAIL_TIMEOUT"), 30),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        # Comma-separated ISO dates the holidays package does not know (see dispatch.calendar).
+        "DISPATCH_EXTRA_HOLIDAYS": env.get("DISPATCH_EXTRA_HOLIDAYS") or "",
+        "DISPATCH_EXTRA_WORKING_DAYS": env.get("DISPATCH_EXTRA_WORKING_DAYS") or "",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
