@@ -126,6 +126,22 @@ class ApiToken(db.Model):
     user: Mapped[User] = relationship()
 
 
+class LoginAttempt(db.Model):
+    """One sign-in attempt, kept in the database so throttling holds across web workers."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        sa.Index("ix_login_attempt_email_at", "email", "at"),
+        sa.Index("ix_login_attempt_ip_at", "ip", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    email: Mapped[str] = mapped_column(sa.String(254))  # as typed, normalised (lower case, NFC)
+    ip: Mapped[str | None] = mapped_column(sa.String(45))
+    succeeded: Mapped[bool] = mapped_column(default=False)
+
+
 group_member = sa.Table(
     "group_member",
     db.metadata,

@@ -35,6 +35,19 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_audit_entry_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_entry_dispatch_id'), ['dispatch_id'], unique=False)
 
+    op.create_table('login_attempt',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
+    sa.Column('email', sa.String(length=254), nullable=False),
+    sa.Column('ip', sa.String(length=45), nullable=True),
+    sa.Column('succeeded', sa.Boolean(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_login_attempt'))
+    )
+    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_login_attempt_at'), ['at'], unique=False)
+        batch_op.create_index('ix_login_attempt_email_at', ['email', 'at'], unique=False)
+        batch_op.create_index('ix_login_attempt_ip_at', ['ip', 'at'], unique=False)
+
     op.create_table('organisation',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -270,6 +283,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_organisation_province_code'))
 
     op.drop_table('organisation')
+    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
+        batch_op.drop_index('ix_login_attempt_ip_at')
+        batch_op.drop_index('ix_login_attempt_email_at')
+        batch_op.drop_index(batch_op.f('ix_login_attempt_at'))
+
+    op.drop_table('login_attempt')
     with op.batch_alter_table('audit_entry', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entry_dispatch_id'))
         batch_op.drop_index(batch_op.f('ix_audit_entry_at'))
