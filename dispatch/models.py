@@ -76,6 +76,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # accepted by the SMTP server
     RETRYING = "retrying"  # a temporary failure; ``next_attempt_at`` says when
     FAILED = "failed"  # a permanent failure; ``last_error`` says why
+    CANCELLED = "cancelled"  # no longer needed when its turn came (the office had confirmed)
 
 
 class MessageKind(StrEnum):

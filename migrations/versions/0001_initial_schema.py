@@ -209,7 +209,7 @@ def upgrade():
     sa.Column('to_addrs', sa.JSON(), nullable=False),
     sa.Column('cc_addrs', sa.JSON(), nullable=False),
     sa.Column('message_id', sa.String(length=255), nullable=False),
-    sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'retrying', 'failed', name='deliverystatus', native_enum=False, length=20), nullable=False),
+    sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'retrying', 'failed', 'cancelled', name='deliverystatus', native_enum=False, length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
     sa.Column('claimed_at', sa.DateTime(), nullable=True),
