@@ -14,7 +14,12 @@ import pytest
 from dispatch import create_app
 
 # Fixtures by area, each in its own module.
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.smtp", "tests.fixtures.web"]
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.smtp",
+    "tests.fixtures.web",
+    "tests.fixtures.reminders",
+]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
