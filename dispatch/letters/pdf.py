@@ -1,0 +1,370 @@
+"""The letter as a PDF laid out to Decree 30: a plain view-model, Jinja templates, WeasyPrint 70.
+
+``render_pdf(letter)`` is a pure function from the document model to bytes. The words Decree 30
+puts around the text come from ``dispatch.letters.formatting`` (the DOCX prints the same ones);
+the layout lives in ``templates/letters/letter.html`` and ``letter.css``. WeasyPrint is imported
+here only, and set up once per process (fonts loaded, stylesheet parsed) because importing it
+and loading fonts costs far more than laying out a two-page letter.
+
+Fonts are the Liberation Serif files shipped in ``dispatch/letters/fonts`` (Times New Roman
+metrics, full Vietnamese), never whatever the machine has: a character they lack is refused
+before rendering, and a PDF that somehow used another font is refused after.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from dispatch import PROJECT_ROOT
+from dispatch.letters import formatting
+from dispatch.letters.model import Block, BlockKind, Letter, Span
+
+FONT_DIR = Path(__file__).resolve().parent / "fonts"
+TEMPLATE_DIR = PROJECT_ROOT / "templates" / "letters"
+ATTACHMENT_DIR = PROJECT_ROOT / "attachments"
+
+# The CSS family name the stylesheet uses; it shows as the font name in the PDF.
+FONT_FAMILY = "Liberation Serif"
+FONT_FILES = {
+    # (weight, style): file
+    ("normal", "normal"): "LiberationSerif-Regular.ttf",
+    ("bold", "normal"): "LiberationSerif-Bold.ttf",
+    ("normal", "italic"): "LiberationSerif-Italic.ttf",
+    ("bold", "italic"): "LiberationSerif-BoldItalic.ttf",
+}
+
+# Fixed wording of the header (Decree 30, Phụ lục I) and the two list labels.
+NATIONAL_TITLE = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+MOTTO = "Độc lập - Tự do - Hạnh phúc"
+ADDRESSEE_LABEL = "Kính gửi:"
+DISTRIBUTION_LABEL = "Nơi nhận:"
+
+# Each appendix gets its own named page so that its numbering can restart (see letter.css).
+MAX_APPENDICES = len(formatting.ROMAN)
+
+# Words that must not break across lines: document numbers ("1015/TTg-KGVX",
+# "30/2020/NĐ-CP"), dates ("15/11/2021") and hyphenated words ("vắc-xin", "PC-Covid").
+UNBREAKABLE = re.compile(r"\w+(?:[/\-]\w+)+")
+
+# Characters that HTML collapses into ordinary spaces, so they never need a glyph.
+COLLAPSIBLE = frozenset("\t\n\r")
+
+
+class RenderError(RuntimeError):
+    """The letter cannot be rendered faithfully (a missing glyph or font, a refused resource)."""
+
+
+# --------------------------------------------------------------------------- view-model
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A piece of printed text and where it comes from, for the glyph check's message."""
+
+    where: str
+    text: str
+
+
+def _nfc(text: str) -> str:
+    """Text in NFC: NFD input renders the same but extracts (and searches) differently."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def _runs(spans: tuple[Span, ...] | list[Span], keep: tuple[str, ...] = ()) -> list[dict]:
+    """Spans as template runs; document numbers, dates and hyphenated words kept unbroken.
+
+    ``keep`` lists exact substrings (the letter's own number, possibly blank) printed as one
+    unbreakable piece with their spaces preserved.
+    """
+    runs: list[dict] = []
+    for span in spans:
+        style = " ".join(c for c, on in (("b", span.bold), ("i", span.italic)) if on)
+        for text, unbreakable in _pieces(_nfc(span.text), keep):
+            classes = " ".join(c for c in (style, "nowrap" if unbreakable else "") if c)
+            runs.append({"text": text, "classes": classes})
+    return runs
+
+
+def _pieces(text: str, keep: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
+    """Split text into (piece, unbreakable) pairs."""
+    for keeper in keep:
+        if keeper and keeper in text:
+            before, _, after = text.partition(keeper)
+            yield from _pieces(before, keep)
+            yield keeper, True
+            yield from _pieces(after, keep)
+            return
+    position = 0
+    for match in UNBREAKABLE.finditer(text):
+        if match.start() > position:
+            yield text[position : match.start()], False
+        yield match.group(), True
+        position = match.end()
+    if position < len(text):
+        yield text[position:], False
+
+
+def _plain(text: str, keep: tuple[str, ...] = ()) -> list[dict]:
+    """A plain string as template runs."""
+    return _runs((Span(text),), keep)
+
+
+def _block(block: Block) -> dict[str, Any]:
+    """One body block as plain template data."""
+    if block.kind is BlockKind.TABLE:
+        return {
+            "kind": "table",
+            "header": [_runs(cell) for cell in block.rows[0]] if block.rows else [],
+            "rows": [[_runs(cell) for cell in row] for row in block.rows[1:]],
+        }
+    kind = {
+        BlockKind.PARAGRAPH: "paragraph",
+        BlockKind.HEADING: "heading",
+    }.get(block.kind, "item")
+    return {"kind": kind, "marker": _nfc(block.marker), "runs": _runs(block.spans)}
+
+
+def _blocks_text(blocks: tuple[Block, ...], where: str) -> Iterator[_Text]:
+    """The printed text of body blocks, each with its place."""
+    for index, block in enumerate(blocks, start=1):
+        if block.kind is BlockKind.TABLE:
+            for r, row in enumerate(block.rows, start=1):
+                for c, cell in enumerate(row, start=1):
+                    text = "".join(span.text for span in cell)
+                    yield _Text(f"{where}, đoạn {index} (bảng, hàng {r}, cột {c})", text)
+        else:
+            yield _Text(f"{where}, đoạn {index}", f"{block.marker} {block.text}")
+
+
+def _source(path: Path | None) -> str:
+    return f" (tệp {path})" if path is not None else ""
+
+
+def printed_texts(letter: Letter) -> Iterator[_Text]:
+    """Every text the PDF prints from the letter, as printed (upper case where it is)."""
+    src = _source(letter.source)
+    yield _Text(f"cơ quan chủ quản{src}", letter.parent_agency.upper())
+    yield _Text(f"cơ quan ban hành{src}", letter.issuing_agency.upper())
+    yield _Text(f"số, ký hiệu{src}", formatting.number_line(letter))
+    yield _Text(f"địa danh, ngày tháng{src}", formatting.place_date_line(letter))
+    yield _Text(f"trích yếu{src}", formatting.subject_line(letter))
+    if letter.urgency is not None:
+        yield _Text(f"độ khẩn{src}", letter.urgency.value)
+    for i, line in enumerate(formatting.addressee_lines(letter), start=1):
+        yield _Text(f"Kính gửi, dòng {i}{src}", line)
+    yield from _blocks_text(letter.body, f"thân công văn{src}")
+    for line in formatting.signer_title_lines(letter):
+        yield _Text(f"chức vụ người ký{src}", line)
+    yield _Text(f"tên người ký{src}", letter.signer.name)
+    for i, line in enumerate(formatting.distribution_lines(letter), start=1):
+        yield _Text(f"Nơi nhận, dòng {i}{src}", line)
+    for appendix in letter.appendices:
+        label = formatting.appendix_heading(appendix.numeral)
+        asrc = _source(appendix.source) or src
+        yield _Text(f"{label}, tiêu đề{asrc}", appendix.title.upper())
+        yield _Text(f"{label}, dòng Kèm theo{asrc}", formatting.appendix_reference_line(letter))
+        yield from _blocks_text(appendix.body, f"{label}{asrc}")
+
+
+def letter_view(letter: Letter) -> dict[str, Any]:
+    """The plain data the letter template reads; every text is NFC and every word Decree 30's."""
+    if len(letter.appendices) > MAX_APPENDICES:
+        raise RenderError(f"Một công văn chỉ có tối đa {MAX_APPENDICES} phụ lục.")
+    number = formatting.number_and_symbol(letter)
+    subject = formatting.subject_line(letter)
+    title = " ".join(f"Công văn số {number} {subject}".split())
+    return {
+        "title": _nfc(title),
+        "author": _nfc(letter.issuing_agency),
+        "parent_agency": _nfc(letter.parent_agency.upper()),
+        "issuing_agency": _nfc(letter.issuing_agency.upper()),
+        "national_title": NATIONAL_TITLE,
+        "motto": MOTTO,
+        "number_line": _nfc(formatting.number_line(letter)),
+        "place_date": _nfc(formatting.place_date_line(letter)),
+        "subject": _plain(subject),
+        "urgency": letter.urgency.value if letter.urgency is not None else None,
+        "addressee_label": ADDRESSEE_LABEL,
+        "addressees": [_plain(line) for line in formatting.addressee_lines(letter)],
+        "body": [_block(block) for block in letter.body],
+        "signer_titles": [_nfc(line) for line in formatting.signer_title_lines(letter)],
+        "signer_name": _nfc(letter.signer.name),
+        "distribution_label": DISTRIBUTION_LABEL,
+        "distribution": [_plain(line) for line in formatting.distribution_lines(letter)],
+        "appendices": [
+            {
+                "page": f"appendix-{index}",
+                "heading": _nfc(formatting.appendix_heading(appendix.numeral)),
+                "title": _nfc(appendix.title.upper()),
+                "reference": _plain(
+                    formatting.appendix_reference_line(letter), keep=(_nfc(number),)
+                ),
+                "body": [_block(block) for block in appendix.body],
+            }
+            for index, appendix in enumerate(letter.appendices, start=1)
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- fonts
+
+
+def font_paths() -> dict[tuple[str, str], Path]:
+    """The shipped font files by (weight, style); RenderError if any is missing."""
+    paths = {key: FONT_DIR / name for key, name in FONT_FILES.items()}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise RenderError("Thiếu tệp phông chữ để in công văn: " + ", ".join(missing))
+    return paths
+
+
+class _Coverage:
+    """What the shipped faces are: the characters all of them draw, and their fingerprints."""
+
+    def __init__(self, paths: dict[tuple[str, str], Path]) -> None:
+        from fontTools.ttLib import TTFont
+
+        maps = []
+        # (glyph count, units per em) of each face: WeasyPrint has subset the font data by
+        # the time the PDF is written, but still knows these of the face it actually used.
+        self.fingerprints: set[tuple[int, int]] = set()
+        for path in paths.values():
+            with TTFont(path, lazy=True) as font:
+                maps.append(set(font.getBestCmap()))
+                self.fingerprints.add((font["maxp"].numGlyphs, font["head"].unitsPerEm))
+        # Any text may be set bold or italic, so a character must exist in every face.
+        self.codepoints = frozenset(set.intersection(*maps))
+
+    def check(self, texts: Iterator[_Text]) -> None:
+        """Raise RenderError naming the first character the fonts lack and where it is."""
+        for item in texts:
+            text = _nfc(item.text)
+            for position, char in enumerate(text):
+                if char in COLLAPSIBLE or ord(char) in self.codepoints:
+                    continue
+                context = text[max(0, position - 20) : position + 20]
+                raise RenderError(
+                    f"Phông chữ {FONT_FAMILY} không có ký tự U+{ord(char):04X} «{char}» "
+                    f"({unicodedata.name(char, 'không rõ tên')}) ở {item.where}: «{context}». "
+                    "Hãy thay ký tự này trong văn bản nguồn."
+                )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class _Engine:
+    """WeasyPrint, set up once: fonts registered, stylesheet parsed, templates loaded."""
+
+    def __init__(self) -> None:
+        import weasyprint
+        from weasyprint.text.fonts import FontConfiguration
+
+        from dispatch.letters.fetcher import (
+            FONT_TYPES,
+            IMAGE_TYPES,
+            STYLE_TYPES,
+            RestrictedURLFetcher,
+        )
+
+        self.weasyprint = weasyprint
+        paths = font_paths()
+        self.coverage = _Coverage(paths)
+        self.fetcher = RestrictedURLFetcher(
+            {FONT_DIR: FONT_TYPES, TEMPLATE_DIR: STYLE_TYPES, ATTACHMENT_DIR: IMAGE_TYPES}
+        )
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+            # Letter text is text, never markup; the stylesheet only holds our own values.
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html",), disabled_extensions=("css",), default=True
+            ),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.html_template = self.templates.get_template("letter.html")
+        stylesheet = self.templates.get_template("letter.css").render(
+            font_family=FONT_FAMILY,
+            fonts=[
+                {"weight": weight, "style": style, "url": path.as_uri()}
+                for (weight, style), path in paths.items()
+            ],
+            appendix_pages=[f"appendix-{i}" for i in range(1, MAX_APPENDICES + 1)],
+        )
+        self.font_config = FontConfiguration()
+        self.stylesheet = self._guarded(
+            lambda: weasyprint.CSS(
+                string=stylesheet,
+                base_url=TEMPLATE_DIR.as_uri() + "/",
+                url_fetcher=self.fetcher,
+                font_config=self.font_config,
+            )
+        )
+        # Rendering shares the font configuration (Pango/Fontconfig objects): one at a time.
+        self.lock = threading.Lock()
+
+    def _guarded(self, action):
+        """Run a WeasyPrint step, turning a refused fetch into a RenderError."""
+        from weasyprint.urls import FatalURLFetchingError
+
+        try:
+            return action()
+        except FatalURLFetchingError as exc:  # a BaseException: `except Exception` misses it
+            raise RenderError(f"Không in được công văn: {exc} ({exc.__cause__})") from exc
+
+    def render(self, letter: Letter) -> bytes:
+        """The PDF of ``letter``."""
+        self.coverage.check(printed_texts(letter))
+        html = self.html_template.render(**letter_view(letter))
+        with self.lock:
+            document = self._guarded(
+                lambda: self.weasyprint.HTML(
+                    string=html,
+                    base_url=TEMPLATE_DIR.as_uri() + "/",
+                    url_fetcher=self.fetcher,
+                ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
+            )
+            pdf = self._guarded(lambda: document.write_pdf())
+            self._check_fonts(document)
+        return pdf
+
+    def _check_fonts(self, document: Any) -> None:
+        """Refuse a PDF that used any font but the shipped files (a silent fallback)."""
+        for font in document.fonts.values():
+            fingerprint = (font.glyph_count, font.upem)
+            if font.family != FONT_FAMILY or fingerprint not in self.coverage.fingerprints:
+                raise RenderError(
+                    f"Công văn đã dùng phông chữ ngoài bộ phông đi kèm ({font.family}); "
+                    "kiểm tra lại các tệp phông chữ."
+                )
+
+
+_engine: _Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def warm_up() -> None:
+    """Set WeasyPrint up now (a worker calls this at start so the first letter is fast)."""
+    _get_engine()
+
+
+def _get_engine() -> _Engine:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = _Engine()
+        return _engine
+
+
+def render_pdf(letter: Letter) -> bytes:
+    """The letter as PDF bytes, laid out to Decree 30 with the shipped fonts embedded."""
+    return _get_engine().render(letter)
