@@ -1,0 +1,126 @@
+"""People who sign in: creating them, and checking their passwords (argon2id).
+
+Only the argon2 hash of a password is stored. Sign-in (``dispatch.auth``) calls
+``verify_password`` and, when ``password_needs_rehash`` says so, stores a fresh hash, so that
+raising the parameters later needs no migration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+
+from dispatch import audit
+from dispatch.extensions import db
+from dispatch.models import Role, User
+
+MIN_PASSWORD_LENGTH = 10
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
+_hasher = PasswordHasher()
+
+ROLE_LABELS = {Role.ADMIN: "quản trị", Role.CLERK: "chuyên viên", Role.LEADER: "lãnh đạo"}
+
+
+class UserError(ValueError):
+    """A user could not be created or found; the message is for clerks (Vietnamese)."""
+
+
+def normalise_email(email: str) -> str:
+    """Addresses are compared without case and surrounding spaces."""
+    return email.strip().lower()
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash stored for a password."""
+    return _hasher.hash(password)
+
+
+def check_password_rules(password: str) -> None:
+    """Refuse a password too short to be safe."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"Mật khẩu phải có ít nhất {MIN_PASSWORD_LENGTH} ký tự.")
+
+
+def find_user(email: str) -> User | None:
+    """The user with this e-mail address (any case), or None."""
+    return db.session.execute(
+        select(User).where(func.lower(User.email) == normalise_email(email))
+    ).scalar_one_or_none()
+
+
+def get_user(email: str) -> User:
+    """The user with this e-mail address, or a ``UserError`` naming it."""
+    user = find_user(email)
+    if user is None:
+        raise UserError(f"Không có người dùng {email!r}.")
+    return user
+
+
+def create_user(
+    email: str,
+    *,
+    role: Role | str,
+    password: str | None,
+    at: dt.datetime,
+    actor: str,
+    name: str = "",
+) -> User:
+    """Add a user, password hashed with argon2 (None: no sign-in yet); audited, caller commits."""
+    email = normalise_email(email)
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
+        raise UserError(f"Địa chỉ thư điện tử không hợp lệ: {email!r}.")
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        allowed = ", ".join(member.value for member in Role)
+        raise UserError(f"Vai trò {role!r} không hợp lệ; chọn một trong: {allowed}.") from exc
+    if find_user(email) is not None:
+        raise UserError(f"Người dùng {email} đã có.")
+    if password is not None:
+        check_password_rules(password)
+    user = User(
+        email=email,
+        name=name.strip(),
+        role=role,
+        password_hash=None if password is None else hash_password(password),
+        active=True,
+        created_at=at,
+    )
+    db.session.add(user)
+    db.session.flush()
+    audit.record(
+        "user.created",
+        actor=actor,
+        at=at,
+        object_type="user",
+        object_id=user.id,
+        details={"email": email, "role": role.value, "has_password": password is not None},
+    )
+    return user
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches the stored hash; with no hash, the same work and False."""
+    if password_hash is None:
+        # Verify against a throw-away hash so that an unknown user costs as much as a known one.
+        password_hash, password = _dummy_hash(), password + "\x00not-this"
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    """Whether a stored hash was made with weaker parameters than the current ones."""
+    return _hasher.check_needs_rehash(password_hash)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_hex(16))
