@@ -33,6 +33,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(load_config(Path(app.instance_path)))
     if test_config:
         app.config.from_mapping(test_config)
+    proxies = int(app.config.get("DISPATCH_TRUSTED_PROXIES") or 0)
+    if proxies:
+        # Only behind proxies we were told about: otherwise X-Forwarded-For is the client's lie.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))

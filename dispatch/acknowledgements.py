@@ -4,18 +4,37 @@ A token is HMAC-SHA256(SECRET_KEY, "<recipient id>:<random salt>"), 256 bits in 
 Only its SHA-256 is stored (``DispatchRecipient.token_hash``) with the salt, so the database alone
 cannot rebuild a link, while the sender (which has the key) can put it in every e-mail, resend
 included, without keeping it anywhere.
+
+Through the link a recipient opens the letter's page, downloads the archived files and confirms
+receipt (``acknowledge``). These functions write in the caller's transaction, audit included;
+the caller (view or command) commits.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
+from sqlalchemy import or_, select, update
 
-from dispatch.models import DispatchRecipient
+from dispatch import audit
+from dispatch.extensions import db
+from dispatch.models import (
+    AcknowledgementMethod,
+    Dispatch,
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+    RecipientEvent,
+)
 
 
 def _derive_token(recipient_id: int, salt: str, key: str) -> str:
@@ -49,3 +68,307 @@ def confirmation_url(recipient: DispatchRecipient) -> str:
 def is_well_formed(token: str) -> bool:
     """Cheap shape check before any database look-up (43 URL-safe base64 characters)."""
     return len(token) == 43 and all(c.isalnum() or c in "-_" for c in token)
+
+
+# --- Looking a recipient up by its link, and what the link records ---------------------------
+
+# Limits of what a confirmer types (the columns are sized to match).
+NAME_MAX = 100
+POSITION_MAX = 100
+NOTE_MAX = 1000
+USER_AGENT_MAX = 300
+IP_MAX = 45
+
+# Opening the page again within this interval (same address, same browser) adds no event:
+# reloads and mail scanners would otherwise flood the history.
+OPENED_EVENT_INTERVAL = dt.timedelta(minutes=1)
+
+# A dispatch whose letter has gone out; a draft never has a working link.
+_LIVE_STATUSES = (DispatchStatus.ISSUED, DispatchStatus.COMPLETED)
+
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85]+")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+class AcknowledgementError(ValueError):
+    """What was typed cannot be recorded; ``errors`` maps each field to a Vietnamese message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """The confirmation on record after ``acknowledge``: ``recorded`` is False if it was earlier."""
+
+    recorded: bool
+    acknowledged_at: dt.datetime
+    acknowledged_by: str
+    acknowledged_position: str | None
+    method: AcknowledgementMethod
+
+
+def _without_controls(text: str, keep: str = "") -> str:
+    """Drop control characters (other than those in ``keep``) a browser or a paste may carry."""
+    return "".join(c for c in text if c in keep or unicodedata.category(c)[0] != "C")
+
+
+def clean_line(value: str | None) -> str:
+    """One line of text as stored: NFC, CR/LF and controls removed, spaces collapsed."""
+    if value is None:
+        return ""
+    text = unicodedata.normalize("NFC", value)
+    text = _LINE_BREAKS.sub(" ", text)
+    text = _without_controls(text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def clean_note(value: str | None) -> str:
+    """A free-text note as stored: NFC, line breaks kept as LF, other controls removed."""
+    if value is None:
+        return ""
+    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n").replace("\r", "\n")
+    return _without_controls(text, keep="\n\t").strip()
+
+
+def validate_confirmer(name: str, position: str, note: str) -> dict[str, str]:
+    """Vietnamese error messages for cleaned confirmation fields, keyed by field; {} if valid."""
+    errors: dict[str, str] = {}
+    if not name:
+        errors["name"] = "Vui lòng nhập họ và tên người xác nhận."
+    elif len(name) > NAME_MAX:
+        errors["name"] = f"Họ và tên dài tối đa {NAME_MAX} ký tự (đã nhập {len(name)})."
+    if not position:
+        errors["position"] = "Vui lòng nhập chức vụ của người xác nhận."
+    elif len(position) > POSITION_MAX:
+        errors["position"] = f"Chức vụ dài tối đa {POSITION_MAX} ký tự (đã nhập {len(position)})."
+    if len(note) > NOTE_MAX:
+        errors["note"] = f"Ghi chú dài tối đa {NOTE_MAX} ký tự (đã nhập {len(note)})."
+    return errors
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    """Header values are the client's to choose: keep what fits the column."""
+    if not value:
+        return None
+    return _without_controls(unicodedata.normalize("NFC", value))[:limit] or None
+
+
+def find_recipient(token: str) -> DispatchRecipient | None:
+    """The recipient whose link this token is, on an issued dispatch; None for any other token."""
+    if not is_well_formed(token):
+        return None
+    # Looking up the SHA-256 rather than comparing tokens leaks nothing through timing: the
+    # attacker does not control the hash being compared.
+    return db.session.execute(
+        select(DispatchRecipient)
+        .join(Dispatch, Dispatch.id == DispatchRecipient.dispatch_id)
+        .where(
+            DispatchRecipient.token_hash == hash_token(token),
+            Dispatch.status.in_(_LIVE_STATUSES),
+        )
+    ).scalar_one_or_none()
+
+
+def _actor(recipient: DispatchRecipient) -> str:
+    """How the audit log names someone acting through a recipient's link."""
+    return f"recipient:{recipient.id}"
+
+
+def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> bool:
+    """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did."""
+    table = DispatchRecipient.__table__
+    result = db.session.execute(
+        update(table)
+        .where(table.c.id == recipient.id, table.c.opened_at.is_(None))
+        .values(opened_at=at)
+    )
+    if result.rowcount != 1:
+        return False
+    audit.record(
+        "recipient.opened",
+        actor=_actor(recipient),
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=recipient.dispatch_id,
+        details={"via": via},
+    )
+    return True
+
+
+def record_opened(
+    recipient: DispatchRecipient, *, ip: str | None, user_agent: str | None, at: dt.datetime
+) -> bool:
+    """Record that the link's page was opened; False if an identical open was just recorded."""
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    first = _mark_opened(recipient, at, via="page")
+    recent = db.session.execute(
+        select(RecipientEvent.id)
+        .where(
+            RecipientEvent.recipient_id == recipient.id,
+            RecipientEvent.kind == "opened",
+            RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
+            RecipientEvent.user_agent.is_(None)
+            if user_agent is None
+            else RecipientEvent.user_agent == user_agent,
+            RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
+            RecipientEvent.at <= at,
+        )
+        .limit(1)
+    ).first()
+    if recent is not None and not first:
+        db.session.refresh(recipient)
+        return False
+    db.session.add(
+        RecipientEvent(
+            recipient_id=recipient.id, kind="opened", at=at, ip=ip, user_agent=user_agent
+        )
+    )
+    db.session.flush()
+    db.session.refresh(recipient)
+    return True
+
+
+def documents_of(recipient: DispatchRecipient) -> list[Document]:
+    """The archived files of the recipient's dispatch, in the order they were archived."""
+    return list(
+        db.session.execute(
+            select(Document)
+            .where(Document.dispatch_id == recipient.dispatch_id)
+            .order_by(Document.id)
+        ).scalars()
+    )
+
+
+def find_document(recipient: DispatchRecipient, ref: str) -> Document | None:
+    """One of the recipient's dispatch's files, by its id or its file name; None otherwise."""
+    # Both look-ups are limited to this recipient's dispatch: a token opens only its own files.
+    condition = Document.filename == unicodedata.normalize("NFC", ref)
+    if ref.isascii() and ref.isdigit() and len(ref) < 10:
+        condition = or_(Document.id == int(ref), condition)
+    return db.session.execute(
+        select(Document)
+        .where(Document.dispatch_id == recipient.dispatch_id, condition)
+        .order_by(Document.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+class ArchiveError(RuntimeError):
+    """An archived file is missing, outside the archive, or no longer has its recorded hash."""
+
+
+def read_document(document: Document) -> bytes:
+    """The archived bytes of a document, checked against the SHA-256 recorded when it was issued."""
+    root = Path(current_app.config["DISPATCH_DATA_DIR"]).resolve()
+    path = (root / document.path).resolve()
+    if not path.is_relative_to(root):
+        raise ArchiveError(f"document {document.id}: path {document.path!r} leaves the archive")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArchiveError(f"document {document.id}: cannot read {path}: {exc}") from exc
+    # What the receipt promises is the recorded hash: never hand out other bytes under it.
+    if hashlib.sha256(data).hexdigest() != document.sha256:
+        raise ArchiveError(f"document {document.id}: {path} does not match its SHA-256")
+    return data
+
+
+def record_download(
+    recipient: DispatchRecipient,
+    document: Document,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+) -> None:
+    """Record that a file was downloaded through the link (and that the link was opened)."""
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    _mark_opened(recipient, at, via="download")
+    db.session.add(
+        RecipientEvent(
+            recipient_id=recipient.id,
+            kind="downloaded",
+            detail=document.filename[:200],
+            at=at,
+            ip=ip,
+            user_agent=user_agent,
+        )
+    )
+    audit.record(
+        "recipient.downloaded",
+        actor=_actor(recipient),
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=recipient.dispatch_id,
+        details={"document_id": document.id, "filename": document.filename, "ip": ip},
+    )
+    db.session.flush()
+    db.session.refresh(recipient)
+
+
+def acknowledge(
+    recipient: DispatchRecipient,
+    name: str,
+    position: str,
+    note: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+    method: AcknowledgementMethod = AcknowledgementMethod.LINK,
+    actor: str | None = None,
+) -> AckResult:
+    """Record a confirmation of receipt once; later calls change nothing and return the first."""
+    name, position, note = clean_line(name), clean_line(position), clean_note(note)
+    errors = validate_confirmer(name, position, note)
+    if errors:
+        raise AcknowledgementError(errors)
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    table = DispatchRecipient.__table__
+    # The condition makes the database the referee: of two confirmations at once, the second
+    # waits for the first's row lock, re-reads the row and matches nothing.
+    result = db.session.execute(
+        update(table)
+        .where(table.c.id == recipient.id, table.c.acknowledged_at.is_(None))
+        .values(
+            acknowledged_at=at,
+            acknowledged_by=name,
+            acknowledged_position=position,
+            acknowledgement_note=note or None,
+            acknowledged_ip=ip,
+            acknowledged_user_agent=user_agent,
+            acknowledged_method=method,
+        )
+    )
+    recorded = result.rowcount == 1
+    if recorded:
+        audit.record(
+            "recipient.acknowledged",
+            actor=actor or _actor(recipient),
+            at=at,
+            object_type="dispatch_recipient",
+            object_id=recipient.id,
+            dispatch_id=recipient.dispatch_id,
+            details={
+                "name": name,
+                "position": position,
+                "note": note or None,
+                "method": method.value,
+                "ip": ip,
+                "user_agent": user_agent,
+            },
+        )
+    db.session.flush()
+    # Re-read: after a lost race the row holds the winner's confirmation.
+    db.session.refresh(recipient)
+    assert recipient.acknowledged_at is not None and recipient.acknowledged_by is not None
+    return AckResult(
+        recorded=recorded,
+        acknowledged_at=recipient.acknowledged_at,
+        acknowledged_by=recipient.acknowledged_by,
+        acknowledged_position=recipient.acknowledged_position,
+        method=recipient.acknowledged_method or method,
+    )

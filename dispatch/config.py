@@ -96,6 +96,17 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or "van-thu@thh.example",
         "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", env.get("MAIL_TIMEOUT"), 30),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        # How many reverse proxies in front of the app to believe (X-Forwarded-For …); 0: none.
+        "DISPATCH_TRUSTED_PROXIES": _int(
+            "DISPATCH_TRUSTED_PROXIES", env.get("DISPATCH_TRUSTED_PROXIES"), 0
+        ),
+        # Unknown confirmation links allowed per client address in the window (per worker).
+        "DISPATCH_LINK_404_LIMIT": _int(
+            "DISPATCH_LINK_404_LIMIT", env.get("DISPATCH_LINK_404_LIMIT"), 20
+        ),
+        "DISPATCH_LINK_404_WINDOW": _int(
+            "DISPATCH_LINK_404_WINDOW", env.get("DISPATCH_LINK_404_WINDOW"), 600
+        ),
         # Comma-separated ISO dates the holidays package does not know (see dispatch.calendar).
         "DISPATCH_EXTRA_HOLIDAYS": env.get("DISPATCH_EXTRA_HOLIDAYS") or "",
         "DISPATCH_EXTRA_WORKING_DAYS": env.get("DISPATCH_EXTRA_WORKING_DAYS") or "",

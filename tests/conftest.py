@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.web",
     "tests.fixtures.reminders",
+    "tests.fixtures.acknowledgements",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

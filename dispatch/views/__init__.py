@@ -7,6 +7,7 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to the app."""
-    from dispatch.views import health
+    from dispatch.views import health, provinces
 
     app.register_blueprint(health.bp)
+    provinces.init_app(app)

@@ -1,0 +1,361 @@
+"""The recipients' pages: a provincial office opens its personal link, downloads the letter and
+confirms receipt. There is no account: the token in the URL is the credential.
+
+Routes are thin: the work is in ``dispatch.acknowledgements``. Every response carries headers that
+keep the token from leaking (no Referer, no caching) and a strict Content Security Policy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import unicodedata
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError
+from wtforms import StringField, TextAreaField
+from wtforms.validators import ValidationError
+
+from dispatch import acknowledgements, clock
+from dispatch.extensions import db
+from dispatch.models import AcknowledgementMethod, DispatchRecipient, Document
+
+bp = Blueprint("provinces", __name__)
+
+SECURITY_HEADERS = {
+    # The token is in the URL: never send it on to another site, never keep the page in a cache.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+        "object-src 'none'"
+    ),
+}
+
+
+# --- Throttling guesses -----------------------------------------------------------------------
+
+
+class NotFoundThrottle:
+    """A sliding window of 404s per client address, kept in this process.
+
+    Behind several workers (gunicorn -w N) each worker keeps its own window, so an address may
+    get up to N times the limit; with 256-bit tokens this only has to keep guessing noisy.
+    """
+
+    def __init__(self, limit: int, window: float, max_clients: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_clients = max_clients
+        self._misses: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _prune(self, key: str, now: float) -> deque[float] | None:
+        misses = self._misses.get(key)
+        if misses is None:
+            return None
+        while misses and misses[0] <= now - self.window:
+            misses.popleft()
+        if not misses:
+            del self._misses[key]
+            return None
+        return misses
+
+    def retry_after(self, key: str, now: float) -> int | None:
+        """Seconds until ``key`` may try again, or None if it is not blocked."""
+        with self._lock:
+            misses = self._prune(key, now)
+            if misses is None or len(misses) < self.limit:
+                return None
+            return max(1, int(misses[-self.limit] + self.window - now) + 1)
+
+    def miss(self, key: str, now: float) -> None:
+        """Count a 404 for ``key``."""
+        with self._lock:
+            misses = self._prune(key, now) or deque()
+            misses.append(now)
+            self._misses[key] = misses
+            self._misses.move_to_end(key)
+            # Bounded memory: forget the addresses not seen for longest.
+            while len(self._misses) > self.max_clients:
+                self._misses.popitem(last=False)
+
+
+def _throttle() -> NotFoundThrottle:
+    return current_app.extensions["dispatch_link_throttle"]
+
+
+def _client_key() -> str:
+    return request.remote_addr or "-"
+
+
+# --- The form -------------------------------------------------------------------------------
+
+
+def _check(field_name: str):
+    """A WTForms validator running the domain's own rules, so the page and the domain agree."""
+
+    def validator(form: ConfirmationForm, field: Any) -> None:
+        errors = acknowledgements.validate_confirmer(
+            form.name.data or "", form.position.data or "", form.note.data or ""
+        )
+        if field_name in errors:
+            raise ValidationError(errors[field_name])
+
+    return validator
+
+
+class ConfirmationForm(FlaskForm):
+    """The confirmation of receipt: who confirms, in which position, and an optional note."""
+
+    name = StringField(
+        "Họ và tên người xác nhận",
+        filters=[acknowledgements.clean_line],
+        validators=[_check("name")],
+    )
+    position = StringField(
+        "Chức vụ", filters=[acknowledgements.clean_line], validators=[_check("position")]
+    )
+    note = TextAreaField(
+        "Ghi chú (không bắt buộc)",
+        filters=[acknowledgements.clean_note],
+        validators=[_check("note")],
+    )
+
+
+# --- What the templates are given -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileLink:
+    """A downloadable file as the page lists it."""
+
+    url: str
+    filename: str
+    label: str
+    size: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A confirmation on record, formatted for the page."""
+
+    at: str
+    by: str
+    position: str
+    method: str
+    pdf_sha256: str | None
+
+
+_KIND_LABELS = {
+    "pdf": "Công văn (PDF)",
+    "docx": "Công văn (DOCX)",
+    "attachment": "Tài liệu kèm theo",
+}
+_METHOD_LABELS = {
+    AcknowledgementMethod.LINK: "qua đường liên kết",
+    AcknowledgementMethod.PHONE: "qua điện thoại, do văn thư ghi nhận",
+}
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} byte"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / 1024 / 1024:.1f} MB".replace(".", ",")
+
+
+def _issuing_agency(source: dict[str, Any] | None) -> str:
+    """The issuing agency as written in the letter's source, wherever the source keeps it."""
+    if not isinstance(source, dict):
+        return ""
+    for holder in (source, source.get("metadata"), source.get("meta"), source.get("letter")):
+        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
+            return holder["issuing_agency"]
+    return ""
+
+
+def _receipt(recipient: DispatchRecipient, documents: list[Document]) -> Receipt | None:
+    if recipient.acknowledged_at is None:
+        return None
+    pdf = next((d for d in documents if d.kind == "pdf"), None)
+    method = recipient.acknowledged_method or AcknowledgementMethod.LINK
+    return Receipt(
+        at=clock.format_local(recipient.acknowledged_at),
+        by=recipient.acknowledged_by or "",
+        position=recipient.acknowledged_position or "",
+        method=_METHOD_LABELS.get(method, ""),
+        pdf_sha256=pdf.sha256 if pdf else None,
+    )
+
+
+def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
+    """Plain data for the letter's page (templates never see ORM objects)."""
+    dispatch = recipient.dispatch
+    documents = acknowledgements.documents_of(recipient)
+    return {
+        "number": dispatch.number_and_symbol or "",
+        "date": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
+        "subject": dispatch.subject,
+        "issuing_agency": _issuing_agency(dispatch.source),
+        "recipient_name": recipient.name,
+        "deadline": clock.format_local(dispatch.deadline_at),
+        "files": [
+            FileLink(
+                url=url_for("provinces.download", token=token, ref=str(document.id)),
+                filename=document.filename,
+                label=_KIND_LABELS.get(document.kind, "Tệp"),
+                size=_size(document.size),
+            )
+            for document in documents
+        ],
+        "receipt": _receipt(recipient, documents),
+        "action": url_for("provinces.letter", token=token),
+    }
+
+
+# --- Responses that say nothing about the token -----------------------------------------------
+
+
+def _not_found() -> Response:
+    """The same page for a malformed, forged, unknown or draft token, and counts the miss."""
+    _throttle().miss(_client_key(), time.monotonic())
+    return Response(render_template("provinces/not_found.html"), status=404)
+
+
+def _too_many(retry_after: int) -> Response:
+    response = Response(render_template("provinces/too_many_requests.html"), status=429)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _blocked() -> Response | None:
+    retry_after = _throttle().retry_after(_client_key(), time.monotonic())
+    return None if retry_after is None else _too_many(retry_after)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
+    name = unicodedata.normalize("NFC", filename).replace("/", "_").replace("\\", "_")
+    # "đ" has no decomposition, so the generic ASCII folding would drop it.
+    folded = unicodedata.normalize("NFKD", name.replace("đ", "d").replace("Đ", "D"))
+    fallback = "".join(c for c in folded.encode("ascii", "ignore").decode() if c.isprintable())
+    fallback = fallback.replace('"', "").strip() or "tep"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+# --- Routes ---------------------------------------------------------------------------------
+
+
+@bp.after_request
+def add_security_headers(response: Response) -> Response:
+    """Every response of these pages keeps the token to itself."""
+    for header, value in SECURITY_HEADERS.items():
+        response.headers[header] = value
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def csrf_failed(error: CSRFError) -> tuple[str, int]:
+    """A form without (or with an expired) CSRF token: ask to reload, in Vietnamese."""
+    return render_template("provinces/bad_request.html"), 400
+
+
+@bp.route("/r/<token>", methods=["GET", "POST"])
+def letter(token: str) -> Any:
+    """The letter's page and the confirmation form; after confirming, the receipt."""
+    if (blocked := _blocked()) is not None:
+        return blocked
+    recipient = acknowledgements.find_recipient(token)
+    if recipient is None:
+        return _not_found()
+    at = clock.now()
+    ip, user_agent = request.remote_addr, request.user_agent.string
+    form = ConfirmationForm()
+    already = False
+    if request.method == "POST":
+        if recipient.acknowledged_at is not None:
+            already = True
+        elif form.validate():
+            result = acknowledgements.acknowledge(
+                recipient,
+                form.name.data,
+                form.position.data,
+                form.note.data,
+                ip=ip,
+                user_agent=user_agent,
+                at=at,
+                method=AcknowledgementMethod.LINK,
+            )
+            db.session.commit()
+            if result.recorded:
+                # Post/Redirect/Get: reloading the receipt must not post the form again.
+                return redirect(url_for("provinces.letter", token=token), code=303)
+            already = True
+    else:
+        acknowledgements.record_opened(recipient, ip=ip, user_agent=user_agent, at=at)
+        db.session.commit()
+    return render_template(
+        "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
+    )
+
+
+@bp.get("/r/<token>/files/<ref>")
+def download(token: str, ref: str) -> Response:
+    """One archived file of the recipient's letter, by document id or file name."""
+    if (blocked := _blocked()) is not None:
+        return blocked
+    recipient = acknowledgements.find_recipient(token)
+    document = None if recipient is None else acknowledgements.find_document(recipient, ref)
+    if recipient is None or document is None:
+        return _not_found()
+    try:
+        data = acknowledgements.read_document(document)
+    except acknowledgements.ArchiveError:
+        current_app.logger.exception("archived file unavailable")
+        return Response(render_template("provinces/file_unavailable.html"), status=500)
+    acknowledgements.record_download(
+        recipient,
+        document,
+        ip=request.remote_addr,
+        user_agent=request.user_agent.string,
+        at=clock.now(),
+    )
+    db.session.commit()
+    response = Response(data, mimetype=document.media_type)
+    response.headers["Content-Disposition"] = content_disposition(document.filename)
+    return response
+
+
+@bp.route("/r/", defaults={"rest": ""}, methods=["GET", "POST"])
+@bp.route("/r/<path:rest>", methods=["GET", "POST"])
+def unknown(rest: str) -> Response:
+    """Any other address under /r/ is a link that does not exist: same answer, same count."""
+    return _blocked() or _not_found()
+
+
+def init_app(app: Flask) -> None:
+    """Register the blueprint and its per-process guess throttle."""
+    app.extensions["dispatch_link_throttle"] = NotFoundThrottle(
+        limit=int(app.config.get("DISPATCH_LINK_404_LIMIT", 20)),
+        window=float(app.config.get("DISPATCH_LINK_404_WINDOW", 600)),
+    )
+    app.register_blueprint(bp)

@@ -1,0 +1,626 @@
+"""Confirmation of receipt: the recipients' personal pages, downloads and the domain functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import threading
+import unicodedata
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from dispatch import acknowledgements, audit, create_app
+from dispatch.extensions import db
+from dispatch.models import (
+    AcknowledgementMethod,
+    AuditEntry,
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+    RecipientEvent,
+)
+from dispatch.views.provinces import NotFoundThrottle, content_disposition
+from tests.fixtures.acknowledgements import (
+    ISSUED_AT,
+    confirm,
+    csrf_token_from,
+    make_dispatch,
+    open_page,
+)
+
+on_postgres = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="needs PostgreSQL (TEST_DATABASE_URL)",
+)
+
+SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _recipient(recipient_id: int) -> DispatchRecipient:
+    db.session.expire_all()
+    return db.session.get(DispatchRecipient, recipient_id)
+
+
+def _audit(action: str) -> list[AuditEntry]:
+    return list(
+        db.session.execute(
+            select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
+        ).scalars()
+    )
+
+
+def _events(recipient_id: int, kind: str) -> list[RecipientEvent]:
+    return list(
+        db.session.execute(
+            select(RecipientEvent)
+            .where(RecipientEvent.recipient_id == recipient_id, RecipientEvent.kind == kind)
+            .order_by(RecipientEvent.id)
+        ).scalars()
+    )
+
+
+def _assert_secure(response) -> None:
+    for header, value in SECURITY_HEADERS.items():
+        assert response.headers[header] == value, header
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def _forged_token() -> str:
+    token = secrets.token_urlsafe(32)
+    assert acknowledgements.is_well_formed(token)
+    return token
+
+
+@pytest.fixture()
+def make_app(app, migrated_database):
+    """Another app on the test database with some settings changed (disposed afterwards)."""
+    made = []
+
+    def build(**overrides):
+        config = {
+            key: app.config[key]
+            for key in (
+                "TESTING",
+                "SQLALCHEMY_DATABASE_URI",
+                "DISPATCH_DATA_DIR",
+                "SECRET_KEY",
+                "WTF_CSRF_ENABLED",
+            )
+        }
+        other = create_app({**config, **overrides})
+        made.append(other)
+        return other
+
+    yield build
+    for other in made:
+        with other.app_context():
+            db.engine.dispose()
+
+
+# --- The page ---------------------------------------------------------------------------------
+
+
+def test_page_shows_the_letter_in_vietnamese_and_records_the_open(issued, client):
+    before = dt.datetime.now(dt.UTC)
+    response = client.get(f"/r/{issued.tokens[0]}", headers={"User-Agent": "Trình duyệt thử"})
+    after = dt.datetime.now(dt.UTC)
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    _assert_secure(response)
+    html = response.get_data(as_text=True)
+    assert unicodedata.is_normalized("NFC", html)
+    assert '<html lang="vi">' in html
+    assert "Dispatch — Hệ thống gửi và theo dõi công văn" in html
+    assert 'Công văn số <span class="nowrap">01/THH-VP</span>' in html
+    assert "15/11/2021" in html
+    assert "V/v triển khai ứng dụng PC-Covid trên phạm vi toàn quốc" in html
+    assert "Cục Tin học hoá" in html
+    assert "Kính gửi" in html and "Sở Thông tin và Truyền thông thành phố Hà Nội" in html
+    assert "18/11/2021 17:00 (giờ Việt Nam)" in html
+    for name, document_id in issued.documents.items():
+        assert f'href="/r/{issued.tokens[0]}/files/{document_id}"' in html
+        assert name in html
+    # The form, usable without JavaScript: labels tied to inputs, CSRF token, no scripts.
+    assert '<label for="name">Họ và tên người xác nhận</label>' in html
+    assert '<label for="position">Chức vụ</label>' in html
+    assert '<label for="note">Ghi chú' in html
+    assert csrf_token_from(html)
+    assert "<script" not in html
+
+    recipient = _recipient(issued.recipient_ids[0])
+    assert recipient.opened_at is not None and before <= recipient.opened_at <= after
+    assert recipient.acknowledged_at is None
+    [event] = _events(recipient.id, "opened")
+    assert (event.ip, event.user_agent) == ("127.0.0.1", "Trình duyệt thử")
+    [opened] = _audit("recipient.opened")
+    assert opened.object_id == str(recipient.id) and opened.dispatch_id == issued.dispatch_id
+
+    # Opening again does not move the first-opened time nor audit a second first opening.
+    first_opened = recipient.opened_at
+    assert client.get(f"/r/{issued.tokens[0]}").status_code == 200
+    assert _recipient(recipient.id).opened_at == first_opened
+    assert len(_audit("recipient.opened")) == 1
+    assert _audit("recipient.acknowledged") == []
+
+
+def test_bac_lieu_is_addressed_by_its_combined_department(issued, client):
+    html = client.get(f"/r/{issued.tokens[1]}").get_data(as_text=True)
+    assert "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu" in html
+    assert "Sở Thông tin và Truyền thông" not in html
+
+
+def test_opened_events_are_throttled_to_one_a_minute_per_browser(issued):
+    recipient = _recipient(issued.recipient_ids[0])
+    t0 = ISSUED_AT + dt.timedelta(hours=1)
+
+    def opened(at, ua="Firefox", ip="10.1.1.1"):
+        return acknowledgements.record_opened(recipient, ip=ip, user_agent=ua, at=at)
+
+    assert opened(t0) is True
+    assert opened(t0 + dt.timedelta(seconds=30)) is False
+    assert opened(t0 + dt.timedelta(seconds=30), ua="Chrome") is True
+    assert opened(t0 + dt.timedelta(seconds=40), ip="10.1.1.2") is True
+    assert opened(t0 + dt.timedelta(seconds=61)) is True
+    db.session.commit()
+
+    assert len(_events(recipient.id, "opened")) == 4
+    assert _recipient(recipient.id).opened_at == t0
+    assert len(_audit("recipient.opened")) == 1
+
+
+# --- Downloads --------------------------------------------------------------------------------
+
+
+def _disposition_filename(header: str) -> tuple[str, str]:
+    fallback = re.search(r'filename="([^"]*)"', header).group(1)
+    exact = re.search(r"filename\*=UTF-8''(\S+)", header).group(1)
+    return fallback, unquote(exact, encoding="utf-8", errors="strict")
+
+
+def test_download_returns_the_archived_bytes_and_records_it(issued, client):
+    token = issued.tokens[2]
+    media_types = {
+        ".pdf": "application/pdf",
+        ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    }
+    for name, document_id in issued.documents.items():
+        response = client.get(f"/r/{token}/files/{document_id}", headers={"User-Agent": "UA"})
+        assert response.status_code == 200, name
+        assert response.data == issued.files[name]
+        assert response.mimetype == media_types[Path(name).suffix]
+        _assert_secure(response)
+        disposition = response.headers["Content-Disposition"]
+        assert disposition.startswith("attachment;")
+        fallback, exact = _disposition_filename(disposition)
+        assert exact == name
+        assert fallback.isascii()
+
+    # The attachment's Vietnamese name keeps its letters in the ASCII fallback ("đ" too).
+    attachment = issued.documents["Hướng dẫn cài đặt PC-Covid.pdf"]
+    response = client.get(f"/r/{token}/files/{attachment}")
+    assert _disposition_filename(response.headers["Content-Disposition"])[0] == (
+        "Huong dan cai dat PC-Covid.pdf"
+    )
+
+    # By file name as well as by id.
+    response = client.get(f"/r/{token}/files/{quote('Hướng dẫn cài đặt PC-Covid.pdf')}")
+    assert response.status_code == 200
+    assert response.data == issued.files["Hướng dẫn cài đặt PC-Covid.pdf"]
+
+    recipient = _recipient(issued.recipient_ids[2])
+    # A download without opening the page first still counts as opened.
+    assert recipient.opened_at is not None
+    [opened] = _audit("recipient.opened")
+    assert opened.details == {"via": "download"}
+    events = _events(recipient.id, "downloaded")
+    assert len(events) == 5
+    assert events[0].detail == next(iter(issued.documents))
+    assert events[0].ip == "127.0.0.1" and events[0].user_agent == "UA"
+    downloaded = _audit("recipient.downloaded")
+    assert len(downloaded) == 5
+    assert {entry.details["document_id"] for entry in downloaded} == set(issued.documents.values())
+    assert _recipient(recipient.id).acknowledged_at is None
+    assert audit.verify_chain() == []
+
+
+def test_a_token_opens_only_its_own_dispatchs_files(issued, db_app, client):
+    other = make_dispatch(db_app, number=2, label=" (số 2)")
+    token = issued.tokens[0]
+    not_found = client.get(f"/r/{_forged_token()}").get_data(as_text=True)
+    for ref in [
+        *(str(document_id) for document_id in other.documents.values()),
+        quote(next(iter(other.documents))),
+        "999999",
+        "..%2F..%2Fetc%2Fpasswd",
+    ]:
+        response = client.get(f"/r/{token}/files/{ref}")
+        assert response.status_code == 404, ref
+        assert response.get_data(as_text=True) == not_found
+    # The other dispatch's own recipients do get them.
+    other_pdf = other.documents[other.pdf_name]
+    assert client.get(f"/r/{other.tokens[0]}/files/{other_pdf}").data == other.files[other.pdf_name]
+    assert _events(issued.recipient_ids[0], "downloaded") == []
+
+
+def test_a_changed_archive_file_is_not_served(issued, db_app, client):
+    pdf = db.session.get(Document, issued.documents[issued.pdf_name])
+    path = Path(db_app.config["DISPATCH_DATA_DIR"]) / pdf.path
+    path.write_bytes(path.read_bytes() + b"% changed\n")
+
+    response = client.get(f"/r/{issued.tokens[0]}/files/{pdf.id}")
+    assert response.status_code == 500
+    assert "Tạm thời không tải được tệp" in response.get_data(as_text=True)
+    assert _events(issued.recipient_ids[0], "downloaded") == []
+    assert _audit("recipient.downloaded") == []
+
+
+# --- Confirming -------------------------------------------------------------------------------
+
+
+def test_post_without_csrf_token_is_refused(issued, client):
+    token = issued.tokens[0]
+    client.get(f"/r/{token}")
+    data = {"name": "Nguyễn Văn A", "position": "Chánh Văn phòng"}
+    for form in (data, {**data, "csrf_token": "bịa-ra"}):
+        response = client.post(f"/r/{token}", data=form)
+        assert response.status_code == 400
+        assert "Biểu mẫu đã hết hạn hoặc không hợp lệ" in response.get_data(as_text=True)
+        _assert_secure(response)
+    assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
+    assert _audit("recipient.acknowledged") == []
+
+
+def test_invalid_form_shows_errors_and_keeps_what_was_typed(issued, client):
+    token = issued.tokens[0]
+    long_name = "Nguyễn Thị Hồng Nhung " * 5  # 110 characters
+    note = "Đã nhận đủ.\nCảm ơn."
+    response = confirm(client, token, long_name, "   ", note)
+
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Chưa thể ghi nhận, vui lòng kiểm tra lại" in html
+    assert "Họ và tên dài tối đa 100 ký tự (đã nhập 109)." in html
+    assert "Vui lòng nhập chức vụ của người xác nhận." in html
+    assert f'value="{long_name.strip()}"' in html
+    assert 'aria-invalid="true"' in html
+    assert "Đã nhận đủ.\nCảm ơn.</textarea>" in html
+    assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
+    assert _audit("recipient.acknowledged") == []
+
+    response = confirm(client, token, "", "Chánh Văn phòng", "x" * 1001)
+    html = response.get_data(as_text=True)
+    assert "Vui lòng nhập họ và tên người xác nhận." in html
+    assert "Ghi chú dài tối đa 1000 ký tự (đã nhập 1001)." in html
+    assert 'value="Chánh Văn phòng"' in html
+    assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
+
+
+def test_confirming_records_once_and_shows_the_receipt(issued, client):
+    token = issued.tokens[0]
+    before = dt.datetime.now(dt.UTC)
+    response = confirm(
+        client, token, "Nguyễn Văn An", "Chánh Văn phòng", "Đã nhận bản PDF và DOCX."
+    )
+    after = dt.datetime.now(dt.UTC)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/r/{token}"
+    _assert_secure(response)
+
+    recipient = _recipient(issued.recipient_ids[0])
+    assert before <= recipient.acknowledged_at <= after
+    assert recipient.acknowledged_by == "Nguyễn Văn An"
+    assert recipient.acknowledged_position == "Chánh Văn phòng"
+    assert recipient.acknowledgement_note == "Đã nhận bản PDF và DOCX."
+    assert recipient.acknowledged_ip == "127.0.0.1"
+    assert recipient.acknowledged_user_agent
+    assert recipient.acknowledged_method == AcknowledgementMethod.LINK
+    [entry] = _audit("recipient.acknowledged")
+    assert entry.actor == f"recipient:{recipient.id}"
+    assert entry.details["name"] == "Nguyễn Văn An"
+    assert entry.details["method"] == "link"
+    assert entry.at == recipient.acknowledged_at
+
+    receipt = client.get(f"/r/{token}")
+    html = receipt.get_data(as_text=True)
+    pdf_sha256 = hashlib.sha256(issued.files[issued.pdf_name]).hexdigest()
+    assert "Biên nhận xác nhận đã nhận công văn" in html
+    from dispatch.clock import format_local
+
+    assert f"{format_local(recipient.acknowledged_at)} (giờ Việt Nam)" in html
+    assert "Nguyễn Văn An" in html and "Chánh Văn phòng" in html
+    assert pdf_sha256 in html
+    assert 'name="name"' not in html  # no form any more
+    assert "đã xác nhận lúc" not in html  # the "already confirmed" notice is for a re-post
+
+    # Another office is untouched.
+    assert _recipient(issued.recipient_ids[1]).acknowledged_at is None
+    assert audit.verify_chain() == []
+
+
+def test_confirming_again_changes_nothing_and_says_when(issued, db_app, client):
+    token = issued.tokens[0]
+    # Another browser of the same office has the form open (a stale tab).
+    stale = db_app.test_client()
+    stale_csrf = csrf_token_from(open_page(stale, token).get_data(as_text=True))
+    page = open_page(client, token)
+    form = {
+        "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        "name": "Nguyễn Văn An",
+        "position": "Chánh Văn phòng",
+    }
+    assert client.post(f"/r/{token}", data=form).status_code == 303
+    first = _recipient(issued.recipient_ids[0])
+    first_state = (first.acknowledged_at, first.acknowledged_by, first.acknowledged_position)
+    from dispatch.clock import format_local
+
+    notice = (
+        f"Đơn vị đã xác nhận lúc {format_local(first.acknowledged_at)} "
+        "(người xác nhận: Nguyễn Văn An, Chánh Văn phòng)"
+    )
+    for browser, csrf, name in (
+        (client, form["csrf_token"], "Nguyễn Văn An"),
+        (stale, stale_csrf, "Trần Văn Bình"),
+    ):
+        # The same form posted again (back button, double click), then the stale tab's form.
+        response = browser.post(
+            f"/r/{token}", data={"csrf_token": csrf, "name": name, "position": "Văn thư"}
+        )
+        assert response.status_code == 200
+        assert notice in response.get_data(as_text=True)
+        _assert_secure(response)
+
+    again = _recipient(issued.recipient_ids[0])
+    assert (again.acknowledged_at, again.acknowledged_by, again.acknowledged_position) == (
+        first_state
+    )
+    assert len(_audit("recipient.acknowledged")) == 1
+
+
+def test_typed_values_are_stored_in_nfc_on_one_line(issued, client):
+    name = unicodedata.normalize("NFD", "Lê Thị\r\nHoà")
+    position = unicodedata.normalize("NFD", "Phó Giám đốc\n")
+    note = unicodedata.normalize("NFD", "Dòng một\r\nDòng hai\x07")
+    assert confirm(client, issued.tokens[0], name, position, note).status_code == 303
+    recipient = _recipient(issued.recipient_ids[0])
+    assert recipient.acknowledged_by == "Lê Thị Hoà"
+    assert unicodedata.is_normalized("NFC", recipient.acknowledged_by)
+    assert recipient.acknowledged_position == "Phó Giám đốc"
+    assert recipient.acknowledgement_note == "Dòng một\nDòng hai"
+
+
+def test_a_recipient_whose_reminders_are_stopped_can_still_confirm(issued, client):
+    recipient = _recipient(issued.recipient_ids[1])
+    recipient.reminders_stopped = True
+    db.session.commit()
+    assert confirm(client, issued.tokens[1], "Phạm Văn Cường", "Văn thư").status_code == 303
+    assert _recipient(issued.recipient_ids[1]).acknowledged_by == "Phạm Văn Cường"
+
+
+def test_acknowledge_validates_and_is_idempotent(issued):
+    recipient = _recipient(issued.recipient_ids[0])
+    at = ISSUED_AT + dt.timedelta(hours=2)
+    with pytest.raises(acknowledgements.AcknowledgementError) as error:
+        acknowledgements.acknowledge(recipient, " ", "x" * 101, None, None, None, at)
+    assert set(error.value.errors) == {"name", "position"}
+    assert recipient.acknowledged_at is None
+
+    first = acknowledgements.acknowledge(
+        recipient,
+        "Đỗ Minh Châu",
+        "Chuyên viên",
+        "Xác nhận qua điện thoại",
+        None,
+        None,
+        at,
+        method=AcknowledgementMethod.PHONE,
+        actor="van-thu@thh.example",
+    )
+    second = acknowledgements.acknowledge(
+        recipient, "Người khác", "Văn thư", None, "10.0.0.9", "UA", at + dt.timedelta(hours=1)
+    )
+    db.session.commit()
+    assert first.recorded and not second.recorded
+    assert second.acknowledged_at == first.acknowledged_at == at
+    assert second.acknowledged_by == "Đỗ Minh Châu"
+    assert second.method == AcknowledgementMethod.PHONE
+    [entry] = _audit("recipient.acknowledged")
+    assert entry.actor == "van-thu@thh.example"
+
+
+# --- Links that do not work -------------------------------------------------------------------
+
+
+def test_forged_and_malformed_tokens_get_the_same_404(issued, client):
+    bodies = set()
+    for path in (
+        f"/r/{_forged_token()}",
+        "/r/abc",
+        f"/r/{issued.tokens[0][:-1]}!",
+        f"/r/{issued.tokens[0]}x",
+        f"/r/{_forged_token()}/files/1",
+        "/r/",
+        "/r/a/b/c",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        _assert_secure(response)
+        bodies.add(response.get_data(as_text=True))
+    [body] = bodies
+    assert "Không tìm thấy trang" in body
+    assert "Đường liên kết không đúng hoặc không còn hiệu lực" in body
+    assert db.session.execute(select(func.count()).select_from(RecipientEvent)).scalar() == 0
+
+
+def test_a_draft_never_has_a_working_link(db_app, client):
+    draft = make_dispatch(db_app, status=DispatchStatus.DRAFT)
+    not_found = client.get(f"/r/{_forged_token()}").get_data(as_text=True)
+    response = client.get(f"/r/{draft.tokens[0]}")
+    assert response.status_code == 404
+    assert response.get_data(as_text=True) == not_found
+    document_id = next(iter(draft.documents.values()))
+    assert client.get(f"/r/{draft.tokens[0]}/files/{document_id}").status_code == 404
+    assert _recipient(draft.recipient_ids[0]).opened_at is None
+
+
+def test_repeated_404s_from_one_address_get_429(issued, make_app):
+    app = make_app(DISPATCH_LINK_404_LIMIT=5, DISPATCH_LINK_404_WINDOW=600)
+    guesser = app.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    for _ in range(5):
+        assert guesser.get(f"/r/{_forged_token()}").status_code == 404
+    response = guesser.get(f"/r/{_forged_token()}")
+    assert response.status_code == 429
+    assert "Quá nhiều yêu cầu" in response.get_data(as_text=True)
+    assert int(response.headers["Retry-After"]) > 0
+    _assert_secure(response)
+    # Blocked addresses get nothing, not even with a real link; others are unaffected.
+    assert guesser.get(f"/r/{issued.tokens[0]}").status_code == 429
+    assert guesser.get(f"/r/{issued.tokens[0]}/files/1").status_code == 429
+    office = app.test_client()
+    office.environ_base["REMOTE_ADDR"] = "198.51.100.20"
+    assert office.get(f"/r/{issued.tokens[0]}").status_code == 200
+
+
+@pytest.mark.nodb
+def test_the_throttle_window_slides_and_forgets_old_addresses():
+    throttle = NotFoundThrottle(limit=3, window=60, max_clients=2)
+    for t in (0, 10, 20):
+        assert throttle.retry_after("a", t) is None
+        throttle.miss("a", t)
+    assert throttle.retry_after("a", 30) == 31  # until the miss at 0 leaves the window
+    assert throttle.retry_after("a", 61) is None
+    throttle.miss("a", 61)
+    assert throttle.retry_after("a", 62) is not None
+    throttle.miss("b", 62)
+    throttle.miss("c", 62)  # a third address: the least recently seen ("a") is forgotten
+    assert throttle.retry_after("a", 63) is None
+
+
+@pytest.mark.nodb
+def test_content_disposition_has_an_ascii_fallback_and_the_exact_name():
+    header = content_disposition('Đề nghị "khẩn"/bản 2.pdf')
+    fallback, exact = _disposition_filename(header)
+    assert fallback == "De nghi khan_ban 2.pdf"
+    assert exact == 'Đề nghị "khẩn"_bản 2.pdf'
+    assert unicodedata.is_normalized("NFC", exact)
+
+
+# --- Client address behind a proxy ------------------------------------------------------------
+
+
+def test_forwarded_address_is_ignored_unless_a_proxy_is_trusted(issued, client, make_app):
+    forwarded = {"X-Forwarded-For": "192.0.2.55"}
+    client.get(f"/r/{issued.tokens[0]}", headers=forwarded)
+    [event] = _events(issued.recipient_ids[0], "opened")
+    assert event.ip == "127.0.0.1"
+
+    proxied = make_app(DISPATCH_TRUSTED_PROXIES=1).test_client()
+    page = proxied.get(f"/r/{issued.tokens[2]}", headers=forwarded)
+    assert page.status_code == 200
+    [event] = _events(issued.recipient_ids[2], "opened")
+    assert event.ip == "192.0.2.55"
+
+
+# --- The site's shared parts ------------------------------------------------------------------
+
+
+def test_the_stylesheet_is_served_by_the_app(db_app, client):
+    with client.get("/static/css/site.css") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "text/css"
+        assert b"@media" in response.data
+
+
+# --- Concurrency (PostgreSQL) -----------------------------------------------------------------
+
+
+@on_postgres
+@pytest.mark.postgres
+def test_two_confirmations_at_once_record_exactly_one(issued, db_app):
+    token = issued.tokens[0]
+    names = ["Nguyễn Văn An", "Trần Thị Bình", "Lê Văn Cường", "Phạm Thị Dung"]
+    barrier = threading.Barrier(len(names))
+    statuses: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def confirm_as(name: str) -> None:
+        try:
+            browser = db_app.test_client()
+            page = browser.get(f"/r/{token}").get_data(as_text=True)
+            form = {"csrf_token": csrf_token_from(page), "name": name, "position": "Văn thư"}
+            barrier.wait(timeout=60)
+            statuses[name] = browser.post(f"/r/{token}", data=form).status_code
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=confirm_as, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert sorted(statuses.values()) == [200, 200, 200, 303]
+    [winner] = [name for name, status in statuses.items() if status == 303]
+    assert _recipient(issued.recipient_ids[0]).acknowledged_by == winner
+    [entry] = _audit("recipient.acknowledged")
+    assert entry.details["name"] == winner
+    assert audit.verify_chain() == []
+
+
+@on_postgres
+@pytest.mark.postgres
+def test_a_confirmation_waiting_on_another_records_nothing(issued, db_app, migrated_database):
+    recipient_id = issued.recipient_ids[0]
+    at = ISSUED_AT + dt.timedelta(hours=3)
+    # This transaction confirms first and keeps the row locked until it commits.
+    first = acknowledgements.acknowledge(
+        _recipient(recipient_id), "Nguyễn Văn An", "Chánh Văn phòng", None, None, None, at
+    )
+    assert first.recorded
+    results = []
+
+    def second() -> None:
+        with db_app.app_context():
+            recipient = db.session.get(DispatchRecipient, recipient_id)
+            results.append(
+                acknowledgements.acknowledge(
+                    recipient, "Trần Thị Bình", "Văn thư", None, None, None, at
+                )
+            )
+            db.session.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    # Wait until the second transaction is blocked on the row lock, then let the first finish.
+    watcher = create_engine(migrated_database)
+    with watcher.connect() as conn:
+        for _ in range(600):
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+            if waiting:
+                break
+            thread.join(timeout=0.1)
+        assert waiting, "the second confirmation never waited for the first"
+    watcher.dispose()
+    db.session.commit()
+    thread.join(timeout=60)
+
+    [result] = results
+    assert not result.recorded
+    assert (result.acknowledged_by, result.acknowledged_at) == ("Nguyễn Văn An", at)
+    assert len(_audit("recipient.acknowledged")) == 1
