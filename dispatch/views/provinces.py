@@ -184,10 +184,10 @@ def _size(n: int) -> str:
 
 
 def _issuing_agency(source: dict[str, Any] | None) -> str:
-    """The issuing agency as written in the letter's source, wherever the source keeps it."""
+    """The issuing agency from the frozen source (``source_to_json``: under "meta")."""
     if not isinstance(source, dict):
         return ""
-    for holder in (source, source.get("metadata"), source.get("meta"), source.get("letter")):
+    for holder in (source.get("meta"), source):
         if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
             return holder["issuing_agency"]
     return ""
