@@ -50,9 +50,13 @@ DISTRIBUTION_LABEL = "Nơi nhận:"
 # Each appendix gets its own named page so that its numbering can restart (see letter.css).
 MAX_APPENDICES = len(formatting.ROMAN)
 
-# Words that must not break across lines: document numbers ("1015/TTg-KGVX",
-# "30/2020/NĐ-CP"), dates ("15/11/2021") and hyphenated words ("vắc-xin", "PC-Covid").
-UNBREAKABLE = re.compile(r"\w+(?:[/\-]\w+)+")
+# Words must not break after their "/" or "-": document numbers ("1015/TTg-KGVX",
+# "30/2020/NĐ-CP"), dates ("15/11/2021"), hyphenated words ("vắc-xin", "PC-Covid"). A WORD
+# JOINER after the mark forbids the break; it needs no glyph and text extraction drops it.
+# (``white-space: nowrap`` spans do the same on paper, but WeasyPrint 70 then sometimes breaks
+# a narrow table cell's first line after its first word.)
+WORD_JOINER = "\u2060"
+BREAK_AFTER_MARK = re.compile(r"([/\-])(?=\w)")
 
 # Characters that HTML collapses into ordinary spaces, so they never need a glyph.
 COLLAPSIBLE = frozenset("\t\n\r")
@@ -78,43 +82,26 @@ def _nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
-def _runs(spans: tuple[Span, ...] | list[Span], keep: tuple[str, ...] = ()) -> list[dict]:
-    """Spans as template runs; document numbers, dates and hyphenated words kept unbroken.
+def _runs(spans: tuple[Span, ...] | list[Span], blank: str = "") -> list[dict]:
+    """Spans as template runs, with no line break after a "/" or "-" inside a word.
 
-    ``keep`` lists exact substrings (the letter's own number, possibly blank) printed as one
-    unbreakable piece with their spaces preserved.
+    ``blank`` is the unissued number ("      /THH-VP"): its spaces become no-break spaces so
+    the blank keeps its width and stays on one line with the symbol.
     """
     runs: list[dict] = []
     for span in spans:
-        style = " ".join(c for c, on in (("b", span.bold), ("i", span.italic)) if on)
-        for text, unbreakable in _pieces(_nfc(span.text), keep):
-            classes = " ".join(c for c in (style, "nowrap" if unbreakable else "") if c)
-            runs.append({"text": text, "classes": classes})
+        text = _nfc(span.text)
+        if blank and blank.startswith(formatting.BLANK):
+            text = text.replace(blank, blank.replace(" ", "\u00a0"))
+        text = BREAK_AFTER_MARK.sub(r"\1" + WORD_JOINER, text)
+        classes = " ".join(c for c, on in (("b", span.bold), ("i", span.italic)) if on)
+        runs.append({"text": text, "classes": classes})
     return runs
 
 
-def _pieces(text: str, keep: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
-    """Split text into (piece, unbreakable) pairs."""
-    for keeper in keep:
-        if keeper and keeper in text:
-            before, _, after = text.partition(keeper)
-            yield from _pieces(before, keep)
-            yield keeper, True
-            yield from _pieces(after, keep)
-            return
-    position = 0
-    for match in UNBREAKABLE.finditer(text):
-        if match.start() > position:
-            yield text[position : match.start()], False
-        yield match.group(), True
-        position = match.end()
-    if position < len(text):
-        yield text[position:], False
-
-
-def _plain(text: str, keep: tuple[str, ...] = ()) -> list[dict]:
+def _plain(text: str, blank: str = "") -> list[dict]:
     """A plain string as template runs."""
-    return _runs((Span(text),), keep)
+    return _runs((Span(text),), blank)
 
 
 def _block(block: Block) -> dict[str, Any]:
@@ -204,9 +191,7 @@ def letter_view(letter: Letter) -> dict[str, Any]:
                 "page": f"appendix-{index}",
                 "heading": _nfc(formatting.appendix_heading(appendix.numeral)),
                 "title": _nfc(appendix.title.upper()),
-                "reference": _plain(
-                    formatting.appendix_reference_line(letter), keep=(_nfc(number),)
-                ),
+                "reference": _plain(formatting.appendix_reference_line(letter), blank=_nfc(number)),
                 "body": [_block(block) for block in appendix.body],
             }
             for index, appendix in enumerate(letter.appendices, start=1)
