@@ -1,0 +1,156 @@
+"""The archive: the exact bytes of every issued document, on disk under ``DISPATCH_DATA_DIR``.
+
+Each dispatch has its folder ``dispatches/<id>/``. A file is written to a temporary name in that
+folder, flushed to disk (fsync), then renamed into place (atomic on POSIX), and made read-only,
+so a crash leaves either the whole file or none under the final name. The caller records the
+``Document`` row in its transaction; if that transaction fails, ``ArchiveWriter.discard`` removes
+what was written, so the archive holds only documents the database knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+
+from dispatch.models import Document
+
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # 0o444
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be written or read; the message is for clerks (Vietnamese)."""
+
+
+@dataclass(frozen=True)
+class ArchivedFile:
+    """A file written to the archive: where (relative to the data folder) and what."""
+
+    path: str
+    filename: str
+    sha256: str
+    size: int
+
+
+def data_dir() -> Path:
+    """The root of the archive (``DISPATCH_DATA_DIR``)."""
+    return Path(current_app.config["DISPATCH_DATA_DIR"])
+
+
+def dispatch_folder(dispatch_id: int) -> str:
+    """The folder of a dispatch's files, relative to the data folder."""
+    return f"dispatches/{dispatch_id}"
+
+
+def safe_filename(name: str) -> str:
+    """A name usable as a file name on any system, keeping Vietnamese letters (NFC)."""
+    name = _UNSAFE.sub("_", unicodedata.normalize("NFC", name)).strip(" .")
+    return name[:200] or "tep"
+
+
+def absolute_path(document: Document) -> Path:
+    """Where a document's bytes are on disk."""
+    return data_dir() / document.path
+
+
+def read_document(document: Document) -> bytes:
+    """The archived bytes of a document, refused if they no longer match its SHA-256."""
+    try:
+        data = absolute_path(document).read_bytes()
+    except OSError as exc:
+        raise ArchiveError(f"Không đọc được tệp lưu trữ {document.path}: {exc.strerror}") from exc
+    if hashlib.sha256(data).hexdigest() != document.sha256:
+        raise ArchiveError(f"Tệp lưu trữ {document.path} đã bị thay đổi (SHA-256 không khớp).")
+    return data
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory entry is on disk too.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArchiveWriter:
+    """Writes one dispatch's files, and can take them all back if the issue fails."""
+
+    def __init__(self, dispatch_id: int) -> None:
+        self.root = data_dir()
+        self.relative_folder = dispatch_folder(dispatch_id)
+        self.folder = self.root / self.relative_folder
+        self._written: list[Path] = []
+        self._created_folders: list[Path] = []
+
+    def _make_folder(self) -> None:
+        missing: list[Path] = []
+        current = self.folder
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveError(
+                f"Không tạo được thư mục lưu trữ {self.folder}: {exc.strerror}. "
+                "Kiểm tra DISPATCH_DATA_DIR và quyền ghi."
+            ) from exc
+        self._created_folders.extend(missing)
+
+    def write(self, filename: str, data: bytes) -> ArchivedFile:
+        """Write ``data`` under ``filename`` atomically and read-only; return what was written."""
+        filename = safe_filename(filename)
+        self._make_folder()
+        target = self.folder / filename
+        tmp_name: str | None = None
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, READ_ONLY)
+            # A file already under this name is a leftover of an issue that crashed before its
+            # commit (a committed one is never re-issued): the new bytes replace it.
+            os.replace(tmp_name, target)
+            tmp_name = None
+            self._written.append(target)
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            raise ArchiveError(
+                f"Không ghi được tệp lưu trữ {target}: {exc.strerror}. "
+                "Kiểm tra DISPATCH_DATA_DIR, quyền ghi và dung lượng đĩa."
+            ) from exc
+        finally:
+            if tmp_name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+        return ArchivedFile(
+            path=f"{self.relative_folder}/{filename}",
+            filename=filename,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+        )
+
+    def discard(self) -> None:
+        """Remove every file written, and the folders created, by this writer."""
+        for path in reversed(self._written):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._written.clear()
+        for folder in self._created_folders:  # deepest first
+            if folder.exists() and not any(folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)
+        self._created_folders.clear()

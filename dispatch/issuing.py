@@ -1,0 +1,369 @@
+"""Issuing: number a draft in the outgoing register, render it once, archive it, queue its e-mails.
+
+``issue_dispatch`` does it all in ONE database transaction, and commits it:
+
+1. lock the dispatch row (PostgreSQL ``FOR UPDATE``; on SQLite a first write takes the database
+   write lock, which serialises issuers the same way) and refuse anything but a draft;
+2. check the letter source (before any number is taken, so a bad source costs no number);
+3. take the next number of (register, year of issuing in Vietnam time) from ``RegisterCounter``:
+   ``INSERT … ON CONFLICT DO NOTHING`` creates the counter, ``UPDATE … SET last_number =
+   last_number + 1 … RETURNING`` takes the row lock and the number. A second issuer waits on
+   that row until the first commits or rolls back, so numbers are unique and gapless;
+4. render the PDF and the DOCX of the numbered, dated letter, once;
+5. write them (and the files the letter carries) to the archive, with a ``Document`` row each;
+6. copy each recipient's address from the directory again, give it its confirmation token, and
+   queue its letter e-mail in the outbox;
+7. audit every step, and commit.
+
+Any failure rolls everything back (the number included) and removes the files written.
+
+The trade-off: the number is printed in the documents, so rendering (about a second) happens
+while the counter row is locked; another issue in the same register and year waits that long.
+Issuing is rare and the wait is short, and the alternative (render, then number) would need a
+second render or a number that is not on the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dispatch import audit, outbox
+from dispatch.acknowledgements import assign_token
+from dispatch.archive import ArchivedFile, ArchiveWriter
+from dispatch.calendar import deadline_for
+from dispatch.clock import local
+from dispatch.drafts import (
+    DispatchFrozen,
+    DraftError,
+    actor_name,
+    lock_dispatch,
+)
+from dispatch.extensions import db
+from dispatch.letters.model import Letter
+from dispatch.letters.source import build_letter, source_from_json
+from dispatch.models import (
+    Dispatch,
+    DispatchStatus,
+    Document,
+    MessageKind,
+    Organisation,
+    RegisterCounter,
+    User,
+)
+
+PDF_MEDIA_TYPE = "application/pdf"
+DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+class IssueError(DraftError):
+    """The dispatch cannot be issued; nothing was changed. The message is for clerks."""
+
+
+class AlreadyIssued(IssueError, DispatchFrozen):
+    """The dispatch was issued before."""
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    """What issuing did, for the CLI and the web to report."""
+
+    dispatch_id: int
+    number: int
+    number_and_symbol: str
+    issued_on: dt.date
+    issued_at: dt.datetime
+    deadline_at: dt.datetime
+    pdf_sha256: str
+    docx_sha256: str
+    documents: tuple[ArchivedFile, ...]
+    recipients: int
+    queued: int
+    placeholder_addresses: int
+    # Offices whose directory record is not valid on the day of issue (warned, not refused).
+    not_valid_on_issue_day: tuple[str, ...] = field(default=())
+
+
+def _is_postgres() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def _lock_for_issue(dispatch_id: int, at: dt.datetime) -> Dispatch:
+    """Lock the dispatch (and, on SQLite, the database for writing) and re-read it."""
+    if not _is_postgres():
+        # SQLite has no row locks and ignores FOR UPDATE. A write as the first statement makes
+        # the driver BEGIN and take the database's write lock now, so that the status read below
+        # cannot be overtaken by a concurrent issuer (BEGIN IMMEDIATE semantics).
+        db.session.execute(
+            update(Dispatch)
+            .where(Dispatch.id == dispatch_id)
+            .values(updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+    return lock_dispatch(dispatch_id)
+
+
+def take_number(register: str, year: int) -> int:
+    """The next number of a register in a year, locking its counter until the transaction ends."""
+    dialect = postgresql if _is_postgres() else sqlite
+    db.session.execute(
+        dialect.insert(RegisterCounter)
+        .values(register=register, year=year, last_number=0)
+        .on_conflict_do_nothing(index_elements=["register", "year"])
+    )
+    return db.session.execute(
+        update(RegisterCounter)
+        .where(RegisterCounter.register == register, RegisterCounter.year == year)
+        .values(last_number=RegisterCounter.last_number + 1)
+        .returning(RegisterCounter.last_number)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+
+
+def base_filename(symbol: str, number: int, issued_on: dt.date) -> str:
+    """'CV-01-THH-VP-2021-11-15': the archived files' names without extension."""
+    return f"CV-{number:02d}-{symbol.replace('/', '-')}-{issued_on.isoformat()}"
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    counter = 2
+    while True:
+        candidate = f"{stem}-{counter}{dot}{ext}"
+        if candidate not in taken:
+            return candidate
+        counter += 1
+
+
+def _render(letter: Letter) -> tuple[bytes, bytes]:
+    from dispatch.letters.docx import render_docx
+    from dispatch.letters.pdf import render_pdf
+
+    return render_pdf(letter), render_docx(letter)
+
+
+def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> IssueResult:
+    """Number, render, archive, freeze and queue a draft at moment ``at``; commits.
+
+    Raises ``AlreadyIssued`` for a dispatch that is not a draft, ``IssueError`` or
+    ``ArchiveError`` when it cannot be issued, ``LetterSourceError`` for a bad source; in every
+    case the database and the archive are left as they were.
+    """
+    who = actor_name(actor)
+    writer: ArchiveWriter | None = None
+    # Audit entries are appended last: on PostgreSQL appending takes a lock that serialises all
+    # audited writes, and it should not be held while the letter renders.
+    entries: list[dict[str, Any]] = []
+    try:
+        dispatch = _lock_for_issue(dispatch_id, at)
+        if dispatch.status is not DispatchStatus.DRAFT:
+            raise AlreadyIssued(
+                f"Công văn mã {dispatch_id} đã được ban hành (số {dispatch.number_and_symbol} "
+                f"ngày {dispatch.issued_on:%d/%m/%Y}), không ban hành lại được."
+            )
+        recipients = list(dispatch.recipients)
+        if not recipients:
+            raise IssueError(f"Công văn mã {dispatch_id} chưa có nơi nhận, không thể ban hành.")
+
+        letter = build_letter(source_from_json(dispatch.source, origin=f"bản nháp {dispatch_id}"))
+        issued_on = local(at).date()
+        deadline_at = deadline_for(
+            at, working_days=dispatch.deadline_working_days, hour=dispatch.deadline_hour
+        )
+
+        number = take_number(dispatch.register, issued_on.year)
+        entries.append(
+            {
+                "action": "register.number_taken",
+                "object_type": "register",
+                "object_id": f"{dispatch.register}/{issued_on.year}",
+                "details": {
+                    "register": dispatch.register,
+                    "year": issued_on.year,
+                    "number": number,
+                },
+            }
+        )
+        issued = letter.issued_as(number, issued_on)
+        pdf, docx = _render(issued)
+
+        writer = ArchiveWriter(dispatch.id)
+        base = base_filename(dispatch.symbol, number, issued_on)
+        files: list[tuple[str, str, str, bytes]] = [
+            ("pdf", f"{base}.pdf", PDF_MEDIA_TYPE, pdf),
+            ("docx", f"{base}.docx", DOCX_MEDIA_TYPE, docx),
+        ]
+        taken = {name for _, name, _, _ in files}
+        for attachment in issued.attachments:
+            try:
+                data = attachment.path.read_bytes()
+            except OSError as exc:
+                raise IssueError(
+                    f"Không đọc được tệp gửi kèm {attachment.name}: {exc.strerror}."
+                ) from exc
+            name = _unique_name(attachment.name, taken)
+            taken.add(name)
+            files.append(("attachment", name, attachment.media_type, data))
+
+        archived: list[ArchivedFile] = []
+        for kind, name, media_type, data in files:
+            stored = writer.write(name, data)
+            archived.append(stored)
+            db.session.add(
+                Document(
+                    dispatch_id=dispatch.id,
+                    kind=kind,
+                    filename=stored.filename,
+                    media_type=media_type,
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    path=stored.path,
+                    created_at=at,
+                )
+            )
+            entries.append(
+                {
+                    "action": "document.archived",
+                    "object_type": "document",
+                    "object_id": stored.path,
+                    "details": {
+                        "kind": kind,
+                        "filename": stored.filename,
+                        "sha256": stored.sha256,
+                        "size": stored.size,
+                    },
+                }
+            )
+
+        dispatch.status = DispatchStatus.ISSUED
+        dispatch.number = number
+        dispatch.register_year = issued_on.year
+        dispatch.issued_on = issued_on
+        dispatch.issued_at = at
+        dispatch.issued_by_id = actor.id if actor is not None else None
+        dispatch.deadline_at = deadline_at
+        dispatch.updated_at = at
+        db.session.flush()
+
+        queued, placeholders, stale = _freeze_recipients(dispatch, issued_on, entries, at)
+
+        number_and_symbol = dispatch.number_and_symbol or ""
+        pdf_sha256, docx_sha256 = archived[0].sha256, archived[1].sha256
+        entries.append(
+            {
+                "action": "dispatch.issued",
+                "object_type": "dispatch",
+                "object_id": dispatch.id,
+                "details": {
+                    "number": number_and_symbol,
+                    "register": dispatch.register,
+                    "year": issued_on.year,
+                    "issued_on": issued_on.isoformat(),
+                    "deadline_at": deadline_at.isoformat(),
+                    "pdf_sha256": pdf_sha256,
+                    "docx_sha256": docx_sha256,
+                    "documents": {doc.filename: doc.sha256 for doc in archived},
+                    "recipients": len(recipients),
+                    "letters_queued": queued,
+                },
+            }
+        )
+        for entry in entries:
+            audit.record(entry.pop("action"), actor=who, at=at, dispatch_id=dispatch.id, **entry)
+        db.session.commit()
+    except BaseException:
+        # BaseException too: WeasyPrint's fatal fetch error and Ctrl-C must not leave files.
+        db.session.rollback()
+        if writer is not None:
+            writer.discard()
+        raise
+    return IssueResult(
+        dispatch_id=dispatch_id,
+        number=number,
+        number_and_symbol=number_and_symbol,
+        issued_on=issued_on,
+        issued_at=at,
+        deadline_at=deadline_at,
+        pdf_sha256=pdf_sha256,
+        docx_sha256=docx_sha256,
+        documents=tuple(archived),
+        recipients=len(recipients),
+        queued=queued,
+        placeholder_addresses=placeholders,
+        not_valid_on_issue_day=tuple(stale),
+    )
+
+
+def _freeze_recipients(
+    dispatch: Dispatch, issued_on: dt.date, entries: list[dict[str, Any]], at: dt.datetime
+) -> tuple[int, int, list[str]]:
+    """Copy the addresses again, assign tokens and queue one letter e-mail per recipient."""
+    queued = placeholders = 0
+    stale: list[str] = []
+    ids = [recipient.organisation_id for recipient in dispatch.recipients]
+    orgs = {
+        org.id: org
+        for org in db.session.execute(
+            select(Organisation).where(Organisation.id.in_(ids))
+        ).scalars()
+    }
+    for recipient in dispatch.recipients:
+        org = orgs[recipient.organisation_id]
+        before = {"name": recipient.name, "email": recipient.email, "cc": list(recipient.cc)}
+        recipient.name = org.name
+        recipient.province_code = org.province_code
+        recipient.email = org.email
+        recipient.cc = list(org.cc or [])
+        after = {"name": recipient.name, "email": recipient.email, "cc": list(recipient.cc)}
+        if after != before:
+            entries.append(
+                {
+                    "action": "recipient.address_updated",
+                    "object_type": "dispatch_recipient",
+                    "object_id": recipient.id,
+                    "details": {
+                        key: {"from": before[key], "to": after[key]}
+                        for key in after
+                        if after[key] != before[key]
+                    },
+                }
+            )
+        if org.email_is_placeholder:
+            placeholders += 1
+        valid = (org.valid_from is None or org.valid_from <= issued_on) and (
+            org.valid_to is None or issued_on <= org.valid_to
+        )
+        if not valid:
+            stale.append(org.province_code)
+        assign_token(recipient)
+        if outbox.enqueue(
+            dispatch_id=dispatch.id,
+            kind=MessageKind.LETTER,
+            to_addrs=[recipient.email],
+            cc_addrs=list(recipient.cc),
+            recipient_id=recipient.id,
+            at=at,
+        ):
+            queued += 1
+    db.session.flush()
+    entries.append(
+        {
+            "action": "outbox.letters_queued",
+            "object_type": "dispatch",
+            "object_id": dispatch.id,
+            "details": {
+                "queued": queued,
+                "placeholder_addresses": placeholders,
+                "not_valid_on_issue_day": stale,
+            },
+        }
+    )
+    return queued, placeholders, stale
