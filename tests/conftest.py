@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.web",
     "tests.fixtures.reminders",
     "tests.fixtures.acknowledgements",
+    "tests.fixtures.letter_source",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
