@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures.reminders",
     "tests.fixtures.acknowledgements",
     "tests.fixtures.letter_source",
+    "tests.fixtures.libreoffice",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
