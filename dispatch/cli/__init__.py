@@ -9,9 +9,14 @@ from flask.cli import FlaskGroup
 
 def init_app(app: Flask) -> None:
     """Attach every command to ``app.cli`` (so ``flask --app wsgi …`` has them too)."""
-    from dispatch.cli import directory, dispatches, letters
+    from dispatch.cli import delivery, directory, dispatches, letters
 
-    for command in (*letters.commands, *directory.commands, *dispatches.commands):
+    for command in (
+        *letters.commands,
+        *delivery.commands,
+        *directory.commands,
+        *dispatches.commands,
+    ):
         app.cli.add_command(command)
 
 

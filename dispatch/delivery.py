@@ -1,0 +1,545 @@
+"""The sender: takes due outbox rows, sends each over SMTP, records the server's answer.
+
+``deliver_due(at)`` runs in three steps, each committed on its own so that a crash loses at
+most the message in flight:
+
+1. **Claim** the due rows (queued, or retrying with ``next_attempt_at <= at``, or stuck in
+   ``sending`` longer than ``LEASE`` because their sender died): they become ``sending`` with
+   ``claimed_by``/``claimed_at``. PostgreSQL takes them with ``FOR UPDATE SKIP LOCKED``; both
+   databases re-check the due condition in a conditional UPDATE, so two senders never both win
+   the same row.
+2. **Send** them over ONE SMTP connection (opened with ``MAIL_TIMEOUT``), one message per
+   recipient. Just before each message the claim is renewed (a conditional UPDATE on our own
+   claim): a row another sender has taken over is skipped.
+3. **Record** each outcome and commit at once: the server's 250 → ``sent`` with its reply;
+   a 4xx, a lost connection or a timeout → ``retrying`` with exponential back-off (1, 2, 4 …
+   minutes, at most an hour, ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or
+   ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx → ``failed`` with the reply. A reminder whose office
+   has confirmed meanwhile, or an escalation with nobody left to chase, becomes ``cancelled``.
+
+**Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
+right after it. The one window left is between the server's 250 and that commit: a sender
+killed there leaves the row in ``sending``, and after the lease it is sent again with the SAME
+Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise the copy.
+
+Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time, so claims and
+``sent_at`` stay truthful during a long batch while ``--at`` can still replay any moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from types import TracebackType
+
+from flask import current_app
+from flask_mail import Message, email_dispatched, sanitize_address
+from sqlalchemy import and_, or_, select, update
+
+from dispatch import audit
+from dispatch.extensions import db
+from dispatch.messages import ComposeError, compose, unconfirmed_recipients
+from dispatch.models import (
+    DeliveryStatus,
+    Dispatch,
+    DispatchRecipient,
+    MessageKind,
+    OutboxMessage,
+)
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system"
+# A row in ``sending`` whose claim is older than this belongs to a sender that died.
+LEASE = dt.timedelta(minutes=10)
+FIRST_BACKOFF = dt.timedelta(minutes=1)
+MAX_BACKOFF = dt.timedelta(hours=1)
+DEFAULT_MAX_ATTEMPTS = 30
+DEFAULT_GIVE_UP_HOURS = 24
+
+
+def default_worker() -> str:
+    """This sender's name in ``claimed_by``: '<host>:<pid>'."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
+def public_state(status: DeliveryStatus | str | None) -> str:
+    """A row's state as the status report shows it: ``sending`` is still ``queued`` there."""
+    if status is None:
+        return "queued"
+    status = DeliveryStatus(status)
+    return "queued" if status is DeliveryStatus.SENDING else status.value
+
+
+@dataclass
+class DeliveryReport:
+    """What one ``deliver_due`` run did."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    skipped: int = 0  # claimed, then taken over by another sender before its turn
+    connections: int = 0  # SMTP connections opened
+    claimed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """How many rows this run settled."""
+        return self.sent + self.retrying + self.failed + self.cancelled
+
+
+# --- SMTP ------------------------------------------------------------------------------------
+
+
+class SendFailure(Exception):
+    """A message was not accepted; ``permanent`` says whether trying again can help."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        permanent: bool,
+        connection_lost: bool = False,
+        reply: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.connection_lost = connection_lost
+        self.reply = reply  # the server's answer, when it gave one
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".strip()
+
+
+def _by_code(step: str, code: int, text: bytes | str) -> SendFailure:
+    reply = _reply(code, text)
+    # 421 means the server is closing the connection: temporary, and the connection is gone.
+    return SendFailure(
+        f"{step}: {reply}", permanent=500 <= code < 600, connection_lost=code == 421, reply=reply
+    )
+
+
+class SmtpSession:
+    """One SMTP connection for a batch, opened on first use, that returns the DATA reply.
+
+    Flask-Mail builds the messages; the transaction is done here with smtplib's ``mail``,
+    ``rcpt`` and ``data`` because Flask-Mail's ``send`` hides the server's answer, loses a
+    refused recipient among several, and opens connections without a timeout.
+    """
+
+    def __init__(self) -> None:
+        # Read from the configuration at each batch (as Flask-Mail would at start-up, with its
+        # defaults), so a changed setting takes effect without a restart.
+        config = current_app.config
+        self.server: str = config.get("MAIL_SERVER") or "127.0.0.1"
+        self.port: int = int(config.get("MAIL_PORT") or 25)
+        self.use_ssl: bool = bool(config.get("MAIL_USE_SSL"))
+        self.use_tls: bool = bool(config.get("MAIL_USE_TLS"))
+        self.username: str | None = config.get("MAIL_USERNAME")
+        self.password: str | None = config.get("MAIL_PASSWORD")
+        self.suppress: bool = bool(config.get("MAIL_SUPPRESS_SEND", current_app.testing))
+        self.timeout: float = float(config.get("MAIL_TIMEOUT") or 30)
+        self.smtp: smtplib.SMTP | None = None
+        self.unreachable: str | None = None  # set once connecting failed: no retry this batch
+        self.connections = 0
+
+    def __enter__(self) -> SmtpSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.unreachable is not None:
+            raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
+        smtp: smtplib.SMTP | None = None
+        try:
+            if self.use_ssl:
+                smtp = smtplib.SMTP_SSL(
+                    self.server,
+                    self.port,
+                    timeout=self.timeout,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                smtp = smtplib.SMTP(self.server, self.port, timeout=self.timeout)
+            self.connections += 1
+            smtp.ehlo()
+            if self.use_tls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if self.username and self.password:
+                smtp.login(self.username, self.password)
+        except (smtplib.SMTPException, OSError) as exc:
+            if smtp is not None:
+                smtp.close()
+            # Whatever the code (even a 535 on login), it is no fault of the message: retry.
+            self.unreachable = f"cannot connect to {self.server}:{self.port}: {_describe(exc)}"
+            raise SendFailure(self.unreachable, permanent=False, connection_lost=True) from exc
+        self.smtp = smtp
+        return smtp
+
+    def close(self) -> None:
+        """End the connection politely if it is still there."""
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()
+
+    def _drop(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def _rset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def send(self, message: Message, primary: list[str]) -> str:
+        """Send ``message``; return the server's reply to DATA, or raise ``SendFailure``.
+
+        ``primary`` are the addresses the message is for: if one is refused the message fails;
+        a refused copy (Cc) is noted in the reply and the message still goes.
+        """
+        if message.has_bad_headers():
+            raise SendFailure("header contains a line break", permanent=True)
+        envelope_from = parseaddr(sanitize_address(message.sender))[1]
+        recipients = [parseaddr(sanitize_address(a))[1] for a in _unique(message.send_to)]
+        primary_set = {parseaddr(sanitize_address(a))[1].lower() for a in primary}
+        data = message.as_bytes()
+        if self.suppress:
+            # MAIL_SUPPRESS_SEND (tests of other areas): nothing leaves, listeners still hear it.
+            email_dispatched.send(current_app._get_current_object(), message=message)
+            return "250 not sent: MAIL_SUPPRESS_SEND is on"
+        smtp = self.smtp or self._connect()
+        try:
+            code, text = smtp.mail(envelope_from)
+            if code != 250:
+                self._rset(smtp)
+                raise _by_code("MAIL FROM", code, text)
+            refused: list[str] = []
+            for address in recipients:
+                code, text = smtp.rcpt(address)
+                if code in (250, 251):
+                    continue
+                if code < 500 or address.lower() in primary_set:
+                    self._rset(smtp)
+                    raise _by_code(f"RCPT TO:<{address}>", code, text)
+                refused.append(f"<{address}> {_reply(code, text)}")
+            code, text = smtp.data(data)
+            if code != 250:  # smtplib raises only when DATA itself is refused, not the message
+                raise smtplib.SMTPDataError(code, text)
+        except smtplib.SMTPDataError as exc:
+            self._rset(smtp)
+            raise _by_code("DATA", exc.smtp_code, exc.smtp_error) from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            raise SendFailure(
+                f"connection lost: {_describe(exc)}", permanent=False, connection_lost=True
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise _by_code("SMTP", exc.smtp_code, exc.smtp_error) from exc
+        email_dispatched.send(current_app._get_current_object(), message=message)
+        reply = _reply(code, text)
+        if refused:
+            reply += " (copy refused: " + "; ".join(refused) + ")"
+        return reply
+
+
+def _unique(addresses: object) -> list:
+    seen: list = []
+    for address in addresses:  # type: ignore[attr-defined]
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _reply(exc.smtp_code, exc.smtp_error)
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if exc.__class__.__name__ not in text else text
+
+
+# --- Claiming --------------------------------------------------------------------------------
+
+
+def _due(at: dt.datetime):
+    return or_(
+        and_(
+            OutboxMessage.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRYING]),
+            or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= at),
+        ),
+        and_(
+            OutboxMessage.status == DeliveryStatus.SENDING,
+            or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < at - LEASE),
+        ),
+    )
+
+
+def _take(row_id: int, at: dt.datetime, worker: str) -> bool:
+    """Claim one row if it is still due; audit the claim. True if this sender now holds it."""
+    previous = db.session.execute(
+        select(OutboxMessage.status, OutboxMessage.claimed_by).where(OutboxMessage.id == row_id)
+    ).first()
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, _due(at))
+        .values(
+            status=DeliveryStatus.SENDING,
+            claimed_at=at,
+            claimed_by=worker,
+            attempts=OutboxMessage.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+    assert row is not None
+    details = {"worker": worker, "attempt": row.attempts, "message_id": row.message_id}
+    if previous is not None and previous.status == DeliveryStatus.SENDING:
+        # The previous sender died (or hung) after claiming it: it may have reached the server.
+        details["taken_over_from"] = previous.claimed_by
+    audit.record(
+        "message.claimed",
+        actor=ACTOR,
+        at=at,
+        object_type="outbox_message",
+        object_id=row.id,
+        dispatch_id=row.dispatch_id,
+        details=details,
+    )
+    return True
+
+
+def claim_due(at: dt.datetime, limit: int | None, worker: str) -> list[int]:
+    """Mark the rows due at ``at`` as ``sending`` by ``worker`` and commit; return their ids."""
+    query = select(OutboxMessage.id).where(_due(at)).order_by(OutboxMessage.id)
+    if limit is not None:
+        query = query.limit(limit)
+    postgres = db.engine.dialect.name == "postgresql"
+    if postgres:
+        # Rows another sender is claiming right now are skipped, not waited for.
+        query = query.with_for_update(skip_locked=True, of=OutboxMessage)
+    ids = list(db.session.execute(query).scalars())
+    claimed: list[int] = []
+    if postgres:
+        claimed = [row_id for row_id in ids if _take(row_id, at, worker)]
+        db.session.commit()
+        return claimed
+    # SQLite: end the read first, then one short write transaction per row, so two senders
+    # queue on the database lock instead of deadlocking on a read-then-write upgrade.
+    db.session.commit()
+    for row_id in ids:
+        if _take(row_id, at, worker):
+            claimed.append(row_id)
+        db.session.commit()
+    return claimed
+
+
+def _renew(row_id: int, claimed_at: dt.datetime, worker: str, moment: dt.datetime) -> bool:
+    """Refresh our claim just before sending; False if another sender has taken the row."""
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.status == DeliveryStatus.SENDING,
+            OutboxMessage.claimed_by == worker,
+            OutboxMessage.claimed_at == claimed_at,
+        )
+        .values(claimed_at=moment)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+# --- Outcomes --------------------------------------------------------------------------------
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Wait before the next attempt after ``attempts`` failed ones: 1, 2, 4 … minutes, ≤ 1 h."""
+    delay = FIRST_BACKOFF * (2 ** max(attempts - 1, 0))
+    return min(delay, MAX_BACKOFF)
+
+
+def _audit(row: OutboxMessage, action: str, moment: dt.datetime, **details: object) -> None:
+    audit.record(
+        action,
+        actor=ACTOR,
+        at=moment,
+        object_type="outbox_message",
+        object_id=row.id,
+        dispatch_id=row.dispatch_id,
+        details={
+            "kind": row.kind.value,
+            "message_id": row.message_id,
+            "to": row.to_addrs,
+            "attempt": row.attempts,
+            **details,
+        },
+    )
+
+
+def _record_sent(row: OutboxMessage, reply: str, moment: dt.datetime, worker: str) -> None:
+    row.status = DeliveryStatus.SENT
+    row.sent_at = moment
+    row.smtp_reply = reply
+    row.last_error = None
+    row.next_attempt_at = None
+    _audit(row, "message.sent", moment, smtp_reply=reply, worker=worker)
+
+
+def _record_failure(
+    row: OutboxMessage, failure: SendFailure, moment: dt.datetime, worker: str
+) -> DeliveryStatus:
+    config = current_app.config
+    max_attempts = int(config.get("DELIVERY_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
+    give_up_after = dt.timedelta(
+        hours=float(config.get("DELIVERY_GIVE_UP_HOURS") or DEFAULT_GIVE_UP_HOURS)
+    )
+    row.last_error = failure.reason
+    if failure.reply is not None:
+        row.smtp_reply = failure.reply
+    gave_up = row.attempts >= max_attempts or moment - row.created_at >= give_up_after
+    if failure.permanent or gave_up:
+        row.status = DeliveryStatus.FAILED
+        row.next_attempt_at = None
+        if not failure.permanent:
+            row.last_error = f"gave up after {row.attempts} attempts: {failure.reason}"
+        _audit(row, "message.failed", moment, error=row.last_error, worker=worker)
+        return DeliveryStatus.FAILED
+    row.status = DeliveryStatus.RETRYING
+    row.next_attempt_at = moment + backoff(row.attempts)
+    _audit(
+        row,
+        "message.retrying",
+        moment,
+        error=failure.reason,
+        next_attempt_at=row.next_attempt_at.isoformat(),
+        worker=worker,
+    )
+    return DeliveryStatus.RETRYING
+
+
+def _cancel_reason(row: OutboxMessage) -> str | None:
+    """Why this row should no longer go out, or None."""
+    if row.kind is MessageKind.REMINDER and row.recipient_id is not None:
+        recipient = db.session.get(DispatchRecipient, row.recipient_id)
+        if recipient is None:
+            return "recipient removed"
+        if recipient.acknowledged_at is not None:
+            return "the office confirmed receipt before the reminder left"
+        if recipient.reminders_stopped:
+            return "reminders stopped for this office"
+    if row.kind is MessageKind.ESCALATION:
+        dispatch = db.session.get(Dispatch, row.dispatch_id)
+        if dispatch is not None and not unconfirmed_recipients(dispatch):
+            return "every office confirmed before the escalation left"
+    return None
+
+
+def _settle(
+    row_id: int,
+    claimed_at: dt.datetime,
+    session: SmtpSession,
+    worker: str,
+    moment: Callable[[], dt.datetime],
+    report: DeliveryReport,
+) -> None:
+    """Send one claimed row and commit its outcome."""
+    if not _renew(row_id, claimed_at, worker, moment()):
+        report.skipped += 1
+        log.warning("outbox row %s was taken over by another sender; skipped", row_id)
+        return
+    row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+    assert row is not None
+    reason = _cancel_reason(row)
+    if reason is not None:
+        row.status = DeliveryStatus.CANCELLED
+        row.last_error = reason
+        row.next_attempt_at = None
+        _audit(row, "message.cancelled", moment(), reason=reason, worker=worker)
+        db.session.commit()
+        report.cancelled += 1
+        return
+    try:
+        message = compose(row, at=moment())
+    except ComposeError as exc:
+        # A missing or altered archive file may be restored: retry, and say so in the log.
+        log.error("outbox row %s cannot be composed: %s", row_id, exc)
+        failure = SendFailure(f"cannot compose: {exc}", permanent=False)
+    else:
+        try:
+            reply = session.send(message, primary=list(row.to_addrs))
+        except SendFailure as exc:
+            failure = exc
+        else:
+            # Commit right after the 250: this is the whole of the "sent twice" window.
+            _record_sent(row, reply, moment(), worker)
+            db.session.commit()
+            report.sent += 1
+            return
+    status = _record_failure(row, failure, moment(), worker)
+    db.session.commit()
+    report.errors.append(f"{row.message_id}: {failure.reason}")
+    if status is DeliveryStatus.FAILED:
+        report.failed += 1
+    else:
+        report.retrying += 1
+
+
+def deliver_due(
+    at: dt.datetime, limit: int | None = None, worker: str | None = None
+) -> DeliveryReport:
+    """Send every outbox row due at ``at`` (at most ``limit``) over one SMTP connection."""
+    worker = worker or default_worker()
+    started = time.monotonic()
+
+    def moment() -> dt.datetime:
+        return at + dt.timedelta(seconds=time.monotonic() - started)
+
+    report = DeliveryReport()
+    claimed = claim_due(at, limit, worker)
+    report.claimed = len(claimed)
+    if not claimed:
+        return report
+    with SmtpSession() as session:
+        for row_id in claimed:
+            try:
+                _settle(row_id, at, session, worker, moment, report)
+            except Exception:
+                # Leave this row in ``sending``: after the lease it is tried again.
+                db.session.rollback()
+                log.exception("outbox row %s: unexpected error; left for a later run", row_id)
+                report.errors.append(f"row {row_id}: unexpected error")
+        report.connections = session.connections
+    return report

@@ -1,0 +1,387 @@
+"""Composing the e-mails: the letter, the reminder and the escalation, from an outbox row.
+
+``compose(row)`` builds a Flask-Mail ``Message`` from the database as it is when the message
+leaves (so a resend carries the same archived bytes and the same Message-ID). Templates under
+``templates/mail/`` get plain data, never ORM objects; the HTML ones are autoescaped.
+
+What each kind carries:
+
+* LETTER: the archived PDF and DOCX and every archived attachment, exactly the archived bytes;
+* REMINDER: the archived PDF only (so whoever lost the first e-mail still has the letter) and the
+  personal link, where the DOCX and the attachments can be downloaded again;
+* ESCALATION: no file, the table of the offices that have not confirmed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from email import policy
+from email.charset import QP, Charset
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.text import MIMEText
+from email.utils import encode_rfc2231, formataddr, parseaddr
+from pathlib import Path
+from typing import Any
+
+from flask import current_app, render_template
+from flask_mail import Attachment, Message
+from sqlalchemy import func, select
+
+from dispatch.acknowledgements import confirmation_url
+from dispatch.clock import format_local
+from dispatch.extensions import db
+from dispatch.models import (
+    DeliveryStatus,
+    Dispatch,
+    DispatchRecipient,
+    Document,
+    MessageKind,
+    OutboxMessage,
+)
+
+# What a clerk reads for each state of a letter's e-mail.
+DELIVERY_LABELS = {
+    DeliveryStatus.QUEUED: "Đang chờ gửi",
+    DeliveryStatus.SENDING: "Đang gửi",
+    DeliveryStatus.SENT: "Đã gửi",
+    DeliveryStatus.RETRYING: "Đang thử gửi lại",
+    DeliveryStatus.FAILED: "Gửi thất bại",
+    DeliveryStatus.CANCELLED: "Đã huỷ",
+}
+
+# Only for a source without its issuing agency (every real source names it).
+DEFAULT_AGENCY = "Cục Tin học hoá"
+
+# Attachment order in the e-mail: the letter, its editable copy, then the files it carries.
+_DOCUMENT_ORDER = {"pdf": 0, "docx": 1}
+
+_HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+
+
+# Flask-Mail serialises with ``policy.SMTP``, whose re-folding of long encoded headers drops or
+# moves spaces in Vietnamese text ("tại địa phương" → "tạiđịa phương", "thành ph ố"); measured
+# with Python 3.11 on the 63 directory names. compat32 with CRLF folds only at whitespace.
+_WIRE_POLICY = policy.compat32.clone(linesep="\r\n", mangle_from_=False)
+
+
+def format_address(value: str | tuple[str, str]) -> str:
+    """'Name <addr>' for a header; a non-ASCII name becomes ONE RFC 2047 encoded-word.
+
+    One word, because Python's own parser reads the space between two encoded-words of a name
+    as a space ("Truyền thông  thành phố"), and splitting inside a word shows up as "ph ố".
+    """
+    name, address = (value if isinstance(value, tuple) else parseaddr(value))[:2]
+    name, address = header_text(name or ""), header_text(address)
+    if not address.isascii() and "@" in address:
+        local, domain = address.rsplit("@", 1)
+        address = f"{local}@{domain.encode('idna').decode('ascii')}"
+    if not name:
+        return address
+    return formataddr((name, address), charset="utf-8")
+
+
+class _OneLine:
+    """A header value written as it is, never folded (the Message-ID has no place to fold)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def encode(self, linesep: str = "\n", maxlinelen: int | None = None) -> str:
+        return self.value
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class OfficialMessage(Message):
+    """A Flask-Mail message whose headers keep Vietnamese text intact on the wire."""
+
+    def _mimetext(self, text: str | None, subtype: str = "plain") -> MIMEText:
+        # Flask-Mail registers utf-8 with no body encoding, i.e. raw 8-bit lines; quoted-
+        # printable keeps the message 7-bit clean for any relay on the way.
+        charset = Charset("utf-8")
+        charset.body_encoding = QP
+        return MIMEText(text or "", _subtype=subtype, _charset=charset)  # type: ignore[arg-type]
+
+    def _message(self) -> MIMEBase:
+        msg = super()._message()
+        msg.policy = _WIRE_POLICY
+        if self.subject:
+            subject = header_text(self.subject)
+            msg.replace_header(
+                "Subject",
+                subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject"),
+            )
+        msg.replace_header("Message-ID", _OneLine(header_text(self.msgId)))
+        msg.replace_header("From", format_address(self.sender))
+        msg.replace_header("To", ", ".join(format_address(a) for a in self.recipients))
+        if self.cc:
+            msg.replace_header("Cc", ", ".join(format_address(a) for a in self.cc))
+        return msg
+
+
+class ComposeError(RuntimeError):
+    """The e-mail cannot be built (an archived file is missing or its bytes changed)."""
+
+
+def header_text(value: str) -> str:
+    """NFC text on one line: CR, LF and other control characters become spaces."""
+    value = unicodedata.normalize("NFC", value)
+    return _SPACES.sub(" ", _HEADER_BREAKS.sub(" ", value)).strip()
+
+
+def letter_title(dispatch: Dispatch) -> str:
+    """'Công văn số 01/THH-VP ngày 15/11/2021 V/v <trích yếu>'."""
+    number = dispatch.number_and_symbol or f"/{dispatch.symbol}"
+    date = f" ngày {dispatch.issued_on:%d/%m/%Y}" if dispatch.issued_on else ""
+    return header_text(f"Công văn số {number}{date} V/v {dispatch.subject}")
+
+
+def subject_for(kind: MessageKind, dispatch: Dispatch) -> str:
+    """The subject line of each kind of e-mail."""
+    title = letter_title(dispatch)
+    if kind is MessageKind.REMINDER:
+        return f"Nhắc: xác nhận đã nhận {title}"
+    if kind is MessageKind.ESCALATION:
+        return f"Quá hạn xác nhận: {title}"
+    return title
+
+
+def _address(value: str) -> str:
+    """The bare address of ``value`` ('Name <a@b>' or 'a@b'), on one line."""
+    return parseaddr(header_text(value))[1] or header_text(value)
+
+
+def issuing_agency(dispatch: Dispatch) -> str:
+    """The issuing agency's name as the letter's source writes it ("Cục Tin học hoá")."""
+    source = dispatch.source if isinstance(dispatch.source, dict) else {}
+    meta = source.get("meta")  # the shape of dispatch.letters.source.source_to_json
+    name = meta.get("issuing_agency") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name.strip():
+        return header_text(name)
+    return DEFAULT_AGENCY
+
+
+@dataclass(frozen=True)
+class _Contact:
+    agency: str
+    sender: str
+    clerk_name: str | None
+    clerk_email: str | None
+
+
+def _contact(dispatch: Dispatch) -> _Contact:
+    issuer = dispatch.issued_by or dispatch.created_by
+    return _Contact(
+        agency=issuing_agency(dispatch),
+        sender=_address(_sender_text()),
+        clerk_name=(issuer.name or None) if issuer else None,
+        clerk_email=issuer.email if issuer else None,
+    )
+
+
+def _sender_text() -> str:
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    if isinstance(sender, tuple | list):
+        return f"{sender[0]} <{sender[1]}>"
+    return str(sender)
+
+
+def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
+    return {
+        "dispatch_id": dispatch.id,
+        "number": dispatch.number_and_symbol or "",
+        "issued_on": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
+        "subject": unicodedata.normalize("NFC", dispatch.subject),
+        "title": letter_title(dispatch),
+        "deadline": format_local(dispatch.deadline_at),
+        "contact": _contact(dispatch),
+        "base_url": current_app.config["BASE_URL"],
+    }
+
+
+def _read_document(document: Document) -> bytes:
+    """The archived bytes of ``document``, checked against the SHA-256 recorded at issue."""
+    root = Path(current_app.config["DISPATCH_DATA_DIR"])
+    path = root / document.path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ComposeError(f"archived file {document.path} unreadable: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != document.sha256:
+        raise ComposeError(f"archived file {document.path} does not match its SHA-256")
+    return data
+
+
+def _attachment(document: Document) -> Attachment:
+    """The document as a MIME part, named in UTF-8 per RFC 2231."""
+    name = header_text(document.filename)
+    # Flask-Mail labels non-ASCII names "UTF8"; we write the registered "utf-8" ourselves.
+    disposition = f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
+    if name.isascii():
+        disposition = f'attachment; filename="{name}"'
+    return Attachment(
+        filename=None,
+        content_type=document.media_type,
+        data=_read_document(document),
+        headers={"Content-Disposition": disposition},
+    )
+
+
+def _documents(dispatch: Dispatch, kinds: set[str] | None) -> list[Document]:
+    documents = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch.id).order_by(Document.id)
+    ).scalars()
+    chosen = [doc for doc in documents if kinds is None or doc.kind in kinds]
+    return sorted(chosen, key=lambda doc: (_DOCUMENT_ORDER.get(doc.kind, 2), doc.id))
+
+
+def letter_delivery_status(recipient_id: int) -> DeliveryStatus | None:
+    """The state of the recipient's letter e-mail (its latest LETTER row), None if none."""
+    return db.session.execute(
+        select(OutboxMessage.status)
+        .where(
+            OutboxMessage.recipient_id == recipient_id,
+            OutboxMessage.kind == MessageKind.LETTER,
+        )
+        .order_by(OutboxMessage.sequence.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _reminder_number(row: OutboxMessage) -> int:
+    """Which reminder this is for its recipient: 1 for the first."""
+    return db.session.execute(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.recipient_id == row.recipient_id,
+            OutboxMessage.kind == MessageKind.REMINDER,
+            OutboxMessage.sequence <= row.sequence,
+        )
+    ).scalar_one()
+
+
+def _sent_reminders(recipient_ids: list[int]) -> dict[int, int]:
+    if not recipient_ids:
+        return {}
+    rows = db.session.execute(
+        select(OutboxMessage.recipient_id, func.count())
+        .where(
+            OutboxMessage.recipient_id.in_(recipient_ids),
+            OutboxMessage.kind == MessageKind.REMINDER,
+            OutboxMessage.status == DeliveryStatus.SENT,
+        )
+        .group_by(OutboxMessage.recipient_id)
+    ).all()
+    return {recipient_id: count for recipient_id, count in rows}
+
+
+def unconfirmed_recipients(dispatch: Dispatch) -> list[dict[str, Any]]:
+    """Every recipient that has not confirmed, as plain rows for the escalation's table."""
+    recipients = (
+        db.session.execute(
+            select(DispatchRecipient)
+            .where(
+                DispatchRecipient.dispatch_id == dispatch.id,
+                DispatchRecipient.acknowledged_at.is_(None),
+            )
+            .order_by(DispatchRecipient.province_code, DispatchRecipient.id)
+        )
+        .scalars()
+        .all()
+    )
+    reminders = _sent_reminders([r.id for r in recipients])
+    rows = []
+    for recipient in recipients:
+        status = letter_delivery_status(recipient.id)
+        rows.append(
+            {
+                "code": recipient.province_code,
+                "name": unicodedata.normalize("NFC", recipient.name),
+                "email": recipient.email,
+                "delivery": status.value if status else "",
+                "delivery_label": DELIVERY_LABELS[status] if status else "Chưa xếp hàng gửi",
+                "opened": format_local(recipient.opened_at),
+                "reminders": reminders.get(recipient.id, 0),
+                "reminders_stopped": recipient.reminders_stopped,
+            }
+        )
+    return rows
+
+
+def _render(name: str, context: dict[str, Any]) -> tuple[str, str]:
+    """The plain-text and HTML bodies from ``templates/mail/<name>.txt`` and ``.html``."""
+    text = render_template(f"mail/{name}.txt", **context)
+    html = render_template(f"mail/{name}.html", **context)
+    return unicodedata.normalize("NFC", text), unicodedata.normalize("NFC", html)
+
+
+def _recipient_addresses(row: OutboxMessage, name: str | None) -> list[str | tuple[str, str]]:
+    """The To list: the office's address with its name as display name."""
+    addresses: list[str | tuple[str, str]] = []
+    for value in row.to_addrs:
+        address = _address(value)
+        addresses.append((header_text(name), address) if name else address)
+    return addresses
+
+
+def compose(row: OutboxMessage, at: dt.datetime | None = None) -> Message:
+    """The e-mail for an outbox row; ``at`` is the moment written in its Date header."""
+    dispatch = db.session.get(Dispatch, row.dispatch_id)
+    if dispatch is None:
+        raise ComposeError(f"outbox row {row.id}: dispatch {row.dispatch_id} not found")
+    kind = MessageKind(row.kind)
+    context = _letter_context(dispatch)
+    recipient = db.session.get(DispatchRecipient, row.recipient_id) if row.recipient_id else None
+    attachments: list[Attachment] = []
+    display_name: str | None = None
+
+    if kind in (MessageKind.LETTER, MessageKind.REMINDER):
+        if recipient is None:
+            raise ComposeError(f"outbox row {row.id}: a {kind.value} needs a recipient")
+        display_name = recipient.name
+        context["recipient_name"] = unicodedata.normalize("NFC", recipient.name)
+        try:
+            context["link"] = confirmation_url(recipient)
+        except ValueError as exc:  # no token: the recipient was never given its link
+            raise ComposeError(f"outbox row {row.id}: {exc}") from exc
+        kinds = None if kind is MessageKind.LETTER else {"pdf"}
+        documents = _documents(dispatch, kinds)
+        context["documents"] = [header_text(doc.filename) for doc in documents]
+        if kind is MessageKind.REMINDER:
+            context["reminder_number"] = _reminder_number(row)
+        attachments = [_attachment(doc) for doc in documents]
+    else:
+        context["late"] = unconfirmed_recipients(dispatch)
+        context["total"] = len(dispatch.recipients)
+        context["as_of"] = format_local(at) if at else ""
+
+    context["mail_subject"] = subject_for(kind, dispatch)
+    text, html = _render(kind.value, context)
+    extra_headers = {
+        "X-Dispatch-Id": str(dispatch.id),
+        "X-Dispatch-Kind": kind.value,
+        "Content-Language": "vi",
+    }
+    if recipient is not None:
+        extra_headers["X-Dispatch-Recipient"] = header_text(recipient.province_code)
+    message = OfficialMessage(
+        subject=context["mail_subject"],
+        recipients=_recipient_addresses(row, display_name),
+        cc=[_address(value) for value in row.cc_addrs or []],
+        body=text,
+        html=html,
+        attachments=attachments,
+        date=at.timestamp() if at else None,
+        extra_headers=extra_headers,
+    )
+    # Stable across retries, so a resend after a lost reply can be recognised as the same e-mail.
+    message.msgId = row.message_id
+    return message

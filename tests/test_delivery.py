@@ -1,0 +1,414 @@
+"""The sender against a real SMTP server on loopback: claims, replies, retries, crashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dispatch import audit, outbox
+from dispatch.delivery import (
+    LEASE,
+    backoff,
+    claim_due,
+    deliver_due,
+    public_state,
+)
+from dispatch.extensions import db
+from dispatch.models import (
+    AuditEntry,
+    DeliveryStatus,
+    DispatchRecipient,
+    Document,
+    MessageKind,
+    OutboxMessage,
+)
+from tests.fixtures.smtp import ISSUED_AT
+
+AT = ISSUED_AT + dt.timedelta(minutes=1)
+BIN = Path(sys.executable).parent
+
+
+def rows(dispatch_id: int | None = None) -> list[OutboxMessage]:
+    query = select(OutboxMessage).order_by(OutboxMessage.id)
+    if dispatch_id is not None:
+        query = query.where(OutboxMessage.dispatch_id == dispatch_id)
+    db.session.expire_all()
+    return list(db.session.execute(query).scalars())
+
+
+def statuses(dispatch_id: int | None = None) -> list[str]:
+    return [row.status.value for row in rows(dispatch_id)]
+
+
+def audit_actions(action: str) -> int:
+    return db.session.execute(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == action)
+    ).scalar_one()
+
+
+# --- Pure rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.nodb
+def test_backoff_doubles_from_one_minute_up_to_an_hour():
+    assert [backoff(n).total_seconds() / 60 for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+@pytest.mark.nodb
+def test_sending_is_shown_as_queued():
+    assert public_state(DeliveryStatus.SENDING) == "queued"
+    assert public_state("retrying") == "retrying"
+    assert public_state(None) == "queued"
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+
+def test_all_accepted_over_one_connection(smtp_app, smtp_server, outbox_dispatch):
+    dispatch = outbox_dispatch(6)
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying, report.failed) == (6, 0, 0)
+    assert smtp_server.handler.connections == 1
+    assert report.connections == 1
+    sent = rows()
+    assert {row.status for row in sent} == {DeliveryStatus.SENT}
+    for row in sent:
+        assert row.smtp_reply.startswith("250 2.0.0 OK queued as Q")
+        assert row.sent_at is not None and row.sent_at >= AT
+        assert row.attempts == 1
+        assert row.last_error is None
+    # One message per recipient, each to its own address, carrying the row's Message-ID.
+    by_id = {m.message_id: m for m in smtp_server.messages}
+    assert set(by_id) == {row.message_id for row in sent}
+    for row in sent:
+        assert by_id[row.message_id].rcpt_tos == row.to_addrs
+    assert audit_actions("message.sent") == 6
+    assert audit_actions("message.claimed") == 6
+    assert audit.verify_chain() == []
+    # Nothing is due any more: a second run sends nothing.
+    again = deliver_due(AT + dt.timedelta(hours=1))
+    assert again.claimed == 0
+    assert len(smtp_server.messages) == 6
+    assert dispatch.id == sent[0].dispatch_id
+
+
+def test_a_refused_recipient_fails_with_the_reply_and_the_others_go(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(4)
+    refused = rows()[1]
+    smtp_server.handler.reject[refused.to_addrs[0]] = "550 5.1.1 <x>: Recipient address rejected"
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying, report.failed) == (3, 0, 1)
+    after = {row.id: row for row in rows()}
+    failed = after[refused.id]
+    assert failed.status is DeliveryStatus.FAILED
+    assert failed.smtp_reply == "550 5.1.1 <x>: Recipient address rejected"
+    assert "RCPT TO" in failed.last_error and "550" in failed.last_error
+    assert failed.next_attempt_at is None
+    assert [row.status for key, row in after.items() if key != refused.id] == [
+        DeliveryStatus.SENT
+    ] * 3
+    assert smtp_server.handler.connections == 1  # the refusal did not cost the connection
+    assert audit_actions("message.failed") == 1
+    # A permanent failure is not retried.
+    assert deliver_due(AT + dt.timedelta(days=1)).claimed == 0
+
+
+def test_a_refused_copy_does_not_stop_the_letter(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(codes=["01"], cc={"01": ["vanthu.hanoi@tinh.example"]})
+    smtp_server.handler.reject["vanthu.hanoi@tinh.example"] = "550 5.1.1 no such user"
+
+    report = deliver_due(AT)
+
+    assert report.sent == 1
+    (row,) = rows()
+    assert row.status is DeliveryStatus.SENT
+    assert "copy refused" in row.smtp_reply and "550 5.1.1 no such user" in row.smtp_reply
+    assert smtp_server.messages[0].rcpt_tos == row.to_addrs
+
+
+def test_451_then_recovery_retries_later_and_sends_each_once(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(5)
+    smtp_server.handler.fail_data = 2  # the first two DATA commands get 451
+
+    first = deliver_due(AT)
+
+    assert (first.sent, first.retrying, first.failed) == (3, 2, 0)
+    assert smtp_server.handler.connections == 1  # a 451 does not abort the batch
+    retrying = [row for row in rows() if row.status is DeliveryStatus.RETRYING]
+    assert len(retrying) == 2
+    for row in retrying:
+        assert row.next_attempt_at > AT
+        assert row.next_attempt_at <= AT + dt.timedelta(minutes=1, seconds=30)
+        assert row.smtp_reply.startswith("451 4.3.0")
+        assert row.last_error.startswith("DATA: 451")
+        assert row.attempts == 1
+
+    # Not due yet at the same moment.
+    assert deliver_due(AT).claimed == 0
+
+    later = deliver_due(AT + dt.timedelta(minutes=5))
+    assert (later.sent, later.retrying, later.failed) == (2, 0, 0)
+    assert set(statuses()) == {"sent"}
+    counts = smtp_server.handler.message_ids()
+    assert len(counts) == 5 and set(counts.values()) == {1}
+    # The retried messages went out under the Message-ID they had from the start.
+    assert {row.message_id for row in retrying} <= set(counts)
+    assert {row.attempts for row in rows() if row.id in {r.id for r in retrying}} == {2}
+
+
+def test_server_down_leaves_everything_retrying_then_a_later_run_sends_all(
+    smtp_app, smtp_server, dead_smtp_port, outbox_dispatch
+):
+    outbox_dispatch(4)
+    smtp_app.config["MAIL_PORT"] = dead_smtp_port
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying, report.failed) == (0, 4, 0)
+    for row in rows():
+        assert row.status is DeliveryStatus.RETRYING
+        assert "cannot connect" in row.last_error
+        assert row.next_attempt_at > AT
+    assert report.connections == 0
+
+    smtp_server.configure(smtp_app)
+    later = deliver_due(AT + dt.timedelta(minutes=10))
+    assert later.sent == 4
+    assert set(statuses()) == {"sent"}
+    assert set(smtp_server.handler.message_ids().values()) == {1}
+
+
+def test_a_connection_lost_in_data_is_retried_and_the_batch_reconnects(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(4)
+    smtp_server.handler.drop_data = 1
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying) == (3, 1)
+    (lost,) = [row for row in rows() if row.status is DeliveryStatus.RETRYING]
+    assert "connection lost" in lost.last_error
+    assert smtp_server.handler.connections == 2  # reconnected for the rest of the batch
+
+    assert deliver_due(AT + dt.timedelta(minutes=2)).sent == 1
+    counts = smtp_server.handler.message_ids()
+    assert counts[lost.message_id] == 1 and len(counts) == 4
+
+
+def test_gives_up_after_a_day_of_temporary_failures(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(1)
+    smtp_server.handler.fail_data = 1
+    day_later = ISSUED_AT + dt.timedelta(hours=24, minutes=1)
+
+    report = deliver_due(day_later)
+
+    assert report.failed == 1
+    (row,) = rows()
+    assert row.status is DeliveryStatus.FAILED
+    assert row.last_error.startswith("gave up after 1 attempts: DATA: 451")
+
+
+def test_gives_up_after_the_configured_attempts(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(1)
+    smtp_app.config["DELIVERY_MAX_ATTEMPTS"] = 2
+    smtp_server.handler.fail_data = 5
+
+    assert deliver_due(AT).retrying == 1
+    assert deliver_due(AT + dt.timedelta(minutes=5)).failed == 1
+    (row,) = rows()
+    assert row.status is DeliveryStatus.FAILED and row.attempts == 2
+    assert deliver_due(AT + dt.timedelta(hours=5)).claimed == 0
+
+
+def test_an_altered_archive_file_is_not_sent(smtp_app, smtp_server, outbox_dispatch):
+    dispatch = outbox_dispatch(2)
+    pdf = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch.id, Document.kind == "pdf")
+    ).scalar_one()
+    path = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / pdf.path
+    path.write_bytes(path.read_bytes() + b"%tampered")
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying) == (0, 2)
+    assert smtp_server.messages == []
+    assert all("SHA-256" in row.last_error for row in rows())
+
+
+def test_a_reminder_for_an_office_that_confirmed_is_cancelled(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    dispatch = outbox_dispatch(2)
+    deliver_due(AT)
+    first, second = dispatch.recipients
+    for recipient in (first, second):
+        outbox.enqueue(
+            dispatch_id=dispatch.id,
+            kind=MessageKind.REMINDER,
+            to_addrs=[recipient.email],
+            at=AT + dt.timedelta(days=1),
+            recipient_id=recipient.id,
+            sequence=1,
+        )
+    db.session.get(DispatchRecipient, first.id).acknowledged_at = AT + dt.timedelta(hours=3)
+    db.session.commit()
+
+    report = deliver_due(AT + dt.timedelta(days=1, minutes=1))
+
+    assert (report.sent, report.cancelled) == (1, 1)
+    reminders = {r.recipient_id: r for r in rows() if r.kind is MessageKind.REMINDER}
+    assert reminders[first.id].status is DeliveryStatus.CANCELLED
+    assert reminders[second.id].status is DeliveryStatus.SENT
+    assert [m.rcpt_tos for m in smtp_server.messages[2:]] == [[second.email]]
+
+
+def test_a_live_claim_is_left_alone_and_an_expired_one_is_taken_over(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(2)
+    assert claim_due(AT, limit=None, worker="dead-host:1") == [r.id for r in rows()]
+
+    # Within the lease another sender keeps its hands off.
+    assert deliver_due(AT + LEASE - dt.timedelta(seconds=1)).claimed == 0
+    assert smtp_server.messages == []
+
+    report = deliver_due(AT + LEASE + dt.timedelta(seconds=1), worker="new-host:2")
+    assert report.sent == 2
+    for row in rows():
+        assert row.status is DeliveryStatus.SENT and row.claimed_by == "new-host:2"
+        assert row.attempts == 2
+    taken = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "message.claimed").order_by(AuditEntry.id)
+    ).scalars()
+    assert [e.details.get("taken_over_from") for e in taken] == [None, None] + ["dead-host:1"] * 2
+
+
+def test_limit_takes_the_oldest_first(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(5)
+    assert deliver_due(AT, limit=2).sent == 2
+    assert statuses() == ["sent", "sent", "queued", "queued", "queued"]
+
+
+def test_deliver_command_prints_a_vietnamese_summary(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(3)
+    smtp_server.handler.reject[rows()[0].to_addrs[0]] = "550 5.1.1 unknown"
+    runner = smtp_app.test_cli_runner()
+
+    result = runner.invoke(args=["deliver", "--at", "2021-11-15T08:31:00+07:00"])
+
+    assert result.exit_code == 0, result.output
+    assert "Đã gửi: 2; đang chờ gửi lại: 0; thất bại: 1." in result.output
+    again = runner.invoke(args=["deliver", "--at", "2021-11-15T08:32:00+07:00"])
+    assert "Không có thư nào đến hạn gửi." in again.output
+    bad = runner.invoke(args=["deliver", "--at", "hôm qua"])
+    assert bad.exit_code == 2 and "thời điểm không hợp lệ" in bad.output
+
+
+# --- Processes -------------------------------------------------------------------------------
+
+
+def _dispatch_env(app, smtp_server, tmp_path: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MAIL_", "DATABASE_URL", "DISPATCH_"))
+    }
+    env.update(
+        {
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
+            "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
+            **smtp_server.environ(),
+        }
+    )
+    return env
+
+
+def _run_deliver(env, at: str, log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "dispatch"), "deliver", "--at", at],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.slow
+def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    outbox_dispatch(12)
+    db.session.commit()
+    db.session.close()  # the subprocess writes; hold no lock here
+    env = _dispatch_env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    handler.delay = 0.3
+
+    sender = _run_deliver(env, "2021-11-15T08:31:00+07:00", log)
+    try:
+        # Kill it while the server holds its fourth message, before answering it.
+        handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
+        sender.send_signal(signal.SIGKILL)
+    finally:
+        sender.wait(timeout=60)
+    assert sender.returncode == -signal.SIGKILL
+    handler.wait_until(lambda h: h.holding == 0)
+    accepted_before = len(handler.messages)
+    assert 3 <= accepted_before < 12
+    states = statuses()
+    assert states.count("sent") == accepted_before
+    assert states.count("sending") == 12 - accepted_before  # claimed, then orphaned
+
+    handler.delay = 0
+    # Within the lease the orphans are not touched; after it, they are sent.
+    soon = _run_deliver(env, "2021-11-15T08:33:00+07:00", log)
+    assert soon.wait(timeout=120) == 0
+    assert len(handler.messages) == accepted_before
+    after = _run_deliver(env, "2021-11-15T08:45:00+07:00", log)
+    assert after.wait(timeout=120) == 0, log.read_text()
+
+    assert statuses() == ["sent"] * 12
+    counts = handler.message_ids()
+    assert len(counts) == 12, counts
+    assert set(counts.values()) == {1}, counts
+    assert counts.keys() == {row.message_id for row in rows()}
+    assert audit.verify_chain() == []
+
+
+@pytest.mark.slow
+def test_two_senders_at_once_send_each_message_once(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    outbox_dispatch(20)
+    db.session.close()
+    env = _dispatch_env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    smtp_server.handler.delay = 0.05
+
+    senders = [_run_deliver(env, "2021-11-15T08:31:00+07:00", log) for _ in range(2)]
+    for sender in senders:
+        assert sender.wait(timeout=180) == 0, log.read_text()
+
+    assert statuses() == ["sent"] * 20
+    counts = smtp_server.handler.message_ids()
+    assert len(counts) == 20 and set(counts.values()) == {1}, counts
+    assert audit.verify_chain() == []
