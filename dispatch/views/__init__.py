@@ -11,3 +11,7 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)
+    from dispatch.views import auth, clerks
+
+    auth.init_app(app)  # sign-in, roles and the error pages
+    app.register_blueprint(clerks.bp)

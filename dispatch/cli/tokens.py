@@ -1,0 +1,101 @@
+"""``dispatch tokens``: create, list and revoke bearer tokens for the JSON API."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from dispatch import api_tokens, clock
+from dispatch.extensions import db
+
+CLI_ACTOR = "system"
+
+
+def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime:
+    if value is None:
+        return clock.now()
+    try:
+        return clock.parse_moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"thời điểm không hợp lệ {value!r}, cần dạng ISO-8601") from exc
+
+
+at_option = click.option(
+    "--at",
+    callback=_parse_at,
+    metavar="ISO-8601",
+    help="The moment to record (default: now); without an offset, Vietnam time.",
+)
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """Bearer tokens for the JSON API (Authorization: Bearer <token>)."""
+
+
+@tokens_group.command("create")
+@click.argument("email")
+@at_option
+def create_command(email: str, at: dt.datetime) -> None:
+    """Create a token for the user EMAIL; it is printed once, as the last word of the output."""
+    try:
+        new = api_tokens.create_token(email, actor=CLI_ACTOR, at=at)
+    except api_tokens.TokenError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    click.echo(
+        f"Đã tạo mã truy cập API số {new.token.id} cho {new.token.user.email} "
+        f"(vai trò {new.token.user.role}). Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
+    )
+    click.echo(new.plain)
+
+
+@tokens_group.command("list")
+@click.argument("email", required=False)
+def list_command(email: str | None) -> None:
+    """List tokens (id, owner, created, last used, revoked), optionally of one user."""
+    try:
+        tokens = api_tokens.list_tokens(email)
+    except api_tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not tokens:
+        click.echo("Chưa có mã truy cập nào.")
+        return
+    for token in tokens:
+        state = "còn hiệu lực"
+        if token.revoked_at is not None:
+            state = f"thu hồi {clock.format_local(token.revoked_at)}"
+        used = clock.format_local(token.last_used_at) or "chưa dùng"
+        click.echo(
+            f"{token.id}\t{token.user.email}\t{token.user.role}\t"
+            f"tạo {clock.format_local(token.created_at)}\tdùng lần cuối {used}\t{state}"
+        )
+
+
+@tokens_group.command("revoke")
+@click.argument("email", required=False)
+@click.option("--id", "token_id", type=int, help="Revoke only the token with this id.")
+@click.option("--token", "plain", help="Revoke the token with this value (e.g. a leaked one).")
+@at_option
+def revoke_command(
+    email: str | None, token_id: int | None, plain: str | None, at: dt.datetime
+) -> None:
+    """Revoke every token of the user EMAIL, or one token given by --id or --token."""
+    try:
+        revoked = api_tokens.revoke_tokens(
+            actor=CLI_ACTOR, at=at, email=email, token_id=token_id, plain=plain
+        )
+    except api_tokens.TokenError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    if not revoked:
+        click.echo("Không có mã truy cập nào còn hiệu lực để thu hồi.")
+        return
+    ids = ", ".join(str(token.id) for token in revoked)
+    click.echo(f"Đã thu hồi {len(revoked)} mã truy cập: {ids}.")
+
+
+commands = (tokens_group,)

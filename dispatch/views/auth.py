@@ -1,0 +1,101 @@
+"""Sign-in and sign-out pages for clerks, leaders and admins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, Length
+
+from dispatch import auth, clock
+from dispatch.extensions import db
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    """E-mail and password; the CSRF token comes with FlaskForm."""
+
+    email = EmailField(
+        "Thư điện tử",
+        validators=[DataRequired("Vui lòng nhập thư điện tử."), Length(max=254)],
+        render_kw={"autocomplete": "username", "autofocus": True},
+    )
+    password = PasswordField(
+        "Mật khẩu",
+        validators=[DataRequired("Vui lòng nhập mật khẩu."), Length(max=1024)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    submit = SubmitField("Đăng nhập")
+
+
+class LogoutForm(FlaskForm):
+    """Only the CSRF token: signing out is a POST so no other site can sign a user out."""
+
+    submit = SubmitField("Đăng xuất")
+
+
+def _next_target() -> str | None:
+    target = request.args.get("next") or request.form.get("next")
+    return target if auth.is_safe_next(target) else None
+
+
+def _home() -> str:
+    return url_for("clerks.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Show the sign-in form; on a correct e-mail and password, sign in and go on."""
+    next_target = _next_target()
+    if current_user.is_authenticated:
+        return redirect(next_target or _home())
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            result = auth.authenticate(
+                form.email.data or "",
+                form.password.data or "",
+                ip=request.remote_addr,
+                at=clock.now(),
+            )
+        except auth.LoginThrottled as exc:
+            db.session.commit()  # keep the audit entry of the refused attempt
+            response = render_template(
+                "auth/login.html", form=form, error=exc.message, next_target=next_target
+            )
+            return response, 429, {"Retry-After": str(int(exc.retry_after.total_seconds()))}
+        db.session.commit()
+        if result.user is not None:
+            # A fresh session on sign-in: nothing set before (by anyone) carries over.
+            session.clear()
+            g.pop("csrf_token", None)  # made from the old session's secret: no longer valid
+            login_user(result.user)
+            return redirect(next_target or _home())
+        error = auth.BAD_CREDENTIALS_MESSAGE
+    return render_template("auth/login.html", form=form, error=error, next_target=next_target)
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> Any:
+    """Sign out (a POST with the CSRF token, from the button in the page header)."""
+    form = LogoutForm()
+    if not form.validate_on_submit():
+        return auth.render_error(400, auth.CSRF_MESSAGE)
+    auth.record_logout(current_user._get_current_object(), ip=request.remote_addr, at=clock.now())
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("Bạn đã đăng xuất.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    """Set up sign-in (Flask-Login, error pages) and register the sign-in pages."""
+    auth.init_app(app)
+    app.register_blueprint(bp)
