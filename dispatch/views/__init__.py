@@ -11,7 +11,8 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)
-    from dispatch.views import auth, clerks
+    from dispatch.views import api, auth, clerks
 
     auth.init_app(app)  # sign-in, roles and the error pages
     app.register_blueprint(clerks.bp)
+    api.init_app(app)  # the JSON API and /api/openapi.json

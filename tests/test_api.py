@@ -1,0 +1,484 @@
+"""The JSON API: bearer tokens, roles, the endpoints, JSON errors, the OpenAPI document."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from dispatch import status
+from dispatch.extensions import db
+from dispatch.letters.source import read_source, source_to_json
+from dispatch.models import ApiToken, AuditEntry, Dispatch, DispatchStatus, Role
+from tests.fixtures.reminders import build_issued_dispatch
+from tests.letter_samples import SEED_FOLDER
+
+GROUP = "so-tttt-2021"
+ISSUE_AT = "2021-11-15T09:00:00+07:00"
+
+
+def seed_payload(**changes) -> dict:
+    """The 2021 seed letter in the API's JSON form, addressed to the 63 offices."""
+    data = source_to_json(read_source(SEED_FOLDER))
+    data.pop("origin")
+    data["group"] = GROUP
+    data.update(changes)
+    return data
+
+
+def assert_json_error(response, code: int) -> dict:
+    assert response.status_code == code, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert "<html" not in response.get_data(as_text=True)
+    return body
+
+
+def actions(action: str) -> list[AuditEntry]:
+    return list(
+        db.session.execute(
+            select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
+        ).scalars()
+    )
+
+
+# --- Tokens ---------------------------------------------------------------------------------
+
+
+def test_without_a_token_the_api_answers_401_json(client, db_app):
+    for path in ("/api/dispatches", "/api/dispatches/1", "/api/directory", "/api/nothing"):
+        response = client.get(path)
+        body = assert_json_error(response, 401)
+        assert "Bearer" in body["message"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_json_error(client.post("/api/dispatches/1/issue"), 401)
+
+
+def test_a_bad_or_malformed_token_is_401(client, role_tokens):
+    good = role_tokens[Role.CLERK]
+    for header in (
+        "Bearer not-a-token",
+        f"Bearer {good[:-1]}",
+        f"Basic {good}",
+        good,
+        "Bearer ",
+    ):
+        response = client.get("/api/dispatches", headers={"Authorization": header})
+        assert_json_error(response, 401)
+    assert (
+        client.get("/api/dispatches", headers={"Authorization": f"bearer {good}"}).status_code
+        == 200
+    )
+
+
+def test_a_signed_in_session_cookie_is_not_enough(clerk_client):
+    assert clerk_client.get("/").status_code == 200
+    response = clerk_client.get("/api/dispatches")
+    assert_json_error(response, 401)
+    # And a cookie without a CSRF token cannot make the API change anything either.
+    assert_json_error(clerk_client.post("/api/dispatches", json=seed_payload()), 401)
+
+
+def test_revoked_tokens_and_inactive_owners_are_refused(client, role_users, role_tokens):
+    from dispatch import api_tokens
+
+    headers = {"Authorization": f"Bearer {role_tokens[Role.CLERK]}"}
+    assert client.get("/api/dispatches", headers=headers).status_code == 200
+    api_tokens.revoke_tokens(
+        actor="system", at=dt.datetime.now(dt.UTC), email="chuyenvien.web@thh.example"
+    )
+    db.session.commit()
+    assert_json_error(client.get("/api/dispatches", headers=headers), 401)
+
+    headers = {"Authorization": f"Bearer {role_tokens[Role.LEADER]}"}
+    role_users[Role.LEADER].active = False
+    db.session.commit()
+    assert_json_error(client.get("/api/dispatches", headers=headers), 401)
+
+
+def test_only_the_hash_of_a_token_is_stored_and_use_is_noted(client, role_tokens):
+    token = role_tokens[Role.CLERK]
+    rows = db.session.execute(select(ApiToken)).scalars().all()
+    assert all(token not in row.token_hash for row in rows)
+    assert len(token) >= 43  # 256 bits in URL-safe base64
+    client.get("/api/dispatches", headers={"Authorization": f"Bearer {token}"})
+    used = [row for row in rows if row.last_used_at is not None]
+    db.session.expire_all()
+    used = (
+        db.session.execute(select(ApiToken).where(ApiToken.last_used_at.is_not(None)))
+        .scalars()
+        .all()
+    )
+    assert [row.user.email for row in used] == ["chuyenvien.web@thh.example"]
+
+
+def test_api_responses_set_no_cookie(client, api_headers):
+    response = client.get("/api/dispatches", headers=api_headers[Role.CLERK])
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+def test_unknown_addresses_and_methods_answer_json(client, api_headers):
+    headers = api_headers[Role.CLERK]
+    assert_json_error(client.get("/api/nothing/here", headers=headers), 404)
+    assert_json_error(client.get("/api", headers=headers), 404)
+    assert_json_error(client.get("/api/dispatches/999999", headers=headers), 404)
+    response = client.delete("/api/dispatches", headers=headers)
+    assert_json_error(response, 405)
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
+    assert_json_error(client.get("/api/dispatches/1/issue", headers=headers), 405)
+
+
+def test_bad_query_parameters_are_422_with_the_field(client, api_headers):
+    response = client.get("/api/dispatches?page_size=100000", headers=api_headers[Role.CLERK])
+    body = assert_json_error(response, 422)
+    assert body["field"] == "page_size"
+    assert body["message"] == "Dữ liệu không hợp lệ."
+    body = assert_json_error(
+        client.get("/api/directory?on=15/11/2021", headers=api_headers[Role.CLERK]), 422
+    )
+    assert body["field"] == "on"
+
+
+def test_a_body_that_is_not_json_is_refused_as_json(client, api_headers):
+    response = client.post(
+        "/api/dispatches",
+        data="{not json",
+        content_type="application/json",
+        headers=api_headers[Role.CLERK],
+    )
+    assert_json_error(response, 400)
+
+
+# --- Listing --------------------------------------------------------------------------------
+
+
+def test_the_list_gives_numbers_status_and_counts_page_by_page(client, api_headers, db_app):
+    first = build_issued_dispatch(63, acknowledged=range(10), number=1)
+    second = build_issued_dispatch(
+        2, number=2, issued_at=dt.datetime(2021, 11, 16, 9, 0, tzinfo=dt.UTC)
+    )
+    response = client.get("/api/dispatches?page_size=1", headers=api_headers[Role.LEADER])
+    assert response.status_code == 200
+    page = response.get_json()
+    assert (page["page"], page["page_size"], page["total"], page["pages"]) == (1, 1, 2, 2)
+    [item] = page["items"]
+    assert item["id"] == second.id and item["number_and_symbol"] == "02/THH-VP"
+    page = client.get("/api/dispatches?page=2&page_size=1", headers=api_headers[Role.LEADER])
+    [item] = page.get_json()["items"]
+    assert item == {
+        "id": first.id,
+        "number": 1,
+        "number_and_symbol": "01/THH-VP",
+        "subject": first.subject,
+        "status": "issued",
+        "issued_on": first.issued_on.isoformat(),
+        "issued_at": item["issued_at"],
+        "counts": {"recipients": 63, "opened": 0, "acknowledged": 10, "overdue": 0, "pending": 53},
+        "url": f"/api/dispatches/{first.id}",
+    }
+    assert dt.datetime.fromisoformat(item["issued_at"]) == first.issued_at
+    drafts_only = client.get("/api/dispatches?status=draft", headers=api_headers[Role.CLERK])
+    assert drafts_only.get_json()["items"] == []
+
+
+# --- Directory ------------------------------------------------------------------------------
+
+
+def test_the_directory_lists_the_offices(client, api_headers, seeded):
+    response = client.get("/api/directory", headers=api_headers[Role.LEADER])
+    assert response.status_code == 200
+    data = response.get_json()
+    assert data["total"] == 63 == len(data["items"])
+    bac_lieu = next(item for item in data["items"] if item["code"] == "95")
+    assert bac_lieu["name"].startswith("Sở Văn hoá, Thông tin, Thể thao và Du lịch")
+    assert bac_lieu["province"] == "Bạc Liêu"
+    assert set(bac_lieu) >= {
+        "code",
+        "name",
+        "province",
+        "region",
+        "email",
+        "placeholder",
+        "agency_id",
+        "valid_from",
+        "valid_to",
+        "groups",
+    }
+    assert GROUP in bac_lieu["groups"]
+    found = client.get("/api/directory?q=bac lieu", headers=api_headers[Role.LEADER]).get_json()
+    assert [item["code"] for item in found["items"]] == ["95"]
+    in_group = client.get(
+        f"/api/directory?group={GROUP}&on=2021-11-15", headers=api_headers[Role.CLERK]
+    )
+    assert in_group.get_json()["total"] == 63
+    body = assert_json_error(
+        client.get("/api/directory?group=khong-co", headers=api_headers[Role.CLERK]), 404
+    )
+    assert body["field"] == "group"
+
+
+# --- Create, read, issue ---------------------------------------------------------------------
+
+
+def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded):
+    headers = api_headers[Role.LEADER]
+    body = assert_json_error(
+        client.post("/api/dispatches", json=seed_payload(), headers=headers), 403
+    )
+    assert "lãnh đạo" in body["message"]
+    assert db.session.execute(select(Dispatch)).first() is None
+
+    draft = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.CLERK])
+    dispatch_id = draft.get_json()["id"]
+    assert_json_error(
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json={"at": ISSUE_AT}, headers=headers),
+        403,
+    )
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    assert actions("dispatch.issued") == []
+
+
+def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    response = client.post("/api/dispatches", json=seed_payload(), headers=headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    draft = response.get_json()
+    assert response.headers["Location"] == f"/api/dispatches/{draft['id']}"
+    assert draft["status"] == "draft" and draft["number"] is None
+    assert draft["subject"].startswith("tổ chức hướng dẫn và truyền thông về ứng dụng PC-Covid")
+    assert draft["counts"]["total"] == 63
+    [drafted] = actions("dispatch.drafted")
+    assert drafted.actor == "chuyenvien.web@thh.example"
+    assert drafted.dispatch_id == draft["id"]
+
+    read = client.get(f"/api/dispatches/{draft['id']}", headers=api_headers[Role.LEADER])
+    assert read.status_code == 200
+    assert read.get_json()["id"] == draft["id"]
+
+    response = client.post(
+        f"/api/dispatches/{draft['id']}/issue", json={"at": ISSUE_AT}, headers=headers
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    issued = response.get_json()
+    assert issued["status"] == "issued"
+    assert issued["number"] == "01/THH-VP"
+    assert issued["issued_on"] == "15/11/2021"
+    assert issued["pdf_sha256"] and len(issued["documents"]) >= 2
+    [entry] = actions("dispatch.issued")
+    assert entry.actor == "chuyenvien.web@thh.example"
+
+    # The API gives exactly what ``dispatch status --json`` gives (at the same moment).
+    read = client.get(f"/api/dispatches/{draft['id']}", headers=headers).get_json()
+    report = status.status_report(draft["id"], at=dt.datetime.now(dt.UTC))
+    assert set(read) == set(report)
+    assert set(read["recipients"][0]) == set(report["recipients"][0])
+    assert read["counts"] == report["counts"]
+    assert read["number"] == report["number"]
+
+    # Issuing again is a conflict, and takes no second number.
+    again = client.post(f"/api/dispatches/{draft['id']}/issue", json={}, headers=headers)
+    body = assert_json_error(again, 409)
+    assert "đã được ban hành" in body["message"]
+    assert len(actions("register.number_taken")) == 1
+
+    listed = client.get("/api/dispatches", headers=headers).get_json()
+    assert [(i["number_and_symbol"], i["status"]) for i in listed["items"]] == [
+        ("01/THH-VP", "issued")
+    ]
+
+
+def test_an_admin_may_issue_too_and_issue_accepts_no_body(client, api_headers, seeded):
+    created = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.ADMIN])
+    assert created.status_code == 201
+    dispatch_id = created.get_json()["id"]
+    response = client.post(f"/api/dispatches/{dispatch_id}/issue", headers=api_headers[Role.ADMIN])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["number"].endswith("/THH-VP")
+    assert actions("dispatch.issued")[0].actor == "quantri@thh.example"
+
+
+def test_issue_refuses_a_bad_moment_and_an_unknown_dispatch(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
+        "id"
+    ]
+    body = assert_json_error(
+        client.post(
+            f"/api/dispatches/{dispatch_id}/issue", json={"at": "hôm qua"}, headers=headers
+        ),
+        422,
+    )
+    assert body["field"] == "at"
+    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
+    body = assert_json_error(
+        client.post(
+            f"/api/dispatches/{dispatch_id}/issue", json={"when": ISSUE_AT}, headers=headers
+        ),
+        422,
+    )
+    assert body["field"] == "when"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "line"),
+    [
+        ({"body": "Đoạn một.\n\nĐoạn hai không có dấu kết.\n"}, "body", 3),
+        ({"meta": {"symbol": "THH-VP"}}, "meta", None),
+    ],
+)
+def test_a_bad_letter_source_is_422_with_field_and_line(
+    client, api_headers, seeded, changes, field, line
+):
+    response = client.post(
+        "/api/dispatches", json=seed_payload(**changes), headers=api_headers[Role.CLERK]
+    )
+    body = assert_json_error(response, 422)
+    assert body["field"].startswith(field)
+    assert body["line"] == line
+    assert db.session.execute(select(Dispatch)).first() is None
+
+
+def test_a_missing_meta_key_names_it(client, api_headers, seeded):
+    payload = seed_payload()
+    del payload["meta"]["subject"]
+    body = assert_json_error(
+        client.post("/api/dispatches", json=payload, headers=api_headers[Role.CLERK]), 422
+    )
+    assert body["field"] == "meta.subject"
+    assert "subject" in body["message"]
+
+
+def test_an_appendix_problem_points_at_the_appendix(client, api_headers, seeded):
+    payload = seed_payload()
+    payload["appendices"][1]["body"] = "## I. MỤC\n\nthiếu dấu kết\n"
+    body = assert_json_error(
+        client.post("/api/dispatches", json=payload, headers=api_headers[Role.CLERK]), 422
+    )
+    assert body["field"] == "appendices.1.body"
+    assert body["line"] is not None
+
+
+def test_missing_fields_and_an_unknown_group_are_422(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    body = assert_json_error(client.post("/api/dispatches", json={}, headers=headers), 422)
+    assert set(body["errors"]) == {"meta", "body", "group"}
+    assert body["errors"]["group"] == ["Thiếu trường bắt buộc."]
+    body = assert_json_error(
+        client.post("/api/dispatches", json=seed_payload(group="khong-co"), headers=headers), 422
+    )
+    assert body["field"] == "group"
+    assert "khong-co" in body["message"]
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+@pytest.mark.nodb
+def test_the_openapi_document_is_valid_and_complete(client):
+    from openapi_spec_validator import validate
+
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    spec = response.get_json()
+    validate(spec)
+    assert spec["openapi"] == "3.0.3"
+    assert spec["info"]["title"] == "Dispatch API" and spec["info"]["version"] == "v1"
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    assert spec["security"] == [{"bearerAuth": []}]
+    expected = {
+        ("/api/dispatches", "get"): {"200", "401", "422"},
+        ("/api/dispatches", "post"): {"201", "401", "403", "422"},
+        ("/api/dispatches/{dispatch_id}", "get"): {"200", "401", "404"},
+        ("/api/dispatches/{dispatch_id}/issue", "post"): {"200", "401", "403", "404", "409", "422"},
+        ("/api/directory", "get"): {"200", "401", "422"},
+    }
+    documented = {
+        (path, method): set(operation["responses"])
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+    assert set(documented) == set(expected)
+    for key, codes in expected.items():
+        assert codes <= documented[key], key
+    error = spec["components"]["schemas"]["Error"]
+    assert {"message", "code"} <= set(error["required"])
+
+
+@pytest.mark.nodb
+def test_the_openapi_document_needs_no_token_and_pages_keep_html_errors(client):
+    assert client.get("/api/openapi.json").status_code == 200
+    page = client.get("/khong-co-trang-nay")
+    assert page.status_code == 404
+    assert page.mimetype == "text/html" and "Không tìm thấy" in page.get_data(as_text=True)
+
+
+# --- The tokens command ------------------------------------------------------------------------
+
+
+def test_tokens_create_prints_the_token_last_and_it_works(runner, client, role_users):
+    result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example"])
+    assert result.exit_code == 0, result.output
+    token = result.output.split()[-1]
+    assert len(token) >= 43
+    response = client.get("/api/dispatches", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    [created] = actions("api_token.created")
+    assert created.details["user"] == "chuyenvien.web@thh.example"
+
+    listed = runner.invoke(args=["tokens", "list", "chuyenvien.web@thh.example"])
+    assert listed.exit_code == 0 and "còn hiệu lực" in listed.output
+    assert token not in listed.output
+
+    revoked = runner.invoke(args=["tokens", "revoke", "--token", token, "--at", "2021-11-20T10:00"])
+    assert revoked.exit_code == 0, revoked.output
+    assert "Đã thu hồi 1" in revoked.output
+    assert_json_error(
+        client.get("/api/dispatches", headers={"Authorization": f"Bearer {token}"}), 401
+    )
+    [entry] = actions("api_token.revoked")
+    assert entry.at == dt.datetime(2021, 11, 20, 3, 0, tzinfo=dt.UTC)
+
+
+def test_tokens_revoke_by_email_or_id_and_errors_in_vietnamese(runner, role_users, role_tokens):
+    tokens = db.session.execute(select(ApiToken).order_by(ApiToken.id)).scalars().all()
+    result = runner.invoke(args=["tokens", "revoke", "--id", str(tokens[0].id)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["tokens", "revoke", "lanhdao@thh.example"])
+    assert result.exit_code == 0 and "Đã thu hồi 1" in result.output
+    result = runner.invoke(args=["tokens", "revoke", "lanhdao@thh.example"])
+    assert "Không có mã truy cập nào còn hiệu lực" in result.output
+    db.session.expire_all()
+    active = (
+        db.session.execute(select(ApiToken).where(ApiToken.revoked_at.is_(None))).scalars().all()
+    )
+    assert [t.user.email for t in active] == ["chuyenvien.web@thh.example"]
+
+    for args in (
+        ["tokens", "create", "nobody@thh.example"],
+        ["tokens", "revoke", "--id", "999999"],
+        ["tokens", "revoke"],
+        ["tokens", "revoke", "lanhdao@thh.example", "--id", "1"],
+    ):
+        result = runner.invoke(args=args)
+        assert result.exit_code != 0, args
+        assert "Error" in result.output or "Lỗi" in result.output or "Không" in result.output
+
+
+def test_tokens_cannot_be_made_for_an_inactive_user(runner, role_users):
+    role_users[Role.CLERK].active = False
+    db.session.commit()
+    result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example"])
+    assert result.exit_code != 0
+    assert "đã bị khoá" in result.output
