@@ -158,11 +158,15 @@ STYLES = (
     _StyleSpec("Section End", 1, align=WD_ALIGN_PARAGRAPH.LEFT, line_spacing=1.0),
 )
 
+_STYLE_IDS = {spec.name: spec.name.replace(" ", "") for spec in STYLES} | {
+    "Table Grid": "TableGrid"
+}
+
 
 def render_docx(letter: Letter) -> bytes:
     """The letter as DOCX bytes: page 1 header, body, signature, each appendix in a section."""
-    document = Document()
-    _prepare_document(document, letter)
+    document = Document(io.BytesIO(_template()))
+    _describe(document, letter)
     _set_up_section(document.sections[0], restart_numbering=False)
 
     _add_header_table(document, letter)
@@ -173,12 +177,12 @@ def render_docx(letter: Letter) -> bytes:
     for appendix in letter.appendices:
         section = document.add_section(WD_SECTION.NEW_PAGE)
         # python-docx carries the break on a new empty paragraph: make it too small to matter.
-        document.paragraphs[-1].style = document.styles["Section End"]
+        document.element.body[-2].style = _STYLE_IDS["Section End"]
         _set_up_section(section, restart_numbering=True)
         _add_appendix(document, letter, appendix)
     if document.element.body[-2].tag == qn("w:tbl"):
         # Word wants a paragraph between a final table and the end of the document.
-        document.add_paragraph(style="Section End")
+        _paragraph(document, "Section End")
 
     buffer = io.BytesIO()
     document.save(buffer)
@@ -230,7 +234,9 @@ def _add_spans(paragraph: Paragraph, spans: Iterable[Span]) -> None:
 
 def _paragraph(container: Any, style: str, text: str = "") -> Paragraph:
     """A paragraph at the end of ``container`` (document, cell, header) with ``style``."""
-    paragraph = container.add_paragraph(style=style)
+    paragraph = container.add_paragraph()
+    # By id: python-docx's lookup by name scans every style of the document for each call.
+    paragraph._p.style = _STYLE_IDS[style]
     if text:
         _add_text(paragraph, text)
     return paragraph
@@ -258,8 +264,14 @@ def text_width(text: str, size: float, bold: bool = False, italic: bool = False)
 # --- document set-up --------------------------------------------------------------------------
 
 
-def _prepare_document(document: DocxDocument, letter: Letter) -> None:
-    """Styles, language, core properties: everything that is not content."""
+@functools.cache
+def _template() -> bytes:
+    """The empty document every letter starts from: styles, language, settings.
+
+    Built once per process: python-docx's own template parses slowly (it holds ~160 styles).
+    """
+    document = Document()
+    _prune_styles(document)
     _strip_theme_fonts(document)
     defaults = document.styles.element.find(qn("w:docDefaults"))
     _set_run_properties(defaults.find(qn("w:rPrDefault")).find(qn("w:rPr")), size=14)
@@ -290,7 +302,13 @@ def _prepare_document(document: DocxDocument, letter: Letter) -> None:
         theme_lang.set(qn("w:val"), LANGUAGE)
         theme_lang.set(qn("w:eastAsia"), LANGUAGE)
     _drop_thumbnail(document)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
 
+
+def _describe(document: DocxDocument, letter: Letter) -> None:
+    """Core properties: title, author, language, and dates that make the bytes repeatable."""
     properties = document.core_properties
     moment = _timestamp(letter)
     number = formatting.number_and_symbol(letter)
@@ -461,8 +479,18 @@ def _sort_children(element: Any, order: list[str]) -> None:
         element.append(child)
 
 
+def _prune_styles(document: DocxDocument) -> None:
+    """Drop the template's ~160 styles that a letter never uses (Word lists what remains)."""
+    keep = {"Normal", "DefaultParagraphFont", "TableNormal", "NoList", "TableGrid"}
+    styles = document.styles.element
+    for style in styles.findall(qn("w:style")):
+        if style.get(qn("w:styleId")) not in keep:
+            styles.remove(style)
+
+
 def _define_style(document: DocxDocument, spec: _StyleSpec) -> None:
     style = document.styles.add_style(spec.name, WD_STYLE_TYPE.PARAGRAPH)
+    style.style_id = _STYLE_IDS[spec.name]
     style.base_style = document.styles["Normal"]
     style.quick_style = True
     style.font.bold = spec.bold
@@ -787,14 +815,15 @@ def _add_table(document: DocxDocument, block: Block) -> None:
         return
     widths = _table_widths(block)
     table = document.add_table(rows=len(block.rows), cols=len(widths))
-    table.style = document.styles["Table Grid"]
+    table._tbl.tblPr.style = _STYLE_IDS["Table Grid"]
     _fixed_widths(table, widths)
     _cell_padding(table, TABLE_CELL_PADDING)
     table.rows[0]._tr.get_or_add_trPr().append(OxmlElement("w:tblHeader"))
-    for r, row in enumerate(block.rows):
-        table.rows[r]._tr.get_or_add_trPr().append(OxmlElement("w:cantSplit"))
-        for c in range(len(widths)):
-            paragraph = _paragraph(_cell(table, r, c), "Table Heading" if r == 0 else "Table Text")
+    for r, (row, table_row) in enumerate(zip(block.rows, table.rows, strict=True)):
+        table_row._tr.get_or_add_trPr().append(OxmlElement("w:cantSplit"))
+        for c, cell in enumerate(table_row.cells):
+            _clear(cell)
+            paragraph = _paragraph(cell, "Table Heading" if r == 0 else "Table Text")
             if c < len(row):
                 _add_spans(paragraph, row[c])
     # What follows keeps its distance from the table's bottom border.
