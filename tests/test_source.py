@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 import shutil
@@ -184,7 +185,7 @@ def test_seed_appendices(seed: Letter) -> None:
 
 def test_render_helpers_on_seed(seed: Letter) -> None:
     assert formatting.appendix_heading(seed.appendices[0].numeral) == "Phụ lục I"
-    issued = seed.issued_as(4321, __import__("datetime").date(2021, 11, 15))
+    issued = seed.issued_as(4321, dt.date(2021, 11, 15))
     assert formatting.appendix_reference_line(issued) == (
         "(Kèm theo Công văn số 4321/THH-VP ngày 15 tháng 11 năm 2021 của Cục Tin học hoá)"
     )
@@ -540,6 +541,18 @@ def test_attachments_resolve_under_attachments(write_letter, letter_project: Pat
     assert letter.attachments[0].path == (letter_project / "attachments" / "ma-qr.png").resolve()
 
 
+def test_attachment_names_mean_the_attachments_folder(write_letter, letter_project: Path) -> None:
+    (letter_project / "README.md").write_text("không gửi đi")
+    front = _front(add="attachments:\n  - README.md\n")
+    error = _error(write_letter(front), letter_project)
+    assert "attachments/" in error.message
+    (letter_project / "attachments" / "README.md").write_text("# Hướng dẫn\n")
+    letter = build_letter(read_source(write_letter(front)), letter_project)
+    (attachment,) = letter.attachments
+    assert attachment.path == (letter_project / "attachments" / "README.md").resolve()
+    assert attachment.media_type in ("text/markdown", "application/octet-stream")
+
+
 @pytest.mark.parametrize(
     ("item", "words"),
     [
@@ -584,7 +597,7 @@ def test_json_full_date_is_an_iso_string(write_letter) -> None:
     assert json.loads(json.dumps(data)) == data
     assert source_from_json(data) == source
     # A date object put in by code also becomes ISO text in the JSON form.
-    source.meta["date"] = __import__("datetime").date(2021, 11, 16)
+    source.meta["date"] = dt.date(2021, 11, 16)
     assert source_to_json(source)["meta"]["date"] == "2021-11-16"
     assert build_letter(source).date.isoformat() == "2021-11-16"
 

@@ -669,7 +669,8 @@ def _attachments(where: _Where, value: Any, project_root: Path) -> tuple[Attachm
         relative = Path(name)
         if relative.is_absolute():
             raise where.key(item_path, f'"{name}": ghi đường dẫn tương đối trong attachments/')
-        candidates = [project_root / relative, project_root / "attachments" / relative]
+        # "ma-qr.png" means attachments/ma-qr.png even if the root happens to hold such a file.
+        candidates = [project_root / "attachments" / relative, project_root / relative]
         try:
             file = next((c for c in candidates if c.exists()), None)
             resolved = file.resolve() if file is not None else None
