@@ -20,6 +20,7 @@ from dispatch.extensions import db
 from dispatch.models import (
     AcknowledgementMethod,
     AuditEntry,
+    Dispatch,
     DispatchRecipient,
     DispatchStatus,
     Document,
@@ -624,3 +625,51 @@ def test_a_confirmation_waiting_on_another_records_nothing(issued, db_app, migra
     assert not result.recorded
     assert (result.acknowledged_by, result.acknowledged_at) == ("Nguyễn Văn An", at)
     assert len(_audit("recipient.acknowledged")) == 1
+
+
+# --- Through the real issuing -----------------------------------------------------------------
+
+
+def test_an_issued_letter_is_confirmed_through_its_link(seeded, client):
+    from dispatch import drafts, issuing
+    from dispatch.clock import parse_moment
+    from tests.letter_samples import SEED_FOLDER
+
+    draft = drafts.create_draft(
+        SEED_FOLDER,
+        group_code="so-tttt-2021",
+        actor=seeded.clerk,
+        at=parse_moment("2021-11-12T10:00:00+07:00"),
+    )
+    db.session.commit()
+    issuing.issue_dispatch(draft.id, actor=seeded.clerk, at=parse_moment("2021-11-15T08:30:00"))
+    db.session.commit()
+    db.session.expire_all()
+    bac_lieu = db.session.execute(
+        select(DispatchRecipient).where(
+            DispatchRecipient.dispatch_id == draft.id, DispatchRecipient.province_code == "95"
+        )
+    ).scalar_one()
+    link = acknowledgements.confirmation_url(bac_lieu)
+    token = link.rsplit("/", 1)[1]
+
+    html = open_page(client, token).get_data(as_text=True)
+    assert 'Công văn số <span class="nowrap">01/THH-VP</span>' in html
+    assert "15/11/2021" in html and "Cục Tin học hoá" in html
+    assert "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu" in html
+    assert "18/11/2021 17:00 (giờ Việt Nam)" in html  # three working days, at 17:00
+
+    pdf = next(d for d in db.session.get(Dispatch, draft.id).documents if d.kind == "pdf")
+    docx = next(d for d in db.session.get(Dispatch, draft.id).documents if d.kind == "docx")
+    for document in (pdf, docx):
+        response = client.get(f"/r/{token}/files/{document.id}")
+        assert response.status_code == 200
+        assert hashlib.sha256(response.data).hexdigest() == document.sha256
+        assert response.mimetype == document.media_type
+    assert response.data[:2] == b"PK"  # the DOCX is a real zip package
+
+    assert confirm(client, token, "Nguyễn Văn Bạc", "Chánh Văn phòng").status_code == 303
+    receipt = client.get(f"/r/{token}").get_data(as_text=True)
+    assert pdf.sha256 in receipt
+    assert _recipient(bac_lieu.id).acknowledged_by == "Nguyễn Văn Bạc"
+    assert audit.verify_chain() == []
