@@ -9,11 +9,12 @@ from flask.cli import FlaskGroup
 
 def init_app(app: Flask) -> None:
     """Attach every command to ``app.cli`` (so ``flask --app wsgi …`` has them too)."""
-    from dispatch.cli import delivery, directory, dispatches, letters, tokens
+    from dispatch.cli import delivery, directory, dispatches, letters, reminders, tokens
 
     for command in (
         *letters.commands,
         *delivery.commands,
+        *reminders.commands,
         *tokens.commands,
         *directory.commands,
         *dispatches.commands,

@@ -1,0 +1,252 @@
+"""``make run`` / ``dispatch dev``: the whole product on one machine, with nothing configured.
+
+On the embedded defaults (SQLite in the instance folder, the built-in SMTP sink) it does what a
+deployment does, in order: migrate the database (the deploy step, never inside ``create_app``),
+seed it when it is empty, then start three child processes, each with one role:
+
+* the web app (``flask --app wsgi run``),
+* the scheduler (``dispatch scheduler``),
+* the SMTP sink (``dispatch smtp-sink``), which keeps every e-mail as an ``.eml`` file.
+
+Ctrl-C or SIGTERM stops all three. If one of them dies, the others are stopped and ``dispatch
+dev`` exits non-zero, so a broken piece is never hidden behind a running one. Each child runs in
+a process group of its own, which is signalled as a whole, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from dispatch import PROJECT_ROOT
+from dispatch.extensions import db
+
+STOP_TIMEOUT = 10.0  # seconds a child is given to exit after SIGTERM, before SIGKILL
+
+
+class DevError(RuntimeError):
+    """The development stack cannot start (a port is taken, a command is missing)."""
+
+
+@dataclass
+class Child:
+    """A child process of the development stack."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+
+
+def dispatch_executable() -> list[str]:
+    """How to run the ``dispatch`` command: the script beside this Python, or the one on PATH."""
+    beside = Path(sys.executable).with_name("dispatch")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("dispatch")
+    if found:
+        return [found]
+    raise DevError("không tìm thấy lệnh 'dispatch' (hãy chạy 'make install')")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port yet."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def migrate_database(app: Flask) -> None:
+    """Bring the database to the head migration (the deploy step of this one-machine mode)."""
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+def database_is_empty(app: Flask) -> bool:
+    """True when there is neither a user nor an office in the directory."""
+    from dispatch.models import Organisation, User
+
+    with app.app_context():
+        users = db.session.execute(select(func.count(User.id))).scalar_one()
+        offices = db.session.execute(select(func.count(Organisation.id))).scalar_one()
+        db.session.remove()
+        db.engine.dispose()
+    return users == 0 and offices == 0
+
+
+def seed_database(env: dict[str, str]) -> str:
+    """Run ``dispatch seed`` (directory, group, demo accounts); returns what it printed."""
+    result = subprocess.run(
+        [*dispatch_executable(), "seed"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DevError(f"'dispatch seed' thất bại:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def child_environment(app: Flask, host: str, port: int, smtp_port: int) -> dict[str, str]:
+    """The environment of the children: this app's instance, the sink as the mail server."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DISPATCH_INSTANCE_PATH": app.instance_path,
+            "BASE_URL": f"http://{host}:{port}",
+            # Never real mail from a developer's machine: everything goes to the sink.
+            "MAIL_SERVER": host,
+            "MAIL_PORT": str(smtp_port),
+            "MAIL_USE_TLS": "0",
+            "MAIL_USE_SSL": "0",
+            "MAIL_USERNAME": "",
+            "MAIL_PASSWORD": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("FLASK_DEBUG", None)  # the reloader would start a second web process
+    return env
+
+
+def children(host: str, port: int, smtp_port: int, mail_folder: Path) -> list[Child]:
+    """The three processes of the stack, the sink first (the scheduler sends to it)."""
+    dispatch = dispatch_executable()
+    return [
+        Child(
+            "smtp-sink",
+            [
+                *dispatch,
+                "smtp-sink",
+                "--host",
+                host,
+                "--port",
+                str(smtp_port),
+                "--dir",
+                str(mail_folder),
+            ],
+        ),
+        Child(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "wsgi",
+                "run",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-reload",
+                "--no-debugger",
+            ],
+        ),
+        Child("scheduler", [*dispatch, "scheduler"]),
+    ]
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    # The group may be gone already (its leader exited and reaped, no member left).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def stop_children(started: list[Child], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+    for child in reversed(started):
+        if child.process is not None and child.process.poll() is None:
+            _signal_group(child.process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in started:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(child.process, signal.SIGKILL)
+            child.process.wait()
+        # A grandchild may outlive its parent: the group goes in any case.
+        _signal_group(child.process, signal.SIGKILL)
+
+
+def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port: int = 8025) -> int:
+    """Migrate, seed if empty, start the web app, scheduler and sink; returns the exit status."""
+    for name, number in (("web", port), ("SMTP", smtp_port)):
+        if not port_is_free(host, number):
+            raise DevError(
+                f"cổng {number} ({name}) trên {host} đang được dùng; "
+                f"chọn cổng khác bằng --port / --smtp-port"
+            )
+    env = child_environment(app, host, port, smtp_port)
+    mail_folder = Path(app.instance_path) / "mail"
+
+    print("Cập nhật cơ sở dữ liệu …", flush=True)
+    migrate_database(app)
+    if database_is_empty(app):
+        print("Cơ sở dữ liệu trống: nạp dữ liệu mẫu (dispatch seed) …", flush=True)
+        output = seed_database(env)
+        if output.strip():
+            print(output.rstrip(), flush=True)
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    started: list[Child] = []
+    code = 0
+    try:
+        for child in children(host, port, smtp_port, mail_folder):
+            # A group of its own: Ctrl-C reaches only us, and we stop each group as a whole.
+            child.process = subprocess.Popen(
+                child.argv, env=env, cwd=PROJECT_ROOT, start_new_session=True
+            )
+            started.append(child)
+        print(
+            "\n"
+            f"Dispatch đang chạy: http://{host}:{port}\n"
+            f"Thư điện tử gửi đi được lưu tại: {mail_folder} (SMTP {host}:{smtp_port})\n"
+            f"Tài khoản dùng thử: xem 'dispatch seed' ở trên (hoặc lệnh 'dispatch users list').\n"
+            "Nhấn Ctrl-C để dừng.\n",
+            flush=True,
+        )
+        while not stop.wait(0.2):
+            dead = [c for c in started if c.process is not None and c.process.poll() is not None]
+            if dead:
+                for child in dead:
+                    print(
+                        f"Tiến trình '{child.name}' đã dừng (mã {child.process.returncode}); "
+                        "dừng các tiến trình còn lại.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                returncode = dead[0].process.returncode
+                code = returncode if returncode and returncode > 0 else 1
+                break
+    finally:
+        stop_children(started)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code == 0:
+        print("Đã dừng.", flush=True)
+    return code
