@@ -24,7 +24,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.text import MIMEText
-from email.utils import encode_rfc2231, formataddr, parseaddr
+from email.utils import encode_rfc2231, format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from flask_mail import Attachment, Message
 from sqlalchemy import func, select
 
 from dispatch.acknowledgements import confirmation_url
-from dispatch.clock import format_local
+from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.models import (
     DeliveryStatus,
@@ -119,6 +119,10 @@ class OfficialMessage(Message):
                 subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject"),
             )
         msg.replace_header("Message-ID", _OneLine(header_text(self.msgId)))
+        if self.date is not None:
+            # In Vietnam time, as the recipients read it (Flask-Mail uses the machine's zone).
+            moment = dt.datetime.fromtimestamp(self.date, VN)
+            msg.replace_header("Date", format_datetime(moment))
         msg.replace_header("From", format_address(self.sender))
         msg.replace_header("To", ", ".join(format_address(a) for a in self.recipients))
         if self.cc:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dispatch import audit, outbox
+from dispatch.acknowledgements import confirmation_url
 from dispatch.delivery import (
     LEASE,
     backoff,
@@ -411,4 +415,100 @@ def test_two_senders_at_once_send_each_message_once(
     assert statuses() == ["sent"] * 20
     counts = smtp_server.handler.message_ids()
     assert len(counts) == 20 and set(counts.values()) == {1}, counts
+    assert audit.verify_chain() == []
+
+
+# --- End to end: seed, draft, issue, deliver --------------------------------------------------
+
+
+def _text_of_docx(data: bytes) -> str:
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    texts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        texts += [cell.text for row in table.rows for cell in row.cells]
+    return "\n".join(texts)
+
+
+@pytest.mark.slow
+def test_issue_and_deliver_the_seed_letter_to_the_63_offices(smtp_app, smtp_server):
+    from pypdf import PdfReader
+
+    from dispatch import PROJECT_ROOT
+
+    runner = smtp_app.test_cli_runner()
+    assert runner.invoke(args=["seed"]).exit_code == 0
+    draft = runner.invoke(
+        args=[
+            "draft",
+            "create",
+            str(PROJECT_ROOT / "official_letters" / "pc-covid-2021"),
+            "--group",
+            "so-tttt-2021",
+        ]
+    )
+    assert draft.exit_code == 0, draft.output
+    dispatch_id = draft.output.strip().splitlines()[-1]
+    issued = runner.invoke(args=["issue", dispatch_id, "--at", "2021-11-15T08:30:00+07:00"])
+    assert issued.exit_code == 0, issued.output
+
+    delivered = runner.invoke(args=["deliver", "--at", "2021-11-15T08:31:00+07:00"])
+
+    assert delivered.exit_code == 0, delivered.output
+    assert "Đã gửi: 63; đang chờ gửi lại: 0; thất bại: 0." in delivered.output
+    assert smtp_server.handler.connections == 1
+    status = json.loads(runner.invoke(args=["status", dispatch_id, "--json"]).output)
+    assert status["number"] == "01/THH-VP"
+    assert status["counts"]["sent"] == 63
+    documents = {
+        doc.kind: doc
+        for doc in db.session.execute(
+            select(Document).where(Document.dispatch_id == int(dispatch_id))
+        ).scalars()
+    }
+    root = Path(smtp_app.config["DISPATCH_DATA_DIR"])
+    archived_pdf = (root / documents["pdf"].path).read_bytes()
+    archived_docx = (root / documents["docx"].path).read_bytes()
+    assert hashlib.sha256(archived_pdf).hexdigest() == status["pdf_sha256"]
+
+    messages = smtp_server.messages
+    assert len(messages) == 63
+    assert len({m.message_id for m in messages}) == 63
+    assert sorted(r for m in messages for r in m.rcpt_tos) == sorted(
+        r["email"] for r in status["recipients"]
+    )
+    links = set()
+    recipients = {
+        r.email: r
+        for r in db.session.execute(
+            select(DispatchRecipient).where(DispatchRecipient.dispatch_id == int(dispatch_id))
+        ).scalars()
+    }
+    for received in messages:
+        mail = received.email
+        assert "01/THH-VP" in str(mail["Subject"])
+        files = {p.get_content_type(): p.get_content() for p in mail.iter_attachments()}
+        pdf = files["application/pdf"]
+        assert hashlib.sha256(pdf).hexdigest() == status["pdf_sha256"]
+        assert pdf == archived_pdf
+        docx_bytes = files[
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        ]
+        assert docx_bytes == archived_docx
+        text = mail.get_body(preferencelist=("plain",)).get_content()
+        recipient = recipients[received.rcpt_tos[0]]
+        link = confirmation_url(recipient)
+        assert link in text and link in mail.get_body(preferencelist=("html",)).get_content()
+        links.add(link)
+        assert f"Kính gửi: {recipient.name}." in text
+    assert len(links) == 63
+
+    (bac_lieu,) = [m for m in messages if m.rcpt_tos == ["sovhttdl.baclieu@tinh.example"]]
+    text = bac_lieu.email.get_body(preferencelist=("plain",)).get_content()
+    assert "Kính gửi: Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu." in text
+    # The files read back: the PDF's text and the DOCX both carry the number.
+    pdf_text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(archived_pdf)).pages)
+    assert "01/THH-VP" in pdf_text
+    assert "01/THH-VP" in _text_of_docx(archived_docx)
     assert audit.verify_chain() == []

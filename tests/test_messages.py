@@ -80,6 +80,7 @@ def test_the_letter_email_has_text_html_and_the_exact_archived_files(db_app, out
     assert mail["X-Dispatch-Kind"] == "letter"
     assert mail["X-Dispatch-Recipient"] == "95"
     assert mail.get_all("Auto-Submitted") is None
+    assert mail["Date"] == "Mon, 15 Nov 2021 08:31:00 +0700"
 
     text, html, files = parts(mail)
     assert files == archived(dispatch, db_app)  # names decoded, bytes identical

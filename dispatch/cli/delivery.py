@@ -63,6 +63,7 @@ def smtp_sink_command(host: str, port: int, folder: Path | None) -> None:
 
     folder = folder or Path(current_app.instance_path) / "mail"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: a line per SMTP command
     click.echo(
         f"Máy chủ thư thử nghiệm đang nghe tại {host}:{port}; thư được lưu vào {folder}. "
         "Bấm Ctrl-C để dừng."
