@@ -410,6 +410,25 @@ def test_sections_pages_and_page_numbers(which, seed, seed_docx):
             assert section.page_width == sections[0].page_width
 
 
+def test_a_letter_without_appendices_is_one_section():
+    letter = sample_letter(4321, ISSUED, appendices=False)
+    document = read(render_docx(letter))
+    assert len(document.sections) == 1
+    assert texts(document) == expected_texts(letter)
+    # Word wants a paragraph, not the signature table, right before the document's end.
+    assert document.element.body[-2].tag == qn("w:p")
+
+
+def test_a_single_appendix_is_just_phu_luc():
+    letter = sample_letter(4321, ISSUED)
+    only = replace(letter.appendices[0], numeral="")
+    letter = replace(letter, appendices=(only,))
+    document = read(render_docx(letter))
+    assert len(document.sections) == 2
+    assert find(document, "Phụ lục").style.name == "Appendix Heading"
+    assert texts(document) == expected_texts(letter)
+
+
 def test_each_appendix_begins_its_own_section(seed, seed_docx):
     document = read(seed_docx)
     body = document.element.body
