@@ -220,9 +220,9 @@ def test_pages_are_a4(any_doc: Doc) -> None:
 
 
 def test_text_stays_inside_the_margins(any_doc: Doc) -> None:
-    # WeasyPrint positions glyphs in thousandths of an em, so a justified line's end wanders
-    # by a fraction of a point around the margin.
-    tolerance = 1.0
+    # A justified line's end wanders by up to ~0.8 pt around the margin as read back (glyph
+    # widths in the PDF are rounded to thousandths of an em): allow 1.5 pt, about 0.5 mm.
+    tolerance = 1.5
     for number, page in enumerate(any_doc.pages, start=1):
         for char in page.chars:
             if char["text"].isspace():
@@ -408,13 +408,13 @@ def test_header_columns_never_touch(any_doc: Doc) -> None:
     ]
     for left_text, right_text in pairs:
         left, right = doc.one(left_text), doc.one(right_text)
-        assert right["x0"] - left["x1"] >= 3 * MM, (left_text, right["x0"] - left["x1"])
-    # Nothing of the left column (subject lines included) reaches within 3 mm of the right one.
+        assert right["x0"] - left["x1"] >= 4 * MM, (left_text, right["x0"] - left["x1"])
+    # Nothing of the left column (subject lines included) reaches within 4 mm of the right one.
     right_x0 = min(doc.one(text)["x0"] for _, text in pairs)
     limit = doc.one("Kính gửi")["top"]
     for char in doc.pages[0].chars:
         if char["top"] < limit and char["x0"] < TEXT_CENTRE - 30 and not char["text"].isspace():
-            assert char["x1"] <= right_x0 - 3 * MM, char["text"]
+            assert char["x1"] <= right_x0 - 4 * MM, char["text"]
 
 
 def test_rules_under_the_agency_and_the_motto(any_doc: Doc) -> None:
@@ -650,35 +650,47 @@ def test_head_signing_personally_has_one_title_line() -> None:
 # --------------------------------------------------------------------------- pages
 
 
+def page_number_of(doc: Doc, page: int) -> str | None:
+    """The page number printed in the top margin (checked 13 pt and centred), if any."""
+    chars = [c for c in doc.pages[page].chars if c["bottom"] < TOP and not c["text"].isspace()]
+    if not chars:
+        return None
+    assert {round(c["size"], 1) for c in chars} == {13.0}
+    centre = (min(c["x0"] for c in chars) + max(c["x1"] for c in chars)) / 2
+    assert centre == pytest.approx(TEXT_CENTRE, abs=1)
+    return "".join(c["text"] for c in chars)
+
+
 def test_page_numbers(long_doc: Doc) -> None:
     doc = long_doc
-
-    def number_of(page: int) -> str | None:
-        chars = [c for c in doc.pages[page].chars if c["bottom"] < TOP and not c["text"].isspace()]
-        if not chars:
-            return None
-        assert {round(c["size"], 1) for c in chars} == {13.0}
-        centre = (min(c["x0"] for c in chars) + max(c["x1"] for c in chars)) / 2
-        assert centre == pytest.approx(TEXT_CENTRE, abs=1)
-        return "".join(c["text"] for c in chars)
-
     appendix_i, appendix_ii = doc.heading_page("Phụ lục I"), doc.heading_page("Phụ lục II")
     assert appendix_i == 2, "the letter itself spans two pages"
     assert appendix_ii == appendix_i + 2, "appendix I spans two pages"
-    assert (
-        [number_of(page) for page in range(len(doc.pages))]
-        == [
-            None,  # the letter's first page
-            "2",
-            None,  # appendix I restarts at 1, unprinted on its first page
-            "2",
-            None,  # appendix II restarts too
-        ][: len(doc.pages)]
-    )
+    assert [page_number_of(doc, page) for page in range(len(doc.pages))] == [
+        None,  # the letter's first page
+        "2",
+        None,  # appendix I restarts at 1, unprinted on its first page
+        "2",
+        None,  # appendix II restarts too
+    ]
 
 
-def test_each_appendix_starts_a_new_page(sample: Letter, long_doc: Doc) -> None:
-    doc = long_doc
+def test_seed_page_numbers(seed: Letter, seed_doc: Doc) -> None:
+    starts = [0] + [
+        seed_doc.heading_page(formatting.appendix_heading(a.numeral)) for a in seed.appendices
+    ]
+    assert starts == sorted(set(starts)), "each appendix starts its own page"
+    expected = []
+    for page in range(len(seed_doc.pages)):
+        first = max(start for start in starts if start <= page)
+        expected.append(None if page == first else str(page - first + 1))
+    assert [page_number_of(seed_doc, page) for page in range(len(seed_doc.pages))] == expected
+    assert expected[1] == "2", "the seed letter itself runs over two pages"
+
+
+@pytest.mark.parametrize("name", ["long", "seed"])
+def test_each_appendix_starts_a_new_page(name: str, request: pytest.FixtureRequest) -> None:
+    doc = request.getfixturevalue(f"{name}_doc")
     for numeral in ("I", "II"):
         page = doc.heading_page(f"Phụ lục {numeral}")
         lines = [line for line in doc.lines(page) if line["top"] > TOP]
@@ -857,6 +869,22 @@ def test_a_refused_fetch_during_a_render_is_a_render_error(
 
     monkeypatch.setattr(engine, "html_template", Hostile())
     with pytest.raises(RenderError, match="/etc/passwd"):
+        render_pdf(sample_letter(appendices=False))
+
+
+def test_anything_weasyprint_complains_about_is_a_render_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CSS it ignores or a resource it skips would change the layout silently."""
+    engine = pdf._get_engine()
+    original = engine.html_template
+
+    class Sloppy:
+        def render(self, **view):
+            return original.render(**view).replace("<body>", '<body style="colr: red">')
+
+    monkeypatch.setattr(engine, "html_template", Sloppy())
+    with pytest.raises(RenderError, match="colr"):
         render_pdf(sample_letter(appendices=False))
 
 

@@ -13,6 +13,8 @@ before rendering, and a PDF that somehow used another font is refused after.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import threading
 import unicodedata
@@ -190,7 +192,7 @@ def letter_view(letter: Letter) -> dict[str, Any]:
             {
                 "page": f"appendix-{index}",
                 "heading": _nfc(formatting.appendix_heading(appendix.numeral)),
-                "title": _nfc(appendix.title.upper()),
+                "title": _plain(appendix.title.upper()),
                 "reference": _plain(formatting.appendix_reference_line(letter), blank=_nfc(number)),
                 "body": [_block(block) for block in appendix.body],
             }
@@ -246,6 +248,37 @@ class _Coverage:
 # --------------------------------------------------------------------------- rendering
 
 
+class _Complaints(logging.Handler):
+    """What WeasyPrint logs at WARNING or above: a font face it could not load, a resource
+    it skipped, CSS it ignored. Any of these means the PDF is not the one we designed."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _complaints() -> Iterator[_Complaints]:
+    """Collect WeasyPrint's warnings during a step (the caller turns them into an error)."""
+    logger = logging.getLogger("weasyprint")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)  # so an application's quieter root cannot hide them
+    handler = _Complaints()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def _refuse(complaints: _Complaints) -> None:
+    if complaints.messages:
+        raise RenderError("Không in được công văn đúng mẫu: " + "; ".join(complaints.messages))
+
+
 class _Engine:
     """WeasyPrint, set up once: fonts registered, stylesheet parsed, templates loaded."""
 
@@ -286,14 +319,16 @@ class _Engine:
             appendix_pages=[f"appendix-{i}" for i in range(1, MAX_APPENDICES + 1)],
         )
         self.font_config = FontConfiguration()
-        self.stylesheet = self._guarded(
-            lambda: weasyprint.CSS(
-                string=stylesheet,
-                base_url=TEMPLATE_DIR.as_uri() + "/",
-                url_fetcher=self.fetcher,
-                font_config=self.font_config,
+        with _complaints() as complaints:
+            self.stylesheet = self._guarded(
+                lambda: weasyprint.CSS(
+                    string=stylesheet,
+                    base_url=TEMPLATE_DIR.as_uri() + "/",
+                    url_fetcher=self.fetcher,
+                    font_config=self.font_config,
+                )
             )
-        )
+        _refuse(complaints)
         # Rendering shares the font configuration (Pango/Fontconfig objects): one at a time.
         self.lock = threading.Lock()
 
@@ -310,7 +345,7 @@ class _Engine:
         """The PDF of ``letter``."""
         self.coverage.check(printed_texts(letter))
         html = self.html_template.render(**letter_view(letter))
-        with self.lock:
+        with self.lock, _complaints() as complaints:
             document = self._guarded(
                 lambda: self.weasyprint.HTML(
                     string=html,
@@ -319,7 +354,8 @@ class _Engine:
                 ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
             )
             pdf = self._guarded(lambda: document.write_pdf())
-            self._check_fonts(document)
+        _refuse(complaints)
+        self._check_fonts(document)
         return pdf
 
     def _check_fonts(self, document: Any) -> None:
