@@ -6,10 +6,15 @@ import datetime as dt
 
 import click
 
-from dispatch import api_tokens, clock
+from dispatch import api_tokens, clock, users
 from dispatch.extensions import db
+from dispatch.models import Role
 
 CLI_ACTOR = "system"
+
+
+def _role(role: Role) -> str:
+    return users.ROLE_LABELS.get(role, str(role))
 
 
 def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime:
@@ -47,7 +52,7 @@ def create_command(email: str, at: dt.datetime) -> None:
     db.session.commit()
     click.echo(
         f"Đã tạo mã truy cập API số {new.token.id} cho {new.token.user.email} "
-        f"(vai trò {new.token.user.role}). Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
+        f"({_role(new.token.user.role)}). Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
     )
     click.echo(new.plain)
 
@@ -69,7 +74,7 @@ def list_command(email: str | None) -> None:
             state = f"thu hồi {clock.format_local(token.revoked_at)}"
         used = clock.format_local(token.last_used_at) or "chưa dùng"
         click.echo(
-            f"{token.id}\t{token.user.email}\t{token.user.role}\t"
+            f"{token.id}\t{token.user.email}\t{_role(token.user.role)}\t"
             f"tạo {clock.format_local(token.created_at)}\tdùng lần cuối {used}\t{state}"
         )
 
