@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ from dispatch import PROJECT_ROOT
 from dispatch.extensions import db
 
 STOP_TIMEOUT = 10.0  # seconds a child is given to exit after SIGTERM, before SIGKILL
+READY_TIMEOUT = 120.0  # seconds to wait for the web app and the sink to accept connections
 
 
 class DevError(RuntimeError):
@@ -105,6 +107,39 @@ def seed_database(env: dict[str, str]) -> str:
     if result.returncode != 0:
         raise DevError(f"'dispatch seed' thất bại:\n{result.stdout}{result.stderr}")
     return result.stdout
+
+
+def demo_password(instance_path: Path, *, create: bool) -> str | None:
+    """The demo accounts' password: DISPATCH_DEMO_PASSWORD, or the one kept in the instance
+    folder by the seeding run of ``make run`` (made up when ``create``), so each start shows it."""
+    configured = os.environ.get("DISPATCH_DEMO_PASSWORD")
+    if configured:
+        return configured
+    path = instance_path / "demo-password"
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    password = secrets.token_urlsafe(12)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password
+
+
+def demo_accounts(app: Flask) -> list[tuple[str, str]]:
+    """(e-mail, role label) of the demo users present in the database."""
+    from dispatch.cli.dispatches import DEMO_USERS
+    from dispatch.models import User
+    from dispatch.users import ROLE_LABELS
+
+    emails = [email for email, _, _ in DEMO_USERS]
+    with app.app_context():
+        present = {
+            user.email: ROLE_LABELS.get(user.role, str(user.role))
+            for user in db.session.execute(select(User).where(User.email.in_(emails))).scalars()
+        }
+        db.session.remove()
+    return [(email, present[email]) for email in emails if email in present]
 
 
 def child_environment(app: Flask, host: str, port: int, smtp_port: int) -> dict[str, str]:
@@ -205,16 +240,19 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
     migrate_database(app)
     if database_is_empty(app):
         print("Cơ sở dữ liệu trống: nạp dữ liệu mẫu (dispatch seed) …", flush=True)
-        output = seed_database(env)
+        password = demo_password(Path(app.instance_path), create=True)
+        assert password is not None
+        output = seed_database({**env, "DISPATCH_DEMO_PASSWORD": password})
         if output.strip():
             print(output.rstrip(), flush=True)
+    accounts = demo_accounts(app)
+    password = demo_password(Path(app.instance_path), create=False)
 
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     started: list[Child] = []
-    code = 0
     try:
         for child in children(host, port, smtp_port, mail_folder):
             # A group of its own: Ctrl-C reaches only us, and we stop each group as a whole.
@@ -222,31 +260,77 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
                 child.argv, env=env, cwd=PROJECT_ROOT, start_new_session=True
             )
             started.append(child)
-        print(
-            "\n"
-            f"Dispatch đang chạy: http://{host}:{port}\n"
-            f"Thư điện tử gửi đi được lưu tại: {mail_folder} (SMTP {host}:{smtp_port})\n"
-            f"Tài khoản dùng thử: xem 'dispatch seed' ở trên (hoặc lệnh 'dispatch users list').\n"
-            "Nhấn Ctrl-C để dừng.\n",
-            flush=True,
-        )
+        code = _wait_until_ready(started, stop, [(host, port), (host, smtp_port)])
+        if code is not None:
+            return code
+        lines = [
+            "",
+            f"Dispatch đang chạy: http://{host}:{port}",
+            f"Thư điện tử gửi đi được lưu tại: {mail_folder} (SMTP {host}:{smtp_port})",
+        ]
+        if accounts:
+            if password:
+                lines.append(f"Tài khoản dùng thử (mật khẩu chung, nếu chưa đổi: {password}):")
+            else:
+                lines.append("Tài khoản dùng thử (mật khẩu: như khi chạy 'dispatch seed'):")
+            lines += [f"  {email}  ({role})" for email, role in accounts]
+        lines += ["Nhấn Ctrl-C để dừng.", ""]
+        print("\n".join(lines), flush=True)
         while not stop.wait(0.2):
-            dead = [c for c in started if c.process is not None and c.process.poll() is not None]
-            if dead:
-                for child in dead:
-                    print(
-                        f"Tiến trình '{child.name}' đã dừng (mã {child.process.returncode}); "
-                        "dừng các tiến trình còn lại.",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                returncode = dead[0].process.returncode
-                code = returncode if returncode and returncode > 0 else 1
-                break
+            code = _exit_code_if_one_died(started)
+            if code is not None:
+                return code
+        return 0
     finally:
         stop_children(started)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if code == 0:
         print("Đã dừng.", flush=True)
-    return code
+
+
+def _exit_code_if_one_died(started: list[Child]) -> int | None:
+    """None while every child runs; else report the dead one(s) and return a non-zero status."""
+    dead = [c for c in started if c.process is not None and c.process.poll() is not None]
+    if not dead:
+        return None
+    for child in dead:
+        assert child.process is not None
+        print(
+            f"Tiến trình '{child.name}' đã dừng (mã {child.process.returncode}); "
+            "dừng các tiến trình còn lại.",
+            file=sys.stderr,
+            flush=True,
+        )
+    returncode = dead[0].process.returncode if dead[0].process else None
+    return returncode if returncode and returncode > 0 else 1
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_until_ready(
+    started: list[Child], stop: threading.Event, addresses: list[tuple[str, int]]
+) -> int | None:
+    """Wait until every address accepts connections; an exit status if a child died or we were
+    stopped meanwhile, None once ready (or after READY_TIMEOUT, when we carry on anyway)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = list(addresses)
+    while waiting and time.monotonic() < deadline:
+        code = _exit_code_if_one_died(started)
+        if code is not None:
+            return code
+        waiting = [address for address in waiting if not _accepts(*address)]
+        if waiting and stop.wait(0.2):
+            return 0
+    if waiting:
+        print(
+            "Chưa kết nối được tới: " + ", ".join(f"{h}:{p}" for h, p in waiting),
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0 if stop.is_set() else None
