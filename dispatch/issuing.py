@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatch import audit, outbox
 from dispatch.acknowledgements import assign_token
-from dispatch.archive import ArchivedFile, ArchiveWriter
+from dispatch.archive import ArchivedFile, ArchiveError, ArchiveWriter
 from dispatch.calendar import deadline_for
 from dispatch.clock import local
 from dispatch.drafts import (
@@ -66,6 +66,10 @@ class IssueError(DraftError):
 
 class AlreadyIssued(IssueError, DispatchFrozen):
     """The dispatch was issued before."""
+
+
+class ArchiveUnavailable(IssueError, ArchiveError):
+    """The archive folder cannot be written: nothing was issued."""
 
 
 @dataclass(frozen=True)
@@ -144,18 +148,22 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 
 def _render(letter: Letter) -> tuple[bytes, bytes]:
+    # Imported here: WeasyPrint takes about a second to import, and only issuing needs it.
     from dispatch.letters.docx import render_docx
-    from dispatch.letters.pdf import render_pdf
+    from dispatch.letters.pdf import RenderError, render_pdf
 
-    return render_pdf(letter), render_docx(letter)
+    try:
+        return render_pdf(letter), render_docx(letter)
+    except RenderError as exc:
+        raise IssueError(f"Không tạo được bản PDF của công văn: {exc}") from exc
 
 
 def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> IssueResult:
     """Number, render, archive, freeze and queue a draft at moment ``at``; commits.
 
-    Raises ``AlreadyIssued`` for a dispatch that is not a draft, ``IssueError`` or
-    ``ArchiveError`` when it cannot be issued, ``LetterSourceError`` for a bad source; in every
-    case the database and the archive are left as they were.
+    Raises ``AlreadyIssued`` for a dispatch that is not a draft, ``IssueError`` (among them
+    ``ArchiveUnavailable``) when it cannot be issued, ``LetterSourceError`` for a bad source; in
+    every case the database and the archive are left as they were.
     """
     who = actor_name(actor)
     writer: ArchiveWriter | None = None
@@ -215,7 +223,10 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
 
         archived: list[ArchivedFile] = []
         for kind, name, media_type, data in files:
-            stored = writer.write(name, data)
+            try:
+                stored = writer.write(name, data)
+            except ArchiveError as exc:
+                raise ArchiveUnavailable(str(exc)) from exc
             archived.append(stored)
             db.session.add(
                 Document(

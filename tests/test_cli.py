@@ -234,3 +234,17 @@ def test_directory_export_and_import(seeded, runner, tmp_path):
     refused = runner.invoke(args=["directory", "import", str(path)])
     assert refused.exit_code == 1
     assert "Dòng 3: địa chỉ thư điện tử không hợp lệ: 'khong-phai-dia-chi'" in refused.output
+
+
+def test_issue_with_an_unwritable_archive_exits_with_a_clear_error(
+    seeded, runner, app, letter_folder, tmp_path
+):
+    dispatch_id = _draft(runner, letter_folder())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app.config["DISPATCH_DATA_DIR"] = str(blocker / "data")
+    result = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    assert result.exit_code == 1
+    assert "Lỗi: Không tạo được thư mục lưu trữ" in result.output
+    assert "DISPATCH_DATA_DIR" in result.output
+    assert db.session.get(Dispatch, dispatch_id).number is None

@@ -309,8 +309,9 @@ def test_an_unwritable_archive_fails_cleanly_and_consumes_no_number(seeded, lett
     blocker.write_text("a regular file: nothing can be created below it, even by root")
     app.config["DISPATCH_DATA_DIR"] = str(blocker / "data")
 
-    with pytest.raises(ArchiveError, match="Không tạo được thư mục lưu trữ"):
+    with pytest.raises(issuing.ArchiveUnavailable, match="Không tạo được thư mục lưu trữ") as e:
         issuing.issue_dispatch(dispatch_id, actor=None, at=ISSUE_AT)
+    assert isinstance(e.value, issuing.IssueError) and isinstance(e.value, ArchiveError)
     db.session.expire_all()
     dispatch = db.session.get(Dispatch, dispatch_id)
     assert dispatch.status is DispatchStatus.DRAFT and dispatch.number is None

@@ -200,10 +200,8 @@ def draft_create_command(
 @with_appcontext
 def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> None:
     """Issue draft DISPATCH_ID: number it, render and archive it, queue its e-mails."""
-    from dispatch.archive import ArchiveError
     from dispatch.drafts import DraftError
     from dispatch.issuing import issue_dispatch
-    from dispatch.letters.pdf import RenderError
     from dispatch.letters.source import LetterSourceError
 
     actor = resolve_actor(as_email)
@@ -211,7 +209,7 @@ def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> No
         result = issue_dispatch(dispatch_id, actor=actor, at=at)
     except LetterSourceError as exc:
         raise CliError(f"nguồn công văn không hợp lệ: {exc}") from exc
-    except (DraftError, ArchiveError, RenderError) as exc:
+    except DraftError as exc:  # IssueError, AlreadyIssued, ArchiveUnavailable, unknown id
         raise CliError(str(exc)) from exc
     click.echo(
         f"Đã ban hành công văn số {result.number_and_symbol} "
