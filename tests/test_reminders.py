@@ -23,6 +23,9 @@ from dispatch.models import (
 )
 from dispatch.reminders import escalation_addresses, send_due_reminders
 from tests.fixtures.reminders import CLERK_EMAIL
+from tests.fixtures.smtp import CLERK
+
+CLERK_ADDRESS = CLERK[0]
 
 on_postgres = pytest.mark.skipif(
     not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
@@ -398,3 +401,113 @@ def test_two_runs_at_once_after_the_deadline_escalate_once(issued_dispatch, db_a
         )
     ).scalar_one()
     assert overdue == 9
+
+
+# --- From the CLI, through a real SMTP server ---------------------------------------------
+
+
+def _deliver_letters_and_confirm(dispatch: Dispatch, confirmed: int) -> set[str]:
+    """Send the queued letters, confirm the first ``confirmed`` offices; their addresses."""
+    from dispatch.acknowledgements import acknowledge
+    from dispatch.delivery import deliver_due
+
+    report = deliver_due(vn(2021, 11, 15, 8, 31))
+    assert report.sent == len(dispatch.recipients)
+    addresses = set()
+    for recipient in dispatch.recipients[:confirmed]:
+        acknowledge(
+            recipient,
+            "Nguyễn Văn An",
+            "Chánh Văn phòng",
+            None,
+            "127.0.0.1",
+            "pytest",
+            at=vn(2021, 11, 15, 14),
+        )
+        addresses.add(recipient.email)
+    db.session.commit()
+    return addresses
+
+
+def test_remind_command_sends_exactly_the_expected_reminders(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    dispatch = outbox_dispatch(63)
+    dispatch_id = dispatch.id
+    confirmed = _deliver_letters_and_confirm(dispatch, 10)
+    letters = len(smtp_server.messages)
+    assert letters == 63
+    runner = smtp_app.test_cli_runner()
+
+    result = runner.invoke(args=["remind", "--at", "2021-11-16T09:00:00+07:00"])
+    assert result.exit_code == 0, result.output
+    assert "Số nhắc việc đã xếp gửi: 53" in result.output
+    assert "Thư đã gửi: 53" in result.output
+    sent = smtp_server.messages[letters:]
+    assert len(sent) == 53
+    recipients = [address for m in sent for address in m.rcpt_tos]
+    assert len(set(recipients)) == 53
+    assert not confirmed & set(recipients)
+    assert all(m.email["Subject"].startswith("Nhắc") for m in sent)
+    assert all("01/THH-VP" in m.email["Subject"] for m in sent)
+
+    # Again at the same hour, and later that day: nothing.
+    for moment in ("2021-11-16T09:00:00+07:00", "2021-11-16T15:30:00+07:00"):
+        result = runner.invoke(args=["remind", "--at", moment])
+        assert result.exit_code == 0, result.output
+        assert "Số nhắc việc đã xếp gửi: 0" in result.output
+    assert len(smtp_server.messages) == letters + 53
+
+    # The next working day: the next round, to the same 53.
+    result = runner.invoke(args=["remind", "--at", "2021-11-17T08:00:00+07:00"])
+    assert "Số nhắc việc đã xếp gửi: 53" in result.output
+    assert len(smtp_server.messages) == letters + 106
+
+    # After the deadline: one escalation, to the clerk and leadership, and no reminder.
+    result = runner.invoke(args=["remind", "--at", "2021-11-18T17:05:00+07:00"])
+    assert result.exit_code == 0, result.output
+    assert "Số nhắc việc đã xếp gửi: 0" in result.output
+    assert "Số báo cáo quá hạn đã xếp gửi: 1" in result.output
+    assert "Số đơn vị quá hạn: 53" in result.output
+    [escalation] = smtp_server.messages[letters + 106 :]
+    assert sorted(escalation.rcpt_tos) == sorted(
+        [CLERK_ADDRESS, smtp_app.config["MAIL_DEFAULT_SENDER"]]
+    )
+    assert escalation.email["Subject"].startswith("Quá hạn")
+    result = runner.invoke(args=["remind", "--at", "2021-11-19T09:00:00+07:00"])
+    assert "Số báo cáo quá hạn đã xếp gửi: 0" in result.output
+    assert len(smtp_server.messages) == letters + 107
+    assert len(escalations(dispatch_id)) == 1
+
+
+def test_remind_command_in_its_own_process(smtp_app, smtp_server, outbox_dispatch, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dispatch = outbox_dispatch(5)
+    _deliver_letters_and_confirm(dispatch, 2)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=smtp_app.config["SQLALCHEMY_DATABASE_URI"],
+        DISPATCH_INSTANCE_PATH=str(tmp_path / "instance"),
+        DISPATCH_DATA_DIR=smtp_app.config["DISPATCH_DATA_DIR"],
+        SECRET_KEY=smtp_app.config["SECRET_KEY"],
+        **smtp_server.environ(),
+    )
+    command = [str(Path(sys.executable).with_name("dispatch")), "remind"]
+    result = subprocess.run(
+        [*command, "--at", "2021-11-16T09:00:00+07:00"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Số nhắc việc đã xếp gửi: 3" in result.stdout
+    assert len(smtp_server.messages) == 5 + 3
+    bad = subprocess.run(
+        [*command, "--at", "hôm qua"], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
+    assert "thời điểm không hợp lệ" in bad.stderr
