@@ -43,6 +43,7 @@ from types import TracebackType
 from flask import current_app
 from flask_mail import Message, email_dispatched, sanitize_address
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from dispatch import audit
 from dispatch.extensions import db
@@ -64,6 +65,7 @@ FIRST_BACKOFF = dt.timedelta(minutes=1)
 MAX_BACKOFF = dt.timedelta(hours=1)
 DEFAULT_MAX_ATTEMPTS = 30
 DEFAULT_GIVE_UP_HOURS = 24
+OUTCOME_COMMIT_ATTEMPTS = 5
 
 
 def default_worker() -> str:
@@ -111,12 +113,14 @@ class SendFailure(Exception):
         permanent: bool,
         connection_lost: bool = False,
         reply: str | None = None,
+        before_data: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
         self.connection_lost = connection_lost
         self.reply = reply  # the server's answer, when it gave one
+        self.before_data = before_data  # nothing of the message reached the server
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -237,36 +241,87 @@ class SmtpSession:
             # MAIL_SUPPRESS_SEND (tests of other areas): nothing leaves, listeners still hear it.
             email_dispatched.send(current_app._get_current_object(), message=message)
             return "250 not sent: MAIL_SUPPRESS_SEND is on"
-        smtp = self.smtp or self._connect()
+        if self.unreachable is not None:
+            raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
+        for attempt in (1, 2):
+            reused = self.smtp is not None
+            smtp = self.smtp or self._connect()
+            try:
+                reply = self._transact(smtp, envelope_from, recipients, primary_set, data)
+            except SendFailure as failure:
+                if attempt == 1 and reused and failure.connection_lost and failure.before_data:
+                    # A kept-open connection the server had closed (idle time-out, a limit per
+                    # connection): nothing of this message was sent, so try a new one, once.
+                    self._drop()
+                    continue
+                raise
+            email_dispatched.send(current_app._get_current_object(), message=message)
+            return reply
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _transact(
+        self,
+        smtp: smtplib.SMTP,
+        envelope_from: str,
+        recipients: list[str],
+        primary: set[str],
+        data: bytes,
+    ) -> str:
+        """One MAIL/RCPT/DATA transaction; the reply to DATA, or ``SendFailure``."""
+        step = "MAIL FROM"
         try:
             code, text = smtp.mail(envelope_from)
             if code != 250:
-                self._rset(smtp)
-                raise _by_code("MAIL FROM", code, text)
+                failure = _by_code(step, code, text)
+                failure.permanent = False  # our sender refused: no fault of this message
+                failure.before_data = True
+                if code != 421:
+                    self._rset(smtp)
+                    # Every other message would be refused too: leave them for a later run.
+                    self.unreachable = f"sender refused: {failure.reason}"
+                raise failure
             refused: list[str] = []
             for address in recipients:
+                step = f"RCPT TO:<{address}>"
                 code, text = smtp.rcpt(address)
                 if code in (250, 251):
                     continue
-                if code < 500 or address.lower() in primary_set:
-                    self._rset(smtp)
-                    raise _by_code(f"RCPT TO:<{address}>", code, text)
+                if code < 500 or address.lower() in primary:
+                    failure = _by_code(step, code, text)
+                    failure.before_data = True
+                    if code != 421:
+                        self._rset(smtp)
+                    raise failure
                 refused.append(f"<{address}> {_reply(code, text)}")
+            step = "DATA"
             code, text = smtp.data(data)
             if code != 250:  # smtplib raises only when DATA itself is refused, not the message
                 raise smtplib.SMTPDataError(code, text)
         except smtplib.SMTPDataError as exc:
-            self._rset(smtp)
-            raise _by_code("DATA", exc.smtp_code, exc.smtp_error) from exc
+            failure = _by_code(step, exc.smtp_code, exc.smtp_error)
+            failure.before_data = step != "DATA"
+            if failure.connection_lost:
+                self._drop()
+            else:
+                self._rset(smtp)
+            raise failure from exc
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             raise SendFailure(
-                f"connection lost: {_describe(exc)}", permanent=False, connection_lost=True
+                f"{step}: connection lost: {_describe(exc)}",
+                permanent=False,
+                connection_lost=True,
+                before_data=step != "DATA",
             ) from exc
         except smtplib.SMTPResponseException as exc:
             self._drop()
-            raise _by_code("SMTP", exc.smtp_code, exc.smtp_error) from exc
-        email_dispatched.send(current_app._get_current_object(), message=message)
+            failure = _by_code(step, exc.smtp_code, exc.smtp_error)
+            failure.before_data = step != "DATA"
+            raise failure from exc
+        except SendFailure as failure:
+            if failure.connection_lost:  # 421: the server is closing the connection
+                self._drop()
+            raise
         reply = _reply(code, text)
         if refused:
             reply += " (copy refused: " + "; ".join(refused) + ")"
@@ -450,6 +505,27 @@ def _record_failure(
     return DeliveryStatus.RETRYING
 
 
+def _commit_outcome(row_id: int, apply: Callable[[OutboxMessage], None]) -> None:
+    """Apply an accepted message's outcome and commit it, retrying if the database blinks.
+
+    Losing this commit would leave the row in ``sending`` and the message would go out again
+    after the lease, so a locked SQLite file or a dropped PostgreSQL connection gets retried.
+    """
+    for attempt in range(1, OUTCOME_COMMIT_ATTEMPTS + 1):
+        row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+        assert row is not None
+        apply(row)
+        try:
+            db.session.commit()
+            return
+        except OperationalError:
+            db.session.rollback()
+            if attempt == OUTCOME_COMMIT_ATTEMPTS:
+                raise
+            log.warning("outbox row %s: recording the outcome failed; retrying", row_id)
+            time.sleep(attempt)
+
+
 def _cancel_reason(row: OutboxMessage) -> str | None:
     """Why this row should no longer go out, or None."""
     if row.kind is MessageKind.REMINDER and row.recipient_id is not None:
@@ -504,8 +580,8 @@ def _settle(
             failure = exc
         else:
             # Commit right after the 250: this is the whole of the "sent twice" window.
-            _record_sent(row, reply, moment(), worker)
-            db.session.commit()
+            sent_at = moment()
+            _commit_outcome(row_id, lambda row: _record_sent(row, reply, sent_at, worker))
             report.sent += 1
             return
     status = _record_failure(row, failure, moment(), worker)

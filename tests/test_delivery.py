@@ -215,6 +215,39 @@ def test_a_connection_lost_in_data_is_retried_and_the_batch_reconnects(
     assert counts[lost.message_id] == 1 and len(counts) == 4
 
 
+def test_a_connection_the_server_closes_between_messages_is_reopened_at_once(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(4)
+    # The second MAIL FROM gets "421 … closing" (say, a limit per connection).
+    smtp_server.handler.fail_mail_numbers = {2}
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying, report.failed) == (4, 0, 0)
+    assert report.connections == 2  # the 421 came before any data: sent on a new connection
+    assert [m.connection for m in smtp_server.messages] == [1, 2, 2, 2]
+    assert set(statuses()) == {"sent"}
+    assert set(smtp_server.handler.message_ids().values()) == {1}
+
+
+def test_a_refused_sender_leaves_the_batch_for_later_not_failed(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(3)
+    smtp_server.handler.fail_mail = 1
+    smtp_server.handler.fail_mail_reply = "530 5.7.0 Authentication required"
+
+    report = deliver_due(AT)
+
+    assert (report.sent, report.retrying, report.failed) == (0, 3, 0)
+    assert smtp_server.handler.data_commands == 0
+    for row in rows():
+        assert row.status is DeliveryStatus.RETRYING
+        assert "sender refused" in row.last_error or "530 5.7.0" in row.last_error
+    assert deliver_due(AT + dt.timedelta(minutes=5)).sent == 3
+
+
 def test_gives_up_after_a_day_of_temporary_failures(smtp_app, smtp_server, outbox_dispatch):
     outbox_dispatch(1)
     smtp_server.handler.fail_data = 1
