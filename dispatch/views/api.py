@@ -98,7 +98,10 @@ class ErrorSchema(ma.Schema):
     code = ma.fields.Integer(required=True, metadata={"description": "Mã trạng thái HTTP"})
     errors = ma.fields.Dict(metadata={"description": "Lỗi theo từng trường (đầu vào sai)"})
     field = ma.fields.String(metadata={"description": "Trường (hoặc tệp) gây lỗi"})
-    line = ma.fields.Integer(metadata={"description": "Dòng gây lỗi trong nội dung nguồn"})
+    line = ma.fields.Integer(
+        allow_none=True,  # a problem in the metadata has a field but no line of the body
+        metadata={"description": "Dòng gây lỗi trong nội dung nguồn"},
+    )
 
 
 class CountsSchema(ma.Schema):
