@@ -264,14 +264,19 @@ class _Complaints(logging.Handler):
 def _complaints() -> Iterator[_Complaints]:
     """Collect WeasyPrint's warnings during a step (the caller turns them into an error)."""
     logger = logging.getLogger("weasyprint")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)  # so an application's quieter root cannot hide them
+    # Hear the warnings even where logging was configured to hide them: Alembic's fileConfig,
+    # for one, disables every logger that exists when the migrations run.
+    disabled, level = logger.disabled, logger.level
+    logger.disabled = False
+    logger.setLevel(logging.WARNING)
     handler = _Complaints()
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+        logger.disabled = disabled
+        logger.setLevel(level)  # setLevel, not assignment: it clears the enabled-for cache
 
 
 def _refuse(complaints: _Complaints) -> None:
