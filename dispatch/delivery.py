@@ -512,10 +512,12 @@ def _commit_outcome(row_id: int, apply: Callable[[OutboxMessage], None]) -> None
     after the lease, so a locked SQLite file or a dropped PostgreSQL connection gets retried.
     """
     for attempt in range(1, OUTCOME_COMMIT_ATTEMPTS + 1):
-        row = db.session.get(OutboxMessage, row_id, populate_existing=True)
-        assert row is not None
-        apply(row)
         try:
+            # Reading the row and auditing are the first statements after the 250: a dropped
+            # connection shows up here, not only at the commit.
+            row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+            assert row is not None
+            apply(row)
             db.session.commit()
             return
         except OperationalError:
