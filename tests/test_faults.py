@@ -1,0 +1,410 @@
+"""Faults during issuing and sending: nothing lost, nothing sent twice, the audit log complete.
+
+Each scenario breaks something real (the SMTP server, the sender process, its database
+connection, the archive folder), lets the product recover the way it would in production (a
+later run, a restart), and ends with the same check, ``assert_nothing_lost``:
+
+* every outbox row is settled: ``sent`` and its Message-ID accepted exactly once by the server,
+  or ``failed``/``cancelled`` with its reason and never accepted; nothing left queued or sending;
+* every recipient of every dispatch has its letter row, and the server accepted nothing else;
+* the audit log holds one ``message.sent`` entry per sent row and one ``message.failed`` per
+  failed row, and its hash chain verifies.
+
+Sender processes are real ``dispatch deliver``/``dispatch remind`` commands pointed at the test
+database and at the controlled aiosmtpd server of ``tests/fixtures/smtp.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
+
+from dispatch import audit, drafts
+from dispatch.clock import VN, parse_moment
+from dispatch.delivery import LEASE, deliver_due
+from dispatch.extensions import db
+from dispatch.models import (
+    AuditEntry,
+    DeliveryStatus,
+    Dispatch,
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+    MessageKind,
+    OutboxMessage,
+    RegisterCounter,
+)
+from tests.fixtures.smtp import ISSUED_AT, SmtpServer
+
+DISPATCH = str(Path(sys.executable).with_name("dispatch"))
+AT = ISSUED_AT + dt.timedelta(minutes=1)
+WAIT = 180  # seconds a sender process may take on a slow shared machine
+
+on_postgres = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="needs PostgreSQL (TEST_DATABASE_URL)",
+)
+
+
+# --- The invariant -------------------------------------------------------------------------
+
+
+def _rows() -> list[OutboxMessage]:
+    db.session.expire_all()
+    return list(db.session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars())
+
+
+def _audited(action: str) -> Counter[str]:
+    """How many entries of ``action`` each outbox row (by id) has in the audit log."""
+    ids = db.session.execute(
+        select(AuditEntry.object_id).where(
+            AuditEntry.action == action, AuditEntry.object_type == "outbox_message"
+        )
+    ).scalars()
+    return Counter(ids)
+
+
+def assert_nothing_lost(smtp_server: SmtpServer, *, failed: Iterable[str] = ()) -> None:
+    """Every recipient accepted exactly once or failed with its reason; the audit log complete.
+
+    ``failed`` are the addresses expected to have failed (refused by the server).
+    """
+    rows = _rows()
+    assert rows, "no outbox row at all"
+    accepted = smtp_server.handler.message_ids()
+    by_message_id = {row.message_id: row for row in rows}
+    # The server accepted nothing the outbox does not know, and nothing twice.
+    assert set(accepted) <= set(by_message_id), set(accepted) - set(by_message_id)
+    assert all(count == 1 for count in accepted.values()), accepted.most_common(3)
+    expected_failures = {address.lower() for address in failed}
+    sent_audit, failed_audit = _audited("message.sent"), _audited("message.failed")
+    for row in rows:
+        where = f"outbox row {row.id} ({row.kind.value} to {row.to_addrs})"
+        assert row.status in (
+            DeliveryStatus.SENT,
+            DeliveryStatus.FAILED,
+            DeliveryStatus.CANCELLED,
+        ), f"{where} left {row.status.value}"
+        if row.status is DeliveryStatus.SENT:
+            assert accepted[row.message_id] == 1, where
+            assert row.smtp_reply and row.smtp_reply.startswith("250"), where
+            assert row.sent_at is not None, where
+            assert sent_audit[str(row.id)] == 1, f"{where}: sent but audited {sent_audit}"
+            assert failed_audit[str(row.id)] == 0, where
+            assert row.to_addrs[0].lower() not in expected_failures, where
+        else:
+            assert accepted[row.message_id] == 0, f"{where} accepted yet marked {row.status}"
+            assert row.last_error, f"{where} has no reason"
+            assert sent_audit[str(row.id)] == 0, where
+        if row.status is DeliveryStatus.FAILED:
+            assert failed_audit[str(row.id)] == 1, where
+            assert row.to_addrs[0].lower() in expected_failures, f"{where}: {row.last_error}"
+    # What the server accepted went to the row's own addresses.
+    for message in smtp_server.messages:
+        row = by_message_id[message.message_id]
+        assert [a.lower() for a in message.rcpt_tos[: len(row.to_addrs)]] == [
+            a.lower() for a in row.to_addrs
+        ]
+    # Nothing lost: each recipient of each issued dispatch has its letter.
+    letters = {(r.dispatch_id, r.recipient_id) for r in rows if r.kind is MessageKind.LETTER}
+    recipients = db.session.execute(
+        select(DispatchRecipient.dispatch_id, DispatchRecipient.id)
+        .join(Dispatch, Dispatch.id == DispatchRecipient.dispatch_id)
+        .where(Dispatch.status != DispatchStatus.DRAFT)
+    ).all()
+    assert {tuple(r) for r in recipients} == letters
+    assert {row.to_addrs[0].lower() for row in rows if row.status is DeliveryStatus.FAILED} == (
+        expected_failures
+    )
+    assert audit.verify_chain() == []
+
+
+# --- Sender processes ------------------------------------------------------------------------
+
+
+def _env(app, smtp_server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MAIL_", "DATABASE_URL", "DISPATCH_", "PG"))
+    }
+    env.update(
+        {
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
+            "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
+            **smtp_server.environ(),
+            **extra,
+        }
+    )
+    return env
+
+
+def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [DISPATCH, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
+        )
+
+
+def _run(env: dict[str, str], log: Path, *args: str) -> None:
+    process = _start(env, log, *args)
+    assert process.wait(timeout=WAIT) == 0, log.read_text()
+
+
+def _release_database() -> None:
+    """End this process's transaction and close its connections: the sender needs the locks."""
+    db.session.commit()
+    db.session.close()
+    db.engine.dispose()
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(VN).isoformat()
+
+
+# --- SMTP faults ---------------------------------------------------------------------------
+
+
+def test_smtp_server_down_during_delivery_then_back(
+    smtp_app, smtp_server, dead_smtp_port, outbox_dispatch
+):
+    outbox_dispatch(6)
+    smtp_app.config["MAIL_PORT"] = dead_smtp_port
+
+    down = deliver_due(AT)
+    assert (down.sent, down.retrying, down.failed) == (0, 6, 0)
+    # Still down at the next attempt: still nothing failed, nothing lost.
+    again = deliver_due(AT + dt.timedelta(minutes=2))
+    assert (again.sent, again.retrying) == (0, 6)
+    assert {row.attempts for row in _rows()} == {2}
+
+    smtp_server.configure(smtp_app)
+    back = deliver_due(AT + dt.timedelta(minutes=10))
+
+    assert (back.sent, back.retrying, back.failed) == (6, 0, 0)
+    assert len(smtp_server.messages) == 6
+    assert_nothing_lost(smtp_server)
+    # Each attempt is on record: two temporary failures then the send, per message.
+    retried = _audited("message.retrying")
+    assert all(retried[str(row.id)] == 2 for row in _rows())
+
+
+def test_451_for_a_while_then_recovery(smtp_app, smtp_server, outbox_dispatch):
+    outbox_dispatch(5)
+    smtp_server.handler.fail_data = 8  # every DATA of the first run, three of the second
+
+    first = deliver_due(AT)
+    assert (first.sent, first.retrying) == (0, 5)
+    second = deliver_due(AT + dt.timedelta(minutes=2))
+    assert (second.sent, second.retrying) == (2, 3)
+    third = deliver_due(AT + dt.timedelta(minutes=10))
+
+    assert (third.sent, third.retrying, third.failed) == (3, 0, 0)
+    assert smtp_server.handler.data_commands == 13
+    assert_nothing_lost(smtp_server)
+
+
+def test_550_for_one_address_fails_it_with_the_reason_and_sends_the_rest(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    dispatch = outbox_dispatch(5)
+    refused = dispatch.recipients[2].email
+    smtp_server.handler.reject[refused] = f"550 5.1.1 <{refused}>: Recipient address rejected"
+
+    report = deliver_due(AT)
+    # A permanent failure is not retried, however long one waits.
+    later = deliver_due(AT + dt.timedelta(days=2))
+
+    assert (report.sent, report.failed, later.claimed) == (4, 1, 0)
+    (failed,) = [row for row in _rows() if row.status is DeliveryStatus.FAILED]
+    assert failed.smtp_reply.startswith("550 5.1.1") and "RCPT TO" in failed.last_error
+    assert_nothing_lost(smtp_server, failed=[refused])
+
+
+# --- Process faults --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sender_killed_mid_batch_and_restarted(smtp_app, smtp_server, outbox_dispatch, tmp_path):
+    outbox_dispatch(10)
+    _release_database()
+    env = _env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    handler.delay = 0.3
+
+    sender = _start(env, log, "deliver", "--at", _iso(AT))
+    try:
+        # SIGKILL while the server holds the fourth message, before it answers.
+        handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
+        sender.send_signal(signal.SIGKILL)
+    finally:
+        sender.wait(timeout=WAIT)
+    assert sender.returncode == -signal.SIGKILL
+    handler.wait_until(lambda h: h.holding == 0)
+    accepted = len(handler.messages)
+    assert 3 <= accepted < 10
+    states = Counter(row.status for row in _rows())
+    assert states == {DeliveryStatus.SENT: accepted, DeliveryStatus.SENDING: 10 - accepted}
+
+    # The restarted sender leaves the orphans alone within the lease, then sends them.
+    handler.delay = 0
+    _run(env, log, "deliver", "--at", _iso(AT + dt.timedelta(minutes=2)))
+    assert len(handler.messages) == accepted
+    _run(env, log, "deliver", "--at", _iso(AT + LEASE + dt.timedelta(minutes=2)))
+
+    assert len(handler.messages) == 10
+    assert_nothing_lost(smtp_server)
+    taken_over = db.session.execute(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "message.claimed")
+    ).scalar_one()
+    assert taken_over == 10 + (10 - accepted)  # the orphans were claimed twice, on record
+
+
+def _terminate_backends(url: str, application_name: str) -> int:
+    """End every PostgreSQL connection of ``application_name``, as an admin (or a crash) would."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": application_name},
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+@on_postgres
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_database_connection_dropped_mid_job(smtp_app, smtp_server, outbox_dispatch, tmp_path):
+    outbox_dispatch(8)
+    _release_database()
+    url = smtp_app.config["SQLALCHEMY_DATABASE_URI"]
+    name = "dispatch-fault-sender"
+    env = _env(smtp_app, smtp_server, tmp_path, PGAPPNAME=name)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    original = handler.handle_DATA
+    terminated: list[int] = []
+
+    async def handle_DATA(server, session, envelope):  # aiosmtpd's hook name
+        reply = await original(server, session, envelope)
+        if reply.startswith("250") and len(handler.messages) == 3 and not terminated:
+            # The third message is accepted; before the sender hears so, its database
+            # connection is cut: recording the send must survive that.
+            terminated.append(_terminate_backends(url, name))
+        return reply
+
+    handler.handle_DATA = handle_DATA  # type: ignore[method-assign]
+
+    sender = _start(env, log, "deliver", "--at", _iso(AT))
+    sender.wait(timeout=WAIT)  # it may finish or stop with an error: either way nothing is lost
+    assert terminated and terminated[0] >= 1, "the sender's connection was never cut"
+
+    # The next run, after any orphan's lease, completes the job.
+    _run(env, log, "deliver", "--at", _iso(AT + LEASE + dt.timedelta(minutes=2)))
+
+    assert len(handler.messages) == 8, log.read_text()
+    assert_nothing_lost(smtp_server)
+
+
+@pytest.mark.slow
+def test_two_schedulers_deliver_and_remind_at_once(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    dispatch_id = outbox_dispatch(12).id
+    _release_database()
+    env = _env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "senders.log"
+    smtp_server.handler.delay = 0.02
+
+    # Two senders race for the letters.
+    letters = [_start(env, log, "deliver", "--at", _iso(AT)) for _ in range(2)]
+    for process in letters:
+        assert process.wait(timeout=WAIT) == 0, log.read_text()
+    assert len(smtp_server.messages) == 12
+
+    # Two offices confirm; the next working day two reminder runs race as well.
+    for recipient in db.session.execute(
+        select(DispatchRecipient)
+        .where(DispatchRecipient.dispatch_id == dispatch_id)
+        .order_by(DispatchRecipient.id)
+        .limit(2)
+    ).scalars():
+        recipient.acknowledged_at = AT + dt.timedelta(hours=2)
+        recipient.acknowledged_by = "Văn thư Sở"
+    _release_database()
+    next_morning = parse_moment("2021-11-16T08:05:00+07:00")
+    reminders = [_start(env, log, "remind", "--at", _iso(next_morning)) for _ in range(2)]
+    for process in reminders:
+        assert process.wait(timeout=WAIT) == 0, log.read_text()
+
+    rows = _rows()
+    reminder_rows = [row for row in rows if row.kind is MessageKind.REMINDER]
+    assert len(reminder_rows) == 10  # one per office that has not confirmed, not two
+    assert {row.status for row in reminder_rows} == {DeliveryStatus.SENT}
+    assert len(smtp_server.messages) == 22
+    assert_nothing_lost(smtp_server)
+
+
+# --- Issuing fault ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_archive_folder_not_writable_at_issuing(
+    seeded, letter_folder, smtp_app, smtp_server, tmp_path
+):
+    dispatch_id = drafts.create_draft(
+        letter_folder(), group_code="so-tttt-2021", actor=None, at=seeded.at
+    ).id
+    db.session.commit()
+    good = smtp_app.config["DISPATCH_DATA_DIR"]
+    # Root ignores permissions: a path below a regular file cannot be created by anyone.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive folder should be")
+    smtp_app.config["DISPATCH_DATA_DIR"] = str(blocker / "data")
+    runner = smtp_app.test_cli_runner()
+    audit_before = db.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+
+    refused = runner.invoke(args=["issue", str(dispatch_id), "--at", "2021-11-15T08:30:00+07:00"])
+
+    assert refused.exit_code == 1
+    assert "Lỗi: Không tạo được thư mục lưu trữ" in refused.output
+    assert "DISPATCH_DATA_DIR" in refused.output and "Traceback" not in refused.output
+    db.session.expire_all()
+    dispatch = db.session.get(Dispatch, dispatch_id)
+    assert dispatch.status is DispatchStatus.DRAFT and dispatch.number is None
+    count = db.session.execute(select(func.count()).select_from(RegisterCounter)).scalar_one()
+    assert count == 0  # no number consumed
+    assert db.session.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 0
+    assert db.session.execute(select(func.count()).select_from(Document)).scalar_one() == 0
+    audit_after = db.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    assert audit_after == audit_before
+    assert blocker.is_file()
+
+    # Fixed, the same draft takes number 1 and goes to every office once.
+    smtp_app.config["DISPATCH_DATA_DIR"] = good
+    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", "2021-11-15T08:30:00+07:00"])
+    assert issued.exit_code == 0, issued.output
+    assert "số 01/THH-VP" in issued.output
+    report = deliver_due(parse_moment("2021-11-15T08:31:00+07:00"))
+    assert report.sent == len(dispatch.recipients) == 63
+    assert_nothing_lost(smtp_server)
