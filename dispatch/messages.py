@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
 from email import policy
 from email.charset import QP, Charset
+from email.generator import BytesGenerator
 from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.text import MIMEText
@@ -99,8 +102,31 @@ class _OneLine:
         return self.value
 
 
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
+
+
+class _WireGenerator(BytesGenerator):
+    """``BytesGenerator`` writing each body in one piece: the same bytes, several times faster.
+
+    The standard generator writes a body line by line, each line then its line end; a letter's
+    PDF and DOCX are ~1,400 base64 lines, and writing them one by one was the largest cost of
+    sending a message (bench/issue_63). Replacing the line ends in one pass writes the same bytes.
+    """
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            self.write(_LINE_ENDS.sub(self._NL, lines))
+
+
 class OfficialMessage(Message):
     """A Flask-Mail message whose headers keep Vietnamese text intact on the wire."""
+
+    def as_bytes(self) -> bytes:
+        """The message as sent: what ``Message.as_bytes`` gives, written by ``_WireGenerator``."""
+        msg = self._message()
+        out = io.BytesIO()
+        _WireGenerator(out, mangle_from_=False, policy=msg.policy).flatten(msg, unixfrom=False)
+        return out.getvalue()
 
     def _mimetext(self, text: str | None, subtype: str = "plain") -> MIMEText:
         # Flask-Mail registers utf-8 with no body encoding, i.e. raw 8-bit lines; quoted-
@@ -127,6 +153,12 @@ class OfficialMessage(Message):
         msg.replace_header("To", ", ".join(format_address(a) for a in self.recipients))
         if self.cc:
             msg.replace_header("Cc", ", ".join(format_address(a) for a in self.cc))
+        for part in msg.walk():
+            if part.is_multipart() and part.get_boundary() is None:
+                # Chosen here, the generator need not search the whole flattened message for
+                # it (as it does for a boundary it picks itself); 128 random bits cannot occur
+                # in a body by chance, and base64 lines never start with "--".
+                part.set_boundary(f"==============={secrets.token_hex(16)}==")
         return msg
 
 
