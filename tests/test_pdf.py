@@ -464,6 +464,10 @@ def test_blank_number_and_day_before_issuing(tmp_path: Path) -> None:
     assert re.search(r"Số:\s+/THH-VP", text)
     assert re.search(r"ngày\s+tháng 11 năm 2021", text)
     assert re.search(r"Kèm theo Công văn số\s+/THH-VP ngày\s+tháng 11 năm 2021", text)
+    if POPPLER:
+        read = pdftotext(draft.data, tmp_path)
+        assert re.search(r"Số:\s+/THH-VP", read)
+        assert re.search(r"Hà Nội, ngày\s+tháng 11 năm 2021", read)
 
 
 def test_number_seven_on_3_february_2022() -> None:
@@ -598,7 +602,7 @@ def test_no_line_of_the_seed_breaks_inside_a_number_or_hyphenated_word(
         assert token in lines, token
 
 
-def test_table_block_is_bordered_13pt(sample: Letter, sample_doc: Doc) -> None:
+def test_table_block_is_bordered_13pt(sample_doc: Doc) -> None:
     page = sample_doc.page_of("Đơn vị chủ trì")
     header = sample_doc.one("Đơn vị chủ trì", page)
     cell = sample_doc.one("Rà soát mã QR địa điểm", page)
