@@ -80,14 +80,30 @@ class ChainProblem:
     reason: str
 
 
+INSERTED = "entry inserted into the chain"
+MISSING = "previous entry missing or changed"
+CHANGED = "entry changed after it was written"
+
+
 def verify_chain() -> list[ChainProblem]:
     """Recompute the chain; return every place where a row was edited, removed or inserted."""
     problems: list[ChainProblem] = []
     prev_hash = ""
+    # Every entry read so far, in order, by its hash: an entry that links back past its
+    # predecessor to an earlier entry shows that the rows in between were slipped in.
+    read: list[int] = []
+    position: dict[str, int] = {}
     for entry in db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars():
         if entry.prev_hash != prev_hash:
-            problems.append(ChainProblem(entry.id, "previous entry missing or changed"))
+            earlier = position.get(entry.prev_hash)
+            if earlier is not None:
+                problems.extend(ChainProblem(i, INSERTED) for i in read[earlier + 1 :])
+            else:
+                problems.append(ChainProblem(entry.id, MISSING))
         if entry.hash != _entry_hash(entry.prev_hash, entry):
-            problems.append(ChainProblem(entry.id, "entry changed after it was written"))
+            problems.append(ChainProblem(entry.id, CHANGED))
+        position.setdefault(entry.hash, len(read))
+        read.append(entry.id)
         prev_hash = entry.hash
+    problems.sort(key=lambda problem: problem.entry_id)
     return problems

@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.acknowledgements",
     "tests.fixtures.letter_source",
     "tests.fixtures.libreoffice",
+    "tests.fixtures.evidence",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

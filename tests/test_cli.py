@@ -194,7 +194,7 @@ def test_users_create_with_option_or_prompt(db_app, runner):
     assert short.exit_code == 1 and "ít nhất 10 ký tự" in short.output
 
 
-def test_audit_verify_reports_a_broken_chain(seeded, runner):
+def test_audit_verify_reports_a_broken_chain(seeded, runner, audit_unguarded):
     ok = _invoke(runner, "audit", "verify")
     assert ok.exit_code == 0 and "chuỗi băm khớp" in ok.output
     entry = db.session.execute(select(AuditEntry).order_by(AuditEntry.id).limit(1)).scalar_one()

@@ -46,7 +46,7 @@ def test_models_match_the_migrations(db_app):
     assert diff == []
 
 
-def test_audit_chain_detects_an_edited_and_a_deleted_row(db_app):
+def test_audit_chain_detects_an_edited_and_a_deleted_row(db_app, audit_unguarded):
     at = dt.datetime(2021, 11, 15, 1, 30, tzinfo=dt.UTC)
     for i in range(3):
         audit.record("test.step", actor="system", at=at, object_type="test", object_id=i)

@@ -329,10 +329,18 @@ def audit_verify_command() -> None:
     count = db.session.execute(select(db.func.count()).select_from(AuditEntry)).scalar_one()
     if not problems:
         click.echo(f"Nhật ký kiểm tra toàn vẹn: {count} mục, chuỗi băm khớp.")
+        last = db.session.execute(
+            select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+        ).first()
+        if last is not None:
+            # Noted elsewhere (a register, an e-mail), the last hash shows later that no entry
+            # was cut off the end: the chain alone cannot tell.
+            click.echo(f"Mục cuối: số {last.id}, mã băm {last.hash}.")
         return
     reasons = {
         "previous entry missing or changed": "mục trước bị xoá hoặc bị sửa",
         "entry changed after it was written": "mục bị sửa sau khi ghi",
+        "entry inserted into the chain": "mục bị chèn thêm vào giữa chuỗi",
     }
     click.echo(f"Nhật ký kiểm tra KHÔNG toàn vẹn: {len(problems)} chỗ hỏng trong {count} mục:")
     for problem in problems:
