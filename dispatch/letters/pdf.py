@@ -121,20 +121,23 @@ def _block(block: Block) -> dict[str, Any]:
     return {"kind": kind, "marker": _nfc(block.marker), "runs": _runs(block.spans)}
 
 
-def _blocks_text(blocks: tuple[Block, ...], where: str) -> Iterator[_Text]:
+def _blocks_text(blocks: tuple[Block, ...], where: str, src: str) -> Iterator[_Text]:
     """The printed text of body blocks, each with its place."""
     for index, block in enumerate(blocks, start=1):
         if block.kind is BlockKind.TABLE:
             for r, row in enumerate(block.rows, start=1):
                 for c, cell in enumerate(row, start=1):
                     text = "".join(span.text for span in cell)
-                    yield _Text(f"{where}, đoạn {index} (bảng, hàng {r}, cột {c})", text)
+                    yield _Text(f"{where}, đoạn {index} (bảng, hàng {r}, cột {c}){src}", text)
         else:
-            yield _Text(f"{where}, đoạn {index}", f"{block.marker} {block.text}")
+            yield _Text(f"{where}, đoạn {index}{src}", f"{block.marker} {block.text}")
 
 
 def _source(path: Path | None) -> str:
-    return f" (tệp {path})" if path is not None else ""
+    """Where the text came from, for a message: the source folder or file."""
+    if path is None:
+        return ""
+    return f" (thư mục {path})" if path.is_dir() else f" (tệp {path})"
 
 
 def printed_texts(letter: Letter) -> Iterator[_Text]:
@@ -149,7 +152,7 @@ def printed_texts(letter: Letter) -> Iterator[_Text]:
         yield _Text(f"độ khẩn{src}", letter.urgency.value)
     for i, line in enumerate(formatting.addressee_lines(letter), start=1):
         yield _Text(f"Kính gửi, dòng {i}{src}", line)
-    yield from _blocks_text(letter.body, f"thân công văn{src}")
+    yield from _blocks_text(letter.body, "thân công văn", src)
     for line in formatting.signer_title_lines(letter):
         yield _Text(f"chức vụ người ký{src}", line)
     yield _Text(f"tên người ký{src}", letter.signer.name)
@@ -160,7 +163,7 @@ def printed_texts(letter: Letter) -> Iterator[_Text]:
         asrc = _source(appendix.source) or src
         yield _Text(f"{label}, tiêu đề{asrc}", appendix.title.upper())
         yield _Text(f"{label}, dòng Kèm theo{asrc}", formatting.appendix_reference_line(letter))
-        yield from _blocks_text(appendix.body, f"{label}{asrc}")
+        yield from _blocks_text(appendix.body, label, asrc)
 
 
 def letter_view(letter: Letter) -> dict[str, Any]:
