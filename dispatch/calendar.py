@@ -60,8 +60,9 @@ def parse_dates(value: str | Iterable[str | dt.date] | None, setting: str = "") 
         try:
             dates.add(dt.date.fromisoformat(text))
         except ValueError as exc:
+            # Read by whoever configures the server: say it in Vietnamese, name the setting.
             raise CalendarConfigError(
-                f"{setting or 'date list'}: {text!r} is not a date (YYYY-MM-DD)"
+                f"{setting or 'danh sách ngày'}: {text!r} không phải là ngày (cần dạng YYYY-MM-DD)"
             ) from exc
     return frozenset(dates)
 

@@ -57,8 +57,8 @@ def codes_of(messages: list[OutboxMessage]) -> list[str]:
     return sorted(m.recipient.province_code for m in messages)
 
 
-def test_first_working_day_reminds_each_unconfirmed_recipient_once(issued_dispatch):
-    dispatch = issued_dispatch(12, acknowledged={0, 3, 7})
+def test_first_working_day_reminds_each_unconfirmed_recipient_once(reminder_dispatch):
+    dispatch = reminder_dispatch(12, acknowledged={0, 3, 7})
     report = send_due_reminders(vn(2021, 11, 16, 9))
 
     assert report.reminders_queued == 9
@@ -83,8 +83,8 @@ def test_first_working_day_reminds_each_unconfirmed_recipient_once(issued_dispat
     assert verify_chain() == []
 
 
-def test_same_hour_and_later_that_day_send_nothing_more(issued_dispatch):
-    dispatch = issued_dispatch(5, acknowledged={1})
+def test_same_hour_and_later_that_day_send_nothing_more(reminder_dispatch):
+    dispatch = reminder_dispatch(5, acknowledged={1})
     assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 4
     again = send_due_reminders(vn(2021, 11, 16, 9))
     assert again.reminders_queued == 0
@@ -99,24 +99,24 @@ def test_same_hour_and_later_that_day_send_nothing_more(issued_dispatch):
     assert count == 1
 
 
-def test_nothing_before_the_reminder_hour_or_on_the_day_of_issuing(issued_dispatch):
-    dispatch = issued_dispatch(4)
+def test_nothing_before_the_reminder_hour_or_on_the_day_of_issuing(reminder_dispatch):
+    dispatch = reminder_dispatch(4)
     assert send_due_reminders(vn(2021, 11, 15, 16)).reminders_queued == 0
     assert send_due_reminders(vn(2021, 11, 16, 7, 59)).reminders_queued == 0
     assert reminders(dispatch.id) == []
     assert send_due_reminders(vn(2021, 11, 16, 8, 0)).reminders_queued == 4
 
 
-def test_reminder_hour_is_per_dispatch(issued_dispatch):
-    dispatch = issued_dispatch(3)
+def test_reminder_hour_is_per_dispatch(reminder_dispatch):
+    dispatch = reminder_dispatch(3)
     dispatch.reminder_hour = 10
     db.session.commit()
     assert send_due_reminders(vn(2021, 11, 16, 9, 59)).reminders_queued == 0
     assert send_due_reminders(vn(2021, 11, 16, 10)).reminders_queued == 3
 
 
-def test_next_working_day_sends_the_next_round(issued_dispatch):
-    dispatch = issued_dispatch(6, acknowledged={0})
+def test_next_working_day_sends_the_next_round(reminder_dispatch):
+    dispatch = reminder_dispatch(6, acknowledged={0})
     send_due_reminders(vn(2021, 11, 16, 9))
     # Two more confirm during day 1.
     for recipient in dispatch.recipients[1:3]:
@@ -133,9 +133,9 @@ def test_next_working_day_sends_the_next_round(issued_dispatch):
     assert codes_of(reminders(dispatch.id, 3)) == ["04", "05", "06"]
 
 
-def test_no_reminders_on_a_weekend(issued_dispatch):
+def test_no_reminders_on_a_weekend(reminder_dispatch):
     # Issued Thursday 18/11: day 1 is Friday 19/11, day 2 Monday 22/11.
-    dispatch = issued_dispatch(3, issued_at=vn(2021, 11, 18, 10))
+    dispatch = reminder_dispatch(3, issued_at=vn(2021, 11, 18, 10))
     assert send_due_reminders(vn(2021, 11, 19, 9)).reminders_queued == 3
     assert send_due_reminders(vn(2021, 11, 20, 9)).reminders_queued == 0  # Saturday
     assert send_due_reminders(vn(2021, 11, 21, 9)).reminders_queued == 0  # Sunday
@@ -143,8 +143,8 @@ def test_no_reminders_on_a_weekend(issued_dispatch):
     assert [m.sequence for m in reminders(dispatch.id)] == [1, 1, 1, 2, 2, 2]
 
 
-def test_scheduler_down_for_days_sends_one_catch_up(issued_dispatch):
-    dispatch = issued_dispatch(4, acknowledged={3})
+def test_scheduler_down_for_days_sends_one_catch_up(reminder_dispatch):
+    dispatch = reminder_dispatch(4, acknowledged={3})
     assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 3
     # Down on Wednesday 17/11; back on Thursday 18/11 10:00: day 3 only, never day 2.
     assert send_due_reminders(vn(2021, 11, 18, 10)).reminders_queued == 3
@@ -155,14 +155,14 @@ def test_scheduler_down_for_days_sends_one_catch_up(issued_dispatch):
         assert count == 2
 
 
-def test_scheduler_down_from_the_start_sends_one_reminder(issued_dispatch):
-    dispatch = issued_dispatch(3)
+def test_scheduler_down_from_the_start_sends_one_reminder(reminder_dispatch):
+    dispatch = reminder_dispatch(3)
     assert send_due_reminders(vn(2021, 11, 18, 9)).reminders_queued == 3
     assert [m.sequence for m in reminders(dispatch.id)] == [3, 3, 3]
 
 
-def test_at_most_three_reminders_in_all(issued_dispatch):
-    dispatch = issued_dispatch(2)
+def test_at_most_three_reminders_in_all(reminder_dispatch):
+    dispatch = reminder_dispatch(2)
     moment = vn(2021, 11, 15, 0)
     while moment < vn(2021, 11, 26):
         send_due_reminders(moment)
@@ -171,8 +171,8 @@ def test_at_most_three_reminders_in_all(issued_dispatch):
     assert len(escalations(dispatch.id)) == 1
 
 
-def test_after_the_deadline_one_escalation_and_no_more_reminders(issued_dispatch, db_app):
-    dispatch = issued_dispatch(8, acknowledged={0, 1})
+def test_after_the_deadline_one_escalation_and_no_more_reminders(reminder_dispatch, db_app):
+    dispatch = reminder_dispatch(8, acknowledged={0, 1})
     send_due_reminders(vn(2021, 11, 16, 9))
     dispatch.recipients[2].acknowledged_at = vn(2021, 11, 18, 11)
     db.session.commit()
@@ -212,8 +212,8 @@ def test_after_the_deadline_one_escalation_and_no_more_reminders(issued_dispatch
     assert verify_chain() == []
 
 
-def test_late_scheduler_escalates_once_and_marks_overdue_at_the_deadline(issued_dispatch):
-    dispatch = issued_dispatch(3)
+def test_late_scheduler_escalates_once_and_marks_overdue_at_the_deadline(reminder_dispatch):
+    dispatch = reminder_dispatch(3)
     report = send_due_reminders(vn(2021, 11, 23, 10))  # days after the deadline
     assert report.escalations_queued == 1
     assert report.reminders_queued == 0
@@ -222,8 +222,8 @@ def test_late_scheduler_escalates_once_and_marks_overdue_at_the_deadline(issued_
     assert {r.overdue_at for r in recipients} == {vn(2021, 11, 18, 17)}
 
 
-def test_escalation_addresses(issued_dispatch, db_app):
-    dispatch = issued_dispatch(1)
+def test_escalation_addresses(reminder_dispatch, db_app):
+    dispatch = reminder_dispatch(1)
     sender = db_app.config["MAIL_DEFAULT_SENDER"]
     assert escalation_addresses(dispatch) == [CLERK_EMAIL, sender]
 
@@ -236,20 +236,20 @@ def test_escalation_addresses(issued_dispatch, db_app):
     db_app.config["MAIL_DEFAULT_SENDER"] = ("Văn thư Cục", CLERK_EMAIL)
     assert escalation_addresses(dispatch) == [CLERK_EMAIL]  # the same person, once
 
-    unsigned = issued_dispatch(1, number=2, clerk_email=None)
+    unsigned = reminder_dispatch(1, number=2, clerk_email=None)
     assert escalation_addresses(unsigned) == [CLERK_EMAIL]
 
 
-def test_escalation_without_a_clerk_goes_to_leadership(issued_dispatch, db_app):
+def test_escalation_without_a_clerk_goes_to_leadership(reminder_dispatch, db_app):
     db_app.config["DISPATCH_LEADERSHIP_EMAIL"] = "lanhdao@thh.example"
-    dispatch = issued_dispatch(2, clerk_email=None)
+    dispatch = reminder_dispatch(2, clerk_email=None)
     send_due_reminders(vn(2021, 11, 19, 9))
     [escalation] = escalations(dispatch.id)
     assert escalation.to_addrs == ["lanhdao@thh.example"]
 
 
-def test_stopped_reminders_are_respected(issued_dispatch):
-    dispatch = issued_dispatch(5, stopped={1, 4})
+def test_stopped_reminders_are_respected(reminder_dispatch):
+    dispatch = reminder_dispatch(5, stopped={1, 4})
     assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 3
     assert codes_of(reminders(dispatch.id)) == ["01", "03", "04"]
     # Stopped reminders do not excuse the delay: still overdue at the deadline.
@@ -257,18 +257,18 @@ def test_stopped_reminders_are_respected(issued_dispatch):
     assert sorted(report.outcomes[0].overdue) == ["01", "02", "03", "04", "05"]
 
 
-def test_a_letter_never_accepted_is_not_reminded_but_counted(issued_dispatch):
-    dispatch = issued_dispatch(6, unsent={2, 5}, acknowledged={0})
+def test_a_letter_never_accepted_is_not_reminded_but_counted(reminder_dispatch):
+    dispatch = reminder_dispatch(6, unsent={2, 5}, acknowledged={0})
     report = send_due_reminders(vn(2021, 11, 16, 9))
     assert report.reminders_queued == 3
     assert report.not_delivered == 2
     assert codes_of(reminders(dispatch.id)) == ["02", "04", "05"]
 
 
-def test_a_resent_letter_that_was_accepted_counts(issued_dispatch):
+def test_a_resent_letter_that_was_accepted_counts(reminder_dispatch):
     from dispatch import outbox
 
-    dispatch = issued_dispatch(2, unsent={1})
+    dispatch = reminder_dispatch(2, unsent={1})
     recipient = dispatch.recipients[1]
     outbox.enqueue(
         dispatch_id=dispatch.id,
@@ -287,8 +287,8 @@ def test_a_resent_letter_that_was_accepted_counts(issued_dispatch):
     assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 2
 
 
-def test_all_confirmed_completes_the_dispatch(issued_dispatch):
-    dispatch = issued_dispatch(3, acknowledged={0, 1})
+def test_all_confirmed_completes_the_dispatch(reminder_dispatch):
+    dispatch = reminder_dispatch(3, acknowledged={0, 1})
     assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 1
     dispatch.recipients[2].acknowledged_at = vn(2021, 11, 16, 10)
     db.session.commit()
@@ -305,9 +305,9 @@ def test_all_confirmed_completes_the_dispatch(issued_dispatch):
     assert completed == 1
 
 
-def test_disabled_reminders_and_drafts_are_left_alone(issued_dispatch):
-    quiet = issued_dispatch(2, reminders_enabled=False)
-    draft = issued_dispatch(2, number=2)
+def test_disabled_reminders_and_drafts_are_left_alone(reminder_dispatch):
+    quiet = reminder_dispatch(2, reminders_enabled=False)
+    draft = reminder_dispatch(2, number=2)
     draft.status = DispatchStatus.DRAFT
     db.session.commit()
     report = send_due_reminders(vn(2021, 11, 16, 9))
@@ -317,9 +317,9 @@ def test_disabled_reminders_and_drafts_are_left_alone(issued_dispatch):
     assert escalations(quiet.id) == []
 
 
-def test_several_dispatches_each_on_their_own_calendar(issued_dispatch):
-    first = issued_dispatch(2)  # Monday 15/11
-    second = issued_dispatch(3, number=2, issued_at=vn(2021, 11, 17, 9))  # Wednesday
+def test_several_dispatches_each_on_their_own_calendar(reminder_dispatch):
+    first = reminder_dispatch(2)  # Monday 15/11
+    second = reminder_dispatch(3, number=2, issued_at=vn(2021, 11, 17, 9))  # Wednesday
     report = send_due_reminders(vn(2021, 11, 18, 9))
     assert report.reminders_queued == 5
     assert {m.sequence for m in reminders(first.id)} == {3}
@@ -333,8 +333,8 @@ def test_naive_moment_is_refused(db_app):
 
 @on_postgres
 @pytest.mark.postgres
-def test_two_runs_at_once_queue_one_reminder_each(issued_dispatch, db_app):
-    dispatch = issued_dispatch(40, acknowledged={0, 1, 2})
+def test_two_runs_at_once_queue_one_reminder_each(reminder_dispatch, db_app):
+    dispatch = reminder_dispatch(40, acknowledged={0, 1, 2})
     dispatch_id = dispatch.id
     db.session.remove()
     barrier = threading.Barrier(2)
@@ -371,8 +371,8 @@ def test_two_runs_at_once_queue_one_reminder_each(issued_dispatch, db_app):
 
 @on_postgres
 @pytest.mark.postgres
-def test_two_runs_at_once_after_the_deadline_escalate_once(issued_dispatch, db_app):
-    dispatch = issued_dispatch(10, acknowledged={0})
+def test_two_runs_at_once_after_the_deadline_escalate_once(reminder_dispatch, db_app):
+    dispatch = reminder_dispatch(10, acknowledged={0})
     dispatch_id = dispatch.id
     db.session.remove()
     barrier = threading.Barrier(2)
@@ -511,3 +511,20 @@ def test_remind_command_in_its_own_process(smtp_app, smtp_server, outbox_dispatc
     )
     assert bad.returncode == 2
     assert "thời điểm không hợp lệ" in bad.stderr
+
+
+def test_remind_command_names_a_malformed_extra_holiday(db_app):
+    db_app.config["DISPATCH_EXTRA_HOLIDAYS"] = "2021-11-16,16/11/2021"
+    result = db_app.test_cli_runner().invoke(args=["remind", "--at", "2021-11-16T09:00:00+07:00"])
+    assert result.exit_code == 1
+    assert "DISPATCH_EXTRA_HOLIDAYS" in result.output
+    assert "'16/11/2021' không phải là ngày" in result.output
+
+
+def test_configured_holiday_moves_the_reminder(reminder_dispatch, db_app):
+    # 16/11/2021 declared a day off: day 1 becomes Wednesday 17/11.
+    db_app.config["DISPATCH_EXTRA_HOLIDAYS"] = "2021-11-16"
+    dispatch = reminder_dispatch(2)
+    assert send_due_reminders(vn(2021, 11, 16, 9)).reminders_queued == 0
+    assert send_due_reminders(vn(2021, 11, 17, 9)).reminders_queued == 2
+    assert {m.sequence for m in reminders(dispatch.id)} == {1}

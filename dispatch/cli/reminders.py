@@ -14,6 +14,16 @@ from flask.cli import with_appcontext
 from dispatch import clock
 
 
+def _check_calendar() -> None:
+    """Stop at once, with the setting's name, on a malformed DISPATCH_EXTRA_* date."""
+    from dispatch.calendar import CalendarConfigError, calendar_from_config
+
+    try:
+        calendar_from_config(current_app.config)
+    except CalendarConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime:
     if value is None:
         return clock.now()
@@ -39,6 +49,7 @@ def remind_command(at: dt.datetime, no_deliver: bool) -> None:
     """Queue the reminders and escalations due at --at, then send what is due."""
     from dispatch.reminders import send_due_reminders
 
+    _check_calendar()
     report = send_due_reminders(at)
     click.echo(f"Thời điểm: {clock.format_local(at)}")
     for outcome in report.outcomes:
@@ -98,6 +109,7 @@ def scheduler_command(
     """Run the scheduler (sending, reminders, heartbeat) in this process until Ctrl-C."""
     from dispatch.scheduler import Intervals, run_scheduler
 
+    _check_calendar()
     logging.basicConfig(
         level=os.environ.get("DISPATCH_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
