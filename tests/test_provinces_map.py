@@ -1,0 +1,105 @@
+"""The tile map: 63 provinces, one cell each, placed in the S shape of the country."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from dispatch import directory, provinces_map
+from dispatch.provinces_map import TileMapError, TileState, build_map, load_tiles, parse_tiles
+
+pytestmark = pytest.mark.nodb
+
+REFERENCE = Path("/work/shared/reference/provinces-2021.csv")
+
+
+def _by_name() -> dict[str, provinces_map.Tile]:
+    return {tile.name: tile for tile in load_tiles()}
+
+
+def test_every_province_of_2021_has_exactly_one_tile_with_its_name():
+    tiles = load_tiles()
+    known = directory.known_provinces()
+    assert len(tiles) == 63 == len(known)
+    assert {tile.code: tile.name for tile in tiles} == known
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="the shared reference list is not here")
+def test_the_codes_match_the_reference_list_of_provinces():
+    with REFERENCE.open(encoding="utf-8") as file:
+        reference = {row["code"]: row["name"] for row in csv.DictReader(file)}
+    assert {tile.code: tile.name for tile in load_tiles()} == reference
+
+
+def test_no_two_tiles_share_a_cell_and_labels_are_short_and_unique():
+    tiles = load_tiles()
+    cells = [(tile.row, tile.col) for tile in tiles]
+    assert len(set(cells)) == len(cells) == 63
+    labels = [tile.label for tile in tiles]
+    assert len(set(labels)) == 63
+    assert all(re.fullmatch(r"[A-Z]{2,3}", label) for label in labels), labels
+    assert {"HN", "HCM", "HG"} <= set(labels)
+
+
+def test_the_grid_follows_the_s_shape_from_the_north_to_the_mekong():
+    tiles = load_tiles()
+    rows = max(tile.row for tile in tiles) + 1
+    cols = max(tile.col for tile in tiles) + 1
+    assert 18 <= rows <= 24 and 6 <= cols <= 10
+    tile = _by_name()
+    top = min(t.row for t in tiles)
+    # The far north on the top rows, Cà Mau on the bottom row.
+    for name in ("Hà Giang", "Cao Bằng", "Lào Cai"):
+        assert tile[name].row == top, name
+    assert tile["Cà Mau"].row == rows - 1
+    # North to south along the country.
+    order = ["Hà Giang", "Hà Nội", "Thanh Hóa", "Thừa Thiên Huế", "Đà Nẵng", "Khánh Hòa"]
+    order += ["Hồ Chí Minh", "Cần Thơ", "Cà Mau"]
+    assert [tile[n].row for n in order] == sorted(tile[n].row for n in order)
+    # The Red River delta sits around Hà Nội; the Highlands west of the central coast.
+    assert abs(tile["Bắc Ninh"].row - tile["Hà Nội"].row) <= 1
+    for highland, coast in (("Kon Tum", "Quảng Ngãi"), ("Gia Lai", "Bình Định")):
+        assert tile[highland].row == tile[coast].row and tile[highland].col < tile[coast].col
+    # The Mekong delta lies west of Hồ Chí Minh City, the central coast east of Hà Nội.
+    assert tile["An Giang"].col < tile["Hồ Chí Minh"].col
+    assert tile["Đà Nẵng"].col > tile["Hà Nội"].col
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("code,label,name,row,col\n01,HN,Hà Nội,0,0\n01,HX,Hà Nội,0,1\n", "placed twice"),
+        ("code,label,name,row,col\n01,HN,Hà Nội,0,0\n02,HN,Hà Giang,0,1\n", "label HN"),
+        ("code,label,name,row,col\n01,HN,Hà Nội,3,3\n02,HG,Hà Giang,3,3\n", "cell (3, 3)"),
+        ("code,label,name,row,col\n01,HN,Hà Nội,x,0\n", "line 2"),
+        ("code,label,name,row,col\n01,HN,Hà Nội,-1,0\n", "negative"),
+    ],
+)
+def test_bad_tile_data_is_refused(text, message):
+    with pytest.raises(TileMapError, match=re.escape(message)):
+        parse_tiles(text)
+
+
+def test_build_map_lays_out_tiles_without_overlap_and_counts_the_legend():
+    legend = [
+        {"key": "confirmed", "code": "XN", "label": "Đã xác nhận"},
+        {"key": "none", "code": "–", "label": "Không thuộc nơi nhận"},
+    ]
+    drawing = build_map({"01": TileState("confirmed", "Hà Nội", "Đã xác nhận")}, legend)
+    tiles = drawing["tiles"]
+    assert len(tiles) == 63
+    boxes = [(t["x"], t["y"], t["x"] + t["size"], t["y"] + t["size"]) for t in tiles]
+    for i, a in enumerate(boxes):
+        assert a[0] >= 0 and a[1] >= 0
+        assert a[2] <= drawing["width"] and a[3] <= drawing["height"]
+        for b in boxes[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    hanoi = next(t for t in tiles if t["code"] == "01")
+    assert hanoi["status"] == "confirmed" and hanoi["status_code"] == "XN"
+    assert hanoi["title"] == "Hà Nội: Đã xác nhận"
+    camau = next(t for t in tiles if t["code"] == "96")
+    assert camau["status"] == "none" and camau["title"] == "Cà Mau"
+    assert {e["key"]: e["count"] for e in drawing["legend"]} == {"confirmed": 1, "none": 62}
