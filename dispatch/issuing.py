@@ -55,6 +55,7 @@ from dispatch.models import (
     RegisterCounter,
     User,
 )
+from dispatch.uploads import letter_root
 
 PDF_MEDIA_TYPE = "application/pdf"
 DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -181,7 +182,11 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
         if not recipients:
             raise IssueError(f"Công văn mã {dispatch_id} chưa có nơi nhận, không thể ban hành.")
 
-        letter = build_letter(source_from_json(dispatch.source, origin=f"bản nháp {dispatch_id}"))
+        letter = build_letter(
+            source_from_json(dispatch.source, origin=f"bản nháp {dispatch_id}"),
+            # Files uploaded through the web composer live in the draft's own folder.
+            project_root=letter_root(dispatch_id),
+        )
         issued_on = local(at).date()
         deadline_at = deadline_for(
             at, working_days=dispatch.deadline_working_days, hour=dispatch.deadline_hour

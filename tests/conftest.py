@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.letter_source",
     "tests.fixtures.libreoffice",
     "tests.fixtures.evidence",
+    "tests.fixtures.clerks",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -1,0 +1,398 @@
+"""Files a draft carries (tài liệu gửi kèm): checked by what they contain, kept per draft.
+
+A file is accepted only if its bytes are a PDF, a PNG, a JPEG, or a Word/Excel document (DOCX,
+XLSX: a ZIP whose ``[Content_Types].xml`` declares the main part, every part really inflated
+under a budget so that a zip bomb is refused before anyone opens it). The name the browser sent
+and its Content-Type say nothing: an EXE called ``bao-cao.pdf`` is refused, a PNG called
+``so-do.pdf`` is accepted as ``so-do.png``.
+
+Files live under ``DISPATCH_DATA_DIR/uploads/<draft id>/attachments/``; the draft's letter
+source lists them by name in ``meta.attachments``, and ``letter_root`` tells ``build_letter``
+(and so issuing, which archives them with the letter) to look for them there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+
+from dispatch import audit
+from dispatch.drafts import actor_name, ensure_editable, lock_dispatch
+from dispatch.extensions import db
+from dispatch.models import User
+
+UPLOADS_FOLDER = "uploads"
+ATTACHMENTS_FOLDER = "attachments"  # build_letter looks for attachments in <root>/attachments
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+
+# Zip bombs: a DOCX/XLSX may inflate to at most this much in all, at most RATIO times its size,
+# and hold at most this many parts. Real office files stay far below (a text-heavy DOCX
+# inflates about 5–10 times; images do not compress).
+MAX_UNZIPPED = 200 * 1024 * 1024
+MAX_RATIO = 100
+MAX_ZIP_ENTRIES = 5_000
+MAX_CONTENT_TYPES = 1024 * 1024
+MAX_NAME = 120
+
+
+@dataclass(frozen=True)
+class FileType:
+    """What a file is, found from its bytes."""
+
+    label: str  # as clerks know it: "PDF", "Word (DOCX)"
+    extension: str  # the extension the stored name gets: ".pdf"
+    media_type: str
+    extensions: tuple[str, ...]  # extensions already right for this type
+
+
+PDF = FileType("PDF", ".pdf", "application/pdf", (".pdf",))
+PNG = FileType("PNG", ".png", "image/png", (".png",))
+JPEG = FileType("JPEG", ".jpg", "image/jpeg", (".jpg", ".jpeg"))
+DOCX = FileType(
+    "Word (DOCX)",
+    ".docx",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    (".docx",),
+)
+XLSX = FileType(
+    "Excel (XLSX)",
+    ".xlsx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    (".xlsx",),
+)
+# The main part's content type, as [Content_Types].xml declares it, for each office format.
+_OFFICE_MAIN = {
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml": DOCX,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml": XLSX,
+}
+ACCEPTED = "PDF, PNG, JPEG, Word (DOCX) hoặc Excel (XLSX)"
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]+')
+
+
+class UploadError(ValueError):
+    """A file is refused; the message is for clerks (Vietnamese)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file kept for a draft."""
+
+    name: str
+    size: int
+    media_type: str
+    label: str
+
+
+# --- what a file is ---------------------------------------------------------------------------
+
+
+def detect_type(data: bytes, name: str = "tệp") -> FileType:
+    """The type of a file from its first bytes (and, for ZIPs, their parts); ``UploadError``
+    for anything else, a zip bomb included."""
+    if data.startswith(b"%PDF-"):
+        return PDF
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(b"PK\x03\x04"):
+        return _office_type(data, name)
+    what = ""
+    if data.startswith(b"MZ") or data.startswith(b"\x7fELF"):
+        what = " Tệp này là một chương trình chạy được."
+    elif not data:
+        what = " Tệp rỗng."
+    raise UploadError(
+        f"Tệp “{name}” không được chấp nhận: chỉ nhận tệp {ACCEPTED}, kiểm tra theo nội dung "
+        f"tệp chứ không theo tên.{what}"
+    )
+
+
+def _office_type(data: bytes, name: str) -> FileType:
+    """DOCX or XLSX from a ZIP's declared main part, after checking that it is no zip bomb."""
+    refused = f"Tệp “{name}” không phải tài liệu Word (DOCX) hay Excel (XLSX) hợp lệ."
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UploadError(refused) from exc
+    with archive:
+        if len(entries) > MAX_ZIP_ENTRIES:
+            raise UploadError(_bomb(name))
+        if any(info.flag_bits & 0x1 for info in entries):
+            raise UploadError(f"Tệp “{name}” được đặt mật khẩu; hãy gỡ mật khẩu rồi tải lên lại.")
+        declared = sum(info.file_size for info in entries)
+        budget = min(MAX_UNZIPPED, MAX_RATIO * max(len(data), 1))
+        if declared > budget:
+            raise UploadError(_bomb(name))
+        # The sizes in the ZIP's directory are the file's own claim: inflate every part,
+        # counting, and stop as soon as the real total passes the budget.
+        total = 0
+        try:
+            for info in entries:
+                with archive.open(info) as part:
+                    while chunk := part.read(1024 * 1024):
+                        total += len(chunk)
+                        if total > budget:
+                            raise UploadError(_bomb(name))
+            content_types = archive.read("[Content_Types].xml")
+        except KeyError as exc:
+            raise UploadError(refused) from exc
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+            raise UploadError(refused) from exc
+        if len(content_types) > MAX_CONTENT_TYPES:
+            raise UploadError(refused)
+        names = {info.filename for info in entries}
+    try:
+        root = ET.fromstring(content_types)
+    except ET.ParseError as exc:
+        raise UploadError(refused) from exc
+    for element in root:
+        if not element.tag.endswith("Override"):
+            continue
+        file_type = _OFFICE_MAIN.get(element.get("ContentType", ""))
+        part = (element.get("PartName") or "").lstrip("/")
+        if file_type is not None and part in names:
+            return file_type
+    raise UploadError(refused)
+
+
+def _bomb(name: str) -> str:
+    return (
+        f"Tệp “{name}” bị từ chối: khi giải nén, dung lượng tăng bất thường (nghi là “zip bomb”). "
+        "Hãy lưu lại tài liệu bằng Word hoặc Excel rồi tải lên lại."
+    )
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def sanitise_filename(name: str, file_type: FileType | None = None) -> str:
+    """A safe file name: no folders, NFC, Vietnamese letters kept, the extension of its type."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = re.split(r"[/\\]", name)[-1]  # a browser may send "C:\\Users\\…\\tệp.pdf"
+    name = _UNSAFE.sub("_", name)
+    name = " ".join(name.split()).strip(" .")
+    stem, dot, raw = name.rpartition(".")
+    # "v1.2" ends in a version, not an extension: an extension is short and has a letter.
+    if not dot or not (len(raw) <= 5 and raw.isascii() and raw.isalnum() and not raw.isdigit()):
+        stem, raw = name, ""
+    extension = f".{raw.lower()}" if raw else ""
+    if file_type is not None and extension not in file_type.extensions:
+        # The content decides: "so-do.pdf" holding a PNG is kept as "so-do.png", so that no
+        # program on the receiving side opens a PNG as a PDF.
+        extension = file_type.extension
+    stem = stem.strip(" .")[: MAX_NAME - len(extension)].rstrip(" .") or "tep-dinh-kem"
+    return f"{stem}{extension}"
+
+
+# --- where files live -------------------------------------------------------------------------
+
+
+def max_upload() -> int:
+    """The largest file accepted, in bytes (``DISPATCH_MAX_UPLOAD`` → ``MAX_CONTENT_LENGTH``)."""
+    return int(current_app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_UPLOAD)
+
+
+def human_size(size: int) -> str:
+    """'20 MB', '512 KB' — sizes as clerks read them."""
+    if size >= 1024 * 1024:
+        value = size / (1024 * 1024)
+        return f"{value:.0f} MB" if value >= 10 or value.is_integer() else f"{value:.1f} MB"
+    if size >= 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size} byte"
+
+
+def too_large_message() -> str:
+    """What a clerk is told when a request is over the size limit."""
+    return (
+        f"Tệp tải lên quá lớn: mỗi lần gửi tối đa {human_size(max_upload())}. "
+        "Hãy nén hoặc chia nhỏ tệp rồi tải lên lại."
+    )
+
+
+def upload_root(dispatch_id: int) -> Path:
+    """The draft's folder of uploads: ``DISPATCH_DATA_DIR/uploads/<id>``."""
+    return Path(current_app.config["DISPATCH_DATA_DIR"]) / UPLOADS_FOLDER / str(dispatch_id)
+
+
+def attachments_dir(dispatch_id: int) -> Path:
+    """Where the draft's files are kept."""
+    return upload_root(dispatch_id) / ATTACHMENTS_FOLDER
+
+
+def letter_root(dispatch_id: int) -> Path | None:
+    """The ``project_root`` under which ``build_letter`` finds this draft's attachments.
+
+    None (the project's own ``attachments/``) for a draft that never had a file uploaded, such
+    as one created by ``dispatch draft create`` from a folder.
+    """
+    return upload_root(dispatch_id) if attachments_dir(dispatch_id).is_dir() else None
+
+
+def stored_files(dispatch_id: int, names: list[str]) -> list[StoredFile]:
+    """The draft's listed attachments that are on disk, in the listed order."""
+    from dispatch import PROJECT_ROOT
+
+    folder = (letter_root(dispatch_id) or PROJECT_ROOT) / ATTACHMENTS_FOLDER
+    files = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            continue
+        kind = _kind_from_name(name)
+        files.append(StoredFile(name, path.stat().st_size, kind.media_type, kind.label))
+    return files
+
+
+def _kind_from_name(name: str) -> FileType:
+    # Names are ours: ``add_attachment`` gave each the extension of its checked content.
+    for kind in (PDF, PNG, JPEG, DOCX):
+        if name.lower().endswith(kind.extensions):
+            return kind
+    return XLSX
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a file atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def adopt_project_attachments(dispatch_id: int, names: list[str]) -> None:
+    """Copy the project attachments a draft made from a folder lists into its own uploads.
+
+    Called before the first upload to such a draft: from then on its files are looked for in
+    its uploads folder only, so the ones it already carried must be there too.
+    """
+    from dispatch import PROJECT_ROOT
+
+    folder = attachments_dir(dispatch_id)
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = (PROJECT_ROOT / "attachments" / name).resolve()
+        if source.is_file() and source.is_relative_to((PROJECT_ROOT / "attachments").resolve()):
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
+# --- changing a draft's files -----------------------------------------------------------------
+
+
+def add_attachment(
+    dispatch_id: int, filename: str, data: bytes, *, actor: User | None, at: dt.datetime
+) -> StoredFile:
+    """Check a file by its content, keep it with the draft and list it in the letter source.
+
+    The caller commits; ``UploadError`` (nothing kept) for a refused file and ``DispatchFrozen``
+    for an issued dispatch.
+    """
+    dispatch = lock_dispatch(dispatch_id)
+    ensure_editable(dispatch)
+    shown = unicodedata.normalize("NFC", re.split(r"[/\\]", filename or "")[-1]) or "tệp"
+    if len(data) > max_upload():
+        raise UploadError(
+            f"Tệp “{shown}” dài {human_size(len(data))}, vượt giới hạn {human_size(max_upload())}."
+        )
+    file_type = detect_type(data, shown)
+    source = dict(dispatch.source or {})
+    meta = dict(source.get("meta") or {})
+    names = [n for n in meta.get("attachments") or [] if isinstance(n, str)]
+    adopt_project_attachments(dispatch_id, names)
+    folder = attachments_dir(dispatch_id)
+    taken = {n.casefold() for n in names} | {p.name.casefold() for p in folder.iterdir()}
+    name = sanitise_filename(filename, file_type)
+    name = _unique_casefold(name, taken)
+    _write(folder / name, data)
+    meta["attachments"] = [*names, name]
+    source["meta"] = meta
+    dispatch.source = source
+    dispatch.updated_at = at
+    audit.record(
+        "dispatch.attachment_added",
+        actor=actor_name(actor),
+        at=at,
+        object_type="dispatch",
+        object_id=dispatch.id,
+        dispatch_id=dispatch.id,
+        details={
+            "filename": name,
+            "uploaded_as": shown[:200],
+            "media_type": file_type.media_type,
+            "size": len(data),
+        },
+    )
+    db.session.flush()
+    return StoredFile(name, len(data), file_type.media_type, file_type.label)
+
+
+def _unique_casefold(name: str, taken: set[str]) -> str:
+    # Case-insensitive, so two names never collide on a case-insensitive disk or archive.
+    candidate = name
+    counter = 2
+    stem, dot, extension = name.rpartition(".")
+    while candidate.casefold() in taken:
+        candidate = f"{stem}-{counter}.{extension}" if dot else f"{name}-{counter}"
+        counter += 1
+    return candidate
+
+
+def remove_attachment(dispatch_id: int, name: str, *, actor: User | None, at: dt.datetime) -> bool:
+    """Take a file off the draft (list and disk); False if it was not there. The caller commits."""
+    dispatch = lock_dispatch(dispatch_id)
+    ensure_editable(dispatch)
+    source = dict(dispatch.source or {})
+    meta = dict(source.get("meta") or {})
+    names = [n for n in meta.get("attachments") or [] if isinstance(n, str)]
+    if name not in names:
+        return False
+    names.remove(name)
+    if names:
+        meta["attachments"] = names
+    else:
+        meta.pop("attachments", None)
+    source["meta"] = meta
+    dispatch.source = source
+    dispatch.updated_at = at
+    path = attachments_dir(dispatch_id) / name
+    if path.resolve().is_relative_to(attachments_dir(dispatch_id).resolve()):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    audit.record(
+        "dispatch.attachment_removed",
+        actor=actor_name(actor),
+        at=at,
+        object_type="dispatch",
+        object_id=dispatch.id,
+        dispatch_id=dispatch.id,
+        details={"filename": name},
+    )
+    db.session.flush()
+    return True

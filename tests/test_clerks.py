@@ -1,0 +1,520 @@
+"""The clerks' pages through the Flask test client, on the real database: compose (invalid drafts
+kept), preview, issue with its confirmation, autosave, the status page, the directory, roles
+and CSRF."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import select
+
+from dispatch.extensions import db
+from dispatch.models import (
+    AuditEntry,
+    Dispatch,
+    DispatchStatus,
+    Organisation,
+    OutboxMessage,
+    Role,
+)
+from tests.fixtures.clerks import (
+    csrf_of,
+    draft_id_from,
+    field_value,
+    office,
+    post_form,
+    valid_fields,
+)
+
+
+def _actions(dispatch_id: int | None = None) -> list[str]:
+    query = select(AuditEntry.action).order_by(AuditEntry.id)
+    if dispatch_id is not None:
+        query = query.where(AuditEntry.dispatch_id == dispatch_id)
+    return list(db.session.execute(query).scalars())
+
+
+def _pdf_text(data: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def _compose(client, data: dict, url: str = "/dispatches/new"):
+    return post_form(client, url, data, token_from=url if url.endswith("/new") else "/")
+
+
+# --- compose, preview, issue -------------------------------------------------------------------
+
+
+def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk):
+    clerk = desk.clerk
+    page = clerk.get("/dispatches/new")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Soạn công văn mới" in html and 'name="body"' in html
+    assert field_value(html, "issuing_agency") == "Cục Tin học hoá"  # the office's usual values
+    assert "<legend>Người ký</legend>" in html and 'for="f-subject"' in html
+
+    # 1. A wrong letter is saved all the same, with every value as typed.
+    body = "Đoạn văn chưa có dấu kết thúc"
+    response = _compose(
+        clerk,
+        valid_fields(subject="", date="32/13/2021", body=body, signer_name="TS. Nguyễn Văn A"),
+    )
+    assert response.status_code == 303
+    draft_id = draft_id_from(response)
+    draft = db.session.get(Dispatch, draft_id)
+    # No readable date: the offices valid today are taken (it is the date that is wrong).
+    assert draft.status is DispatchStatus.DRAFT and len(draft.recipients) >= 62
+    assert draft.source["meta"]["date"] == "32/13/2021"  # kept as typed
+    assert draft.source["body"].startswith(body)
+
+    html = clerk.get(f"/dispatches/{draft_id}/edit").get_data(as_text=True)
+    assert "chưa thể ban hành" in html
+    assert field_value(html, "date") == "32/13/2021"
+    assert field_value(html, "body").startswith(body)
+    assert field_value(html, "signer_name") == "TS. Nguyễn Văn A"
+    assert field_value(html, "addressees").startswith("Các Sở Thông tin và Truyền thông")
+    # Each error sits next to its field and is tied to it for screen readers.
+    assert 'id="f-subject-loi"' in html and "Vui lòng nhập trích yếu" in html
+    assert re.search(r'id="f-subject"[^>]*aria-describedby="[^"]*f-subject-loi', html)
+    assert 'id="f-date-loi"' in html and "ngày/tháng/năm" in html
+    assert 'id="f-body-loi"' in html and "./." in html
+    assert 'id="f-signer_name-loi"' in html and "học hàm, học vị" in html
+    assert 'href="#f-subject"' in html  # the summary links to the field
+
+    # The preview of an invalid draft says why in Vietnamese instead of failing.
+    preview = clerk.get(f"/dispatches/{draft_id}/preview.pdf")
+    assert preview.status_code == 422 and "Chưa xem trước được" in preview.get_data(as_text=True)
+
+    # 2. Corrected: no more errors, and the preview is a PDF with a blank number and day.
+    response = _compose(
+        clerk, valid_fields(recipients_group=""), url=f"/dispatches/{draft_id}/edit"
+    )
+    assert response.status_code == 303 and draft_id_from(response) == draft_id
+    html = clerk.get(f"/dispatches/{draft_id}/edit").get_data(as_text=True)
+    assert "error-summary" not in html
+    db.session.expire_all()
+    assert len(db.session.get(Dispatch, draft_id).recipients) == 63  # the offices of 11/2021
+    preview = clerk.get(f"/dispatches/{draft_id}/preview.pdf")
+    assert preview.status_code == 200 and preview.mimetype == "application/pdf"
+    assert preview.data.startswith(b"%PDF-")
+    text = _pdf_text(preview.data)
+    assert re.search(r"Số:\s+/THH-VP", text)
+    assert re.search(r"ngày\s+tháng 11 năm 2021", text)
+    assert "KT. CỤC TRƯỞNG" in text and "Nguyễn Phú Tiến" in text
+
+    # 3. The confirmation step shows the number issuing will take.
+    page = clerk.get(f"/dispatches/{draft_id}/issue")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Số dự kiến: 01/THH-VP" in html and "63 cơ quan" in html
+    assert "xác nhận khi bấm" in html
+
+    # 4. Issuing: number 01 of the year, frozen, letters queued.
+    token = csrf_token = csrf_of(clerk, f"/dispatches/{draft_id}/issue")
+    response = clerk.post(f"/dispatches/{draft_id}/issue", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(f"/dispatches/{draft_id}")
+    db.session.expire_all()
+    issued = db.session.get(Dispatch, draft_id)
+    assert issued.status is DispatchStatus.ISSUED and issued.number == 1
+    assert issued.number_and_symbol == "01/THH-VP"
+    assert issued.issued_by_id == desk.users[Role.CLERK].id
+    queued = db.session.execute(
+        select(OutboxMessage).where(OutboxMessage.dispatch_id == draft_id)
+    ).scalars()
+    assert len(list(queued)) == 63
+    page = clerk.get(f"/dispatches/{draft_id}").get_data(as_text=True)
+    assert "01/THH-VP" in page and "Đã ban hành công văn số 01/THH-VP" in page
+
+    # 5. Frozen: the composer refuses it and nothing changes.
+    response = clerk.get(f"/dispatches/{draft_id}/edit")
+    assert response.status_code == 303
+    assert "không sửa được" in clerk.get(f"/dispatches/{draft_id}").get_data(as_text=True)
+    before = dict(issued.source)
+    response = post_form(
+        clerk, f"/dispatches/{draft_id}/edit", valid_fields(subject="đổi sau khi ban hành")
+    )
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).source == before
+    again = post_form(clerk, f"/dispatches/{draft_id}/autosave", valid_fields(subject="đổi"))
+    assert again.status_code == 409 and "đã ban hành" in again.get_json()["message"]
+    assert csrf_token
+
+    # The next draft of the year would take 02.
+    response = _compose(clerk, valid_fields(subject="công văn thứ hai"))
+    second = draft_id_from(response)
+    assert "Số dự kiến: 02/THH-VP" in clerk.get(f"/dispatches/{second}/issue").get_data(
+        as_text=True
+    )
+    actions = _actions(draft_id)
+    assert actions[0] == "dispatch.drafted" and "dispatch.draft_updated" in actions
+    assert "dispatch.issued" in actions
+
+
+def test_appendices_are_added_and_removed_without_javascript(desk):
+    clerk = desk.clerk
+    draft_id = draft_id_from(_compose(clerk, valid_fields()))
+    url = f"/dispatches/{draft_id}/edit"
+    html = clerk.get(url).get_data(as_text=True)
+    assert 'name="appendix-0-title"' in html and 'name="appendix-1-title"' not in html
+
+    # "Thêm phụ lục" saves and shows one more empty slot.
+    response = post_form(
+        clerk,
+        url,
+        valid_fields(
+            **{"appendix-0-title": "Danh sách đầu mối", "appendix-0-body": "Nội dung./."},
+            action="add_appendix",
+        ),
+    )
+    assert response.status_code == 303 and "slots=2" in response.headers["Location"]
+    html = clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert field_value(html, "appendix-0-title") == "Danh sách đầu mối"
+    assert 'name="appendix-2-title"' in html  # the appendix and two empty slots
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).source["appendices"] == [
+        {"title": "Danh sách đầu mối", "body": "Nội dung./.\n"}
+    ]
+
+    # An appendix without its closing mark is kept, with the error on its body.
+    post_form(
+        clerk,
+        url,
+        valid_fields(
+            appendix_count="2",
+            **{
+                "appendix-0-title": "Danh sách đầu mối",
+                "appendix-0-body": "Nội dung./.",
+                "appendix-1-title": "Bảng tổng hợp",
+                "appendix-1-body": "Chưa xong",
+            },
+        ),
+    )
+    html = clerk.get(url).get_data(as_text=True)
+    assert 'id="f-appendix-1-body-loi"' in html and "Phụ lục 2: nội dung" in html
+
+    # "Xoá phụ lục 2" removes it.
+    post_form(
+        clerk,
+        url,
+        valid_fields(
+            appendix_count="2",
+            action="remove_appendix:1",
+            **{
+                "appendix-0-title": "Danh sách đầu mối",
+                "appendix-0-body": "Nội dung./.",
+                "appendix-1-title": "Bảng tổng hợp",
+                "appendix-1-body": "Chưa xong",
+            },
+        ),
+    )
+    db.session.expire_all()
+    assert [a["title"] for a in db.session.get(Dispatch, draft_id).source["appendices"]] == [
+        "Danh sách đầu mối"
+    ]
+
+
+def test_recipients_are_picked_from_the_group_and_the_search(desk):
+    clerk = desk.clerk
+    draft_id = draft_id_from(_compose(clerk, valid_fields()))
+    url = f"/dispatches/{draft_id}/edit"
+    ca_mau, bac_lieu = office("96"), office("95")
+    ticked = [str(o.id) for o in db.session.get(Dispatch, draft_id).recipients]
+    assert len(ticked) == 63
+
+    # Untick Cà Mau: the checkboxes were drawn for this group, so what is ticked is the choice.
+    keep = [i for i in ticked if i != str(ca_mau.id)]
+    post_form(clerk, url, {**valid_fields(recipients_group="so-tttt-2021"), "recipient": keep})
+    db.session.expire_all()
+    chosen = {r.organisation_id for r in db.session.get(Dispatch, draft_id).recipients}
+    assert len(chosen) == 62 and ca_mau.id not in chosen
+
+    # The search (without JavaScript) saves and lists matches, accents ignored.
+    response = post_form(
+        clerk,
+        url,
+        {
+            **valid_fields(recipients_group="so-tttt-2021"),
+            "recipient": keep,
+            "action": "search",
+            "q": "ca mau",
+        },
+    )
+    assert response.status_code == 303 and "q=ca+mau" in response.headers["Location"]
+    html = clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Kết quả tìm" in html and "Cà Mau" in html
+    assert re.search(rf'<input type="checkbox" name="recipient" value="{ca_mau.id}"', html)
+
+    # JSON search for the script.
+    found = clerk.get("/directory/search.json?q=bac lieu").get_json()["offices"]
+    assert [o["id"] for o in found] == [bac_lieu.id]
+
+    # Nobody ticked: saved, but it cannot be issued.
+    post_form(clerk, url, valid_fields(recipients_group="so-tttt-2021"))
+    html = clerk.get(f"/dispatches/{draft_id}/issue").get_data(as_text=True)
+    assert "Chưa thể ban hành" in html and "Chưa chọn nơi nhận" in html
+    assert f'action="/dispatches/{draft_id}/issue"' not in html
+
+
+def test_autosave_creates_then_updates_a_draft_as_json(desk):
+    clerk = desk.clerk
+    token = csrf_of(clerk, "/dispatches/new")
+    headers = {"X-CSRFToken": token, "Accept": "application/json"}
+    fields = valid_fields(subject="")
+    response = clerk.post("/dispatches/autosave", data=fields, headers=headers)
+    assert response.status_code == 201
+    data = response.get_json()
+    draft_id = data["id"]
+    assert data["created"] is True and data["valid"] is False
+    assert "subject" in data["errors"] and "trích yếu" in data["errors"]["subject"]
+    assert data["urls"]["edit"] == f"/dispatches/{draft_id}/edit"
+    assert data["urls"]["autosave"] == f"/dispatches/{draft_id}/autosave"
+
+    fields["subject"] = "tự động lưu"
+    response = clerk.post(f"/dispatches/{draft_id}/autosave", data=fields, headers=headers)
+    assert response.status_code == 200
+    data = response.get_json()
+    assert data["changed"] is True and data["valid"] is True and data["errors"] == {}
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).subject == "tự động lưu"
+
+    # The same content again changes nothing and writes no audit entry.
+    count = len(_actions(draft_id))
+    response = clerk.post(f"/dispatches/{draft_id}/autosave", data=fields, headers=headers)
+    assert response.get_json()["changed"] is False
+    assert len(_actions(draft_id)) == count
+    assert _actions(draft_id)[:2] == ["dispatch.drafted", "dispatch.draft_updated"]
+    entry = db.session.execute(
+        select(AuditEntry).where(
+            AuditEntry.dispatch_id == draft_id, AuditEntry.action == "dispatch.draft_updated"
+        )
+    ).scalar_one()
+    assert entry.actor == desk.users[Role.CLERK].email and "subject" in entry.details["changed"]
+
+    # Without the token: refused.
+    response = clerk.post(f"/dispatches/{draft_id}/autosave", data=fields)
+    assert response.status_code == 400
+
+
+# --- watching delivery ------------------------------------------------------------------------
+
+
+def test_the_status_page_refreshes_while_letters_are_in_flight(
+    desk, issued_dispatch, smtp_server, app
+):
+    dispatch = issued_dispatch()
+    page = desk.clerk.get(f"/dispatches/{dispatch.id}").get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="15">' in page  # inside <noscript>
+    assert f'data-status-url="/dispatches/{dispatch.id}/status.json"' in page
+    assert "Gửi ngay" in page and page.count("Xử lý") == 63
+    status = desk.clerk.get(f"/dispatches/{dispatch.id}/status.json").get_json()
+    assert status["in_flight"] is True and status["counts"]["total"] == 63
+    assert {r["delivery"] for r in status["recipients"]} == {"queued"}
+
+    # "Gửi ngay" sends the due letters over SMTP at once.
+    smtp_server.configure(app)
+    smtp_server.handler.reject["sotttt.camau@tinh.example"] = "550 5.1.1 Hộp thư không tồn tại"
+    response = post_form(desk.clerk, f"/dispatches/{dispatch.id}/deliver", {})
+    assert response.status_code == 303
+    assert len(smtp_server.messages) >= 62
+    status = desk.clerk.get(f"/dispatches/{dispatch.id}/status.json").get_json()
+    assert status["in_flight"] is False
+    page = desk.clerk.get(f"/dispatches/{dispatch.id}").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in page
+    assert "Gửi ngay: đã gửi" in page
+    failed = [r for r in status["recipients"] if r["delivery"] == "failed"]
+    for row in failed:
+        assert row["delivery_label"] == "gửi lỗi" and row["delivery_detail"].startswith("5")
+    assert _actions(dispatch.id).count("outbox.delivery_requested") == 1
+
+    # Leaders read the page, without the buttons.
+    page = desk.leader.get(f"/dispatches/{dispatch.id}").get_data(as_text=True)
+    assert "Gửi ngay" not in page and "Xử lý" not in page
+
+
+def test_the_list_has_tabs_by_status(desk, issued_dispatch):
+    issued = issued_dispatch()
+    draft_id = draft_id_from(_compose(desk.clerk, valid_fields(subject="bản nháp trong danh sách")))
+    drafts_tab = desk.clerk.get("/?status=draft").get_data(as_text=True)
+    assert "bản nháp trong danh sách" in drafts_tab and issued.subject not in drafts_tab
+    assert f"/dispatches/{draft_id}/edit" in drafts_tab  # "Soạn tiếp"
+    issued_tab = desk.clerk.get("/?status=issued").get_data(as_text=True)
+    assert issued.subject in issued_tab and "bản nháp trong danh sách" not in issued_tab
+    assert "đã xác nhận 0/63" in issued_tab
+    assert 'aria-current="page"' in issued_tab
+    leader_home = desk.leader.get("/").get_data(as_text=True)
+    assert "Soạn công văn mới" not in leader_home and "Soạn tiếp" not in leader_home
+    assert "Soạn công văn mới" in desk.clerk.get("/").get_data(as_text=True)
+
+
+# --- directory ---------------------------------------------------------------------------------
+
+
+def test_directory_search_ignores_accents(desk):
+    html = desk.clerk.get("/directory?q=bac lieu").get_data(as_text=True)
+    assert "Bạc Liêu" in html and "Sở Văn hoá, Thông tin, Thể thao và Du lịch" in html
+    assert "Hà Nội" not in html.split("<tbody>")[1]
+    assert "1 kết quả" in html
+    assert "/directory/import" not in html  # a clerk reads, only an admin edits
+    assert "/directory/import" in desk.admin.get("/directory").get_data(as_text=True)
+    export = desk.clerk.get("/directory/export.csv")
+    assert export.status_code == 200 and export.mimetype == "text/csv"
+    assert export.get_data(as_text=True).lstrip("\ufeff").startswith("code,province,")
+
+
+def test_an_admin_edits_an_office(desk):
+    ca_mau = office("96")
+    assert ca_mau.email_is_placeholder
+    url = f"/directory/{ca_mau.id}/edit"
+    assert desk.clerk.get(url).status_code == 403
+    page = desk.admin.get(url).get_data(as_text=True)
+    assert field_value(page, "email") == ca_mau.email
+
+    bad = post_form(
+        desk.admin,
+        url,
+        {
+            "name": ca_mau.name,
+            "email": "khong-phai-dia-chi",
+            "cc": "",
+            "agency_id": "123",
+            "valid_from": "31/02/2021",
+            "valid_to": "",
+        },
+        token_from=url,
+    )
+    assert bad.status_code == 422
+    html = bad.get_data(as_text=True)
+    assert "không hợp lệ" in html and "XXX.YY.ZZ.Lnn" in html and "không phải ngày hợp lệ" in html
+    assert field_value(html, "email") == "khong-phai-dia-chi"  # what was typed stays
+    db.session.expire_all()
+    assert office("96").email == ca_mau.email
+
+    good = post_form(
+        desk.admin,
+        url,
+        {
+            "name": ca_mau.name,
+            "email": "stttt@camau.gov.vn",
+            "cc": "vanthu@camau.gov.vn",
+            "agency_id": "000.00.00.H12",
+            "valid_from": "",
+            "valid_to": "",
+        },
+        token_from=url,
+    )
+    assert good.status_code == 303
+    db.session.expire_all()
+    edited = office("96")
+    assert edited.email == "stttt@camau.gov.vn" and edited.cc == ["vanthu@camau.gov.vn"]
+    assert not edited.email_is_placeholder
+    assert "camau gov vn" in edited.search_text.replace(".", " ")
+    entry = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "organisation.updated")
+    ).scalar_one()
+    assert entry.actor == desk.users[Role.ADMIN].email
+    assert entry.details["email"]["to"] == "stttt@camau.gov.vn"
+
+
+def test_directory_import_lists_bad_rows_and_imports_nothing(desk):
+    csv_text = desk.admin.get("/directory/export.csv").get_data(as_text=True)
+    lines = csv_text.lstrip("\ufeff").splitlines()
+    broken = list(lines)
+    broken[2] = broken[2].replace("@", " at ", 1)  # line 3: a bad address
+    response = post_form(
+        desk.admin,
+        "/directory/import",
+        {"file": (io.BytesIO("\n".join(broken).encode()), "danh-ba.csv")},
+        token_from="/directory/import",
+    )
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "Dòng 3:" in html and "chưa có thay đổi nào" in html
+
+    changed = [line.replace("sotttt.hanoi@tinh.example", "stttt@hanoi.gov.vn") for line in lines]
+    response = post_form(
+        desk.admin,
+        "/directory/import",
+        {"file": (io.BytesIO("\n".join(changed).encode("utf-8-sig")), "danh-ba.csv")},
+        token_from="/directory/import",
+    )
+    assert response.status_code == 303
+    db.session.expire_all()
+    hanoi = db.session.execute(
+        select(Organisation).where(Organisation.province_code == "01")
+    ).scalar_one()
+    assert hanoi.email == "stttt@hanoi.gov.vn" and not hanoi.email_is_placeholder
+    assert (
+        post_form(
+            desk.clerk,
+            "/directory/import",
+            {"file": (io.BytesIO(b"code\n"), "x.csv")},
+        ).status_code
+        == 403
+    )
+
+
+# --- roles and CSRF ----------------------------------------------------------------------------
+
+
+def test_a_leader_cannot_compose_issue_or_change_anything(desk, issued_dispatch):
+    issued = issued_dispatch()
+    draft_id = draft_id_from(_compose(desk.clerk, valid_fields()))
+    recipient = issued.recipients[0]
+    leader = desk.leader
+    for url in (
+        "/dispatches/new",
+        f"/dispatches/{draft_id}/edit",
+        f"/dispatches/{draft_id}/issue",
+        f"/dispatches/{draft_id}/preview.pdf",
+        f"/dispatches/{issued.id}/recipients/{recipient.id}",
+        "/directory",
+        "/register",
+        f"/directory/{recipient.organisation_id}/edit",
+        "/directory/import",
+    ):
+        response = leader.get(url)
+        assert response.status_code == 403, url
+        assert "không có quyền" in response.get_data(as_text=True)
+    token = csrf_of(leader, "/")
+    posts = (
+        "/dispatches/new",
+        "/dispatches/autosave",
+        f"/dispatches/{draft_id}/edit",
+        f"/dispatches/{draft_id}/autosave",
+        f"/dispatches/{draft_id}/issue",
+        f"/dispatches/{issued.id}/deliver",
+        f"/dispatches/{issued.id}/recipients/{recipient.id}/resend",
+        f"/dispatches/{issued.id}/recipients/{recipient.id}/address",
+        f"/dispatches/{issued.id}/recipients/{recipient.id}/phone",
+        f"/dispatches/{issued.id}/recipients/{recipient.id}/reminders",
+        f"/directory/{recipient.organisation_id}/edit",
+        "/directory/import",
+    )
+    audit_before = len(_actions())
+    for url in posts:
+        response = leader.post(url, data={**valid_fields(), "csrf_token": token})
+        assert response.status_code == 403, url
+    assert len(_actions()) == audit_before
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).status is DispatchStatus.DRAFT
+    # Leaders still read the dispatch page.
+    assert leader.get(f"/dispatches/{issued.id}").status_code == 200
+
+
+def test_a_post_without_the_csrf_token_is_refused(desk):
+    response = desk.clerk.post("/dispatches/new", data=valid_fields())
+    assert response.status_code == 400
+    assert "mã bảo vệ" in response.get_data(as_text=True)
+    assert db.session.execute(select(Dispatch)).first() is None
+
+
+@pytest.mark.parametrize("url", ["/dispatches/new", "/register", "/directory"])
+def test_signed_out_visitors_are_sent_to_sign_in(client, db_app, url):
+    response = client.get(url)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]

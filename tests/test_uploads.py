@@ -1,0 +1,266 @@
+"""Files attached to a draft: checked by content (not name), zip bombs refused, names made safe,
+size limits answered in Vietnamese, kept per draft and archived with the letter at issuing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import unicodedata
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dispatch import uploads
+from dispatch.extensions import db
+from dispatch.models import AuditEntry, Dispatch, Document, OutboxMessage
+from tests.fixtures.clerks import (
+    csrf_of,
+    docx_bytes,
+    draft_id_from,
+    exe_bytes,
+    pdf_bytes,
+    png_bytes,
+    post_form,
+    valid_fields,
+    xlsx_bytes,
+    zip_bomb_docx,
+)
+
+# --- by content --------------------------------------------------------------------------------
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (pdf_bytes(), uploads.PDF),
+        (png_bytes(), uploads.PNG),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64, uploads.JPEG),
+        (docx_bytes(), uploads.DOCX),
+        (xlsx_bytes(), uploads.XLSX),
+    ],
+)
+def test_types_are_told_by_their_bytes(data, expected):
+    assert uploads.detect_type(data, "tệp") is expected
+
+
+@pytest.mark.nodb
+def test_a_program_renamed_pdf_is_refused():
+    with pytest.raises(uploads.UploadError) as caught:
+        uploads.detect_type(exe_bytes(), "bao-cao.pdf")
+    message = str(caught.value)
+    assert "bao-cao.pdf" in message and "chương trình" in message and "PDF, PNG" in message
+
+
+@pytest.mark.nodb
+def test_a_zip_bomb_in_a_docx_is_refused():
+    bomb = zip_bomb_docx()
+    assert len(bomb) < 1024 * 1024  # tiny on the wire …
+    with pytest.raises(uploads.UploadError, match="zip bomb"):
+        uploads.detect_type(bomb, "danh-sach.docx")
+
+
+@pytest.mark.nodb
+def test_a_zip_that_is_not_an_office_document_is_refused():
+    out = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("readme.txt", "xin chào")
+    with pytest.raises(uploads.UploadError, match="Word"):
+        uploads.detect_type(out.getvalue(), "tai-lieu.docx")
+    # A DOCX whose declared main part is missing is no DOCX either.
+    source = zipfile.ZipFile(io.BytesIO(docx_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info in source.infolist():
+            if info.filename != "word/document.xml":
+                archive.writestr(info.filename, source.read(info.filename))
+    with pytest.raises(uploads.UploadError):
+        uploads.detect_type(out.getvalue(), "tai-lieu.docx")
+
+
+@pytest.mark.nodb
+def test_file_names_are_made_safe_keeping_vietnamese():
+    nfd = unicodedata.normalize("NFD", "Báo cáo tổng hợp.pdf")
+    assert uploads.sanitise_filename(nfd, uploads.PDF) == "Báo cáo tổng hợp.pdf"
+    assert uploads.sanitise_filename(nfd, uploads.PDF) == unicodedata.normalize(
+        "NFC", "Báo cáo tổng hợp.pdf"
+    )
+    assert uploads.sanitise_filename("C:\\Users\\vt\\Đề án.docx", uploads.DOCX) == "Đề án.docx"
+    assert uploads.sanitise_filename("../../etc/passwd", uploads.PDF) == "passwd.pdf"
+    assert uploads.sanitise_filename("sơ đồ.pdf", uploads.PNG) == "sơ đồ.png"  # content wins
+    assert uploads.sanitise_filename("ảnh.JPEG", uploads.JPEG) == "ảnh.jpeg"
+    assert uploads.sanitise_filename("kế hoạch v1.2", uploads.PDF) == "kế hoạch v1.2.pdf"
+    assert uploads.sanitise_filename('a<b>:"c|?*\x00\x1f.pdf', uploads.PDF) == "a_b_c_.pdf"
+    assert uploads.sanitise_filename("...", uploads.PDF) == "tep-dinh-kem.pdf"
+    assert len(uploads.sanitise_filename("x" * 500 + ".pdf", uploads.PDF)) <= uploads.MAX_NAME
+
+
+# --- through the composer ----------------------------------------------------------------------
+
+
+def _draft(desk) -> int:
+    response = post_form(
+        desk.clerk, "/dispatches/new", valid_fields(), token_from="/dispatches/new"
+    )
+    return draft_id_from(response)
+
+
+def _upload(desk, draft_id: int, data: bytes, name: str):
+    return post_form(
+        desk.clerk,
+        f"/dispatches/{draft_id}/edit",
+        {**valid_fields(), "action": "upload", "attachment": (io.BytesIO(data), name)},
+    )
+
+
+def _names(draft_id: int) -> list[str]:
+    db.session.expire_all()
+    return db.session.get(Dispatch, draft_id).source["meta"].get("attachments", [])
+
+
+def test_a_pdf_is_kept_with_the_draft_and_archived_at_issuing(desk, app, smtp_server):
+    draft_id = _draft(desk)
+    data = pdf_bytes("Danh sách đầu mối")
+    response = _upload(desk, draft_id, data, "Danh sách đầu mối.pdf")
+    assert response.status_code == 303
+    assert _names(draft_id) == ["Danh sách đầu mối.pdf"]
+    stored = Path(app.config["DISPATCH_DATA_DIR"]) / "uploads" / str(draft_id) / "attachments"
+    assert (stored / "Danh sách đầu mối.pdf").read_bytes() == data
+    page = desk.clerk.get(f"/dispatches/{draft_id}/edit").get_data(as_text=True)
+    assert "Danh sách đầu mối.pdf" in page and "remove_attachment:Danh sách đầu mối.pdf" in page
+    entry = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "dispatch.attachment_added")
+    ).scalar_one()
+    assert entry.details["filename"] == "Danh sách đầu mối.pdf"
+
+    # Issued: the archive holds the same bytes, and the letter e-mail carries them.
+    token = csrf_of(desk.clerk, f"/dispatches/{draft_id}/issue")
+    assert "Danh sách đầu mối.pdf" in desk.clerk.get(f"/dispatches/{draft_id}/issue").get_data(
+        as_text=True
+    )
+    response = desk.clerk.post(f"/dispatches/{draft_id}/issue", data={"csrf_token": token})
+    assert response.status_code == 303
+    db.session.expire_all()
+    document = db.session.execute(
+        select(Document).where(Document.dispatch_id == draft_id, Document.kind == "attachment")
+    ).scalar_one()
+    assert document.filename == "Danh sách đầu mối.pdf"
+    assert document.media_type == "application/pdf"
+    assert document.sha256 == hashlib.sha256(data).hexdigest()
+    smtp_server.configure(app)
+    from dispatch.clock import now
+    from dispatch.delivery import deliver_due
+
+    row = db.session.execute(
+        select(OutboxMessage).where(OutboxMessage.dispatch_id == draft_id).limit(1)
+    ).scalar_one()
+    deliver_due(now(), limit=1)
+    message = next(m for m in smtp_server.messages if row.message_id.strip("<>") in m.raw.decode())
+    names = [part.get_filename() for part in message.email.iter_attachments()]
+    assert "Danh sách đầu mối.pdf" in names
+
+
+def test_a_program_named_pdf_is_refused_and_not_kept(desk, app):
+    draft_id = _draft(desk)
+    response = _upload(desk, draft_id, exe_bytes(), "bao-cao.pdf")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert 'id="f-attachment-loi"' in html and "không được chấp nhận" in html
+    assert "chương trình chạy được" in html
+    assert _names(draft_id) == []
+    folder = Path(app.config["DISPATCH_DATA_DIR"]) / "uploads" / str(draft_id) / "attachments"
+    assert not folder.exists() or not any(folder.iterdir())
+    # The rest of the form was saved all the same.
+    assert db.session.get(Dispatch, draft_id).subject == "triển khai ứng dụng PC-Covid"
+
+
+def test_a_png_named_pdf_is_kept_as_the_png_it_is(desk, app):
+    draft_id = _draft(desk)
+    assert _upload(desk, draft_id, png_bytes(), "so-do.pdf").status_code == 303
+    assert _names(draft_id) == ["so-do.png"]
+    # Two files of the same name do not overwrite each other.
+    assert _upload(desk, draft_id, png_bytes(), "so-do.png").status_code == 303
+    assert _names(draft_id) == ["so-do.png", "so-do-2.png"]
+
+
+def test_a_zip_bomb_docx_is_refused(desk):
+    draft_id = _draft(desk)
+    response = _upload(desk, draft_id, zip_bomb_docx(), "danh-sach.docx")
+    assert response.status_code == 422
+    assert "zip bomb" in response.get_data(as_text=True)
+    assert _names(draft_id) == []
+
+
+def test_a_real_docx_and_xlsx_are_accepted_and_removable(desk, app):
+    draft_id = _draft(desk)
+    assert _upload(desk, draft_id, docx_bytes(), "Đề án.docx").status_code == 303
+    assert _upload(desk, draft_id, xlsx_bytes(), "Số liệu.xlsx").status_code == 303
+    assert _names(draft_id) == ["Đề án.docx", "Số liệu.xlsx"]
+    response = post_form(
+        desk.clerk,
+        f"/dispatches/{draft_id}/edit",
+        {**valid_fields(), "action": "remove_attachment:Đề án.docx"},
+    )
+    assert response.status_code == 303
+    assert _names(draft_id) == ["Số liệu.xlsx"]
+    folder = Path(app.config["DISPATCH_DATA_DIR"]) / "uploads" / str(draft_id) / "attachments"
+    assert sorted(p.name for p in folder.iterdir()) == ["Số liệu.xlsx"]
+    assert (
+        "dispatch.attachment_removed"
+        in db.session.execute(select(AuditEntry.action).where(AuditEntry.dispatch_id == draft_id))
+        .scalars()
+        .all()
+    )
+
+
+def test_an_oversized_upload_gets_a_clear_vietnamese_error(desk, app):
+    draft_id = _draft(desk)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    response = _upload(desk, draft_id, pdf_bytes() + b"\x00" * (128 * 1024), "lon.pdf")
+    assert response.status_code == 413
+    html = response.get_data(as_text=True)
+    assert "Tệp tải lên quá lớn" in html and "64 KB" in html
+    assert 'id="f-attachment-loi"' in html  # on the composer, next to the file field
+    assert "Sửa dự thảo công văn" in html
+    assert _names(draft_id) == []
+    # A leader posting a large body learns nothing about the draft.
+    response = desk.leader.post(f"/dispatches/{draft_id}/edit", data={"x": "y" * (128 * 1024)})
+    assert response.status_code == 413 and "Sửa dự thảo" not in response.get_data(as_text=True)
+
+
+def test_a_draft_made_from_a_folder_keeps_its_project_attachments(desk, tmp_path, monkeypatch):
+    import dispatch
+    from dispatch import drafts
+    from dispatch.clock import now
+    from dispatch.letters.source import read_source
+    from tests.fixtures.database import SMALL_LETTER
+
+    # A draft made by "dispatch draft create" carries a file from the project's attachments/.
+    project = tmp_path / "project"
+    (project / "attachments").mkdir(parents=True)
+    (project / "attachments" / "ma-qr.png").write_bytes(png_bytes())
+    monkeypatch.setattr(dispatch, "PROJECT_ROOT", project)
+    folder = project / "official_letters" / "co-tep"
+    folder.mkdir(parents=True)
+    extra = "attachments:\n  - ma-qr.png\n"
+    (folder / "letter.md").write_text(
+        SMALL_LETTER.format(symbol="THH-VP", date="2021-11", subject="có tệp", extra=extra),
+        encoding="utf-8",
+    )
+    draft = drafts.create_draft(
+        read_source(folder), group_code="so-tttt-2021", actor=None, at=now()
+    )
+    db.session.commit()
+    assert uploads.letter_root(draft.id) is None  # still read from the project
+
+    # A first upload through the composer moves the letter's files into the draft's folder.
+    assert _upload(desk, draft.id, pdf_bytes(), "them.pdf").status_code == 303
+    assert _names(draft.id) == ["ma-qr.png", "them.pdf"]
+    assert uploads.letter_root(draft.id) is not None
+    stored = uploads.attachments_dir(draft.id)
+    assert (stored / "ma-qr.png").read_bytes() == png_bytes()
+    html = desk.clerk.get(f"/dispatches/{draft.id}/edit").get_data(as_text=True)
+    assert "ma-qr.png" in html and "Không tìm thấy tệp" not in html
