@@ -256,6 +256,7 @@ def test_every_office_name_and_long_subjects_survive_the_wire(app):
             for subject in subjects:
                 message = OfficialMessage(
                     subject=subject,
+                    sender="Văn thư Cục Tin học hoá <van-thu@thh.example>",
                     recipients=[(row["name"], row["email"])],
                     cc=["van-thu@tinh.example"],
                     body="From the start\nKính gửi",
@@ -266,6 +267,8 @@ def test_every_office_name_and_long_subjects_survive_the_wire(app):
                 assert str(mail["Subject"]) == subject.strip()
                 (to,) = mail["To"].addresses
                 assert (to.display_name, to.addr_spec) == (row["name"], row["email"])
+                (sender,) = mail["From"].addresses
+                assert sender.display_name == "Văn thư Cục Tin học hoá"
                 assert raw.isascii()  # 7-bit clean: quoted-printable bodies, encoded headers
                 assert max(len(line) for line in raw.split(b"\r\n")) < 998
                 body = mail.get_body(preferencelist=("plain",)).get_content()
