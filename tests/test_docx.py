@@ -31,14 +31,12 @@ from docx.text.paragraph import Paragraph
 from fontTools.ttLib import TTFont
 
 from dispatch.letters import formatting
-from dispatch.letters.docx import (
+from dispatch.letters.docx import FONT_DIR, render_docx, text_width
+from dispatch.letters.formatting import (
     ADDRESSEE_LABEL,
     DISTRIBUTION_LABEL,
-    FONT_DIR,
     MOTTO,
     NATIONAL_TITLE,
-    render_docx,
-    text_width,
 )
 from dispatch.letters.model import Block, BlockKind, Letter, Urgency
 from tests.letter_samples import sample_letter, seed_letter
@@ -309,17 +307,6 @@ def test_text_is_nfc_even_from_decomposed_input():
     with zipfile.ZipFile(io.BytesIO(render_docx(decomposed))) as package:
         xml = package.read("word/document.xml").decode()
     assert unicodedata.is_normalized("NFC", xml)
-
-
-def test_the_fixed_wording_is_the_pdfs():
-    from dispatch.letters import pdf
-
-    assert (NATIONAL_TITLE, MOTTO, ADDRESSEE_LABEL, DISTRIBUTION_LABEL) == (
-        pdf.NATIONAL_TITLE,
-        pdf.MOTTO,
-        pdf.ADDRESSEE_LABEL,
-        pdf.DISTRIBUTION_LABEL,
-    )
 
 
 def test_hyphens_in_numbers_and_compound_words_do_not_break_lines(sample_docx):

@@ -45,16 +45,18 @@ def render_command(
     if date is not None:
         # A date alone dates a draft; with a number it is the letter as issued.
         letter = replace(letter.issued_as(number or 0, date), number=number)
-    if pdf_out is not None:
-        from dispatch.letters.pdf import render_pdf
+    from dispatch.letters.docx import render_docx
+    from dispatch.letters.pdf import RenderError, render_pdf
 
-        pdf_out.write_bytes(render_pdf(letter))
-        click.echo(f"PDF: {pdf_out}")
-    if docx_out is not None:
-        from dispatch.letters.docx import render_docx
-
-        docx_out.write_bytes(render_docx(letter))
-        click.echo(f"DOCX: {docx_out}")
+    try:
+        if pdf_out is not None:
+            pdf_out.write_bytes(render_pdf(letter))
+            click.echo(f"PDF: {pdf_out}")
+        if docx_out is not None:
+            docx_out.write_bytes(render_docx(letter))
+            click.echo(f"DOCX: {docx_out}")
+    except (RenderError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 commands = (render_command,)

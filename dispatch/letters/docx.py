@@ -41,11 +41,6 @@ from dispatch.letters.model import Appendix, Block, BlockKind, Letter, Span
 FONT = "Times New Roman"
 LANGUAGE = "vi-VN"
 
-# The two fixed lines of every Vietnamese official document (Quốc hiệu and Tiêu ngữ).
-NATIONAL_TITLE = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
-MOTTO = "Độc lập - Tự do - Hạnh phúc"
-ADDRESSEE_LABEL = "Kính gửi:"
-DISTRIBUTION_LABEL = "Nơi nhận:"
 
 # Page: A4 portrait with the decree's sample margins.
 PAGE_WIDTH, PAGE_HEIGHT = Mm(210), Mm(297)
@@ -710,9 +705,9 @@ def _add_header_table(document: DocxDocument, letter: Letter) -> None:
     _add_rule(agencies, agency_width * AGENCY_RULE_FRACTION, left_center, left_width)
 
     nation = _cell(table, 0, 1)
-    _inset(_paragraph(nation, "National Title", NATIONAL_TITLE), left=COLUMN_GAP)
-    _inset(_paragraph(nation, "Motto", MOTTO), left=COLUMN_GAP)
-    _add_rule(nation, text_width(MOTTO, 13, bold=True), right_center, right_width)
+    _inset(_paragraph(nation, "National Title", formatting.NATIONAL_TITLE), left=COLUMN_GAP)
+    _inset(_paragraph(nation, "Motto", formatting.MOTTO), left=COLUMN_GAP)
+    _add_rule(nation, text_width(formatting.MOTTO, 13, bold=True), right_center, right_width)
 
     # Number and date open the second row, so they stand on the same line.
     reference = _cell(table, 1, 0)
@@ -740,7 +735,7 @@ def _add_addressees(document: DocxDocument, letter: Letter) -> None:
     the first addressee level with the others, and long ones wrap under their own text.
     """
     lines = [_nfc(line) for line in formatting.addressee_lines(letter)]
-    label_width = text_width(ADDRESSEE_LABEL, 14) + ADDRESSEE_GAP
+    label_width = text_width(formatting.ADDRESSEE_LABEL, 14) + ADDRESSEE_GAP
     widest = max(text_width(line, 14) for line in lines)
     block = min(label_width + widest, TEXT_WIDTH)
     start = Length(round((TEXT_WIDTH - block) / 2))
@@ -753,7 +748,7 @@ def _add_addressees(document: DocxDocument, letter: Letter) -> None:
         if i == 0:
             paragraph_format.first_line_indent = Length(start - list_start)
             paragraph_format.space_before = Pt(12)
-            _add_text(paragraph, f"{ADDRESSEE_LABEL}\t{line}")
+            _add_text(paragraph, f"{formatting.ADDRESSEE_LABEL}\t{line}")
         else:
             _add_text(paragraph, line)
         if i == len(lines) - 1:
@@ -837,7 +832,7 @@ def _add_signature_table(document: DocxDocument, letter: Letter) -> None:
     """Left: 'Nơi nhận:' and the list; right: authority and title, room to sign, name."""
     table = _layout_table(document, rows=1, widths=SIGNATURE_COLUMNS)
     distribution = _cell(table, 0, 0)
-    heading = _paragraph(distribution, "Distribution Heading", DISTRIBUTION_LABEL)
+    heading = _paragraph(distribution, "Distribution Heading", formatting.DISTRIBUTION_LABEL)
     # 6 pt plus ~1.5 pt so that its 12 pt baseline sits on the 14 pt title's.
     heading.paragraph_format.space_before = Pt(7.5)
     for line in formatting.distribution_lines(letter):

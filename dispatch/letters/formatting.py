@@ -6,6 +6,13 @@ import datetime as dt
 
 from dispatch.letters.model import Letter
 
+# The fixed wording of every Vietnamese official document (Quốc hiệu, Tiêu ngữ) and the labels
+# of the two lists (Decree 30, Phụ lục I).
+NATIONAL_TITLE = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+MOTTO = "Độc lập - Tự do - Hạnh phúc"
+ADDRESSEE_LABEL = "Kính gửi:"
+DISTRIBUTION_LABEL = "Nơi nhận:"
+
 # What stands for the blank number and day of a letter that is not issued yet.
 BLANK = "      "
 

@@ -43,11 +43,6 @@ FONT_FILES = {
     ("bold", "italic"): "LiberationSerif-BoldItalic.ttf",
 }
 
-# Fixed wording of the header (Decree 30, Phụ lục I) and the two list labels.
-NATIONAL_TITLE = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
-MOTTO = "Độc lập - Tự do - Hạnh phúc"
-ADDRESSEE_LABEL = "Kính gửi:"
-DISTRIBUTION_LABEL = "Nơi nhận:"
 
 # Each appendix gets its own named page so that its numbering can restart (see letter.css).
 MAX_APPENDICES = len(formatting.ROMAN)
@@ -178,18 +173,18 @@ def letter_view(letter: Letter) -> dict[str, Any]:
         "author": _nfc(letter.issuing_agency),
         "parent_agency": _nfc(letter.parent_agency.upper()),
         "issuing_agency": _nfc(letter.issuing_agency.upper()),
-        "national_title": NATIONAL_TITLE,
-        "motto": MOTTO,
+        "national_title": formatting.NATIONAL_TITLE,
+        "motto": formatting.MOTTO,
         "number_line": _nfc(formatting.number_line(letter)),
         "place_date": _nfc(formatting.place_date_line(letter)),
         "subject": _plain(subject),
         "urgency": letter.urgency.value if letter.urgency is not None else None,
-        "addressee_label": ADDRESSEE_LABEL,
+        "addressee_label": formatting.ADDRESSEE_LABEL,
         "addressees": [_plain(line) for line in formatting.addressee_lines(letter)],
         "body": [_block(block) for block in letter.body],
         "signer_titles": [_nfc(line) for line in formatting.signer_title_lines(letter)],
         "signer_name": _nfc(letter.signer.name),
-        "distribution_label": DISTRIBUTION_LABEL,
+        "distribution_label": formatting.DISTRIBUTION_LABEL,
         "distribution": [_plain(line) for line in formatting.distribution_lines(letter)],
         "appendices": [
             {
