@@ -95,6 +95,13 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER") or "van-thu@thh.example",
         "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", env.get("MAIL_TIMEOUT"), 30),
+        # A temporary failure is retried until either limit is reached, then marked failed.
+        "DELIVERY_MAX_ATTEMPTS": _int(
+            "DELIVERY_MAX_ATTEMPTS", env.get("DELIVERY_MAX_ATTEMPTS"), 30
+        ),
+        "DELIVERY_GIVE_UP_HOURS": _int(
+            "DELIVERY_GIVE_UP_HOURS", env.get("DELIVERY_GIVE_UP_HOURS"), 24
+        ),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
         # How many reverse proxies in front of the app to believe (X-Forwarded-For …); 0: none.
         "DISPATCH_TRUSTED_PROXIES": _int(
