@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.letter_source",
     "tests.fixtures.libreoffice",
     "tests.fixtures.evidence",
+    "tests.fixtures.leadership",
     "tests.fixtures.clerks",
 ]
 

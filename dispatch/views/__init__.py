@@ -15,4 +15,7 @@ def register_blueprints(app: Flask) -> None:
 
     auth.init_app(app)  # sign-in, roles and the error pages
     app.register_blueprint(clerks.bp)
+    from dispatch.views import leadership
+
+    app.register_blueprint(leadership.bp)  # read-only progress pages, map, chart, exports
     api.init_app(app)  # the JSON API and /api/openapi.json
