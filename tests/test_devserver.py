@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import smtplib
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,22 @@ def smtp_accepts(port: int) -> bool:
         return False
 
 
+def sign_in_and_list(port: int, email: str, password: str) -> tuple[str, str, str]:
+    """Sign in through /login like a browser (cookie jar, CSRF token from the form); returns
+    the login page, the address signed in to and the page it shows."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    base = f"http://127.0.0.1:{port}"
+    with opener.open(f"{base}/login", timeout=30) as response:
+        assert response.status == 200
+        login_page = response.read().decode("utf-8")
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login_page)
+    assert match, "no CSRF token on the sign-in page"
+    form = {"csrf_token": match.group(1), "email": email, "password": password}
+    data = urllib.parse.urlencode(form).encode()
+    with opener.open(f"{base}/login", data=data, timeout=30) as response:
+        return login_page, response.url, response.read().decode("utf-8")
+
+
 def wait_for(predicate, what: str, process: subprocess.Popen, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -116,6 +135,18 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_every_child(dev_env, tmp_path):
         wait_for(lambda: healthz(web) == 200, "/healthz to answer 200", process)
         wait_for(lambda: smtp_accepts(sink), "the SMTP sink to accept", process)
         wait_for(lambda: "Nhấn Ctrl-C để dừng" in log.read_text(), "the banner", process)
+        # The printed demo account signs in, and the seed letter waits there as a draft.
+        printed = re.search(r"mật khẩu chung, nếu chưa đổi: (\S+)\)", log.read_text())
+        assert printed, log.read_text()
+        login_page, landed, home = sign_in_and_list(web, "chuyenvien@thh.example", printed[1])
+        assert "Đăng nhập" in login_page
+        assert landed == f"http://127.0.0.1:{web}/"
+        assert "Chuyên viên Văn phòng Cục" in home  # signed in as the demo clerk
+        draft_row = re.search(r'<tr data-dispatch-id="\d+">.*?</tr>', home, re.S)
+        assert draft_row, home
+        assert "PC-Covid" in draft_row[0]
+        assert "Dự thảo" in draft_row[0]
+        assert "63 nơi nhận" in draft_row[0]
         children = descendants(process.pid)
         assert len(children) >= 3  # web, scheduler, sink (and nothing they left behind)
         commands = " ".join(
