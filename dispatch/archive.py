@@ -75,6 +75,19 @@ def read_document(document: Document) -> bytes:
     return data
 
 
+SENT_FOLDER = "sent"
+
+
+def sent_message_path(dispatch_id: int, outbox_id: int) -> str:
+    """Where the exact bytes of an accepted e-mail are kept, relative to the data folder."""
+    return f"{dispatch_folder(dispatch_id)}/{SENT_FOLDER}/{outbox_id}.eml"
+
+
+def keep_sent_message(dispatch_id: int, outbox_id: int, data: bytes) -> ArchivedFile:
+    """Keep the bytes of an e-mail the server accepted, read-only, for the evidence package."""
+    return ArchiveWriter(dispatch_id, SENT_FOLDER).write(f"{outbox_id}.eml", data)
+
+
 def _fsync_dir(path: Path) -> None:
     # The rename is durable only once the directory entry is on disk too.
     fd = os.open(path, os.O_RDONLY)
@@ -87,9 +100,11 @@ def _fsync_dir(path: Path) -> None:
 class ArchiveWriter:
     """Writes one dispatch's files, and can take them all back if the issue fails."""
 
-    def __init__(self, dispatch_id: int) -> None:
+    def __init__(self, dispatch_id: int, subfolder: str | None = None) -> None:
         self.root = data_dir()
         self.relative_folder = dispatch_folder(dispatch_id)
+        if subfolder:
+            self.relative_folder += f"/{subfolder}"
         self.folder = self.root / self.relative_folder
         self._written: list[Path] = []
         self._created_folders: list[Path] = []

@@ -29,6 +29,7 @@ Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import smtplib
@@ -46,6 +47,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from dispatch import audit
+from dispatch.archive import ArchiveError, keep_sent_message, sent_message_path
 from dispatch.extensions import db
 from dispatch.messages import ComposeError, compose, unconfirmed_recipients
 from dispatch.models import (
@@ -159,6 +161,7 @@ class SmtpSession:
         self.timeout: float = float(config.get("MAIL_TIMEOUT") or 30)
         self.smtp: smtplib.SMTP | None = None
         self.unreachable: str | None = None  # set once connecting failed: no retry this batch
+        self.last_data: bytes | None = None  # the bytes of the last message handed to ``send``
         self.connections = 0
 
     def __enter__(self) -> SmtpSession:
@@ -237,6 +240,7 @@ class SmtpSession:
         recipients = [parseaddr(sanitize_address(a))[1] for a in _unique(message.send_to)]
         primary_set = {parseaddr(sanitize_address(a))[1].lower() for a in primary}
         data = message.as_bytes()
+        self.last_data = data  # kept by the caller once accepted: the exact bytes sent
         if self.suppress:
             # MAIL_SUPPRESS_SEND (tests of other areas): nothing leaves, listeners still hear it.
             email_dispatched.send(current_app._get_current_object(), message=message)
@@ -464,13 +468,33 @@ def _audit(row: OutboxMessage, action: str, moment: dt.datetime, **details: obje
     )
 
 
-def _record_sent(row: OutboxMessage, reply: str, moment: dt.datetime, worker: str) -> None:
+def _record_sent(
+    row: OutboxMessage, reply: str, moment: dt.datetime, worker: str, data: bytes | None = None
+) -> None:
     row.status = DeliveryStatus.SENT
     row.sent_at = moment
     row.smtp_reply = reply
     row.last_error = None
     row.next_attempt_at = None
-    _audit(row, "message.sent", moment, smtp_reply=reply, worker=worker)
+    kept: dict[str, object] = {}
+    if data is not None:
+        # The hash of the exact bytes sent goes into the hash-chained audit entry too.
+        row.sent_sha256 = hashlib.sha256(data).hexdigest()
+        row.sent_path = sent_message_path(row.dispatch_id, row.id)
+        kept = {"sha256": row.sent_sha256, "size": len(data)}
+    _audit(row, "message.sent", moment, smtp_reply=reply, worker=worker, **kept)
+
+
+def _keep_sent(dispatch_id: int, row_id: int, data: bytes) -> None:
+    """Write an accepted message's bytes to the archive, after its outcome is committed.
+
+    After, not before: the commit is what keeps it from being sent twice, and a file that
+    could not be written is only missing from the evidence (its SHA-256 is on record).
+    """
+    try:
+        keep_sent_message(dispatch_id, row_id, data)
+    except ArchiveError as exc:
+        log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
 
 
 def _record_failure(
@@ -583,7 +607,10 @@ def _settle(
         else:
             # Commit right after the 250: this is the whole of the "sent twice" window.
             sent_at = moment()
-            _commit_outcome(row_id, lambda row: _record_sent(row, reply, sent_at, worker))
+            data, dispatch_id = session.last_data, row.dispatch_id
+            _commit_outcome(row_id, lambda row: _record_sent(row, reply, sent_at, worker, data))
+            if data is not None:
+                _keep_sent(dispatch_id, row_id, data)
             report.sent += 1
             return
     status = _record_failure(row, failure, moment(), worker)

@@ -320,6 +320,10 @@ class OutboxMessage(db.Model):
     claimed_by: Mapped[str | None] = mapped_column(sa.String(100))
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     smtp_reply: Mapped[str | None] = mapped_column(sa.Text)  # the server's last answer
+    # The exact bytes the server accepted: their SHA-256 (audited too) and where they are kept,
+    # relative to DISPATCH_DATA_DIR (``dispatch.archive.sent_message_path``).
+    sent_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    sent_path: Mapped[str | None] = mapped_column(sa.String(500))
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -240,6 +240,8 @@ def upgrade():
     sa.Column('claimed_by', sa.String(length=100), nullable=True),
     sa.Column('sent_at', sa.DateTime(), nullable=True),
     sa.Column('smtp_reply', sa.Text(), nullable=True),
+    sa.Column('sent_sha256', sa.String(length=64), nullable=True),
+    sa.Column('sent_path', sa.String(length=500), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['dispatch_id'], ['dispatch.id'], name=op.f('fk_outbox_message_dispatch_id_dispatch'), ondelete='CASCADE'),
