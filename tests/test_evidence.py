@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, text, update
@@ -172,3 +174,271 @@ def test_with_the_trigger_disabled_the_chain_still_tells(db_app, runner):
 
     assert result.exit_code == 1
     assert f"mục {entries[1].id}: mục bị sửa sau khi ghi" in result.output
+
+
+# --- The evidence package --------------------------------------------------------------------
+
+ISSUE_AT = "2021-11-15T08:30:00+07:00"
+DELIVER_AT = "2021-11-15T08:31:00+07:00"
+
+
+@pytest.fixture()
+def delivered(seeded, letter_folder, smtp_app, smtp_server, runner):
+    """A letter issued for real to the 63 offices, delivered (Hà Giang's address refused with
+    550), opened and confirmed by Bạc Liêu; returns its id."""
+    from dispatch import drafts
+    from dispatch.acknowledgements import acknowledge, record_opened
+    from dispatch.models import DispatchRecipient
+
+    dispatch_id = drafts.create_draft(
+        letter_folder(), group_code="so-tttt-2021", actor=seeded.clerk, at=seeded.at
+    ).id
+    db.session.commit()
+    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    assert issued.exit_code == 0, issued.output
+    ha_giang = db.session.execute(
+        select(DispatchRecipient).where(
+            DispatchRecipient.dispatch_id == dispatch_id, DispatchRecipient.province_code == "02"
+        )
+    ).scalar_one()
+    smtp_server.handler.reject[ha_giang.email] = "550 5.1.1 Mailbox unavailable"
+    delivered = runner.invoke(args=["deliver", "--at", DELIVER_AT])
+    assert "Đã gửi: 62; đang chờ gửi lại: 0; thất bại: 1." in delivered.output
+    bac_lieu = db.session.execute(
+        select(DispatchRecipient).where(
+            DispatchRecipient.dispatch_id == dispatch_id, DispatchRecipient.province_code == "95"
+        )
+    ).scalar_one()
+    confirmed_at = dt.datetime(2021, 11, 15, 9, 10, tzinfo=dt.UTC)
+    record_opened(bac_lieu, ip="203.0.113.7", user_agent="Firefox", at=confirmed_at)
+    acknowledge(
+        bac_lieu,
+        "Trần Thị Bích",
+        "Văn thư",
+        "Đã nhận đủ công văn và phụ lục.",
+        ip="203.0.113.7",
+        user_agent="Firefox",
+        at=confirmed_at,
+    )
+    db.session.commit()
+    return dispatch_id
+
+
+def _export(runner, dispatch_id: int, out) -> object:
+    return runner.invoke(
+        args=["export", str(dispatch_id), "--out", str(out), "--at", "2021-11-16T10:00:00+07:00"]
+    )
+
+
+def _unzip(path, target) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        archive.extractall(target)
+    (folder,) = {name.split("/", 1)[0] for name in names}
+    return Path(target) / folder
+
+
+@pytest.mark.slow
+def test_the_evidence_package_holds_the_exact_files_mails_replies_receipts_and_log(
+    delivered, runner, smtp_server, tmp_path
+):
+    import csv
+    import hashlib
+    import json
+    import subprocess
+
+    from dispatch.models import Document, OutboxMessage
+
+    dispatch_id = delivered
+    out = tmp_path / "evidence.zip"
+
+    result = _export(runner, dispatch_id, out)
+
+    assert result.exit_code == 0, result.output
+    assert f"ra {out}" in result.output
+    folder = _unzip(out, tmp_path / "unzipped")
+    assert folder.name == "CV-01-THH-VP-2021-11-15-chung-cu"
+    # The manifest, checked by the standard tool, covers every file in the package.
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", "MANIFEST.sha256"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {
+        line.split("  ", 1)[1] for line in (folder / "MANIFEST.sha256").read_text().splitlines()
+    }
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert listed == present - {"MANIFEST.sha256"}
+
+    # The PDF is the archived one: its SHA-256 is the Document row's and the status report's.
+    status = json.loads(runner.invoke(args=["status", str(dispatch_id), "--json"]).output)
+    pdf_row = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "pdf")
+    ).scalar_one()
+    pdf = (folder / "documents" / pdf_row.filename).read_bytes()
+    assert hashlib.sha256(pdf).hexdigest() == pdf_row.sha256 == status["pdf_sha256"]
+    assert json.loads((folder / "status.json").read_text())["pdf_sha256"] == pdf_row.sha256
+    docx_row = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "docx")
+    ).scalar_one()
+    assert hashlib.sha256((folder / "documents" / docx_row.filename).read_bytes()).hexdigest() == (
+        docx_row.sha256
+    )
+
+    # Every accepted e-mail, byte for byte as the server received it.
+    received = {m.message_id: m.raw for m in smtp_server.messages}
+    messages = {m["message_id"]: m for m in json.loads((folder / "messages.json").read_text())}
+    assert len(messages) == 63
+    emls = sorted((folder / "messages").iterdir())
+    assert len(emls) == 62 and not any(p.name.endswith(".rebuilt.eml") for p in emls)
+    for message_id, raw in received.items():
+        entry = messages[message_id]
+        kept = (folder / entry["file"]).read_bytes()
+        assert kept == raw, entry["file"]
+        assert entry["exact_bytes"] is True
+        assert entry["sent_sha256"] == hashlib.sha256(raw).hexdigest()
+    # The refused office: no e-mail, the server's reply on record.
+    with (folder / "messages.csv").open(encoding="utf-8-sig", newline="") as handle:
+        rows = {row["recipient"]: row for row in csv.DictReader(handle)}
+    assert rows["02"]["status"] == "failed"
+    assert rows["02"]["smtp_reply"] == "550 5.1.1 Mailbox unavailable"
+    assert rows["02"]["file"] == ""
+    assert rows["01"]["smtp_reply"].startswith("250 2.0.0 OK queued as Q")
+    with (folder / "smtp-replies.csv").open(encoding="utf-8-sig", newline="") as handle:
+        replies = list(csv.DictReader(handle))
+    assert sum(r["action"] == "message.sent" for r in replies) == 62
+    (failure,) = [r for r in replies if r["action"] == "message.failed"]
+    assert failure["error"].endswith("550 5.1.1 Mailbox unavailable")
+    assert failure["to"] == rows["02"]["to"]
+
+    # The receipt, as confirmed through the link.
+    with (folder / "confirmations.csv").open(encoding="utf-8-sig", newline="") as handle:
+        confirmations = {row["code"]: row for row in csv.DictReader(handle)}
+    assert confirmations["95"]["acknowledged_by"] == "Trần Thị Bích"
+    assert confirmations["95"]["acknowledged_position"] == "Văn thư"
+    assert confirmations["95"]["acknowledged_method"] == "link"
+    assert confirmations["01"]["acknowledged_at"] == ""
+
+    # The audit entries of the dispatch with their hashes; each one recomputes.
+    lines = (folder / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert {r["dispatch_id"] for r in records} == {dispatch_id}
+    actions = Counter(r["action"] for r in records)
+    assert actions["dispatch.issued"] == 1
+    assert actions["message.sent"] == 62 and actions["message.failed"] == 1
+    assert actions["recipient.acknowledged"] == 1
+    for record in records:
+        entry = AuditEntry(
+            at=dt.datetime.fromisoformat(record["at"]),
+            **{k: record[k] for k in ("actor", "action", "object_type", "object_id")},
+            dispatch_id=record["dispatch_id"],
+            details=record["details"],
+        )
+        assert audit._entry_hash(record["prev_hash"], entry) == record["hash"]
+    (issued,) = [r for r in records if r["action"] == "dispatch.issued"]
+    assert issued["details"]["pdf_sha256"] == pdf_row.sha256
+    sent_hashes = {
+        r["details"]["message_id"]: r["details"]["sha256"]
+        for r in records
+        if r["action"] == "message.sent"
+    }
+    for message_id, raw in received.items():
+        assert sent_hashes[message_id] == hashlib.sha256(raw).hexdigest()
+    chain = json.loads((folder / "chain.json").read_text())
+    assert chain["valid"] is True and chain["problems"] == []
+    assert (
+        chain["last_hash"]
+        == db.session.execute(
+            select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+        ).scalar_one()
+    )
+
+    readme = (folder / "README.txt").read_text(encoding="utf-8")
+    assert readme.startswith("GÓI CHỨNG CỨ CÔNG VĂN")
+    assert "Công văn số 01/THH-VP ngày 15/11/2021" in readme
+    assert f"SHA-256 của bản PDF đã ban hành: {pdf_row.sha256}" in readme
+    assert "sha256sum -c MANIFEST.sha256" in readme
+    assert "mọi tệp khớp bản ghi" in readme
+    assert (
+        db.session.execute(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.sent_path.is_(None), OutboxMessage.status == "sent")
+        ).scalar_one()
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_a_package_of_altered_records_says_so_and_still_holds_them(
+    delivered, runner, smtp_app, tmp_path
+):
+    import json
+
+    from dispatch.models import Document, OutboxMessage
+
+    root = Path(smtp_app.config["DISPATCH_DATA_DIR"])
+    # A kept e-mail is lost: the package rebuilds it and says it is not the bytes sent.
+    lost = db.session.execute(
+        select(OutboxMessage)
+        .where(OutboxMessage.dispatch_id == delivered, OutboxMessage.sent_path.is_not(None))
+        .order_by(OutboxMessage.id)
+        .limit(1)
+    ).scalar_one()
+    (root / lost.sent_path).unlink()
+
+    first = _export(runner, delivered, tmp_path / "first.zip")
+
+    assert first.exit_code == 1
+    assert f"không còn tệp đã gửi {lost.sent_path}" in first.output
+    assert "1 thư không còn bản gốc đã gửi" in first.output
+    folder = _unzip(tmp_path / "first.zip", tmp_path / "first")
+    (entry,) = [
+        m
+        for m in json.loads((folder / "messages.json").read_text())
+        if m["message_id"] == lost.message_id
+    ]
+    assert entry["file"].endswith(".rebuilt.eml") and entry["exact_bytes"] is False
+    assert lost.message_id.encode() in (folder / entry["file"]).read_bytes()
+
+    # The archived PDF is altered: the package holds it as it is now, and says so.
+    pdf_row = db.session.execute(
+        select(Document).where(Document.dispatch_id == delivered, Document.kind == "pdf")
+    ).scalar_one()
+    pdf_path = root / pdf_row.path
+    pdf_path.chmod(0o644)
+    pdf_path.write_bytes(pdf_path.read_bytes() + b"%altered")
+
+    second = _export(runner, delivered, tmp_path / "second.zip")
+
+    assert second.exit_code == 1
+    assert "Cảnh báo: có điểm không khớp với bản ghi:" in second.output
+    assert f"Tệp lưu trữ {pdf_row.path} đã bị thay đổi" in second.output
+    folder = _unzip(tmp_path / "second.zip", tmp_path / "second")
+    readme = (folder / "README.txt").read_text(encoding="utf-8")
+    assert "CẢNH BÁO: phát hiện điểm không khớp khi lập gói" in readme
+    assert pdf_row.path in readme
+    documents = {d["kind"]: d for d in json.loads((folder / "documents.json").read_text())}
+    assert documents["pdf"]["matches"] is False and documents["docx"]["matches"] is True
+    assert (folder / "documents" / pdf_row.filename).read_bytes().endswith(b"%altered")
+
+
+def test_export_refuses_a_draft_or_an_unknown_dispatch(seeded, letter_folder, runner, tmp_path):
+    from dispatch import drafts
+
+    draft = drafts.create_draft(
+        letter_folder(), group_code="so-tttt-2021", actor=None, at=seeded.at
+    )
+    db.session.commit()
+    out = tmp_path / "x.zip"
+
+    unknown = runner.invoke(args=["export", "999999", "--out", str(out)])
+    not_issued = runner.invoke(args=["export", str(draft.id), "--out", str(out)])
+
+    assert unknown.exit_code == 1 and "Lỗi: Không có công văn mã 999999." in unknown.output
+    assert not_issued.exit_code == 1 and "còn là bản nháp" in not_issued.output
+    assert not out.exists()

@@ -9,7 +9,15 @@ from flask.cli import FlaskGroup
 
 def init_app(app: Flask) -> None:
     """Attach every command to ``app.cli`` (so ``flask --app wsgi …`` has them too)."""
-    from dispatch.cli import delivery, directory, dispatches, letters, reminders, tokens
+    from dispatch.cli import (
+        delivery,
+        directory,
+        dispatches,
+        evidence,
+        letters,
+        reminders,
+        tokens,
+    )
 
     for command in (
         *letters.commands,
@@ -18,6 +26,7 @@ def init_app(app: Flask) -> None:
         *tokens.commands,
         *directory.commands,
         *dispatches.commands,
+        *evidence.commands,
     ):
         app.cli.add_command(command)
 
