@@ -1,0 +1,311 @@
+"""What ``issue_63`` and ``issue_10000`` share: from ``issue_dispatch`` to the last message
+accepted by a real SMTP server, against the baseline of rendering the PDF once and sending N
+identical messages with ``smtplib`` over one connection.
+
+* The SMTP server is aiosmtpd on loopback, in a process of its own (so it does not share the
+  GIL with the sender), with a handler that only counts (no ``.eml`` writing).
+* ``prepare`` builds a fresh SQLite instance in a temporary folder (schema by the migrations,
+  N offices in a group, a draft of the seed letter to that group); it is not timed.
+* Each measured run happens in a child process (``python -m bench._sending ours|baseline``),
+  warmed with one render of the seed letter first, as a long-running web or scheduler worker
+  is; the child reports its wall times and its peak RSS (``ru_maxrss``) after warming and at
+  the end, so the growth of memory with N is measured apart from WeasyPrint's own footprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import resource
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._setup import ROOT, SEED, SENDER, make_app, prepare_draft
+
+ISSUE_AT = "2021-11-15T08:30:00+07:00"
+CHILD_TIMEOUT = 900  # seconds; a run that takes longer is a failure, not a figure
+
+
+# --- The SMTP server --------------------------------------------------------------------------
+
+
+class CountingHandler:
+    """An aiosmtpd handler that accepts every message and only counts messages and bytes."""
+
+    def __init__(self, messages: Any, size: Any) -> None:
+        self.messages = messages
+        self.size = size
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Count the message and accept it."""
+        with self.messages.get_lock():
+            self.messages.value += 1
+            self.size.value += len(envelope.original_content or b"")
+        return "250 2.0.0 OK"
+
+
+def _serve(port: int, messages: Any, size: Any, ready: Any, stop: Any) -> None:
+    """The sink process: aiosmtpd with the counting handler until ``stop`` is set."""
+    import logging
+
+    from aiosmtpd.controller import Controller
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    controller = Controller(
+        CountingHandler(messages, size),
+        hostname="127.0.0.1",
+        port=port,
+        data_size_limit=64 * 1024 * 1024,
+    )
+    controller.start()
+    ready.set()
+    stop.wait()
+    controller.stop()
+
+
+@dataclass
+class Sink:
+    """The running sink: its port and its counters (shared with its process)."""
+
+    port: int
+    _messages: Any
+    _size: Any
+
+    @property
+    def messages(self) -> int:
+        """Messages accepted so far."""
+        return self._messages.value
+
+    @property
+    def size(self) -> int:
+        """Bytes of message data accepted so far."""
+        return self._size.value
+
+    def reset(self) -> None:
+        """Start counting from zero."""
+        with self._messages.get_lock():
+            self._messages.value = 0
+            self._size.value = 0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def smtp_sink() -> Iterator[Sink]:
+    """A counting aiosmtpd server on loopback, in its own process, for the block's duration."""
+    context = multiprocessing.get_context("spawn")
+    messages, size = context.Value("q", 0), context.Value("q", 0)
+    ready, stop = context.Event(), context.Event()
+    port = free_port()
+    process = context.Process(
+        target=_serve, args=(port, messages, size, ready, stop), name="bench-smtp-sink"
+    )
+    process.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the SMTP sink did not start")
+        yield Sink(port, messages, size)
+    finally:
+        stop.set()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+# --- A fresh instance with N offices and a draft ----------------------------------------------
+
+
+def prepare(folder: Path, recipients: int | None) -> int:
+    """A fresh SQLite instance in ``folder`` with a draft of the seed letter to ``recipients``
+    generated offices (None: the bundled 63 departments); returns the draft's id."""
+    return prepare_draft(make_app(folder), recipients)
+
+
+# --- The measured runs (in a child process) ----------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _warm_up() -> None:
+    """What a long-running worker has done before: imports, fonts, stylesheet, DOCX template.
+
+    One render of the seed letter, and one deadline computed for another year (the holidays
+    package's import costs ~0.6 s the first time; the year measured is still computed).
+    """
+    from dispatch.calendar import deadline_for
+    from dispatch.clock import parse_moment
+    from dispatch.letters.docx import render_docx
+    from dispatch.letters.pdf import render_pdf
+    from dispatch.letters.source import load_letter
+
+    letter = load_letter(SEED).issued_as(1, dt.date(2021, 11, 15))
+    render_pdf(letter)
+    render_docx(letter)
+    deadline_for(parse_moment("2019-11-15T08:30:00+07:00"), working_days=3, hour=17)
+
+
+def run_ours(folder: Path, port: int, dispatch_id: int) -> dict[str, Any]:
+    """Issue the draft and deliver its letters; the figures of this run."""
+    from dispatch.clock import parse_moment
+    from dispatch.delivery import deliver_due
+    from dispatch.issuing import issue_dispatch
+
+    app = make_app(folder, smtp_port=port)
+    at = parse_moment(ISSUE_AT)
+    with app.app_context():
+        _warm_up()
+        rss_warm = _peak_rss_mb()
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        issued = issue_dispatch(dispatch_id, actor=None, at=at)
+        issued_after = time.perf_counter()
+        sent = failed = connections = 0
+        while True:  # until nothing is due: the scheduler would come back each minute
+            report = deliver_due(at)
+            sent, failed = sent + report.sent, failed + report.failed + report.retrying
+            connections += report.connections
+            if report.claimed == 0:
+                break
+        end = time.perf_counter()
+        cpu = time.process_time() - cpu_start
+    return {
+        "seconds": end - start,
+        "cpu_seconds": cpu,
+        "issue_seconds": issued_after - start,
+        "deliver_seconds": end - issued_after,
+        "recipients": issued.recipients,
+        "sent": sent,
+        "not_sent": failed,
+        "smtp_connections": connections,
+        "rss_after_warm_up_mb": round(rss_warm, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def run_baseline(port: int, count: int, with_docx: bool = False) -> dict[str, Any]:
+    """Render the PDF once (and the DOCX if ``with_docx``) and send ``count`` identical
+    messages carrying it over one connection."""
+    from email import policy
+    from email.message import EmailMessage
+
+    from dispatch.letters.docx import render_docx
+    from dispatch.letters.pdf import render_pdf
+    from dispatch.letters.source import load_letter
+
+    _warm_up()
+    rss_warm = _peak_rss_mb()
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    letter = load_letter(SEED).issued_as(1, dt.date(2021, 11, 15))
+    pdf = render_pdf(letter)
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = SENDER
+    message["To"] = "so-tttt@tinh.example"
+    message["Subject"] = f"Công văn số 01/{letter.symbol} V/v {letter.subject}"
+    message.set_content("Kính gửi Quý Sở,\n\nCục Tin học hoá gửi công văn kèm theo.\n")
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename="cong-van.pdf")
+    if with_docx:
+        message.add_attachment(
+            render_docx(letter),
+            maintype="application",
+            subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+            filename="cong-van.docx",
+        )
+    data = message.as_bytes()
+    rendered = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
+        for _ in range(count):
+            smtp.sendmail(SENDER, ["so-tttt@tinh.example"], data)
+    end = time.perf_counter()
+    return {
+        "seconds": end - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "render_seconds": rendered - start,
+        "send_seconds": end - rendered,
+        "message_bytes": len(data),
+        "rss_after_warm_up_mb": round(rss_warm, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    """Run ``python -m bench._sending ARGS`` and return the JSON it prints last."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench._sending", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"bench child {args[0]} failed ({completed.returncode}):\n{completed.stderr[-4000:]}"
+        )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_ours(sink: Sink, recipients: int | None) -> dict[str, Any]:
+    """One issue-and-deliver on a fresh instance; checks the sink got every message once."""
+    with tempfile.TemporaryDirectory(prefix="bench-issue-") as name:
+        folder = Path(name)
+        dispatch_id = prepare(folder, recipients)
+        sink.reset()
+        figures = _child(["ours", str(folder), str(sink.port), str(dispatch_id)])
+    expected = figures["recipients"]
+    if recipients is not None and expected != recipients:
+        raise RuntimeError(f"issued to {expected} offices, {recipients} expected")
+    if figures["sent"] != expected or sink.messages != expected:
+        raise RuntimeError(
+            f"{expected} letters to send, {figures['sent']} reported sent, "
+            f"{sink.messages} accepted by the SMTP server"
+        )
+    figures["accepted_bytes"] = sink.size
+    return figures
+
+
+def measure_baseline(sink: Sink, count: int, with_docx: bool = False) -> dict[str, Any]:
+    """One baseline run of ``count`` messages; checks the sink got them all."""
+    sink.reset()
+    figures = _child(["baseline", str(sink.port), str(count), "docx" if with_docx else "pdf"])
+    if sink.messages != count:
+        raise RuntimeError(f"baseline: {count} sent, {sink.messages} accepted")
+    return figures
+
+
+def _main(argv: list[str]) -> int:
+    kind, *rest = argv
+    if kind == "ours":
+        folder, port, dispatch_id = rest
+        figures = run_ours(Path(folder), int(port), int(dispatch_id))
+    elif kind == "baseline":
+        port, count, files = rest
+        figures = run_baseline(int(port), int(count), with_docx=files == "docx")
+    else:
+        raise SystemExit(f"unknown run {kind!r}")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    # The sink process is started with "spawn": keep this module importable without side effects.
+    threading.current_thread().name = "bench-child"
+    sys.exit(_main(sys.argv[1:]))
