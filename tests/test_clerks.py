@@ -518,3 +518,132 @@ def test_a_post_without_the_csrf_token_is_refused(desk):
 def test_signed_out_visitors_are_sent_to_sign_in(client, db_app, url):
     response = client.get(url)
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+# --- the scripts, in a real browser ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_autosave_in_a_browser_creates_the_draft_and_survives_going_offline(clerk_browser):
+    base, page = clerk_browser
+    page.goto(base + "/dispatches/new")
+    page.fill("#f-subject", "lưu tự động trong trình duyệt")
+    page.fill("#f-body", "Cục Tin học hoá đề nghị Quý Sở phối hợp.\n\nTrân trọng./.")
+    page.fill("#f-signer_name", "Nguyễn Văn An")
+    page.fill("#f-addressees", "Các Sở Thông tin và Truyền thông")
+    # The first autosave creates the draft; the address bar then names it.
+    page.wait_for_url(re.compile(r"/dispatches/\d+/edit$"))
+    draft_id = int(re.search(r"/dispatches/(\d+)/edit", page.url).group(1))
+    page.wait_for_function(
+        "document.getElementById('autosave-status').textContent.includes('Có thể ban hành')"
+    )
+    db.session.expire_all()
+    draft = db.session.get(Dispatch, draft_id)
+    assert draft.subject == "lưu tự động trong trình duyệt"
+    assert draft.source["meta"]["signer"]["name"] == "Nguyễn Văn An"
+    # The preview frame shows the draft's PDF once it is valid.
+    page.wait_for_function(
+        "(document.getElementById('preview-frame').src || '').includes('/preview.pdf')"
+    )
+
+    # A wrong value: the error appears next to its field, and the draft is saved all the same.
+    page.fill("#f-date", "ngày mai")
+    page.wait_for_selector("#f-date-loi")
+    assert page.get_attribute("#f-date", "aria-invalid") == "true"
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).source["meta"]["date"] == "ngày mai"
+
+    # Offline: what is typed stays in this browser, and is saved once back online.
+    page.context.set_offline(True)
+    page.fill("#f-subject", "viết khi mất mạng")
+    page.wait_for_function(
+        "document.getElementById('autosave-status').classList.contains('is-error')"
+    )
+    kept = page.evaluate(f"window.localStorage.getItem('dispatch:draft:{draft_id}')")
+    assert kept and "viết khi mất mạng" in kept
+    page.context.set_offline(False)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_function(
+        "document.getElementById('autosave-status').textContent.includes('Đã tự động lưu')"
+    )
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).subject == "viết khi mất mạng"
+    assert page.evaluate(f"window.localStorage.getItem('dispatch:draft:{draft_id}')") is None
+    actions = _actions(draft_id)
+    assert actions[0] == "dispatch.drafted" and actions.count("dispatch.drafted") == 1
+
+
+@pytest.mark.slow
+def test_the_directory_search_in_the_composer_adds_offices_without_reloading(clerk_browser):
+    import datetime as dt
+
+    from dispatch import directory
+
+    # An office outside the group: the search is how it joins the list.
+    centre = Organisation(
+        name="Trung tâm Công nghệ thông tin và Truyền thông tỉnh Cà Mau",
+        province_code="96",
+        province_name="Cà Mau",
+        province_kind="tỉnh",
+        region="Đồng bằng sông Cửu Long",
+        email="ttcntt@camau.gov.vn",
+        cc=[],
+        valid_from=dt.date(2000, 1, 1),
+    )
+    centre.search_text = directory.search_text_for(centre)
+    db.session.add(centre)
+    db.session.commit()
+    base, page = clerk_browser
+    draft_id = draft_id_from(_compose_via(page, base))
+    before = len(db.session.get(Dispatch, draft_id).recipients)  # the group's offices
+    page.goto(f"{base}/dispatches/{draft_id}/edit")
+    page.fill("#f-q", "trung tam ca mau")
+    page.press("#f-q", "Enter")  # searched by the script: the page stays
+    page.wait_for_selector(f"#search-results #r-{centre.id}")
+    assert page.url.endswith(f"/dispatches/{draft_id}/edit")
+    page.check(f"#search-results #r-{centre.id}")
+    page.wait_for_function(
+        "document.getElementById('autosave-status').textContent.includes('Đã tự động lưu')"
+    )
+    db.session.expire_all()
+    chosen = {r.organisation_id for r in db.session.get(Dispatch, draft_id).recipients}
+    assert centre.id in chosen and len(chosen) == before + 1
+
+
+@pytest.mark.slow
+def test_the_status_page_updates_itself_while_letters_go_out(
+    clerk_browser, issued_dispatch, smtp_server, app
+):
+    from dispatch.clock import now
+    from dispatch.delivery import deliver_due
+
+    dispatch = issued_dispatch()
+    hanoi = next(r for r in dispatch.recipients if r.province_code == "01")
+    base, page = clerk_browser
+    page.goto(f"{base}/dispatches/{dispatch.id}")
+    cell = f'tr[data-recipient-id="{hanoi.id}"] [data-field="delivery_label"]'
+    assert page.text_content(cell) == "chờ gửi"
+    smtp_server.configure(app)
+    deliver_due(now())
+    # No reload: the script asks status.json and rewrites the row and the counts.
+    page.wait_for_function(f"document.querySelector('{cell}').textContent === 'đã gửi'")
+    assert page.text_content('[data-count="sent"]') == "63"
+    assert "Không còn thư nào đang chờ gửi" in page.text_content("[data-refresh-note]")
+
+
+def _compose_via(page, base):
+    """Create a valid draft through the no-JavaScript path (a plain form post from the page)."""
+
+    class Response:
+        headers: dict
+
+    page.goto(base + "/dispatches/new")
+    page.fill("#f-subject", "tìm cơ quan")
+    page.fill("#f-body", "Nội dung.\n\nTrân trọng./.")
+    page.fill("#f-signer_name", "Nguyễn Văn An")
+    page.fill("#f-addressees", "Các Sở Thông tin và Truyền thông")
+    page.click("button[value=save]")
+    page.wait_for_url(re.compile(r"/dispatches/\d+/edit"))
+    result = Response()
+    result.headers = {"Location": page.url}
+    return result
