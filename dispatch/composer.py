@@ -32,6 +32,7 @@ from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.model import Authority, Letter
 from dispatch.letters.source import (
+    URGENCIES,
     LetterSourceError,
     build_letter,
     check_symbol,
@@ -258,8 +259,9 @@ def form_from_source(source: Mapping[str, Any], group: str = "") -> ComposeForm:
     for key in ("authority", "acting_for", "title", "name"):
         value = signer.get(key)
         fields[f"signer_{key}"] = "" if value is None else str(value)
+    fields["signer_authority"] = _canonical_authority(fields["signer_authority"])
     urgency = meta.get("urgency")
-    fields["urgency"] = "" if urgency is None else str(urgency)
+    fields["urgency"] = _canonical_urgency("" if urgency is None else str(urgency))
     for key in LIST_FIELDS:
         value = meta.get(key)
         if isinstance(value, list):
@@ -279,6 +281,22 @@ def form_from_source(source: Mapping[str, Any], group: str = "") -> ComposeForm:
                 }
             )
     return ComposeForm(fields=fields, appendices=appendices, group=group, recipients=None)
+
+
+def _canonical_authority(value: str) -> str:
+    """"kt" or "KT" as a source file may write it → "KT." as the select lists it."""
+    text = value.strip().upper()
+    text = text if not text or text.endswith(".") else text + "."
+    return text if text in {v for v, _ in AUTHORITY_CHOICES} else value
+
+
+def _canonical_urgency(value: str) -> str:
+    """"Hoả tốc" (either tone placement, any case) → the select's "hỏa tốc"."""
+    text = value.strip().lower()
+    if text in URGENCIES:
+        wanted = URGENCIES[text]
+        return next(v for v, _ in URGENCY_CHOICES if v and URGENCIES[v] is wanted)
+    return value
 
 
 def form_from_post(data: Any, *, remove_appendix: int | None = None) -> ComposeForm:

@@ -24,6 +24,7 @@ from tests.fixtures.clerks import (
     csrf_of,
     draft_id_from,
     field_value,
+    form_values,
     office,
     post_form,
     valid_fields,
@@ -647,3 +648,84 @@ def _compose_via(page, base):
     result = Response()
     result.headers = {"Location": page.url}
     return result
+
+
+def test_the_seed_letter_goes_through_the_form_unchanged(desk):
+    """A draft made from the 2021 letter's folder, opened and saved as a browser would, is the
+    same letter: every field of the source has its place in the form."""
+    from werkzeug.datastructures import MultiDict
+
+    from dispatch import directory, drafts
+    from dispatch.clock import now
+    from dispatch.letters.source import build_letter, source_from_json
+    from tests.letter_samples import SEED_FOLDER
+
+    draft = drafts.create_draft(
+        SEED_FOLDER, group_code=directory.DEFAULT_GROUP_CODE, actor=None, at=now()
+    )
+    db.session.commit()
+    before = build_letter(source_from_json(draft.source))
+    html = desk.clerk.get(f"/dispatches/{draft.id}/edit").get_data(as_text=True)
+    assert "error-summary" not in html
+    pairs = form_values(html)
+    assert ("appendix-1-title", before.appendices[1].title) in pairs
+    response = desk.clerk.post(f"/dispatches/{draft.id}/edit", data=MultiDict(pairs))
+    assert response.status_code == 303
+    db.session.expire_all()
+    saved = db.session.get(Dispatch, draft.id)
+    after = build_letter(source_from_json(saved.source))
+    for name in (
+        "parent_agency",
+        "issuing_agency",
+        "symbol",
+        "place",
+        "subject",
+        "addressees",
+        "body",
+        "signer",
+        "distribution",
+        "urgency",
+        "month",
+        "year",
+        "date",
+    ):
+        assert getattr(after, name) == getattr(before, name), name
+    assert [(a.numeral, a.title, a.body) for a in after.appendices] == [
+        (a.numeral, a.title, a.body) for a in before.appendices
+    ]
+    assert len(saved.recipients) == 63
+    assert "error-summary" not in desk.clerk.get(f"/dispatches/{draft.id}/edit").get_data(
+        as_text=True
+    )
+
+
+def test_the_list_runs_the_same_queries_whatever_the_number_of_dispatches(desk, letter_folder):
+    from sqlalchemy import event
+
+    from dispatch import directory, drafts
+    from dispatch.clock import now
+
+    def queries_for_home() -> int:
+        seen: list[str] = []
+
+        def count(*args) -> None:
+            seen.append(args[2])
+
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            assert desk.clerk.get("/").status_code == 200
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        return len(seen)
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            drafts.create_draft(
+                letter_folder(), group_code=directory.DEFAULT_GROUP_CODE, actor=None, at=now()
+            )
+        db.session.commit()
+
+    add(2)
+    few = queries_for_home()
+    add(5)
+    assert queries_for_home() == few
