@@ -729,3 +729,13 @@ def test_the_list_runs_the_same_queries_whatever_the_number_of_dispatches(desk, 
     few = queries_for_home()
     add(5)
     assert queries_for_home() == few
+
+
+def test_ids_beyond_the_database_range_are_not_found(desk):
+    for url in (
+        "/dispatches/9223372036854775808",
+        "/dispatches/2147483648/edit",
+        "/dispatches/99999999999999999999/status.json",
+        "/directory/9223372036854775808/edit",
+    ):
+        assert desk.admin.get(url).status_code == 404, url

@@ -109,6 +109,18 @@ def _roles() -> dict[str, Any]:
     return {"can_change": role in CHANGE_ROLES, "is_admin": role in ADMIN_ROLES}
 
 
+# Ids are 32-bit integers in the database: a larger one in a URL names nothing (and would
+# overflow the driver), so it is a 404 before any query.
+MAX_ID = 2**31 - 1
+
+
+@bp.url_value_preprocessor
+def _ids_in_range(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    for name, value in (values or {}).items():
+        if name.endswith("_id") and isinstance(value, int) and not 0 < value <= MAX_ID:
+            abort(404)
+
+
 def _user() -> Any:
     return current_user._get_current_object()
 
