@@ -204,6 +204,8 @@ def dispatch_list(
         filters = [Dispatch.status.in_((DispatchStatus.ISSUED, DispatchStatus.COMPLETED))]
         order = (Dispatch.issued_at.desc(), Dispatch.id.desc())
     total = db.session.execute(select(func.count(Dispatch.id)).where(*filters)).scalar_one()
+    # A page past the end shows the last one (and a huge ?page= cannot overflow OFFSET).
+    page = min(page, max(1, -(-total // page_size)))
 
     # Aggregate only the recipients of the dispatches on this page, not the whole table.
     page_ids = (

@@ -282,7 +282,10 @@ def test_the_table_shows_each_office_with_vietnamese_labels(board, leader_client
 
 
 def test_an_unknown_dispatch_is_404_and_a_bad_sort_falls_back(board, leader_client):
-    assert leader_client.get("/lanh-dao/cong-van/999999").status_code == 404
+    for dispatch_id in ("999999", "2147483648", "99999999999999999999"):
+        for suffix in ("", "/bao-cao.csv", "/bao-cao.pdf"):
+            url = f"/lanh-dao/cong-van/{dispatch_id}{suffix}"
+            assert leader_client.get(url).status_code == 404, url
     page = get_page(leader_client, board, sort="'; drop table", dir="sideways")
     assert office_codes(page) == _expected_order(board, "region", False)
 
@@ -337,6 +340,11 @@ def test_the_list_is_paginated(seeded, leader_client, fixed_now):
     second = leader_client.get("/lanh-dao/", query_string={"page": 2}).get_data(as_text=True)
     numbers = re.findall(r'">(\d\d)/THH-VP</a>', second)
     assert numbers == ["05", "04", "03", "02", "01"]
+    # Past the end (however far): the last page.
+    for page in (3, 10**30):
+        beyond = leader_client.get("/lanh-dao/", query_string={"page": page})
+        assert beyond.status_code == 200
+        assert re.findall(r'">(\d\d)/THH-VP</a>', beyond.get_data(as_text=True)) == numbers
 
 
 # --- a fixed number of queries --------------------------------------------------------------

@@ -19,6 +19,16 @@ from dispatch.models import Role
 bp = Blueprint("leadership", __name__, url_prefix="/lanh-dao")
 
 READ_ROLES = (Role.LEADER, Role.CLERK, Role.ADMIN)
+# Ids are 32-bit integers in the database: a larger one in a URL names nothing (and would
+# overflow the PostgreSQL driver), so it is a 404 before any query.
+MAX_ID = 2**31 - 1
+
+
+@bp.url_value_preprocessor
+def _ids_in_range(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    for name, value in (values or {}).items():
+        if name.endswith("_id") and isinstance(value, int) and not 0 < value <= MAX_ID:
+            abort(404)
 
 
 def _dispatch_data(dispatch_id: int) -> dict[str, Any]:
