@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
+
+# The largest id an INTEGER column holds (PostgreSQL's, and so ours).
+MAX_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>`` up to ``MAX_ID``: a larger number is a 404, not a database error (500)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # werkzeug names it "map"
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to the app."""
     from dispatch.views import health, provinces
+
+    # Before any rule is added: every <int:…> of every blueprint gets the bound.
+    app.url_map.converters["int"] = IdConverter
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)
