@@ -52,6 +52,8 @@ BEARER_SCHEME = {
     "description": "Mã truy cập API (tạo bằng `dispatch tokens create EMAIL`).",
 }
 CHANGE_ROLES = (Role.CLERK, Role.ADMIN)
+LEADER_READ_ONLY = "Tài khoản lãnh đạo chỉ được xem, không được thay đổi dữ liệu."
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The error codes each kind of operation can answer, documented on every operation.
 READ_ERRORS = (401, 404)
@@ -344,6 +346,9 @@ def authenticate_token() -> Any:
         return _unauthorized("Mã truy cập không hợp lệ hoặc đã bị thu hồi.", "invalid_token")
     db.session.commit()  # keep the note of when the token was last used
     g.api_user = user
+    if request.method not in _READ_METHODS and user.role not in CHANGE_ROLES:
+        # Before the body is parsed: a leader learns nothing about what a change would need.
+        abort(403, message=LEADER_READ_ONLY)
     return None
 
 
@@ -362,7 +367,7 @@ def api_user() -> User:
 def _require_change() -> User:
     user = api_user()
     if user.role not in CHANGE_ROLES:
-        abort(403, message="Tài khoản lãnh đạo chỉ được xem, không được thay đổi dữ liệu.")
+        abort(403, message=LEADER_READ_ONLY)
     return user
 
 
