@@ -29,6 +29,7 @@ from dispatch.letters.model import (
     Attachment,
     Authority,
     Block,
+    BlockKind,
     Letter,
     Signer,
     Urgency,
@@ -83,6 +84,19 @@ MAX_PLACE = 100
 MAX_LIST_ITEM = 200
 MAX_APPENDIX_TITLE = 500
 MAX_NUMBER = 10**11 - 1  # CodeNumber is at most 11 characters
+# Bounds that keep rendering one letter to seconds, far above any real công văn: WeasyPrint
+# takes about 25 s for one 200,000-character paragraph and 15 s for 5,000 list items, and a
+# letter is issued from a web request. At these bounds a body renders in about 4 s.
+MAX_BODY_CHARS = 50_000  # the letter's body, or one appendix's
+MAX_BODY_BLOCKS = 1_000  # paragraphs, headings, list items and table rows of one body
+MAX_LETTER_CHARS = 150_000  # the body and every appendix together
+MAX_FILE_BYTES = 1_000_000  # a source file, checked before it is decoded
+
+
+def _count(value: int) -> str:
+    """50.000: thousands grouped with dots, as Vietnamese writes them."""
+    return f"{value:,}".replace(",", ".")
+
 
 URGENCIES = {
     "khẩn": Urgency.URGENT,
@@ -208,6 +222,14 @@ def _normalise_text(text: str) -> str:
 def _read_text(path: Path, label: str) -> str:
     """The file's text, or an error naming the line of the first byte that is not UTF-8."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise LetterSourceError(
+                label,
+                None,
+                f"tệp dài {_count(size)} byte, tối đa {_count(MAX_FILE_BYTES)} byte; "
+                "hãy gửi phần dài dưới dạng tài liệu kèm theo",
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise LetterSourceError(label, None, f"không đọc được tệp ({exc.strerror})") from exc
@@ -697,11 +719,28 @@ def _blocks(where: _Where, text: Any, *, headings: bool) -> tuple[Block, ...]:
     if not isinstance(text, str):
         raise where.body(1, "nội dung phải là văn bản")
     text = _normalise_text(text)
+    if len(text) > MAX_BODY_CHARS:
+        # Refused before parsing: the parser and the renderer never see an unbounded text.
+        raise where.body(
+            text[:MAX_BODY_CHARS].count("\n") + 1,
+            f"nội dung dài {_count(len(text))} ký tự, tối đa {_count(MAX_BODY_CHARS)} ký tự; "
+            "hãy chia thành phụ lục hoặc gửi dưới dạng tài liệu kèm theo",
+        )
     try:
         placed = parse_blocks(text, headings=headings)
         check_closing(placed, max(1, text.count("\n")))
     except MarkupError as exc:
         raise where.body(exc.line, exc.message) from exc
+    blocks = 0
+    for item in placed:
+        rows = len(item.block.rows) - 1 if item.block.kind is BlockKind.TABLE else 0
+        blocks += 1 + max(rows, 0)
+        if blocks > MAX_BODY_BLOCKS:
+            raise where.body(
+                item.line,
+                f"nội dung có quá {_count(MAX_BODY_BLOCKS)} đoạn, mục và dòng bảng; "
+                "hãy chia thành phụ lục hoặc gửi dưới dạng tài liệu kèm theo",
+            )
     return tuple(item.block for item in placed)
 
 
@@ -752,6 +791,16 @@ def build_letter(source: LetterSource, project_root: Path | None = None) -> Lett
 
     body = _blocks(where, source.body, headings=False)
     appendices = _appendices(source, where)
+    total = len(source.body or "") + sum(
+        len(item.get("body") or "") for item in source.appendices if isinstance(item, dict)
+    )
+    if total > MAX_LETTER_CHARS:
+        raise LetterSourceError(
+            label,
+            None,
+            f"công văn và các phụ lục dài {_count(total)} ký tự, tối đa "
+            f"{_count(MAX_LETTER_CHARS)} ký tự; hãy gửi phần dài dưới dạng tài liệu kèm theo",
+        )
 
     return Letter(
         parent_agency=parent_agency,
