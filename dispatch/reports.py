@@ -183,7 +183,7 @@ class _ReportEngine:
 
         self.weasyprint = weasyprint
         paths = letter_pdf.font_paths()
-        self.coverage = letter_pdf._Coverage(paths)
+        self.coverage = letter_pdf.FontCoverage(paths)
         self.fetcher = RestrictedURLFetcher({letter_pdf.FONT_DIR: FONT_TYPES})
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATE_DIR),

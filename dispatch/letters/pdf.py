@@ -211,7 +211,7 @@ def font_paths() -> dict[tuple[str, str], Path]:
     return paths
 
 
-class _Coverage:
+class FontCoverage:
     """What the shipped faces are: the characters all of them draw, and their fingerprints."""
 
     def __init__(self, paths: dict[tuple[str, str], Path]) -> None:
@@ -301,7 +301,7 @@ class _Engine:
 
         self.weasyprint = weasyprint
         paths = font_paths()
-        self.coverage = _Coverage(paths)
+        self.coverage = FontCoverage(paths)
         self.fetcher = RestrictedURLFetcher(
             {FONT_DIR: FONT_TYPES, TEMPLATE_DIR: STYLE_TYPES, ATTACHMENT_DIR: IMAGE_TYPES}
         )
