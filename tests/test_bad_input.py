@@ -677,3 +677,113 @@ def test_every_changing_route_refuses_leaders_and_signed_out_visitors(
     )
     # Nothing was changed by any of it.
     assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 0
+
+
+# --- Uploads that lie, oversized uploads, zip bombs (through the web pages) --------------------
+
+
+def _upload_to_draft(desk, data: bytes, name: str, content_type: str):
+    from tests.fixtures.clerks import draft_id_from, post_form, valid_fields
+
+    draft_id = draft_id_from(
+        post_form(desk.clerk, "/dispatches/new", valid_fields(), token_from="/dispatches/new")
+    )
+    response = post_form(
+        desk.clerk,
+        f"/dispatches/{draft_id}/edit",
+        {
+            **valid_fields(),
+            "action": "upload",
+            "attachment": (io.BytesIO(data), name, content_type),
+        },
+    )
+    db.session.expire_all()
+    return response, db.session.get(Dispatch, draft_id)
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "content_type"),
+    [
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "so-do.png",
+            "image/png",
+        ),
+        (b"<!doctype html><script>alert(1)</script>", "cong-van.pdf", "application/pdf"),
+        (
+            b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00",
+            "bang-tinh.xlsx",
+            "application/vnd.ms-excel",
+        ),
+    ],
+    ids=["svg-as-png", "html-as-pdf", "exe-as-xlsx"],
+)
+def test_an_upload_that_lies_about_its_type_is_refused(desk, app, data, name, content_type):
+    response, draft = _upload_to_draft(desk, data, name, content_type)
+
+    assert response.status_code in (200, 422), response.status_code
+    assert "không được chấp nhận" in response.get_data(as_text=True)
+    assert draft.source["meta"].get("attachments", []) == []
+    folder = Path(app.config["DISPATCH_DATA_DIR"]) / "uploads" / str(draft.id) / "attachments"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_an_upload_is_named_by_what_it_is_not_by_what_it_claims(desk):
+    from tests.fixtures.clerks import pdf_bytes
+
+    response, draft = _upload_to_draft(desk, pdf_bytes(), "bao-cao.docx", "application/msword")
+
+    assert response.status_code == 303
+    assert draft.source["meta"]["attachments"] == ["bao-cao.pdf"]
+
+
+def test_a_zip_bomb_posted_as_the_directory_csv_is_refused_unopened(desk):
+    from tests.fixtures.clerks import post_form, zip_bomb_docx
+
+    bomb = zip_bomb_docx()
+    before = db.session.execute(select(func.count()).select_from(Organisation)).scalar_one()
+
+    response = post_form(
+        desk.admin,
+        "/directory/import",
+        {"file": (io.BytesIO(bomb), "danh-ba.csv", "text/csv")},
+        token_from="/directory/import",
+    )
+
+    assert response.status_code == 422
+    assert "Tệp không phải văn bản mã UTF-8" in response.get_data(as_text=True)
+    assert db.session.execute(select(func.count()).select_from(Organisation)).scalar_one() == (
+        before
+    )
+
+
+def test_the_directory_page_refuses_line_breaks_and_oversized_files_in_vietnamese(desk, app):
+    from dispatch.directory import export_csv
+    from tests.fixtures.clerks import post_form
+
+    text = export_csv(group_code=GROUP, bom=False).replace(
+        "sotttt.hanoi@tinh.example", f'"sotttt@hanoi.gov.vn\r\nBcc: {EVIL}"', 1
+    )
+    injected = post_form(
+        desk.admin,
+        "/directory/import",
+        {"file": (io.BytesIO(text.encode()), "danh-ba.csv", "text/csv")},
+        token_from="/directory/import",
+    )
+    assert injected.status_code == 422
+    html = injected.get_data(as_text=True)
+    assert "Không nhập được danh bạ" in html and "không hợp lệ" in html
+
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    huge = post_form(
+        desk.admin,
+        "/directory/import",
+        {"file": (io.BytesIO(text.encode() * 20), "danh-ba.csv", "text/csv")},
+        token_from="/directory/import",
+    )
+    assert huge.status_code == 413
+    assert "quá lớn" in huge.get_data(as_text=True)
+    db.session.expire_all()
+    assert EVIL not in json.dumps(
+        [[o.email, *o.cc] for o in db.session.execute(select(Organisation)).scalars()]
+    )
