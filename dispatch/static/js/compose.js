@@ -264,6 +264,28 @@
     }
   });
 
+  // What a state says, as the server keeps it: the page drawn after a save differs from the
+  // form that was posted (a fresh empty appendix slot, renumbered slots, trimmed spaces, the
+  // page's own bookkeeping fields), and a copy whose content the server already has is no
+  // copy "the server never got".
+  var LAYOUT_FIELDS = ["appendix_count", "appendix_slots", "recipients_group", "q"];
+  function content(state) {
+    var items = [];
+    var offices = []; // ticked offices: the page may list them in another order
+    JSON.parse(state).forEach(function (pair) {
+      var value = String(pair[1]).normalize("NFC").replace(/\s+/g, " ").trim();
+      if (!value || LAYOUT_FIELDS.indexOf(pair[0]) >= 0) {
+        return;
+      }
+      if (pair[0] === "recipient") {
+        offices.push(value);
+      } else {
+        items.push(pair[0].replace(/^appendix-\d+-/, "appendix-") + "=" + value);
+      }
+    });
+    return items.concat(offices.sort()).join("\n");
+  }
+
   // A copy kept in this browser that the server never got: offer it back.
   (function offerRestore() {
     var banner = document.getElementById("restore-banner");
@@ -273,7 +295,11 @@
     } catch (e) {
       saved = null;
     }
-    if (!banner || !saved || !saved.state || saved.state === snapshot()) {
+    if (!banner || !saved || !saved.state) {
+      return;
+    }
+    if (content(saved.state) === content(snapshot())) {
+      forgetLocal(); // saved by a button of the form: the server has it all
       return;
     }
     var time = banner.querySelector("[data-restore-time]");
