@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.evidence",
     "tests.fixtures.leadership",
     "tests.fixtures.clerks",
+    "tests.fixtures.browser",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
