@@ -200,6 +200,12 @@ def test_clerk_issues_provinces_confirm_and_leader_watches_the_map(
     assert count_value(leader, "acknowledged") == 2
     screenshot(leader, "14-leader-map-two-confirmed")
 
+    # The leader reads the clerk's status page too, without its "Gửi ngay" button.
+    leader.goto(live(f"/dispatches/{dispatch_id}"))
+    assert leader.locator("[data-count-confirmed]").inner_text().strip() == "đã xác nhận 2/63"
+    assert leader.get_by_role("button", name="Gửi ngay").count() == 0
+    screenshot(leader, "16-leader-dispatch")
+
     # The clerk's status page agrees.
     clerk.goto(live(f"/dispatches/{dispatch_id}"))
     assert clerk.locator("[data-count-confirmed]").inner_text().strip() == "đã xác nhận 2/63"
@@ -223,7 +229,9 @@ def test_a_leader_cannot_issue(live_server: LiveServer, browser_context, screens
     assert page.locator(f'a[href$="/dispatches/{draft}/issue"]').count() == 0
     screenshot(page, "21-leader-draft")
 
-    # Going there anyway, or posting the form with a valid CSRF token: 403.
+    # Going there anyway, or to the composer, or posting the form with a valid CSRF token: 403.
+    response = page.goto(live("/dispatches/new"))
+    assert response is not None and response.status == 403
     response = page.goto(live(f"/dispatches/{draft}/issue"))
     assert response is not None and response.status == 403
     assert page.locator("button", has_text="Ban hành").count() == 0
