@@ -284,14 +284,14 @@ def form_from_source(source: Mapping[str, Any], group: str = "") -> ComposeForm:
 
 
 def _canonical_authority(value: str) -> str:
-    """"kt" or "KT" as a source file may write it → "KT." as the select lists it."""
+    """The authority as the select lists it ("KT."), from "kt" or "KT" as a file may write it."""
     text = value.strip().upper()
     text = text if not text or text.endswith(".") else text + "."
     return text if text in {v for v, _ in AUTHORITY_CHOICES} else value
 
 
 def _canonical_urgency(value: str) -> str:
-    """"Hoả tốc" (either tone placement, any case) → the select's "hỏa tốc"."""
+    """The urgency as the select lists it ("hỏa tốc"), from "Hoả tốc" or any other spelling."""
     text = value.strip().lower()
     if text in URGENCIES:
         wanted = URGENCIES[text]
