@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from email.utils import make_msgid
+from typing import Any
 
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,20 +25,19 @@ def message_domain() -> str:
     return address.rsplit("@", 1)[-1].strip(" >") or "dispatch.invalid"
 
 
-def enqueue(
+def _values(
     *,
     dispatch_id: int,
     kind: MessageKind,
     to_addrs: list[str],
     at: dt.datetime,
-    recipient_id: int | None = None,
-    cc_addrs: list[str] | None = None,
-    sequence: int = 0,
-) -> bool:
-    """Queue an e-mail to be sent from ``at`` on; False if the same one was already queued."""
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    recipient_id: int | None,
+    cc_addrs: list[str] | None,
+    sequence: int,
+) -> dict[str, Any]:
+    """One outbox row, as ``enqueue`` and ``enqueue_many`` insert it."""
     key = recipient_id or 0
-    values = {
+    return {
         "dispatch_id": dispatch_id,
         "recipient_id": recipient_id,
         "recipient_key": key,
@@ -53,10 +53,66 @@ def enqueue(
         "next_attempt_at": at,
         "created_at": at,
     }
-    statement = (
-        dialect.insert(OutboxMessage)
-        .values(**values)
+
+
+def _insert(rows: list[dict[str, Any]]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id for ``rows``."""
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    table = OutboxMessage.__table__
+    return (
+        dialect.insert(table)
+        .values(rows)
         .on_conflict_do_nothing(index_elements=["dispatch_id", "recipient_key", "kind", "sequence"])
+        .returning(table.c.id)
+    )
+
+
+def enqueue(
+    *,
+    dispatch_id: int,
+    kind: MessageKind,
+    to_addrs: list[str],
+    at: dt.datetime,
+    recipient_id: int | None = None,
+    cc_addrs: list[str] | None = None,
+    sequence: int = 0,
+) -> bool:
+    """Queue an e-mail to be sent from ``at`` on; False if the same one was already queued."""
+    values = _values(
+        dispatch_id=dispatch_id,
+        kind=kind,
+        to_addrs=to_addrs,
+        at=at,
+        recipient_id=recipient_id,
+        cc_addrs=cc_addrs,
+        sequence=sequence,
     )
     # RETURNING tells whether a row went in; rowcount is not reliable for ORM-enabled inserts.
-    return db.session.execute(statement.returning(OutboxMessage.id)).first() is not None
+    return db.session.execute(_insert([values])).first() is not None
+
+
+def enqueue_many(
+    *,
+    dispatch_id: int,
+    kind: MessageKind,
+    messages: list[tuple[int, list[str], list[str]]],
+    at: dt.datetime,
+    sequence: int = 0,
+) -> int:
+    """Queue one e-mail of ``kind`` per (recipient id, To, Cc) in one INSERT; how many were new
+    (the others had been queued before)."""
+    if not messages:
+        return 0
+    rows = [
+        _values(
+            dispatch_id=dispatch_id,
+            kind=kind,
+            to_addrs=to_addrs,
+            at=at,
+            recipient_id=recipient_id,
+            cc_addrs=cc_addrs,
+            sequence=sequence,
+        )
+        for recipient_id, to_addrs, cc_addrs in messages
+    ]
+    return len(db.session.execute(_insert(rows)).all())
