@@ -627,7 +627,9 @@ def test_the_status_page_updates_itself_while_letters_go_out(
     smtp_server.configure(app)
     deliver_due(now())
     # No reload: the script asks status.json and rewrites the row and the counts.
-    page.wait_for_function(f"document.querySelector('{cell}').textContent === 'đã gửi'")
+    page.wait_for_function(
+        f"document.querySelector('{cell}').textContent === 'đã gửi'", timeout=120_000
+    )
     assert page.text_content('[data-count="sent"]') == "63"
     assert "Không còn thư nào đang chờ gửi" in page.text_content("[data-refresh-note]")
 

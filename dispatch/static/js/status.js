@@ -71,7 +71,8 @@
         timer = window.setTimeout(poll, data.in_flight ? PERIOD : PERIOD * 6);
       })
       .catch(function () {
-        timer = window.setTimeout(poll, PERIOD * 6);
+        // A blip (a restart, a busy database): ask again soon, not at the slow pace.
+        timer = window.setTimeout(poll, PERIOD * 2);
       });
   }
 
