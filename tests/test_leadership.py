@@ -39,7 +39,7 @@ TILE = re.compile(
     r'data-status="(?P=status)">\s*<title>(?P<title>[^<]*)</title>'
 )
 OFFICE_ROW = re.compile(r'<tr data-code="(\d+)" data-status="([a-z]+)">')
-COUNT = re.compile(r'class="count count-([a-z]+)"><span class="count-value">(\d+)</span>')
+COUNT = re.compile(r'class="count count-([a-z]+)[^"]*"><span class="count-value">(\d+)</span>')
 
 
 def get_page(client, board, **query: str) -> str:
