@@ -109,12 +109,12 @@ def assert_nothing_lost(smtp_server: SmtpServer, *, failed: Iterable[str] = ()) 
         if row.status is DeliveryStatus.FAILED:
             assert failed_audit[str(row.id)] == 1, where
             assert row.to_addrs[0].lower() in expected_failures, f"{where}: {row.last_error}"
-    # What the server accepted went to the row's own addresses.
+    # What the server accepted went to the row's own addresses, and to no other.
     for message in smtp_server.messages:
         row = by_message_id[message.message_id]
-        assert [a.lower() for a in message.rcpt_tos[: len(row.to_addrs)]] == [
-            a.lower() for a in row.to_addrs
-        ]
+        envelope = {a.lower() for a in message.rcpt_tos}
+        assert {a.lower() for a in row.to_addrs} <= envelope, (row.to_addrs, envelope)
+        assert envelope <= {a.lower() for a in [*row.to_addrs, *(row.cc_addrs or [])]}
     # Nothing lost: each recipient of each issued dispatch has its letter.
     letters = {(r.dispatch_id, r.recipient_id) for r in rows if r.kind is MessageKind.LETTER}
     recipients = db.session.execute(
@@ -362,6 +362,49 @@ def test_two_schedulers_deliver_and_remind_at_once(
     assert len(reminder_rows) == 10  # one per office that has not confirmed, not two
     assert {row.status for row in reminder_rows} == {DeliveryStatus.SENT}
     assert len(smtp_server.messages) == 22
+    assert_nothing_lost(smtp_server)
+
+
+@pytest.mark.slow
+def test_two_scheduler_processes_at_once(smtp_app, smtp_server, outbox_dispatch, tmp_path):
+    outbox_dispatch(10)
+    _release_database()
+    env = _env(smtp_app, smtp_server, tmp_path, DISPATCH_LOG_LEVEL="WARNING")
+    log = tmp_path / "schedulers.log"
+    smtp_server.handler.delay = 0.05
+    every = ("--deliver-every", "1", "--heartbeat-every", "1", "--remind-every", "3600")
+    with log.open("ab") as out:
+        schedulers = [
+            subprocess.Popen(
+                [DISPATCH, "scheduler", *every],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for _ in range(2)
+        ]
+    try:
+        # On PostgreSQL one runs and one stands by; on SQLite both run: either way, once each.
+        smtp_server.handler.wait_until(lambda h: len(h.messages) >= 10, timeout=WAIT)
+    finally:
+        for process in schedulers:
+            process.send_signal(signal.SIGTERM)
+        for process in schedulers:
+            try:
+                process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=WAIT)
+    assert [process.returncode for process in schedulers] == [0, 0], log.read_text()
+    assert "Traceback" not in log.read_text()
+
+    # Whatever the schedulers queued as they stopped (a reminder run at start-up) goes out now.
+    later = dt.datetime.now(dt.UTC) + LEASE + dt.timedelta(minutes=2)
+    _run(env, log, "deliver", "--at", _iso(later))
+
+    letters = [row for row in _rows() if row.kind is MessageKind.LETTER]
+    assert [row.status for row in letters] == [DeliveryStatus.SENT] * 10
     assert_nothing_lost(smtp_server)
 
 
