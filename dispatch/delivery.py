@@ -636,7 +636,14 @@ def _record_failure(
         row.next_attempt_at = None
         if not failure.permanent:
             row.last_error = f"gave up after {row.attempts} attempts: {failure.reason}"
-        _audit(row, "message.failed", moment, error=row.last_error, worker=worker)
+        _audit(
+            row,
+            "message.failed",
+            moment,
+            error=row.last_error,
+            smtp_reply=failure.reply,  # the server's own words, when it answered
+            worker=worker,
+        )
         return DeliveryStatus.FAILED
     row.status = DeliveryStatus.RETRYING
     row.next_attempt_at = moment + backoff(row.attempts)
@@ -645,6 +652,7 @@ def _record_failure(
         "message.retrying",
         moment,
         error=failure.reason,
+        smtp_reply=failure.reply,
         next_attempt_at=row.next_attempt_at.isoformat(),
         worker=worker,
     )

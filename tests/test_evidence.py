@@ -312,6 +312,7 @@ def test_the_evidence_package_holds_the_exact_files_mails_replies_receipts_and_l
         replies = list(csv.DictReader(handle))
     assert sum(r["action"] == "message.sent" for r in replies) == 62
     (failure,) = [r for r in replies if r["action"] == "message.failed"]
+    assert failure["smtp_reply"] == "550 5.1.1 Mailbox unavailable"
     assert failure["error"].endswith("550 5.1.1 Mailbox unavailable")
     assert failure["to"] == rows["02"]["to"]
 
