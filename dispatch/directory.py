@@ -206,8 +206,10 @@ def parse_csv(text: str) -> list[DirectoryRow]:
 
     provinces = known_provinces()
     rows: list[DirectoryRow] = []
+    end_of_previous = reader.line_num
     for cells in reader:
-        line = reader.line_num
+        # A quoted cell may run over several lines: a row is named by the line it starts on.
+        line, end_of_previous = end_of_previous + 1, reader.line_num
         if not any(cell.strip() for cell in cells):
             continue  # blank lines, e.g. at the end of a file saved by a spreadsheet
         if len(cells) != len(header):
