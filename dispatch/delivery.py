@@ -442,69 +442,83 @@ def _due(at: dt.datetime):
     )
 
 
-def _take(row_id: int, at: dt.datetime, worker: str, claimed_at: dt.datetime) -> bool:
-    """Claim one row if it is still due at ``at``; audit the claim. True if this sender now
-    holds it."""
-    previous = db.session.execute(
-        select(OutboxMessage.status, OutboxMessage.claimed_by).where(OutboxMessage.id == row_id)
-    ).first()
-    row = db.session.execute(
+def claim_due(
+    at: dt.datetime, limit: int | None, worker: str, claimed_at: dt.datetime | None = None
+) -> list[int]:
+    """Mark the rows due at ``at`` as ``sending`` by ``worker`` (claimed at ``claimed_at``,
+    default ``at``), audit each claim, and commit; return their ids.
+
+    One short transaction for the batch: the due rows are read, then taken by one conditional
+    UPDATE that re-checks the due condition (so of two senders only one wins a row), and the
+    claims audited together. PostgreSQL locks the rows it reads and skips those another
+    sender is claiming; on SQLite the transaction takes the database's write lock before it
+    reads, so two senders queue on that lock instead of deadlocking on a read-then-write
+    upgrade.
+    """
+    claimed_at = claimed_at or at
+    postgres = db.engine.dialect.name == "postgresql"
+    if not postgres:
+        # A write as the first statement: the driver BEGINs and SQLite takes the write lock.
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == -1)
+            .values(claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
+    query = (
+        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.claimed_by)
+        .where(_due(at))
+        .order_by(OutboxMessage.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    if postgres:
+        # Rows another sender is claiming right now are skipped, not waited for.
+        query = query.with_for_update(skip_locked=True, of=OutboxMessage)
+    previous = {row.id: row for row in db.session.execute(query)}
+    if not previous:
+        db.session.commit()
+        return []
+    taken = db.session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == row_id, _due(at))
+        .where(OutboxMessage.id.in_(list(previous)), _due(at))
         .values(
             status=DeliveryStatus.SENDING,
             claimed_at=claimed_at,
             claimed_by=worker,
             attempts=OutboxMessage.attempts + 1,
         )
-        .returning(OutboxMessage.attempts, OutboxMessage.message_id, OutboxMessage.dispatch_id)
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.attempts,
+            OutboxMessage.message_id,
+            OutboxMessage.dispatch_id,
+        )
         .execution_options(synchronize_session=False)
-    ).first()
-    if row is None:
-        return False
-    details = {"worker": worker, "attempt": row.attempts, "message_id": row.message_id}
-    if previous is not None and previous.status == DeliveryStatus.SENDING:
-        # The previous sender died (or hung) after claiming it: it may have reached the server.
-        details["taken_over_from"] = previous.claimed_by
-    audit.record(
-        "message.claimed",
-        actor=ACTOR,
-        at=claimed_at,
-        object_type="outbox_message",
-        object_id=row_id,
-        dispatch_id=row.dispatch_id,
-        details=details,
-    )
-    return True
-
-
-def claim_due(
-    at: dt.datetime, limit: int | None, worker: str, claimed_at: dt.datetime | None = None
-) -> list[int]:
-    """Mark the rows due at ``at`` as ``sending`` by ``worker`` (claimed at ``claimed_at``,
-    default ``at``) and commit; return their ids."""
-    claimed_at = claimed_at or at
-    query = select(OutboxMessage.id).where(_due(at)).order_by(OutboxMessage.id)
-    if limit is not None:
-        query = query.limit(limit)
-    postgres = db.engine.dialect.name == "postgresql"
-    if postgres:
-        # Rows another sender is claiming right now are skipped, not waited for.
-        query = query.with_for_update(skip_locked=True, of=OutboxMessage)
-    ids = list(db.session.execute(query).scalars())
-    claimed: list[int] = []
-    if postgres:
-        claimed = [row_id for row_id in ids if _take(row_id, at, worker, claimed_at)]
-        db.session.commit()
-        return claimed
-    # SQLite: end the read first, then one short write transaction per row, so two senders
-    # queue on the database lock instead of deadlocking on a read-then-write upgrade.
+    ).all()
+    taken.sort(key=lambda row: row.id)
+    entries = []
+    for row in taken:
+        details = {"worker": worker, "attempt": row.attempts, "message_id": row.message_id}
+        before = previous[row.id]
+        if before.status == DeliveryStatus.SENDING:
+            # The previous sender died (or hung) after claiming it: it may have reached the
+            # server.
+            details["taken_over_from"] = before.claimed_by
+        entries.append(
+            {
+                "action": "message.claimed",
+                "actor": ACTOR,
+                "at": claimed_at,
+                "object_type": "outbox_message",
+                "object_id": row.id,
+                "dispatch_id": row.dispatch_id,
+                "details": details,
+            }
+        )
+    audit.record_many(entries)
     db.session.commit()
-    for row_id in ids:
-        if _take(row_id, at, worker, claimed_at):
-            claimed.append(row_id)
-        db.session.commit()
-    return claimed
+    return [row.id for row in taken]
 
 
 def _renew(row_id: int, claimed_at: dt.datetime, worker: str, moment: dt.datetime) -> bool:
