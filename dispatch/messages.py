@@ -30,6 +30,7 @@ from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import encode_rfc2231, format_datetime, formataddr, formatdate, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,16 @@ class _WireGenerator(BytesGenerator):
             self.write(_LINE_ENDS.sub(self._NL, lines))
 
 
+@lru_cache(maxsize=64)
+def _encoded_subject(subject: str) -> _OneLine:
+    """A non-ASCII subject as ``_WIRE_POLICY`` writes it (RFC 2047 words, folded), encoded once:
+    every letter of a dispatch has the same subject."""
+    header = Header(subject, "utf-8", header_name="Subject")
+    return _OneLine(
+        header.encode(linesep=_WIRE_POLICY.linesep, maxlinelen=_WIRE_POLICY.max_line_length)
+    )
+
+
 class OfficialMessage(Message):
     """A Flask-Mail message whose headers keep Vietnamese text intact on the wire."""
 
@@ -171,8 +182,9 @@ class OfficialMessage(Message):
             if part.is_multipart() and part.get_boundary() is None:
                 # Chosen here, the generator need not search the whole flattened message for
                 # it (as it does for a boundary it picks itself); 128 random bits cannot occur
-                # in a body by chance, and base64 lines never start with "--".
-                part.set_boundary(f"==============={secrets.token_hex(16)}==")
+                # in a body by chance, and base64 lines never start with "--". Short enough for
+                # its Content-Type line to need no folding (``_WirePolicy``).
+                part.set_boundary(f"=_{secrets.token_urlsafe(16)}")
         return msg
 
     def _multipart(self) -> MIMEBase:
@@ -200,10 +212,7 @@ class OfficialMessage(Message):
         put = msg.replace_header if replace else msg.__setitem__
         if self.subject:
             subject = header_text(self.subject)
-            put(
-                "Subject",
-                subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject"),
-            )
+            put("Subject", subject if subject.isascii() else _encoded_subject(subject))
         put("From", format_address(self.sender))
         put("To", ", ".join(format_address(a) for a in self.recipients))
         if self.date is not None:
