@@ -928,4 +928,6 @@ def _deliver_batches(
             break
         report.claimed += len(claimed)
         _send_claimed(claimed, claimed_at, session, keeper, worker, moment, report)
+        if session.unreachable is not None:
+            break  # the server is down or refuses our sender: leave the rest queued for later
     report.connections = session.connections
