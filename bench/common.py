@@ -16,13 +16,16 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def record(name: str, figures: dict[str, Any], path: Path = RESULTS) -> dict[str, Any]:
-    """Merge ``figures`` under ``name`` into the results file, with CPU count and date."""
+    """Merge ``figures`` under ``name`` into the results file, with CPU count, date and load."""
     if "ratio" not in figures:
         raise ValueError(f"benchmark {name!r} must report a 'ratio'")
     entry = {
         **figures,
         "cpu_count": os.cpu_count(),
         "date": clock.local(clock.now()).date().isoformat(),
+        # How busy the machine was (1, 5, 15 minutes) when the figures were recorded: other
+        # processes competing for the CPUs slow the CPU-heavy side of a ratio more.
+        "load_average": [round(load, 2) for load in os.getloadavg()],
     }
     results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     results[name] = entry

@@ -1,0 +1,288 @@
+"""Sending at scale, as the benchmarks measure it (bench/issue_63, bench/issue_10000): claims in
+batches, the sent bytes kept from a thread, the shared parts of a dispatch's e-mails read once,
+issuing in chunks, the audit appended in bulk, SQLite in WAL mode, headers written fast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+from email import policy
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
+
+from bench.common import record
+from dispatch import audit, create_app, delivery, issuing, outbox
+from dispatch.drafts import create_draft
+from dispatch.extensions import db
+from dispatch.messages import _WIRE_POLICY, ComposeCache, ComposeError, compose
+from dispatch.models import (
+    AuditEntry,
+    DeliveryStatus,
+    DispatchRecipient,
+    Document,
+    MessageKind,
+    OutboxMessage,
+)
+from tests.fixtures.smtp import ISSUED_AT
+
+AT = ISSUED_AT + dt.timedelta(minutes=1)
+
+
+def outbox_rows(dispatch_id: int) -> list[OutboxMessage]:
+    db.session.expire_all()
+    return list(
+        db.session.execute(
+            select(OutboxMessage)
+            .where(OutboxMessage.dispatch_id == dispatch_id)
+            .order_by(OutboxMessage.id)
+        ).scalars()
+    )
+
+
+# --- Delivery in batches --------------------------------------------------------------------
+
+
+def test_a_run_claims_batch_after_batch_and_sends_all_over_one_connection(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    monkeypatch.setattr(delivery, "CLAIM_BATCH", 3)
+    dispatch = outbox_dispatch(8)
+    dispatch_id = dispatch.id
+
+    report = delivery.deliver_due(AT)
+
+    assert (report.claimed, report.sent, report.errors) == (8, 8, [])
+    assert smtp_server.handler.connections == 1
+    rows = outbox_rows(dispatch_id)
+    assert [r.status for r in rows] == [DeliveryStatus.SENT] * 8
+    # In the outbox's order, each exactly once, each kept byte for byte as accepted.
+    assert [m.message_id for m in smtp_server.messages] == [r.message_id for r in rows]
+    root = Path(smtp_app.config["DISPATCH_DATA_DIR"])
+    for row, received in zip(rows, smtp_server.messages, strict=True):
+        kept = (root / row.sent_path).read_bytes()
+        assert hashlib.sha256(kept).hexdigest() == row.sent_sha256
+        assert kept.replace(b"\r\n", b"\n") == received.raw.replace(b"\r\n", b"\n")
+    # Three batches: three claim moments, one audit entry per claim, the chain whole.
+    claims = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "message.claimed").order_by(AuditEntry.id)
+    ).scalars()
+    claims = list(claims)
+    assert [int(entry.object_id) for entry in claims] == [r.id for r in rows]
+    assert len({entry.at for entry in claims}) == 3
+    assert audit.verify_chain() == []
+
+
+def test_an_unreachable_server_leaves_the_later_batches_queued(
+    smtp_app, dead_smtp_port, outbox_dispatch, monkeypatch
+):
+    monkeypatch.setattr(delivery, "CLAIM_BATCH", 2)
+    dispatch = outbox_dispatch(5)
+    smtp_app.config["MAIL_PORT"] = dead_smtp_port
+
+    report = delivery.deliver_due(AT)
+
+    assert (report.claimed, report.retrying, report.sent) == (2, 2, 0)
+    assert [r.status.value for r in outbox_rows(dispatch.id)] == [
+        "retrying",
+        "retrying",
+        "queued",
+        "queued",
+        "queued",
+    ]
+
+
+def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    dispatch = outbox_dispatch(3)
+    begin = delivery.SmtpSession.begin
+    begun = []
+
+    def begin_counting(self, message, primary, data=None):
+        begun.append(message.msgId)
+        if len(begun) == 2:
+            smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
+        return begin(self, message, primary, data)
+
+    monkeypatch.setattr(delivery.SmtpSession, "begin", begin_counting)
+    report = delivery.deliver_due(AT)
+
+    assert (report.sent, report.retrying) == (2, 1)
+    rows = outbox_rows(dispatch.id)
+    assert [r.status.value for r in rows] == ["sent", "retrying", "sent"]
+    assert "451" in rows[1].last_error and rows[1].sent_at is None
+    assert [m.message_id for m in smtp_server.messages] == [rows[0].message_id, rows[2].message_id]
+    assert begun == [r.message_id for r in rows]
+
+
+# --- Composing: what a dispatch's e-mails share ------------------------------------------------
+
+
+def test_a_reminder_needs_only_the_pdf_even_from_the_shared_cache(smtp_app, outbox_dispatch):
+    dispatch = outbox_dispatch(2)
+    recipient = dispatch.recipients[0]
+    outbox.enqueue(
+        dispatch_id=dispatch.id,
+        kind=MessageKind.REMINDER,
+        to_addrs=[recipient.email],
+        at=AT,
+        recipient_id=recipient.id,
+        sequence=1,
+    )
+    db.session.commit()
+    docx = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch.id, Document.kind == "docx")
+    ).scalar_one()
+    (Path(smtp_app.config["DISPATCH_DATA_DIR"]) / docx.path).unlink()
+    letter, _, reminder = outbox_rows(dispatch.id)
+    cache = ComposeCache()
+
+    mail = compose(reminder, at=AT, cache=cache)
+    assert [a.content_type for a in mail.attachments] == ["application/pdf"]
+    with pytest.raises(ComposeError, match="unreadable"):
+        compose(letter, at=AT, cache=cache)
+    # What the cache shares is the same as composing each e-mail from scratch.
+    again = compose(reminder, at=AT, cache=cache)
+    assert [a.data for a in again.attachments] == [a.data for a in compose(reminder).attachments]
+
+
+def test_the_shared_parts_give_the_same_e_mails(smtp_app, outbox_dispatch):
+    dispatch = outbox_dispatch(3)
+    cache = ComposeCache()
+    for row in outbox_rows(dispatch.id):
+        shared = compose(row, at=AT, cache=cache)
+        alone = compose(row, at=AT)
+        first, second = _parse(shared.as_bytes()), _parse(alone.as_bytes())
+        assert first["To"] == second["To"] and first["Subject"] == second["Subject"]
+        assert [p.get_content() for p in first.iter_attachments()] == [
+            p.get_content() for p in second.iter_attachments()
+        ]
+        assert first.get_body(("plain",)).get_content() == second.get_body(("plain",)).get_content()
+
+
+def _parse(raw: bytes):
+    from email.parser import BytesParser
+
+    return BytesParser(policy=policy.default).parsebytes(raw)
+
+
+@pytest.mark.nodb
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(["Subject", "To", "Content-Type", "X-Dispatch-Id", "Message-ID"]),
+    value=st.text(
+        alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\t"),
+        max_size=90,
+    ),
+)
+def test_short_ascii_headers_are_written_as_compat32_writes_them(name, value):
+    standard = policy.compat32.clone(linesep="\r\n", mangle_from_=False)
+    assert _WIRE_POLICY.fold(name, value) == standard.fold(name, value)
+    assert _WIRE_POLICY.fold_binary(name, value) == standard.fold_binary(name, value)
+
+
+# --- Issuing in chunks ------------------------------------------------------------------------
+
+
+def test_issuing_freezes_and_queues_the_recipients_chunk_by_chunk(
+    seeded, letter_folder, monkeypatch
+):
+    monkeypatch.setattr(issuing, "FREEZE_CHUNK", 10)
+    draft = create_draft(letter_folder(), group_code="so-tttt-2021", actor=None, at=seeded.at)
+    db.session.commit()
+
+    result = issuing.issue_dispatch(draft.id, actor=None, at=AT)
+
+    assert (result.recipients, result.queued) == (63, 63)
+    recipients = db.session.execute(
+        select(DispatchRecipient).where(DispatchRecipient.dispatch_id == draft.id)
+    ).scalars()
+    hashes = [r.token_hash for r in recipients]
+    assert len(hashes) == 63 and None not in hashes and len(set(hashes)) == 63
+    letters = db.session.execute(
+        select(func.count(), func.count(func.distinct(OutboxMessage.recipient_id))).where(
+            OutboxMessage.dispatch_id == draft.id, OutboxMessage.kind == MessageKind.LETTER
+        )
+    ).one()
+    assert tuple(letters) == (63, 63)
+    queued = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "outbox.letters_queued")
+    ).scalar_one()
+    assert queued.details["queued"] == 63
+    # Queued a second time, nothing new: the outbox's uniqueness holds for the bulk insert.
+    again = outbox.enqueue_many(
+        dispatch_id=draft.id,
+        kind=MessageKind.LETTER,
+        messages=[(r.id, [r.email], []) for r in draft.recipients],
+        at=AT,
+    )
+    assert again == 0
+
+
+# --- The audit log, appended in bulk ----------------------------------------------------------
+
+
+def test_record_many_chains_exactly_as_record_would(db_app):
+    audit.record("test.first", actor="system", at=AT, object_type="test", object_id=1)
+    written = audit.record_many(
+        [
+            {
+                "action": f"test.bulk.{n}",
+                "actor": "system",
+                "at": AT + dt.timedelta(seconds=n),
+                "object_type": "test",
+                "object_id": n,
+                "details": {"n": n, "tên": "Bạc Liêu"},
+            }
+            for n in range(5)
+        ]
+    )
+    audit.record("test.last", actor="system", at=AT, object_type="test", object_id=9)
+    db.session.commit()
+
+    entries = list(db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars())
+    assert [e.action for e in entries] == ["test.first"] + [f"test.bulk.{n}" for n in range(5)] + [
+        "test.last"
+    ]
+    assert [e.id for e in written] == [e.id for e in entries[1:6]]
+    for before, entry in itertools.pairwise(entries):
+        assert entry.prev_hash == before.hash
+    assert audit.verify_chain() == []
+    assert audit.record_many([]) == []
+
+
+# --- SQLite and the benchmark results file ----------------------------------------------------
+
+
+@pytest.mark.nodb
+def test_sqlite_runs_in_write_ahead_logging_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISPATCH_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.db'}", "SECRET_KEY": "x"}
+    )
+    with app.app_context():
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert db.session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.mark.nodb
+def test_benchmark_figures_carry_the_machine_and_need_a_ratio(tmp_path):
+    results = tmp_path / "results.json"
+    entry = record("one", {"ratio": 1.25, "seconds": 2.0}, path=results)
+    record("two", {"ratio": 0.5}, path=results)
+
+    saved = json.loads(results.read_text(encoding="utf-8"))
+    assert set(saved) == {"one", "two"}
+    assert saved["one"] == entry
+    assert entry["cpu_count"] >= 1 and len(entry["load_average"]) == 3
+    assert dt.date.fromisoformat(entry["date"])
+    with pytest.raises(ValueError, match="ratio"):
+        record("three", {"seconds": 1.0}, path=results)
