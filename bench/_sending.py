@@ -8,7 +8,7 @@ identical messages with ``smtplib`` over one connection.
   N offices in a group, a draft of the seed letter to that group); it is not timed.
 * Each measured run happens in a child process (``python -m bench._sending ours|baseline``),
   warmed with one render of the seed letter first, as a long-running web or scheduler worker
-  is; the child reports its wall times and its peak RSS (``ru_maxrss``) after warming and at
+  is; the child reports its wall times and its peak RSS (Linux VmHWM) after warming and at
   the end, so the growth of memory with N is measured apart from WeasyPrint's own footprint.
 """
 
@@ -142,6 +142,17 @@ def prepare(folder: Path, recipients: int | None) -> int:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB.
+
+    Linux's VmHWM: ``ru_maxrss`` would also count the parent's memory at the fork that started
+    this child (it survives the exec), and the parent has just built the instance.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
