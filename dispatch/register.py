@@ -300,12 +300,9 @@ def register_pdf(book: Register, *, at: dt.datetime) -> bytes:
     from weasyprint.urls import FatalURLFetchingError
 
     from dispatch.letters.fetcher import FONT_TYPES, RestrictedURLFetcher
-    from dispatch.letters.pdf import FONT_DIR, FONT_FAMILY, font_paths
+    from dispatch.letters.pdf import FONT_DIR, FONT_FAMILY, font_faces, font_paths
 
-    fonts = [
-        {"weight": weight, "style": style, "url": path.as_uri()}
-        for (weight, style), path in font_paths().items()
-    ]
+    fonts = font_faces(font_paths())
     html = render_template(
         "clerks/register_print.html",
         book=book,

@@ -23,8 +23,6 @@ import threading
 import unicodedata
 from typing import Any
 
-import jinja2
-
 from dispatch import PROJECT_ROOT, clock
 from dispatch.letters import pdf as letter_pdf
 
@@ -185,22 +183,11 @@ class _ReportEngine:
         paths = letter_pdf.font_paths()
         self.coverage = letter_pdf.FontCoverage(paths)
         self.fetcher = RestrictedURLFetcher({letter_pdf.FONT_DIR: FONT_TYPES})
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html",), disabled_extensions=("css",), default=True
-            ),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.templates = letter_pdf.print_templates(TEMPLATE_DIR)
         self.html_template = self.templates.get_template("report_pdf.html")
         stylesheet = self.templates.get_template("report_pdf.css").render(
             font_family=letter_pdf.FONT_FAMILY,
-            fonts=[
-                {"weight": weight, "style": style, "url": path.as_uri()}
-                for (weight, style), path in paths.items()
-            ],
+            fonts=letter_pdf.font_faces(paths),
         )
         self.font_config = FontConfiguration()
         self.stylesheet = self._guarded(

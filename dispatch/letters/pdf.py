@@ -211,6 +211,28 @@ def font_paths() -> dict[tuple[str, str], Path]:
     return paths
 
 
+def print_templates(folder: Path) -> jinja2.Environment:
+    """The Jinja environment for printed documents in ``folder``: HTML autoescaped (text from
+    users is text, never markup), stylesheets not (they hold only our own values)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html",), disabled_extensions=("css",), default=True
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def font_faces(paths: dict[tuple[str, str], Path]) -> list[dict[str, str]]:
+    """The shipped faces as the stylesheets' @font-face rules want them."""
+    return [
+        {"weight": weight, "style": style, "url": path.as_uri()}
+        for (weight, style), path in paths.items()
+    ]
+
+
 class FontCoverage:
     """What the shipped faces are: the characters all of them draw, and their fingerprints."""
 
@@ -305,23 +327,11 @@ class _Engine:
         self.fetcher = RestrictedURLFetcher(
             {FONT_DIR: FONT_TYPES, TEMPLATE_DIR: STYLE_TYPES, ATTACHMENT_DIR: IMAGE_TYPES}
         )
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-            # Letter text is text, never markup; the stylesheet only holds our own values.
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html",), disabled_extensions=("css",), default=True
-            ),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.templates = print_templates(TEMPLATE_DIR)
         self.html_template = self.templates.get_template("letter.html")
         stylesheet = self.templates.get_template("letter.css").render(
             font_family=FONT_FAMILY,
-            fonts=[
-                {"weight": weight, "style": style, "url": path.as_uri()}
-                for (weight, style), path in paths.items()
-            ],
+            fonts=font_faces(paths),
             appendix_pages=[f"appendix-{i}" for i in range(1, MAX_APPENDICES + 1)],
         )
         self.font_config = FontConfiguration()
