@@ -143,6 +143,14 @@ class _WireGenerator(BytesGenerator):
         if lines:
             self.write(_LINE_ENDS.sub(self._NL, lines))
 
+    def flatten(self, msg: Any, unixfrom: bool = False, linesep: str | None = None) -> None:
+        """Write ``msg``; a shared attachment part is written from its bytes kept on it."""
+        wire = getattr(msg, "_wire_bytes", None)
+        if wire is not None and not unixfrom and (linesep or self.policy.linesep) == "\r\n":
+            self._fp.write(wire)
+            return
+        super().flatten(msg, unixfrom=unixfrom, linesep=linesep)
+
 
 @lru_cache(maxsize=64)
 def _encoded_subject(subject: str) -> _OneLine:
@@ -340,6 +348,11 @@ def _part(attachment: Attachment) -> MIMEBase:
     for key, value in attachment.headers.items():
         part.add_header(key, value)
     if isinstance(attachment, _SharedAttachment):
+        # Every message carrying it writes the same bytes for it: write them once, keep them
+        # on the part (``_WireGenerator.flatten`` writes them as they are).
+        out = io.BytesIO()
+        _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(part)
+        part._wire_bytes = out.getvalue()  # type: ignore[attr-defined]
         attachment.part = part
     return part
 
