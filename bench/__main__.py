@@ -1,9 +1,11 @@
-"""``python -m bench [NAME ...]``: run every benchmark in ``bench/`` in turn, or the ones named."""
+"""``python -m bench [NAME ...]``: run every benchmark in ``bench/`` in turn, or the ones named
+(each in a process of its own when there are several)."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
 import sys
 
 import bench
@@ -32,9 +34,20 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in chosen:
-        print(f"== {name}", flush=True)
-        importlib.import_module(f"bench.{name}").main()
+    if len(chosen) == 1:
+        print(f"== {chosen[0]}", flush=True)
+        importlib.import_module(f"bench.{chosen[0]}").main()
+        return 0
+    # Each in a process of its own: one benchmark's memory (read as peak RSS by the next),
+    # environment and loaded modules must not weigh on another's figures.
+    failed = [
+        name
+        for name in chosen
+        if subprocess.run([sys.executable, "-m", "bench", name], check=False).returncode != 0
+    ]
+    if failed:
+        print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
