@@ -309,6 +309,24 @@ def test_text_is_nfc_even_from_decomposed_input():
     assert unicodedata.is_normalized("NFC", xml)
 
 
+def test_the_package_holds_only_parts_a_letter_uses(seed_docx):
+    with zipfile.ZipFile(io.BytesIO(seed_docx)) as package:
+        names = package.namelist()
+        types = package.read("[Content_Types].xml").decode()
+        relationships = package.read("word/_rels/document.xml.rels").decode()
+    # Word 2010's styles with effects (~430 KB of XML) and the template's empty custom XML item
+    # would ride along in every e-mail; the thumbnail would preview an empty page.
+    for unused in ("stylesWithEffects", "customXml", "thumbnail"):
+        assert not [name for name in names if unused in name]
+        assert unused not in types and unused not in relationships
+    # Every part named in the content types is in the package, and every related part too.
+    for part in re.findall(r'PartName="/([^"]+)"', types):
+        assert part in names
+    for target in re.findall(r'Target="([^"]+)"', relationships):
+        assert f"word/{target}" in names
+    assert all(info.compress_type == zipfile.ZIP_DEFLATED for info in package.infolist())
+
+
 def test_hyphens_in_numbers_and_compound_words_do_not_break_lines(sample_docx):
     document = read(sample_docx)
     first = find(document, block_texts(sample_letter().body)[0])
