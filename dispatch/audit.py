@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from dispatch.extensions import db
 from dispatch.models import AuditEntry
@@ -22,20 +23,25 @@ from dispatch.models import AuditEntry
 _CHAIN_LOCK = 0x44495350  # "DISP"
 
 
-def _canonical(entry: AuditEntry) -> bytes:
-    payload = {
-        "at": entry.at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "actor": entry.actor,
-        "action": entry.action,
-        "object_type": entry.object_type,
-        "object_id": entry.object_id,
-        "dispatch_id": entry.dispatch_id,
-        "details": entry.details,
-    }
+_TABLE = AuditEntry.__table__
+_FIELDS = ("at", "actor", "action", "object_type", "object_id", "dispatch_id", "details")
+# Built once: every audited change runs them (each e-mail sent, each confirmation).
+_CHAIN_END = select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)
+_INSERT_ONE = insert(_TABLE).returning(_TABLE.c.id)
+_INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def _canonical(entry: AuditEntry | Mapping[str, Any]) -> bytes:
+    """The bytes an entry's hash covers: its fields (an entry read back, or a row's values)."""
+    if isinstance(entry, AuditEntry):
+        entry = {name: getattr(entry, name) for name in _FIELDS}
+    payload = {name: entry[name] for name in _FIELDS}
+    payload["at"] = entry["at"].astimezone(dt.UTC).isoformat(timespec="microseconds")
     return json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
 
 
-def _entry_hash(prev_hash: str, entry: AuditEntry) -> str:
+def _entry_hash(prev_hash: str, entry: AuditEntry | Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(entry)).hexdigest()
 
 
@@ -48,69 +54,60 @@ def record(
     object_id: str | int | None = None,
     dispatch_id: int | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append an entry to the audit log in the current transaction (the caller commits)."""
-    if db.engine.dialect.name == "postgresql":
-        # Appends must see the previous entry: serialise them until this transaction ends.
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
-    prev = db.session.execute(
-        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    entry = AuditEntry(
-        at=at,
-        actor=actor,
-        action=action,
-        object_type=object_type,
-        object_id=None if object_id is None else str(object_id),
-        dispatch_id=dispatch_id,
-        details=json.loads(json.dumps(details or {}, ensure_ascii=False, default=str)),
-        prev_hash=prev or "",
-    )
-    entry.hash = _entry_hash(entry.prev_hash, entry)
-    db.session.add(entry)
-    db.session.flush()
-    return entry
+) -> int:
+    """Append an entry to the audit log in the current transaction (the caller commits);
+    return its id."""
+    return record_many(
+        [
+            {
+                "action": action,
+                "actor": actor,
+                "at": at,
+                "object_type": object_type,
+                "object_id": object_id,
+                "dispatch_id": dispatch_id,
+                "details": details,
+            }
+        ]
+    )[0]
 
 
-def record_many(entries: list[dict[str, Any]]) -> list[AuditEntry]:
+def record_many(entries: list[dict[str, Any]]) -> list[int]:
     """Append several entries (each the keyword arguments of ``record``) in this order, with one
-    look-up of the chain's end and one INSERT; the caller commits.
+    look-up of the chain's end and one INSERT; the caller commits. Returns their ids.
 
-    What ``record`` would append one by one (the same hashes, ids in the same order), for a
-    sender claiming a batch of e-mails, which made two queries per entry (bench/issue_63).
+    The ORM's pending changes are flushed first, so the change is written before its record.
+    The entries themselves are plain rows (an INSERT, no ORM objects): a sender records every
+    e-mail it sends, and the unit of work was most of that cost (bench/issue_63).
     """
     if not entries:
         return []
+    db.session.flush()
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
-    prev = (
-        db.session.execute(
-            select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
-        ).scalar_one_or_none()
-        or ""
-    )
-    written = []
+        # Appends must see the previous entry: serialise them until this transaction ends.
+        db.session.execute(_LOCK, {"key": _CHAIN_LOCK})
+    prev = db.session.execute(_CHAIN_END).scalar_one_or_none() or ""
+    rows = []
     for fields in entries:
         object_id = fields.get("object_id")
-        entry = AuditEntry(
-            at=fields["at"],
-            actor=fields["actor"],
-            action=fields["action"],
-            object_type=fields["object_type"],
-            object_id=None if object_id is None else str(object_id),
-            dispatch_id=fields.get("dispatch_id"),
-            details=json.loads(
+        values = {
+            "at": fields["at"],
+            "actor": fields["actor"],
+            "action": fields["action"],
+            "object_type": fields["object_type"],
+            "object_id": None if object_id is None else str(object_id),
+            "dispatch_id": fields.get("dispatch_id"),
+            # As the JSON column gives it back, so that the hash verifies after a read.
+            "details": json.loads(
                 json.dumps(fields.get("details") or {}, ensure_ascii=False, default=str)
             ),
-            prev_hash=prev,
-        )
-        entry.hash = prev = _entry_hash(entry.prev_hash, entry)
-        written.append(entry)
-    # The unit of work inserts them in the order added, their ids ascending in that order
-    # (SQLAlchemy sorts a multi-row INSERT by parameter order where ids are generated).
-    db.session.add_all(written)
-    db.session.flush()
-    return written
+            "prev_hash": prev,
+        }
+        values["hash"] = prev = _entry_hash(values["prev_hash"], values)
+        rows.append(values)
+    if len(rows) == 1:
+        return [db.session.execute(_INSERT_ONE, rows[0]).scalar_one()]
+    return list(db.session.execute(_INSERT_MANY, rows).scalars())
 
 
 @dataclass(frozen=True)

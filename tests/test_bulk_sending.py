@@ -250,7 +250,7 @@ def test_record_many_chains_exactly_as_record_would(db_app):
     assert [e.action for e in entries] == ["test.first"] + [f"test.bulk.{n}" for n in range(5)] + [
         "test.last"
     ]
-    assert [e.id for e in written] == [e.id for e in entries[1:6]]
+    assert written == [e.id for e in entries[1:6]]
     for before, entry in itertools.pairwise(entries):
         assert entry.prev_hash == before.hash
     assert audit.verify_chain() == []
