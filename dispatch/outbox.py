@@ -55,13 +55,13 @@ def _values(
     }
 
 
-def _insert(rows: list[dict[str, Any]]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id for ``rows``."""
+def _insert() -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, executed with the rows as parameters (one
+    statement compiled once and cached, which a VALUES list of every row was not)."""
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = OutboxMessage.__table__
     return (
         dialect.insert(table)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["dispatch_id", "recipient_key", "kind", "sequence"])
         .returning(table.c.id)
     )
@@ -88,7 +88,7 @@ def enqueue(
         sequence=sequence,
     )
     # RETURNING tells whether a row went in; rowcount is not reliable for ORM-enabled inserts.
-    return db.session.execute(_insert([values])).first() is not None
+    return db.session.execute(_insert(), values).first() is not None
 
 
 def enqueue_many(
@@ -115,4 +115,4 @@ def enqueue_many(
         )
         for recipient_id, to_addrs, cc_addrs in messages
     ]
-    return len(db.session.execute(_insert(rows)).all())
+    return len(db.session.execute(_insert(), rows).all())
