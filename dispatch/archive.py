@@ -83,9 +83,10 @@ def sent_message_path(dispatch_id: int, outbox_id: int) -> str:
     return f"{dispatch_folder(dispatch_id)}/{SENT_FOLDER}/{outbox_id}.eml"
 
 
-def keep_sent_message(dispatch_id: int, outbox_id: int, data: bytes) -> ArchivedFile:
-    """Keep the bytes of an e-mail the server accepted, read-only, for the evidence package."""
-    return ArchiveWriter(dispatch_id, SENT_FOLDER).write(f"{outbox_id}.eml", data)
+def sent_messages_writer(dispatch_id: int) -> ArchiveWriter:
+    """The writer that keeps the bytes of a dispatch's accepted e-mails, read-only, for the
+    evidence package (each as ``<outbox id>.eml``, see ``sent_message_path``)."""
+    return ArchiveWriter(dispatch_id, SENT_FOLDER)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -108,8 +109,11 @@ class ArchiveWriter:
         self.folder = self.root / self.relative_folder
         self._written: list[Path] = []
         self._created_folders: list[Path] = []
+        self._folder_made = False
 
     def _make_folder(self) -> None:
+        if self._folder_made:
+            return
         missing: list[Path] = []
         current = self.folder
         while not current.exists():
@@ -123,9 +127,17 @@ class ArchiveWriter:
                 "Kiểm tra DISPATCH_DATA_DIR và quyền ghi."
             ) from exc
         self._created_folders.extend(missing)
+        self._folder_made = True
 
-    def write(self, filename: str, data: bytes) -> ArchivedFile:
-        """Write ``data`` under ``filename`` atomically and read-only; return what was written."""
+    def write(
+        self, filename: str, data: bytes, *, sha256: str | None = None, sync_folder: bool = True
+    ) -> ArchivedFile:
+        """Write ``data`` under ``filename`` atomically and read-only; return what was written.
+
+        ``sha256``: the data's, when the caller has it already. ``sync_folder=False`` leaves the
+        folder's entry to ``sync_folder()`` (once after many files): until then a crash may lose
+        the name of a file whose bytes are on disk.
+        """
         filename = safe_filename(filename)
         self._make_folder()
         target = self.folder / filename
@@ -142,7 +154,8 @@ class ArchiveWriter:
             os.replace(tmp_name, target)
             tmp_name = None
             self._written.append(target)
-            _fsync_dir(self.folder)
+            if sync_folder:
+                _fsync_dir(self.folder)
         except OSError as exc:
             raise ArchiveError(
                 f"Không ghi được tệp lưu trữ {target}: {exc.strerror}. "
@@ -155,9 +168,18 @@ class ArchiveWriter:
         return ArchivedFile(
             path=f"{self.relative_folder}/{filename}",
             filename=filename,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256 or hashlib.sha256(data).hexdigest(),
             size=len(data),
         )
+
+    def sync_folder(self) -> None:
+        """Make the folder's entries (the files written with ``sync_folder=False``) durable."""
+        try:
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            raise ArchiveError(
+                f"Không ghi được thư mục lưu trữ {self.folder}: {exc.strerror}."
+            ) from exc
 
     def discard(self) -> None:
         """Remove every file written, and the folders created, by this writer."""

@@ -9,12 +9,15 @@ most the message in flight:
    databases re-check the due condition in a conditional UPDATE, so two senders never both win
    the same row.
 2. **Send** them over ONE SMTP connection (opened with ``MAIL_TIMEOUT``), one message per
-   recipient. Just before each message the claim is renewed (a conditional UPDATE on our own
-   claim): a row another sender has taken over is skipped. Rows are claimed ``CLAIM_BATCH`` at a
-   time and each batch is sent before the next is claimed, so the first message leaves at once,
-   claims stay fresh during a long run, and memory does not grow with the outbox. While the
-   server reads and checks a message's data, the next message is prepared (claim renewed,
-   e-mail composed); only then is the server's reply read: the two sides work at once.
+   recipient. Before a message goes, a claim older than ``RENEW_AFTER`` is renewed for the
+   rest of its batch at once (a conditional UPDATE on our own claim): a row another sender has
+   taken over meanwhile is skipped. No other sender can take a row whose claim is younger than
+   ``LEASE``, so a message leaves at most ``RENEW_AFTER`` after its claim was last confirmed,
+   nine minutes inside the lease. Rows are claimed ``CLAIM_BATCH`` at a time and each batch is
+   sent before the next is claimed, so the first message leaves at once, claims stay fresh
+   during a long run, and memory does not grow with the outbox. While the server reads and
+   checks a message's data, the next message is prepared (e-mail composed); only then is the
+   server's reply read: the two sides work at once.
 3. **Record** each outcome and commit at once: the server's 250 → ``sent`` with its reply;
    a 4xx, a lost connection or a timeout → ``retrying`` with exponential back-off (1, 2, 4 …
    minutes, at most an hour, ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or
@@ -44,7 +47,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
@@ -53,11 +56,17 @@ from typing import TypeVar
 
 from flask import current_app
 from flask_mail import Message, email_dispatched, sanitize_address
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import joinedload
 
 from dispatch import audit
-from dispatch.archive import ArchiveError, keep_sent_message, sent_message_path
+from dispatch.archive import (
+    ArchiveError,
+    ArchiveWriter,
+    sent_message_path,
+    sent_messages_writer,
+)
 from dispatch.extensions import db
 from dispatch.messages import ComposeCache, ComposeError, compose, unconfirmed_recipients
 from dispatch.models import (
@@ -72,8 +81,13 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 ACTOR = "system"
+_OUTBOX = OutboxMessage.__table__
 # A row in ``sending`` whose claim is older than this belongs to a sender that died.
 LEASE = dt.timedelta(minutes=10)
+# A sender confirms its claims again (the rest of a batch, in one statement) once they are this
+# old: well inside the lease, and rarely enough to cost nothing per message (bench/issue_63,
+# where renewing before every message was a tenth of the sending time).
+RENEW_AFTER = dt.timedelta(minutes=1)
 FIRST_BACKOFF = dt.timedelta(minutes=1)
 MAX_BACKOFF = dt.timedelta(hours=1)
 DEFAULT_MAX_ATTEMPTS = 30
@@ -249,13 +263,32 @@ class SmtpSession:
         """
         return self.finish(self.begin(message, primary))
 
-    def begin(self, message: Message, primary: list[str], data: bytes | None = None) -> InFlight:
+    def begin(
+        self,
+        message: Message,
+        primary: list[str],
+        data: bytes | None = None,
+        meanwhile: Iterator[object] | None = None,
+    ) -> InFlight:
         """Hand ``message`` to the server up to its last byte, without waiting for the reply.
 
         The server reads and checks the data while the caller prepares the next message, then
         ``finish`` reads the reply. Raises ``SendFailure`` when the message is refused before
         its data (``primary`` as for ``send``). ``data``: the message already serialised.
+
+        ``meanwhile``: work done one step after each envelope command (MAIL, RCPT, DATA) is
+        sent, while the server answers it; the sender writes the previous message's outcome so.
+        It is always run to its end, and before any byte of this message's data leaves.
         """
+        steps = _Steps(meanwhile)
+        try:
+            return self._begin(message, primary, data, steps)
+        finally:
+            steps.finish()
+
+    def _begin(
+        self, message: Message, primary: list[str], data: bytes | None, steps: _Steps
+    ) -> InFlight:
         if message.has_bad_headers():
             raise SendFailure("header contains a line break", permanent=True)
         envelope_from = _envelope_address(message.sender)
@@ -273,7 +306,7 @@ class SmtpSession:
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
             try:
-                refused = self._transact(smtp, envelope_from, recipients, primary_set, data)
+                refused = self._transact(smtp, envelope_from, recipients, primary_set, data, steps)
             except SendFailure as failure:
                 if attempt == 1 and reused and failure.connection_lost and failure.before_data:
                     # A kept-open connection the server had closed (idle time-out, a limit per
@@ -326,12 +359,16 @@ class SmtpSession:
         recipients: list[str],
         primary: set[str],
         data: bytes,
+        steps: _Steps,
     ) -> list[str]:
         """One MAIL/RCPT/DATA transaction up to the data's last byte (``finish`` reads the
-        reply); the refused copies, or ``SendFailure``."""
+        reply); the refused copies, or ``SendFailure``. A step of ``steps`` runs while the
+        server answers each command (``smtplib``'s ``mail`` and ``rcpt``, split in two)."""
         step = "MAIL FROM"
         try:
-            code, text = smtp.mail(envelope_from)
+            smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope_from)}")
+            steps.step()
+            code, text = smtp.getreply()
             if code != 250:
                 failure = _by_code(step, code, text)
                 failure.permanent = False  # our sender refused: no fault of this message
@@ -344,7 +381,9 @@ class SmtpSession:
             refused: list[str] = []
             for address in recipients:
                 step = f"RCPT TO:<{address}>"
-                code, text = smtp.rcpt(address)
+                smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
+                steps.step()
+                code, text = smtp.getreply()
                 if code in (250, 251):
                     continue
                 if code < 500 or address.lower() in primary:
@@ -355,7 +394,7 @@ class SmtpSession:
                     raise failure
                 refused.append(f"<{address}> {_reply(code, text)}")
             step = "DATA"
-            _send_data(smtp, data)
+            _send_data(smtp, data, steps)
         except smtplib.SMTPDataError as exc:
             failure = _by_code(step, exc.smtp_code, exc.smtp_error)
             failure.before_data = step != "DATA"
@@ -398,14 +437,41 @@ class InFlight:
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def _send_data(smtp: smtplib.SMTP, data: bytes) -> None:
+class _Steps:
+    """Work done a step at a time between SMTP commands (``SmtpSession.begin``'s
+    ``meanwhile``), and finished on demand."""
+
+    def __init__(self, steps: Iterator[object] | None) -> None:
+        self._steps = steps
+
+    def step(self) -> None:
+        """Run the next step, if any is left."""
+        if self._steps is not None and next(self._steps, _DONE) is _DONE:
+            self._steps = None
+
+    def finish(self) -> None:
+        """Run every step left."""
+        steps, self._steps = self._steps, None
+        if steps is not None:
+            for _ in steps:
+                pass
+
+
+_DONE = object()
+
+
+def _send_data(smtp: smtplib.SMTP, data: bytes, steps: _Steps) -> None:
     """DATA and the message, exactly as ``smtplib.SMTP.data`` sends them, but without reading
-    the final reply (``SmtpSession.finish`` does)."""
+    the final reply (``SmtpSession.finish`` does); ``steps`` are finished before the data."""
     smtp.putcmd("data")
+    steps.step()
     code, text = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, text)
-    quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2
+    steps.finish()
+    quoted = data
+    if data.startswith(b".") or b"\n." in data:  # base64 lines never need it: skip the scan
+        quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2
     if not quoted.endswith(b"\r\n"):
         quoted += b"\r\n"
     smtp.send(quoted + b".\r\n")
@@ -534,21 +600,45 @@ def claim_due(
     return [row.id for row in taken]
 
 
-def _renew(row_id: int, claimed_at: dt.datetime, worker: str, moment: dt.datetime) -> bool:
-    """Refresh our claim just before sending; False if another sender has taken the row."""
-    result = db.session.execute(
+def _renew(
+    row_ids: list[int], claimed_at: dt.datetime, worker: str, moment: dt.datetime
+) -> set[int]:
+    """Refresh our claim on ``row_ids`` (claimed at ``claimed_at``) and commit; return the ids
+    still ours (a row another sender has taken over is not)."""
+    renewed = db.session.execute(
         update(OutboxMessage)
         .where(
-            OutboxMessage.id == row_id,
+            OutboxMessage.id.in_(row_ids),
             OutboxMessage.status == DeliveryStatus.SENDING,
             OutboxMessage.claimed_by == worker,
             OutboxMessage.claimed_at == claimed_at,
         )
         .values(claimed_at=moment)
+        .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
-    )
+    ).scalars()
+    ours = set(renewed)
     db.session.commit()
-    return result.rowcount == 1
+    return ours
+
+
+class _Claim:
+    """A claimed batch: which of its rows are still ours, confirmed once ``RENEW_AFTER`` old."""
+
+    def __init__(self, row_ids: list[int], claimed_at: dt.datetime, worker: str) -> None:
+        self.row_ids = row_ids
+        self.claimed_at = claimed_at
+        self.worker = worker
+        self.ours = set(row_ids)
+
+    def holds(self, row_id: int, now: dt.datetime) -> bool:
+        """Whether ``row_id`` may be sent at ``now``: renews the rest of the batch first when
+        the claim is ``RENEW_AFTER`` old (a database error leaves the claim to renew later)."""
+        if now - self.claimed_at >= RENEW_AFTER:
+            rest = self.row_ids[self.row_ids.index(row_id) :]
+            self.ours = _renew(rest, self.claimed_at, self.worker, now)
+            self.claimed_at = now
+        return row_id in self.ours
 
 
 # --- Outcomes --------------------------------------------------------------------------------
@@ -560,7 +650,84 @@ def backoff(attempts: int) -> dt.timedelta:
     return min(delay, MAX_BACKOFF)
 
 
-def _audit(row: OutboxMessage, action: str, moment: dt.datetime, **details: object) -> None:
+@dataclass(frozen=True)
+class _Row:
+    """An outbox row as claimed: what composing, sending and recording its e-mail read of it.
+
+    A plain copy, read for the whole batch in one query (``_load_claimed``): every outcome is
+    committed at once, and ORM objects would be read again after each commit.
+    """
+
+    id: int
+    dispatch_id: int
+    recipient_id: int | None
+    kind: MessageKind
+    sequence: int
+    to_addrs: list[str]
+    cc_addrs: list[str]
+    message_id: str
+    attempts: int
+
+    @classmethod
+    def of(cls, row: OutboxMessage) -> _Row:
+        """The copy of a loaded row."""
+        return cls(
+            row.id,
+            row.dispatch_id,
+            row.recipient_id,
+            MessageKind(row.kind),
+            row.sequence,
+            list(row.to_addrs),
+            list(row.cc_addrs or []),
+            row.message_id,
+            row.attempts,
+        )
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    """What a letter's e-mail reads of its recipient: the name, the province, the link's salt."""
+
+    id: int
+    name: str
+    province_code: str
+    token_salt: str | None
+
+
+def _load_claimed(row_ids: list[int]) -> dict[int, tuple[_Row, _Recipient | None]]:
+    """The claimed rows with their recipients, in one query."""
+    o, r = _OUTBOX.c, DispatchRecipient.__table__.c
+    query = (
+        select(
+            o.id,
+            o.dispatch_id,
+            o.recipient_id,
+            o.kind,
+            o.sequence,
+            o.to_addrs,
+            o.cc_addrs,
+            o.message_id,
+            o.attempts,
+            r.name,
+            r.province_code,
+            r.token_salt,
+        )
+        .select_from(_OUTBOX.outerjoin(DispatchRecipient.__table__, r.id == o.recipient_id))
+        .where(o.id.in_(row_ids))
+    )
+    loaded: dict[int, tuple[_Row, _Recipient | None]] = {}
+    for found in db.session.execute(query):
+        row = _Row(*found[:6], found.cc_addrs or [], found.message_id, found.attempts)
+        recipient = None
+        if found.recipient_id is not None and found.name is not None:
+            recipient = _Recipient(
+                found.recipient_id, found.name, found.province_code, found.token_salt
+            )
+        loaded[row.id] = (row, recipient)
+    return loaded
+
+
+def _audit(row: OutboxMessage | _Row, action: str, moment: dt.datetime, **details: object) -> None:
     audit.record(
         action,
         actor=ACTOR,
@@ -578,68 +745,106 @@ def _audit(row: OutboxMessage, action: str, moment: dt.datetime, **details: obje
     )
 
 
-def _record_sent(
-    row: OutboxMessage, reply: str, moment: dt.datetime, worker: str, data: bytes | None = None
-) -> None:
-    row.status = DeliveryStatus.SENT
-    row.sent_at = moment
-    row.smtp_reply = reply
-    row.last_error = None
-    row.next_attempt_at = None
-    kept: dict[str, object] = {}
-    if data is not None:
-        # The hash of the exact bytes sent goes into the hash-chained audit entry too.
-        row.sent_sha256 = hashlib.sha256(data).hexdigest()
-        row.sent_path = sent_message_path(row.dispatch_id, row.id)
-        kept = {"sha256": row.sent_sha256, "size": len(data)}
-    _audit(row, "message.sent", moment, smtp_reply=reply, worker=worker, **kept)
+# Recording a 250, prepared once: the UPDATE of the row (on the table, not the ORM entity:
+# nothing in the session holds the row, and the ORM's statement handling was a third of the
+# cost of recording, bench/issue_63).
+_MARK_SENT = (
+    _OUTBOX.update()
+    .where(_OUTBOX.c.id == bindparam("row_id"))
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=bindparam("sent_at"),
+        smtp_reply=bindparam("smtp_reply"),
+        sent_sha256=bindparam("sent_sha256"),
+        sent_path=bindparam("sent_path"),
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
 
 
-def _keep_sent(dispatch_id: int, row_id: int, data: bytes) -> None:
-    """Write an accepted message's bytes to the archive, after its outcome is committed.
+def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
+    """Mark the row sent with the server's reply and the SHA-256 of the exact bytes accepted,
+    then audit it (the hash goes into the hash-chained entry too), a statement per step; the
+    caller commits."""
+    db.session.execute(
+        _MARK_SENT,
+        {
+            "row_id": row.id,
+            "sent_at": sent.at,
+            "smtp_reply": sent.reply,
+            "sent_sha256": sent.sha256,
+            "sent_path": sent_message_path(row.dispatch_id, row.id),
+        },
+    )
+    yield
+    _audit(
+        row,
+        "message.sent",
+        sent.at,
+        smtp_reply=sent.reply,
+        worker=worker,
+        sha256=sent.sha256,
+        size=len(sent.data),
+    )
 
-    After, not before: the commit is what keeps it from being sent twice, and a file that
-    could not be written is only missing from the evidence (its SHA-256 is on record).
-    """
-    try:
-        keep_sent_message(dispatch_id, row_id, data)
-    except ArchiveError as exc:
-        log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
+
+def _record_sent(row: _Row, sent: _Answered, worker: str) -> None:
+    """``_writing_sent`` in one go."""
+    for _ in _writing_sent(row, sent, worker):
+        pass
 
 
 class _Keeper:
     """Keeps accepted messages' bytes from a thread of its own, in the order they were sent.
 
-    Each kept file is written and fsynced (~10 ms of waiting on the disk here): done inline,
-    that wait was added to every message (bench/issue_63); here it overlaps with sending the
-    next ones. ``close`` waits for the last file, so a run returns with every file written.
-    A sender killed meanwhile leaves the last few files unwritten, which is what a failed write
-    already means: missing from the evidence, their SHA-256 on record.
+    After its outcome is committed, not before: the commit is what keeps a message from being
+    sent twice, and a file that could not be written is only missing from the evidence (its
+    SHA-256 is on record). Each file is written and fsynced (milliseconds of waiting on a
+    disk): done inline, that wait was added to every message (bench/issue_63); here it overlaps
+    with sending the next ones, and each folder's entries are made durable once, at ``close``,
+    which waits for the last file, so a run returns with every file written. A sender killed
+    meanwhile leaves the last few files unwritten, which is what a failed write already means.
     """
 
     def __init__(self) -> None:
         self._app = current_app._get_current_object()  # type: ignore[attr-defined]
         # Bounded: if the disk falls behind, sending waits rather than memory growing.
-        self._queue: queue.Queue[tuple[int, int, bytes] | None] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[tuple[int, int, bytes, str] | None] = queue.Queue(maxsize=64)
         self._thread: threading.Thread | None = None  # started with the first file
+        self._writers: dict[int, ArchiveWriter] = {}
+
+    def _keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
+        writer = self._writers.get(dispatch_id)
+        if writer is None:
+            writer = self._writers[dispatch_id] = sent_messages_writer(dispatch_id)
+        try:
+            writer.write(f"{row_id}.eml", data, sha256=sha256, sync_folder=False)
+        except ArchiveError as exc:
+            log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
 
     def _run(self) -> None:
         with self._app.app_context():
             while (item := self._queue.get()) is not None:
                 try:
-                    _keep_sent(*item)
+                    self._keep(*item)
                 except Exception:  # never lose the thread: the next files still get written
                     log.exception("outbox row %s: keeping its bytes failed", item[1])
+            for writer in self._writers.values():
+                try:
+                    writer.sync_folder()
+                except ArchiveError as exc:
+                    log.error("sent e-mails of a dispatch may not be kept: %s", exc)
 
-    def keep(self, dispatch_id: int, row_id: int, data: bytes) -> None:
-        """Queue a sent message's bytes to be kept."""
+    def keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
+        """Queue a sent message's bytes (with their SHA-256) to be kept."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="dispatch-keeper", daemon=True)
             self._thread.start()
-        self._queue.put((dispatch_id, row_id, data))
+        self._queue.put((dispatch_id, row_id, data, sha256))
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, make it durable, then stop the thread."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -686,7 +891,7 @@ def _record_failure(
     return DeliveryStatus.RETRYING
 
 
-def _commit_outcome(row_id: int, apply: Callable[[OutboxMessage], None]) -> None:
+def _commit_outcome(row_id: int, apply: Callable[[], None]) -> None:
     """Apply an accepted message's outcome and commit it, retrying if the database blinks.
 
     Losing this commit would leave the row in ``sending`` and the message would go out again
@@ -694,11 +899,7 @@ def _commit_outcome(row_id: int, apply: Callable[[OutboxMessage], None]) -> None
     """
     for attempt in range(1, OUTCOME_COMMIT_ATTEMPTS + 1):
         try:
-            # Reading the row and auditing are the first statements after the 250: a dropped
-            # connection shows up here, not only at the commit.
-            row = db.session.get(OutboxMessage, row_id, populate_existing=True)
-            assert row is not None
-            apply(row)
+            apply()
             db.session.commit()
             return
         except OperationalError:
@@ -730,19 +931,19 @@ def _cancel_reason(row: OutboxMessage) -> str | None:
 class _Ready:
     """A claimed row whose e-mail is composed."""
 
-    row_id: int
-    dispatch_id: int
+    row: _Row
     message: Message
     primary: list[str]
-    data: bytes  # serialised while the server was still reading the previous message
+    # Serialised, and hashed, while the server was still reading the previous message.
+    data: bytes
+    sha256: str
 
 
 @dataclass
 class _Pending:
     """A row whose e-mail the server is reading."""
 
-    row_id: int
-    dispatch_id: int
+    ready: _Ready
     flight: InFlight
 
 
@@ -766,76 +967,145 @@ def _fail(
 
 
 def _prepare(
-    row_id: int,
-    claimed_at: dt.datetime,
+    claimed: tuple[_Row, _Recipient | None],
+    claim: _Claim,
     cache: ComposeCache,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> _Ready | None:
-    """Renew the claim and compose the e-mail; None if the row is settled without sending."""
-    if not _renew(row_id, claimed_at, worker, moment()):
+    """Check the claim and compose the e-mail; None if the row is settled without sending.
+
+    A letter goes as it was claimed: nothing but another sender (the claim) can stop it. A
+    reminder or an escalation is read again first, with its recipient, since an office may
+    have confirmed meanwhile. The claim is checked again just before the e-mail goes
+    (``_hand_over``).
+    """
+    row, recipient = claimed
+    if not claim.holds(row.id, moment()):
         report.skipped += 1
-        log.warning("outbox row %s was taken over by another sender; skipped", row_id)
+        log.warning("outbox row %s was taken over by another sender; skipped", row.id)
         return None
-    row = db.session.get(OutboxMessage, row_id, populate_existing=True)
-    assert row is not None
-    reason = _cancel_reason(row)
-    if reason is not None:
-        row.status = DeliveryStatus.CANCELLED
-        row.last_error = reason
-        row.next_attempt_at = None
-        _audit(row, "message.cancelled", moment(), reason=reason, worker=worker)
-        db.session.commit()
-        report.cancelled += 1
-        return None
+    if row.kind is not MessageKind.LETTER:
+        current = db.session.execute(
+            select(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .options(joinedload(OutboxMessage.recipient))
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+        reason = _cancel_reason(current)
+        if reason is not None:
+            current.status = DeliveryStatus.CANCELLED
+            current.last_error = reason
+            current.next_attempt_at = None
+            _audit(current, "message.cancelled", moment(), reason=reason, worker=worker)
+            db.session.commit()
+            report.cancelled += 1
+            return None
+        row, recipient = _Row.of(current), current.recipient
     try:
-        message = compose(row, at=moment(), cache=cache)
+        message = compose(row, at=moment(), cache=cache, recipient=recipient)
     except ComposeError as exc:
         # A missing or altered archive file may be restored: retry, and say so in the log.
-        log.error("outbox row %s cannot be composed: %s", row_id, exc)
+        log.error("outbox row %s cannot be composed: %s", row.id, exc)
         _fail(
-            row_id, SendFailure(f"cannot compose: {exc}", permanent=False), worker, moment, report
+            row.id, SendFailure(f"cannot compose: {exc}", permanent=False), worker, moment, report
         )
         return None
-    return _Ready(row_id, row.dispatch_id, message, list(row.to_addrs), message.as_bytes())
+    data = message.as_bytes()
+    return _Ready(row, message, list(row.to_addrs), data, hashlib.sha256(data).hexdigest())
 
 
 def _hand_over(
     ready: _Ready,
+    claim: _Claim,
     session: SmtpSession,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
+    recording: Iterator[None] | None = None,
 ) -> _Pending | None:
-    """Give the composed e-mail to the server; None if it was refused before its data."""
-    try:
-        flight = session.begin(ready.message, primary=ready.primary, data=ready.data)
-    except SendFailure as failure:
-        _fail(ready.row_id, failure, worker, moment, report)
+    """Give the composed e-mail to the server, the previous outcome being written meanwhile
+    (``recording``, finished before the data leaves); None if it was refused before its data
+    or taken over by another sender while it was being composed."""
+    row_id = ready.row.id
+    if not claim.holds(row_id, moment()):
+        _finish(recording)
+        report.skipped += 1
+        log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
-    return _Pending(ready.row_id, ready.dispatch_id, flight)
+    try:
+        flight = session.begin(
+            ready.message, primary=ready.primary, data=ready.data, meanwhile=recording
+        )
+    except SendFailure as failure:
+        _fail(row_id, failure, worker, moment, report)
+        return None
+    return _Pending(ready, flight)
 
 
-def _conclude(
-    pending: _Pending,
-    session: SmtpSession,
+@dataclass
+class _Answered:
+    """A handed-over e-mail whose reply has been read, its outcome still to record."""
+
+    row: _Row
+    data: bytes  # the exact bytes handed over
+    sha256: str
+    at: dt.datetime  # when the reply was read
+    reply: str = ""  # the server's 250
+    failure: SendFailure | None = None
+
+
+def _read_reply(
+    pending: _Pending, session: SmtpSession, moment: Callable[[], dt.datetime]
+) -> _Answered:
+    """The server's reply to a handed-over e-mail (not yet recorded)."""
+    ready = pending.ready
+    try:
+        reply = session.finish(pending.flight)
+    except SendFailure as failure:
+        return _Answered(ready.row, ready.data, ready.sha256, moment(), failure=failure)
+    return _Answered(ready.row, ready.data, ready.sha256, moment(), reply=reply)
+
+
+def _recording(
+    answered: _Answered,
     keeper: _Keeper,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-) -> None:
-    """Read the server's reply to a handed-over e-mail and commit the outcome at once."""
+) -> Iterator[None]:
+    """Commit the outcome of an answered e-mail, a statement at a time, for ``begin`` to run
+    while the server answers the next message's envelope; keep its bytes once it is recorded.
+
+    Never raises: an unexpected error is logged and leaves the row in ``sending`` (tried again
+    after the lease), as ``_guarded`` does.
+    """
+    row = answered.row
     try:
-        reply = session.finish(pending.flight)
-    except SendFailure as failure:
-        _fail(pending.row_id, failure, worker, moment, report)
-        return
-    # Commit right after the 250: this is the "sent twice" window.
-    sent_at, data = moment(), pending.flight.data
-    _commit_outcome(pending.row_id, lambda row: _record_sent(row, reply, sent_at, worker, data))
-    keeper.keep(pending.dispatch_id, pending.row_id, data)
-    report.sent += 1
+        if answered.failure is not None:
+            _fail(row.id, answered.failure, worker, moment, report)
+            return
+        try:
+            yield from _writing_sent(row, answered, worker)
+            yield
+            db.session.commit()
+        except OperationalError:
+            # The database blinked: record it the patient way, retrying.
+            db.session.rollback()
+            _commit_outcome(row.id, lambda: _record_sent(row, answered, worker))
+        keeper.keep(row.dispatch_id, row.id, answered.data, answered.sha256)
+        report.sent += 1
+    except Exception:
+        db.session.rollback()
+        log.exception("outbox row %s: unexpected error; left for a later run", row.id)
+        report.errors.append(f"row {row.id}: unexpected error")
+
+
+def _finish(steps: Iterator[None] | None) -> None:
+    """Run what is left of ``steps``."""
+    for _ in steps or ():
+        pass
 
 
 def _guarded(
@@ -866,26 +1136,43 @@ def _send_claimed(
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> None:
-    """Send the claimed rows in order, preparing each while the server reads the previous."""
+    """Send the claimed rows in order, one message always with the server.
+
+    For each message: compose it while the server reads the previous one, read the server's
+    reply to that previous one, then hand this one over while that reply is committed (a
+    statement after each envelope command, while the server answers it). The commit is done
+    before any byte of this message's data leaves: an outcome is on record before the next
+    message can be accepted, so a sender killed at any point has at most the one message it
+    was handing over or waiting on without a record (sent again, with the same Message-ID,
+    after the lease).
+    """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
     abandon = session.abandon
     cache = ComposeCache()  # per batch: a file changed meanwhile is seen by the next batch
+    claim = _Claim(claimed, claimed_at, worker)
+    loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
+    if loaded is None:
+        return  # the database failed: the rows stay claimed and go after the lease
     pending: _Pending | None = None
-    for row_id in claimed:
-        ready = _guarded(
-            row_id, report, partial(_prepare, row_id, claimed_at, cache, worker, moment, report)
-        )
+    for row_id in [*claimed, None]:
+        ready = None
+        if row_id in loaded:
+            prepare = partial(_prepare, loaded[row_id], claim, cache, worker, moment, report)
+            ready = _guarded(row_id, report, prepare)
+        recording = None
         if pending is not None:
-            conclude = partial(_conclude, pending, session, keeper, worker, moment, report)
-            _guarded(pending.row_id, report, conclude, abandon)
+            read = partial(_read_reply, pending, session, moment)
+            answered = _guarded(pending.ready.row.id, report, read, abandon)
+            if answered is not None:
+                recording = _recording(answered, keeper, worker, moment, report)
             pending = None
         if ready is not None:
-            hand_over = partial(_hand_over, ready, session, worker, moment, report)
-            pending = _guarded(ready.row_id, report, hand_over, abandon)
-    if pending is not None:
-        conclude = partial(_conclude, pending, session, keeper, worker, moment, report)
-        _guarded(pending.row_id, report, conclude, abandon)
+            hand_over = partial(
+                _hand_over, ready, claim, session, worker, moment, report, recording
+            )
+            pending = _guarded(ready.row.id, report, hand_over, abandon)
+        _finish(recording)  # done already, unless nothing was handed over
 
 
 def deliver_due(

@@ -543,14 +543,21 @@ def _dispatch(dispatch_id: int) -> Dispatch:
 
 
 def compose(
-    row: OutboxMessage, at: dt.datetime | None = None, cache: ComposeCache | None = None
+    row: OutboxMessage,
+    at: dt.datetime | None = None,
+    cache: ComposeCache | None = None,
+    recipient: DispatchRecipient | None = None,
 ) -> Message:
     """The e-mail for an outbox row; ``at`` is the moment written in its Date header.
 
     ``cache`` (one per run of sends) shares what a dispatch's e-mails have in common.
+    ``recipient``: the row's recipient when the caller read it with the row (the sender reads
+    a whole batch at once); otherwise it is read here. Either may be a plain copy with the
+    same fields (``dispatch.delivery``).
     """
     kind = MessageKind(row.kind)
-    recipient = db.session.get(DispatchRecipient, row.recipient_id) if row.recipient_id else None
+    if recipient is None and row.recipient_id:
+        recipient = db.session.get(DispatchRecipient, row.recipient_id)
     attachments: list[Attachment] = []
     display_name: str | None = None
 

@@ -104,11 +104,11 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     begin = delivery.SmtpSession.begin
     begun = []
 
-    def begin_counting(self, message, primary, data=None):
+    def begin_counting(self, message, primary, data=None, meanwhile=None):
         begun.append(message.msgId)
         if len(begun) == 2:
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
-        return begin(self, message, primary, data)
+        return begin(self, message, primary, data, meanwhile)
 
     monkeypatch.setattr(delivery.SmtpSession, "begin", begin_counting)
     report = delivery.deliver_due(AT)
@@ -119,6 +119,42 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     assert "451" in rows[1].last_error and rows[1].sent_at is None
     assert [m.message_id for m in smtp_server.messages] == [rows[0].message_id, rows[2].message_id]
     assert begun == [r.message_id for r in rows]
+
+
+def test_each_outcome_is_committed_before_the_next_message_reaches_the_server(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    dispatch = outbox_dispatch(5)
+    db.session.commit()
+    # Another connection, as anyone reading the database sees it: only committed rows.
+    observer = create_engine(smtp_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+    handler = smtp_server.handler
+    accept = handler.handle_DATA
+    recorded_before: list[int] = []
+
+    async def handle_data(server, session, envelope):
+        with observer.connect() as conn:
+            recorded_before.append(
+                conn.execute(
+                    text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
+                ).scalar_one()
+            )
+        return await accept(server, session, envelope)
+
+    monkeypatch.setattr(handler, "handle_DATA", handle_data)  # read as each connection opens
+    try:
+        report = delivery.deliver_due(AT)
+    finally:
+        observer.dispose()
+
+    assert report.sent == 5
+    # When the server had a message's last byte, every earlier one was recorded sent.
+    assert recorded_before == [0, 1, 2, 3, 4]
+    assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
+    assert audit.verify_chain() == []
 
 
 # --- Composing: what a dispatch's e-mails share ------------------------------------------------

@@ -336,6 +336,80 @@ def test_a_live_claim_is_left_alone_and_an_expired_one_is_taken_over(
     assert [e.details.get("taken_over_from") for e in taken] == [None, None] + ["dead-host:1"] * 2
 
 
+class _Stall:
+    """The sender's monotonic clock, made to jump forward while it composes one message (a
+    sender that hangs there, as a stopped process or a stuck disk would), with ``then`` run at
+    that moment; ``time`` for ``dispatch.delivery`` only, the rest of the process keeps its own."""
+
+    def __init__(self, at_message: int, jump: dt.timedelta, then=None) -> None:
+        import time
+
+        self.real = time
+        self.at_message, self.jump, self.then = at_message, jump.total_seconds(), then
+        self.offset = 0.0
+        self.composed = 0
+
+    def monotonic(self) -> float:
+        return self.real.monotonic() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.real.sleep(seconds)
+
+    def wrap(self, compose):
+        def composing(row, **kwargs):
+            message = compose(row, **kwargs)
+            self.composed += 1
+            if self.composed == self.at_message:
+                self.offset += self.jump
+                if self.then is not None:
+                    self.then()
+            return message
+
+        return composing
+
+
+def test_a_sender_that_stalls_past_the_lease_skips_what_another_took_over(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    from dispatch import delivery
+
+    outbox_dispatch(4)
+    late = AT + LEASE + dt.timedelta(minutes=1)
+    # While the first sender hangs after composing its first e-mail, another takes them all.
+    stall = _Stall(1, LEASE + dt.timedelta(minutes=1), lambda: claim_due(late, None, "other:2"))
+    monkeypatch.setattr(delivery, "time", stall)
+    monkeypatch.setattr(delivery, "compose", stall.wrap(delivery.compose))
+
+    report = deliver_due(AT, worker="slow:1")
+
+    # Not even the e-mail it had composed: its claim is checked again before the data goes.
+    assert (report.sent, report.skipped) == (0, 4)
+    assert smtp_server.messages == []
+    assert {(row.status, row.claimed_by) for row in rows()} == {(DeliveryStatus.SENDING, "other:2")}
+    assert audit.verify_chain() == []
+
+
+def test_a_long_batch_renews_its_claims_and_sends_everything_once(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    from dispatch import delivery
+
+    outbox_dispatch(3)
+    stall = _Stall(1, delivery.RENEW_AFTER + dt.timedelta(seconds=30))
+    monkeypatch.setattr(delivery, "time", stall)
+    monkeypatch.setattr(delivery, "compose", stall.wrap(delivery.compose))
+
+    report = deliver_due(AT, worker="slow:1")
+
+    assert (report.sent, report.skipped) == (3, 0)
+    assert len(smtp_server.messages) == 3
+    # The hang made the claim a minute old: the batch was confirmed once, in one statement,
+    # before the first e-mail left.
+    claimed_at = {row.claimed_at for row in rows()}
+    assert len(claimed_at) == 1 and claimed_at.pop() >= AT + delivery.RENEW_AFTER
+    assert {row.status for row in rows()} == {DeliveryStatus.SENT}
+
+
 def test_limit_takes_the_oldest_first(smtp_app, smtp_server, outbox_dispatch):
     outbox_dispatch(5)
     assert deliver_due(AT, limit=2).sent == 2
