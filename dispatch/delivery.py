@@ -18,17 +18,21 @@ most the message in flight:
    during a long run, and memory does not grow with the outbox. While the server reads and
    checks a message's data, the next message is prepared (e-mail composed); only then is the
    server's reply read: the two sides work at once.
-3. **Record** each outcome and commit at once: the server's 250 → ``sent`` with its reply;
+3. **Record** each outcome as soon as the reply is read, while the next message's envelope is
+   exchanged, and commit it before that message's data leaves: the server's 250 → ``sent``
+   with its reply;
    a 4xx, a lost connection or a timeout → ``retrying`` with exponential back-off (1, 2, 4 …
    minutes, at most an hour, ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or
    ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx → ``failed`` with the reply. A reminder whose office
    has confirmed meanwhile, or an escalation with nobody left to chase, becomes ``cancelled``.
 
 **Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
-right after the reply is read. The one window left is between the server's 250 and that commit
-(at most the time it takes to compose the next message, since the reply is read after that): a
-sender killed there leaves the row in ``sending``, and after the lease it is sent again with the
-SAME Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise the copy.
+before the next message's data leaves. What is left is the message the server may accept
+without the sender knowing: one whose data has left and whose reply has not been read and
+committed yet (a few milliseconds per message, while the next one is composed and the next
+envelope exchanged). A sender killed then leaves that one row in ``sending``, and after the
+lease it is sent again with the SAME Message-ID (``OutboxMessage.message_id``), which lets the
+receiving side recognise the copy; every other row is either on record or was never handed over.
 
 Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time, so claims and
 ``sent_at`` stay truthful during a long batch while ``--at`` can still replay any moment.
