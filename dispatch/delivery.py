@@ -813,8 +813,9 @@ class _Keeper:
 
     def __init__(self) -> None:
         self._app = current_app._get_current_object()  # type: ignore[attr-defined]
-        # Bounded: if the disk falls behind, sending waits rather than memory growing.
-        self._queue: queue.Queue[tuple[int, int, bytes, str] | None] = queue.Queue(maxsize=64)
+        # Bounded: if the disk falls behind, sending waits rather than memory growing (16
+        # e-mails of ~100 KB; 64 showed as the sender's memory growing with the run's size).
+        self._queue: queue.Queue[tuple[int, int, bytes, str] | None] = queue.Queue(maxsize=16)
         self._thread: threading.Thread | None = None  # started with the first file
         self._writers: dict[int, ArchiveWriter] = {}
 
