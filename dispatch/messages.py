@@ -29,11 +29,19 @@ from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import encode_rfc2231, format_datetime, formataddr, formatdate, parseaddr
-from functools import lru_cache
+from email.utils import (
+    encode_rfc2231,
+    format_datetime,
+    formataddr,
+    formatdate,
+    make_msgid,
+    parseaddr,
+)
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
+import flask_mail
 from flask import current_app, render_template
 from flask_mail import Attachment, Message, sanitize_address
 from sqlalchemy import func, select
@@ -160,6 +168,14 @@ def _encoded_subject(subject: str) -> _OneLine:
     return _OneLine(
         header.encode(linesep=_WIRE_POLICY.linesep, maxlinelen=_WIRE_POLICY.max_line_length)
     )
+
+
+# Flask-Mail gives every new Message a Message-ID of its own from ``make_msgid()``, which looks
+# this host's name up (``socket.getfqdn``: a reverse DNS query where /etc/hosts does not know
+# it) for every e-mail. Ours replace it at once with the outbox row's, so the look-up is pure
+# cost, and on a host whose reverse DNS is slow or broken it would hold up every e-mail of a
+# run by the resolver's time-out. Flask-Mail's throw-away ids get a fixed domain instead.
+flask_mail.make_msgid = partial(make_msgid, domain="dispatch.invalid")
 
 
 class OfficialMessage(Message):

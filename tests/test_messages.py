@@ -138,6 +138,21 @@ def test_message_id_and_bytes_are_stable_across_a_retry(db_app, outbox_dispatch)
     assert parts(first) == parts(second)
 
 
+def test_composing_never_looks_the_host_name_up(db_app, outbox_dispatch, monkeypatch):
+    import socket
+
+    def no_lookup(*args):
+        raise AssertionError("host name looked up while composing an e-mail")
+
+    # A host whose reverse DNS is slow would hold up every e-mail by the resolver's time-out.
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_lookup)
+    dispatch = outbox_dispatch(codes=["01"])
+    row = row_for(dispatch.recipients[0].id)
+
+    assert parse(compose(row, at=AT))["Message-ID"] == row.message_id
+
+
 def test_the_reminder_carries_the_link_the_count_and_the_pdf_only(db_app, outbox_dispatch):
     dispatch = outbox_dispatch(codes=["02"])
     recipient = dispatch.recipients[0]
