@@ -86,7 +86,7 @@ def sent_message_path(dispatch_id: int, outbox_id: int) -> str:
 def sent_messages_writer(dispatch_id: int) -> ArchiveWriter:
     """The writer that keeps the bytes of a dispatch's accepted e-mails, read-only, for the
     evidence package (each as ``<outbox id>.eml``, see ``sent_message_path``)."""
-    return ArchiveWriter(dispatch_id, SENT_FOLDER)
+    return ArchiveWriter(dispatch_id, SENT_FOLDER, undoable=False)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -99,9 +99,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 class ArchiveWriter:
-    """Writes one dispatch's files, and can take them all back if the issue fails."""
+    """Writes one dispatch's files, and can take them all back if the issue fails.
 
-    def __init__(self, dispatch_id: int, subfolder: str | None = None) -> None:
+    ``undoable=False``: a writer that never takes its files back (the kept e-mails of a run
+    to thousands of offices), so it does not remember them.
+    """
+
+    def __init__(
+        self, dispatch_id: int, subfolder: str | None = None, *, undoable: bool = True
+    ) -> None:
+        self.undoable = undoable
         self.root = data_dir()
         self.relative_folder = dispatch_folder(dispatch_id)
         if subfolder:
@@ -153,7 +160,8 @@ class ArchiveWriter:
             # commit (a committed one is never re-issued): the new bytes replace it.
             os.replace(tmp_name, target)
             tmp_name = None
-            self._written.append(target)
+            if self.undoable:
+                self._written.append(target)
             if sync_folder:
                 _fsync_dir(self.folder)
         except OSError as exc:
