@@ -192,7 +192,6 @@ class SmtpSession:
         self.timeout: float = float(config.get("MAIL_TIMEOUT") or 30)
         self.smtp: smtplib.SMTP | None = None
         self.unreachable: str | None = None  # set once connecting failed: no retry this batch
-        self.last_data: bytes | None = None  # the bytes of the last message handed to ``send``
         self.connections = 0
 
     def __enter__(self) -> SmtpSession:
@@ -299,7 +298,6 @@ class SmtpSession:
         recipients = [_envelope_address(a) for a in _unique(message.send_to)]
         primary_set = {_envelope_address(a).lower() for a in primary}
         data = message.as_bytes() if data is None else data
-        self.last_data = data  # kept by the caller once accepted: the exact bytes sent
         if self.suppress:
             # MAIL_SUPPRESS_SEND (tests of other areas): nothing leaves, listeners still hear it.
             email_dispatched.send(current_app._get_current_object(), message=message)
@@ -456,9 +454,7 @@ class _Steps:
     def finish(self) -> None:
         """Run every step left."""
         steps, self._steps = self._steps, None
-        if steps is not None:
-            for _ in steps:
-                pass
+        _finish(steps)
 
 
 _DONE = object()
@@ -777,7 +773,7 @@ def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
             "row_id": row.id,
             "sent_at": sent.at,
             "smtp_reply": sent.reply,
-            "sent_sha256": sent.sha256,
+            "sent_sha256": sent.ready.sha256,
             "sent_path": sent_message_path(row.dispatch_id, row.id),
         },
     )
@@ -788,8 +784,8 @@ def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
         sent.at,
         smtp_reply=sent.reply,
         worker=worker,
-        sha256=sent.sha256,
-        size=len(sent.data),
+        sha256=sent.ready.sha256,
+        size=len(sent.ready.data),
     )
 
 
@@ -938,7 +934,6 @@ class _Ready:
 
     row: _Row
     message: Message
-    primary: list[str]
     # Serialised, and hashed, while the server was still reading the previous message.
     data: bytes
     sha256: str
@@ -1018,7 +1013,7 @@ def _prepare(
         )
         return None
     data = message.as_bytes()
-    return _Ready(row, message, list(row.to_addrs), data, hashlib.sha256(data).hexdigest())
+    return _Ready(row, message, data, hashlib.sha256(data).hexdigest())
 
 
 def _hand_over(
@@ -1041,7 +1036,7 @@ def _hand_over(
         return None
     try:
         flight = session.begin(
-            ready.message, primary=ready.primary, data=ready.data, meanwhile=recording
+            ready.message, primary=ready.row.to_addrs, data=ready.data, meanwhile=recording
         )
     except SendFailure as failure:
         _fail(row_id, failure, worker, moment, report)
@@ -1053,9 +1048,7 @@ def _hand_over(
 class _Answered:
     """A handed-over e-mail whose reply has been read, its outcome still to record."""
 
-    row: _Row
-    data: bytes  # the exact bytes handed over
-    sha256: str
+    ready: _Ready  # the row, and the exact bytes handed over with their SHA-256
     at: dt.datetime  # when the reply was read
     reply: str = ""  # the server's 250
     failure: SendFailure | None = None
@@ -1065,12 +1058,11 @@ def _read_reply(
     pending: _Pending, session: SmtpSession, moment: Callable[[], dt.datetime]
 ) -> _Answered:
     """The server's reply to a handed-over e-mail (not yet recorded)."""
-    ready = pending.ready
     try:
         reply = session.finish(pending.flight)
     except SendFailure as failure:
-        return _Answered(ready.row, ready.data, ready.sha256, moment(), failure=failure)
-    return _Answered(ready.row, ready.data, ready.sha256, moment(), reply=reply)
+        return _Answered(pending.ready, moment(), failure=failure)
+    return _Answered(pending.ready, moment(), reply=reply)
 
 
 def _recording(
@@ -1086,7 +1078,7 @@ def _recording(
     Never raises: an unexpected error is logged and leaves the row in ``sending`` (tried again
     after the lease), as ``_guarded`` does.
     """
-    row = answered.row
+    row = answered.ready.row
     try:
         if answered.failure is not None:
             _fail(row.id, answered.failure, worker, moment, report)
@@ -1099,7 +1091,7 @@ def _recording(
             # The database blinked: record it the patient way, retrying.
             db.session.rollback()
             _commit_outcome(row.id, lambda: _record_sent(row, answered, worker))
-        keeper.keep(row.dispatch_id, row.id, answered.data, answered.sha256)
+        keeper.keep(row.dispatch_id, row.id, answered.ready.data, answered.ready.sha256)
         report.sent += 1
     except Exception:
         db.session.rollback()
