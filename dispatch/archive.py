@@ -78,14 +78,19 @@ def read_document(document: Document) -> bytes:
 SENT_FOLDER = "sent"
 
 
+def sent_message_name(outbox_id: int) -> str:
+    """The file name under which an accepted e-mail is kept in its dispatch's sent folder."""
+    return f"{outbox_id}.eml"
+
+
 def sent_message_path(dispatch_id: int, outbox_id: int) -> str:
     """Where the exact bytes of an accepted e-mail are kept, relative to the data folder."""
-    return f"{dispatch_folder(dispatch_id)}/{SENT_FOLDER}/{outbox_id}.eml"
+    return f"{dispatch_folder(dispatch_id)}/{SENT_FOLDER}/{sent_message_name(outbox_id)}"
 
 
 def sent_messages_writer(dispatch_id: int) -> ArchiveWriter:
     """The writer that keeps the bytes of a dispatch's accepted e-mails, read-only, for the
-    evidence package (each as ``<outbox id>.eml``, see ``sent_message_path``)."""
+    evidence package (each under ``sent_message_name``)."""
     return ArchiveWriter(dispatch_id, SENT_FOLDER, undoable=False)
 
 

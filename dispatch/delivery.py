@@ -68,6 +68,7 @@ from dispatch import audit
 from dispatch.archive import (
     ArchiveError,
     ArchiveWriter,
+    sent_message_name,
     sent_message_path,
     sent_messages_writer,
 )
@@ -820,7 +821,7 @@ class _Keeper:
         if writer is None:
             writer = self._writers[dispatch_id] = sent_messages_writer(dispatch_id)
         try:
-            writer.write(f"{row_id}.eml", data, sha256=sha256, sync_folder=False)
+            writer.write(sent_message_name(row_id), data, sha256=sha256, sync_folder=False)
         except ArchiveError as exc:
             log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
 
