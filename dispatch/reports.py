@@ -169,44 +169,22 @@ def to_xlsx(dashboard: dict[str, Any]) -> bytes:
 # --- PDF ------------------------------------------------------------------------------------
 
 
-class _ReportEngine:
-    """WeasyPrint set up once for reports: the shipped fonts, the report stylesheet, a fetcher
-    that serves the font files only."""
+class _ReportEngine(letter_pdf.PrintEngine):
+    """The report's engine: the shipped fonts, the report stylesheet, a fetcher that serves the
+    font files only."""
 
     def __init__(self) -> None:
-        import weasyprint
-        from weasyprint.text.fonts import FontConfiguration
+        from dispatch.letters.fetcher import FONT_TYPES
 
-        from dispatch.letters.fetcher import FONT_TYPES, RestrictedURLFetcher
-
-        self.weasyprint = weasyprint
-        paths = letter_pdf.font_paths()
-        self.coverage = letter_pdf.FontCoverage(paths)
-        self.fetcher = RestrictedURLFetcher({letter_pdf.FONT_DIR: FONT_TYPES})
-        self.templates = letter_pdf.print_templates(TEMPLATE_DIR)
-        self.html_template = self.templates.get_template("report_pdf.html")
-        stylesheet = self.templates.get_template("report_pdf.css").render(
-            font_family=letter_pdf.FONT_FAMILY,
-            fonts=letter_pdf.font_faces(paths),
+        super().__init__(
+            template_dir=TEMPLATE_DIR,
+            template="report_pdf.html",
+            stylesheet="report_pdf.css",
+            readable={letter_pdf.FONT_DIR: FONT_TYPES},
+            error=ReportError,
+            fetch_failed="Không in được báo cáo: {exc} ({cause})",
+            foreign_font="Báo cáo đã dùng phông chữ ngoài bộ phông đi kèm ({family}).",
         )
-        self.font_config = FontConfiguration()
-        self.stylesheet = self._guarded(
-            lambda: weasyprint.CSS(
-                string=stylesheet,
-                base_url=TEMPLATE_DIR.as_uri() + "/",
-                url_fetcher=self.fetcher,
-                font_config=self.font_config,
-            )
-        )
-        self.lock = threading.Lock()
-
-    def _guarded(self, action: Any) -> Any:
-        from weasyprint.urls import FatalURLFetchingError
-
-        try:
-            return action()
-        except FatalURLFetchingError as exc:  # a BaseException: `except Exception` misses it
-            raise ReportError(f"Không in được báo cáo: {exc} ({exc.__cause__})") from exc
 
     def printable(self, text: str) -> str:
         """NFC text with every character the fonts lack replaced by "?"."""
@@ -214,26 +192,6 @@ class _ReportEngine:
         return "".join(
             c if c in "\t\n\r" or ord(c) in self.coverage.codepoints else "?" for c in text
         )
-
-    def render(self, view: dict[str, Any]) -> bytes:
-        html = self.html_template.render(**view)
-        with self.lock:
-            document = self._guarded(
-                lambda: self.weasyprint.HTML(
-                    string=html,
-                    base_url=TEMPLATE_DIR.as_uri() + "/",
-                    url_fetcher=self.fetcher,
-                ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
-            )
-            data = self._guarded(lambda: document.write_pdf())
-        for font in document.fonts.values():
-            if font.family != letter_pdf.FONT_FAMILY or (
-                (font.glyph_count, font.upem) not in self.coverage.fingerprints
-            ):
-                raise ReportError(
-                    f"Báo cáo đã dùng phông chữ ngoài bộ phông đi kèm ({font.family})."
-                )
-        return data
 
 
 _engine: _ReportEngine | None = None

@@ -307,82 +307,127 @@ def _refuse(complaints: _Complaints) -> None:
         raise RenderError("Không in được công văn đúng mẫu: " + "; ".join(complaints.messages))
 
 
-class _Engine:
-    """WeasyPrint, set up once: fonts registered, stylesheet parsed, templates loaded."""
+class PrintEngine:
+    """WeasyPrint set up once for one kind of printed document: the shipped fonts registered,
+    its stylesheet parsed, its page template loaded from ``template_dir``, and a fetcher that
+    reads only ``readable`` (folder → allowed media types). ``render`` prints a view and refuses
+    any font but the shipped files (a silent fallback prints boxes for Vietnamese marks).
 
-    def __init__(self) -> None:
+    ``error`` is raised with ``fetch_failed`` (``{exc}``, ``{cause}``) when WeasyPrint is
+    refused a fetch, and with ``foreign_font`` (``{family}``) for a font not shipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        template_dir: Path,
+        template: str,
+        stylesheet: str,
+        readable: dict[Path, Any],
+        error: type[Exception],
+        fetch_failed: str,
+        foreign_font: str,
+        **css: Any,
+    ) -> None:
         import weasyprint
         from weasyprint.text.fonts import FontConfiguration
 
-        from dispatch.letters.fetcher import (
-            FONT_TYPES,
-            IMAGE_TYPES,
-            STYLE_TYPES,
-            RestrictedURLFetcher,
-        )
+        from dispatch.letters.fetcher import RestrictedURLFetcher
 
         self.weasyprint = weasyprint
+        self.error, self.fetch_failed, self.foreign_font = error, fetch_failed, foreign_font
+        self.base_url = template_dir.as_uri() + "/"
         paths = font_paths()
         self.coverage = FontCoverage(paths)
-        self.fetcher = RestrictedURLFetcher(
-            {FONT_DIR: FONT_TYPES, TEMPLATE_DIR: STYLE_TYPES, ATTACHMENT_DIR: IMAGE_TYPES}
-        )
-        self.templates = print_templates(TEMPLATE_DIR)
-        self.html_template = self.templates.get_template("letter.html")
-        stylesheet = self.templates.get_template("letter.css").render(
-            font_family=FONT_FAMILY,
-            fonts=font_faces(paths),
-            appendix_pages=[f"appendix-{i}" for i in range(1, MAX_APPENDICES + 1)],
+        self.fetcher = RestrictedURLFetcher(readable)
+        self.templates = print_templates(template_dir)
+        self.html_template = self.templates.get_template(template)
+        css_text = self.templates.get_template(stylesheet).render(
+            font_family=FONT_FAMILY, fonts=font_faces(paths), **css
         )
         self.font_config = FontConfiguration()
-        with _complaints() as complaints:
-            self.stylesheet = self._guarded(
-                lambda: weasyprint.CSS(
-                    string=stylesheet,
-                    base_url=TEMPLATE_DIR.as_uri() + "/",
-                    url_fetcher=self.fetcher,
-                    font_config=self.font_config,
-                )
+        self.stylesheet = self._guarded(
+            lambda: weasyprint.CSS(
+                string=css_text,
+                base_url=self.base_url,
+                url_fetcher=self.fetcher,
+                font_config=self.font_config,
             )
-        _refuse(complaints)
+        )
         # Rendering shares the font configuration (Pango/Fontconfig objects): one at a time.
-        self.lock = threading.Lock()
+        # Re-entrant, so that a subclass can hold it around ``_print`` (``_Engine``).
+        self.lock = threading.RLock()
 
     def _guarded(self, action):
-        """Run a WeasyPrint step, turning a refused fetch into a RenderError."""
+        """Run a WeasyPrint step, turning a refused fetch into ``error``."""
         from weasyprint.urls import FatalURLFetchingError
 
         try:
             return action()
         except FatalURLFetchingError as exc:  # a BaseException: `except Exception` misses it
-            raise RenderError(f"Không in được công văn: {exc} ({exc.__cause__})") from exc
+            raise self.error(self.fetch_failed.format(exc=exc, cause=exc.__cause__)) from exc
 
-    def render(self, letter: Letter) -> bytes:
-        """The PDF of ``letter``."""
-        self.coverage.check(printed_texts(letter))
-        html = self.html_template.render(**letter_view(letter))
-        with self.lock, _complaints() as complaints:
-            document = self._guarded(
-                lambda: self.weasyprint.HTML(
-                    string=html,
-                    base_url=TEMPLATE_DIR.as_uri() + "/",
-                    url_fetcher=self.fetcher,
-                ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
-            )
-            pdf = self._guarded(lambda: document.write_pdf())
-        _refuse(complaints)
+    def render(self, view: dict[str, Any]) -> bytes:
+        """The PDF of the page template filled with ``view``."""
+        document, pdf = self._print(view)
         self._check_fonts(document)
         return pdf
+
+    def _print(self, view: dict[str, Any]) -> tuple[Any, bytes]:
+        """The laid-out document and its PDF bytes."""
+        html = self.html_template.render(**view)
+        with self.lock:
+            document = self._guarded(
+                lambda: self.weasyprint.HTML(
+                    string=html, base_url=self.base_url, url_fetcher=self.fetcher
+                ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
+            )
+            return document, self._guarded(lambda: document.write_pdf())
 
     def _check_fonts(self, document: Any) -> None:
         """Refuse a PDF that used any font but the shipped files (a silent fallback)."""
         for font in document.fonts.values():
             fingerprint = (font.glyph_count, font.upem)
             if font.family != FONT_FAMILY or fingerprint not in self.coverage.fingerprints:
-                raise RenderError(
-                    f"Công văn đã dùng phông chữ ngoài bộ phông đi kèm ({font.family}); "
+                raise self.error(self.foreign_font.format(family=font.family))
+
+
+class _Engine(PrintEngine):
+    """The letter's engine: its every text checked against the fonts first, and anything
+    WeasyPrint complains about (CSS it ignores, a resource it skips) refused."""
+
+    def __init__(self) -> None:
+        from dispatch.letters.fetcher import FONT_TYPES, IMAGE_TYPES, STYLE_TYPES
+
+        with _complaints() as complaints:
+            super().__init__(
+                template_dir=TEMPLATE_DIR,
+                template="letter.html",
+                stylesheet="letter.css",
+                readable={
+                    FONT_DIR: FONT_TYPES,
+                    TEMPLATE_DIR: STYLE_TYPES,
+                    ATTACHMENT_DIR: IMAGE_TYPES,
+                },
+                error=RenderError,
+                fetch_failed="Không in được công văn: {exc} ({cause})",
+                foreign_font=(
+                    "Công văn đã dùng phông chữ ngoài bộ phông đi kèm ({family}); "
                     "kiểm tra lại các tệp phông chữ."
-                )
+                ),
+                appendix_pages=[f"appendix-{i}" for i in range(1, MAX_APPENDICES + 1)],
+            )
+        _refuse(complaints)
+
+    def render_letter(self, letter: Letter) -> bytes:
+        """The PDF of ``letter``."""
+        self.coverage.check(printed_texts(letter))
+        view = letter_view(letter)
+        with self.lock, _complaints() as complaints:
+            document, pdf = self._print(view)
+        _refuse(complaints)
+        self._check_fonts(document)
+        return pdf
 
 
 _engine: _Engine | None = None
@@ -404,4 +449,4 @@ def _get_engine() -> _Engine:
 
 def render_pdf(letter: Letter) -> bytes:
     """The letter as PDF bytes, laid out to Decree 30 with the shipped fonts embedded."""
-    return _get_engine().render(letter)
+    return _get_engine().render_letter(letter)
