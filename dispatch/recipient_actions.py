@@ -116,7 +116,16 @@ def _cancel_pending(recipient: DispatchRecipient, reason: str) -> int:
     return result.rowcount or 0
 
 
-def _enqueue_letter(recipient: DispatchRecipient, at: dt.datetime) -> int:
+def _resend(
+    recipient: DispatchRecipient,
+    dispatch: Dispatch,
+    *,
+    actor: User,
+    at: dt.datetime,
+    **details: object,
+) -> int:
+    """Queue the letter again to the recipient's address (next sequence) and audit it with
+    ``details``; returns the sequence."""
     sequence = _next_sequence(recipient.id)
     queued = outbox.enqueue(
         dispatch_id=recipient.dispatch_id,
@@ -129,6 +138,20 @@ def _enqueue_letter(recipient: DispatchRecipient, at: dt.datetime) -> int:
     )
     if not queued:  # another clerk resent at the same moment: their row stands
         raise RecipientActionError("Thư vừa được gửi lại bởi người khác; hãy tải lại trang.")
+    audit.record(
+        "recipient.letter_resent",
+        actor=actor_name(actor),
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=dispatch.id,
+        details={
+            "sequence": sequence,
+            "to": [recipient.email],
+            "cc": list(recipient.cc or []),
+            **details,
+        },
+    )
     return sequence
 
 
@@ -143,21 +166,13 @@ def resend_letter(
             "Thư gửi trước đó vẫn đang chờ gửi; hãy đợi kết quả (hoặc bấm “Gửi ngay”) "
             "trước khi gửi lại."
         )
-    sequence = _enqueue_letter(recipient, at)
-    audit.record(
-        "recipient.letter_resent",
-        actor=actor_name(actor),
+    sequence = _resend(
+        recipient,
+        dispatch,
+        actor=actor,
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=dispatch.id,
-        details={
-            "sequence": sequence,
-            "to": [recipient.email],
-            "cc": list(recipient.cc or []),
-            "previous_status": latest.status.value if latest is not None else None,
-            "note": clean_note(note) or None,
-        },
+        previous_status=latest.status.value if latest is not None else None,
+        note=clean_note(note) or None,
     )
     db.session.flush()
     return ResendResult(sequence=sequence, cancelled=0)
@@ -228,16 +243,7 @@ def correct_address(
 
             apply_address(org, email=address, cc=copies, actor=actor, at=at)
     db.session.flush()
-    sequence = _enqueue_letter(recipient, at)
-    audit.record(
-        "recipient.letter_resent",
-        actor=actor_name(actor),
-        at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=dispatch.id,
-        details={"sequence": sequence, "to": [address], "cc": copies, "reason": "address"},
-    )
+    sequence = _resend(recipient, dispatch, actor=actor, at=at, reason="address")
     db.session.flush()
     return ResendResult(sequence=sequence, cancelled=cancelled)
 
