@@ -151,8 +151,8 @@ def prepare(folder: Path, recipients: int | None) -> tuple[int, int]:
     generated offices (None: the bundled 63 departments), and a draft of it to one office that
     the measuring process issues and sends first (``_warm_up_sending``); returns both ids,
     the warm-up draft's first."""
-    from dispatch import drafts
     from dispatch.clock import parse_moment
+    from dispatch.drafting import drafts
     from dispatch.extensions import db
 
     app = make_app(folder)
@@ -222,9 +222,9 @@ def _warm_up_sending(warm_up_id: int, at: dt.datetime) -> int:
     from flask import current_app
     from sqlalchemy import select
 
-    from dispatch.delivery import deliver_due
     from dispatch.extensions import db
     from dispatch.issuing import issue_dispatch
+    from dispatch.mail.sender import deliver_due
     from dispatch.models import OutboxMessage
 
     issue_dispatch(warm_up_id, actor=None, at=at)
@@ -240,8 +240,8 @@ def _warm_up_sending(warm_up_id: int, at: dt.datetime) -> int:
 def run_ours(folder: Path, port: int, warm_up_id: int, dispatch_id: int) -> dict[str, Any]:
     """Issue the draft and deliver its letters; the figures of this run."""
     from dispatch.clock import parse_moment
-    from dispatch.delivery import deliver_due
     from dispatch.issuing import issue_dispatch
+    from dispatch.mail.sender import deliver_due
 
     app = make_app(folder, smtp_port=port)
     at = parse_moment(ISSUE_AT)

@@ -87,7 +87,7 @@ def generated_directory(count: int, at: dt.datetime, group_code: str = BENCH_GRO
     call in an app context, the caller commits. Returns the group's code."""
     import sqlalchemy as sa
 
-    from dispatch.directory import fold, known_provinces
+    from dispatch.directory.offices import fold, known_provinces
     from dispatch.extensions import db
     from dispatch.models import Organisation, RecipientGroup, group_member
 
@@ -131,16 +131,17 @@ def prepare_draft(app: Any, recipients: int | None) -> int:
 
     ``recipients``: that many generated offices, or None for the bundled 63 departments.
     """
-    from dispatch import directory, drafts
     from dispatch.clock import parse_moment
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
     from dispatch.extensions import db
 
     at = parse_moment(PREPARED_AT)
     migrate(app)
     with app.app_context():
         if recipients is None:
-            directory.seed_directory(actor="system", at=at)
-            group = directory.DEFAULT_GROUP_CODE
+            offices.seed_directory(actor="system", at=at)
+            group = offices.DEFAULT_GROUP_CODE
         else:
             group = generated_directory(recipients, at)
         draft = drafts.create_draft(SEED, group_code=group, actor=None, at=at)

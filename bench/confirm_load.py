@@ -52,11 +52,11 @@ def _issue_and_tokens(folder: Path, database_url: str) -> tuple[int, list[str]]:
     """Issue the seed letter to CONFIRMATIONS generated offices; their confirmation tokens."""
     from sqlalchemy import select
 
-    from dispatch.acknowledgements import token_for
     from dispatch.clock import parse_moment
     from dispatch.extensions import db
     from dispatch.issuing import issue_dispatch
     from dispatch.models import DispatchRecipient
+    from dispatch.receipts.acknowledgements import token_for
 
     app = make_app(folder, database_url=database_url)
     dispatch_id = prepare_draft(app, CONFIRMATIONS)

@@ -45,8 +45,9 @@ def _fill(dispatches: int) -> dict[str, Any]:
     context on an empty migrated database. Returns ids the pages need."""
     import sqlalchemy as sa
 
-    from dispatch import directory, users
+    from dispatch.accounts import users
     from dispatch.clock import parse_moment
+    from dispatch.directory import offices
     from dispatch.extensions import db
     from dispatch.letters.source import read_source, source_to_json
     from dispatch.models import (
@@ -63,9 +64,9 @@ def _fill(dispatches: int) -> dict[str, Any]:
     )
 
     first = parse_moment(FIRST_ISSUE)
-    directory.seed_directory(actor="system", at=first)
+    offices.seed_directory(actor="system", at=first)
     users.create_user(LEADER, role=Role.LEADER, password=PASSWORD, at=first, actor="system")
-    group = directory.get_group(directory.DEFAULT_GROUP_CODE)
+    group = offices.get_group(offices.DEFAULT_GROUP_CODE)
     offices = db.session.execute(
         sa.select(
             Organisation.id, Organisation.name, Organisation.province_code, Organisation.email

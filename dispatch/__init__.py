@@ -29,6 +29,16 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _guard_issued_dispatches() -> None:
+    """Every session refuses to flush a change to an issued dispatch or its archived files."""
+    from sqlalchemy.orm import Session
+
+    from dispatch.drafting.drafts import refuse_edits_of_issued
+
+    if not event.contains(Session, "before_flush", refuse_edits_of_issued):
+        event.listen(Session, "before_flush", refuse_edits_of_issued)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create and wire the app; configuration comes from the environment or ``test_config``."""
     from dotenv import load_dotenv
@@ -69,6 +79,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
+    _guard_issued_dispatches()
     views.register_blueprints(app)
     cli.init_app(app)
     return app

@@ -17,7 +17,10 @@ from typing import Any
 from sqlalchemy import insert, select, text
 
 from dispatch.extensions import db
-from dispatch.models import AuditEntry
+from dispatch.models import AuditEntry, User
+
+# How the log names work done by the system itself (the scheduler, a seed).
+SYSTEM_ACTOR = "system"
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
 _CHAIN_LOCK = 0x44495350  # "DISP"
@@ -30,6 +33,11 @@ _CHAIN_END = select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)
 _INSERT_ONE = insert(_TABLE).returning(_TABLE.c.id)
 _INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def actor_name(actor: User | None) -> str:
+    """How the audit log names who acted: the user's e-mail, or "system"."""
+    return actor.email if actor is not None else SYSTEM_ACTOR
 
 
 def _canonical(entry: AuditEntry | Mapping[str, Any]) -> bytes:

@@ -32,20 +32,21 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dispatch import audit, outbox
-from dispatch.acknowledgements import assign_token
+from dispatch import audit
 from dispatch.archive import ArchivedFile, ArchiveError, ArchiveWriter
+from dispatch.audit import actor_name
 from dispatch.calendar import deadline_for
 from dispatch.clock import local
-from dispatch.drafts import (
+from dispatch.drafting.drafts import (
     DispatchFrozen,
     DraftError,
-    actor_name,
     lock_dispatch,
 )
+from dispatch.drafting.uploads import letter_root
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import build_letter, source_from_json
+from dispatch.mail import outbox
 from dispatch.models import (
     Dispatch,
     DispatchRecipient,
@@ -56,7 +57,7 @@ from dispatch.models import (
     RegisterCounter,
     User,
 )
-from dispatch.uploads import letter_root
+from dispatch.receipts.acknowledgements import assign_token
 
 PDF_MEDIA_TYPE = "application/pdf"
 DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from dispatch import acknowledgements, audit, create_app
+from dispatch import audit, create_app
 from dispatch.extensions import db
 from dispatch.models import (
     AcknowledgementMethod,
@@ -26,6 +26,7 @@ from dispatch.models import (
     Document,
     RecipientEvent,
 )
+from dispatch.receipts import acknowledgements
 from dispatch.views.provinces import NotFoundThrottle, content_disposition
 from tests.fixtures.acknowledgements import (
     ISSUED_AT,
@@ -631,8 +632,9 @@ def test_a_confirmation_waiting_on_another_records_nothing(issued, db_app, migra
 
 
 def test_an_issued_letter_is_confirmed_through_its_link(seeded, client):
-    from dispatch import drafts, issuing
+    from dispatch import issuing
     from dispatch.clock import parse_moment
+    from dispatch.drafting import drafts
     from tests.letter_samples import SEED_FOLDER
 
     draft = drafts.create_draft(

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from dispatch import status
 from dispatch.extensions import db
 from dispatch.letters.source import read_source, source_to_json
 from dispatch.models import ApiToken, AuditEntry, Dispatch, DispatchStatus, Role
+from dispatch.reporting import status
 from tests.fixtures.reminders import build_issued_dispatch
 from tests.letter_samples import SEED_FOLDER
 
@@ -83,7 +83,7 @@ def test_a_signed_in_session_cookie_is_not_enough(clerk_client):
 
 
 def test_revoked_tokens_and_inactive_owners_are_refused(client, role_users, role_tokens):
-    from dispatch import api_tokens
+    from dispatch.accounts import api_tokens
 
     headers = {"Authorization": f"Bearer {role_tokens[Role.CLERK]}"}
     assert client.get("/api/dispatches", headers=headers).status_code == 200

@@ -9,8 +9,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from dispatch import auth, users
-from dispatch.auth import role_required
+from dispatch.accounts import auth, users
+from dispatch.accounts.auth import role_required
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, LoginAttempt, Role, User
 from tests.fixtures.reminders import build_issued_dispatch
@@ -354,7 +354,7 @@ def test_home_says_when_there_is_nothing_yet(clerk_client):
 
 
 def test_home_pages_through_many_dispatches(clerk_client, db_app, monkeypatch):
-    from dispatch import listing
+    from dispatch.reporting import listing
 
     monkeypatch.setattr(listing, "DEFAULT_PAGE_SIZE", 2)
     for number in range(1, 6):
@@ -373,7 +373,7 @@ def test_user_model_loader_ignores_garbage(db_app):
 
 
 def test_the_dispatch_page_shows_the_status_report(role_clients, seeded):
-    from dispatch import drafts
+    from dispatch.drafting import drafts
     from tests.letter_samples import SEED_FOLDER
 
     draft = drafts.create_draft(SEED_FOLDER, group_code="so-tttt-2021", actor=None, at=T0)

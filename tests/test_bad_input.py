@@ -27,8 +27,6 @@ from sqlalchemy import func, select
 from werkzeug.routing.converters import NumberConverter
 
 from dispatch import PROJECT_ROOT
-from dispatch.acknowledgements import _derive_token
-from dispatch.delivery import deliver_due
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import (
@@ -40,6 +38,7 @@ from dispatch.letters.source import (
     source_from_json,
     source_to_json,
 )
+from dispatch.mail.sender import deliver_due
 from dispatch.models import (
     AuditEntry,
     DeliveryStatus,
@@ -50,6 +49,7 @@ from dispatch.models import (
     OutboxMessage,
     Role,
 )
+from dispatch.receipts.acknowledgements import _derive_token
 from tests.fixtures.acknowledgements import open_page
 from tests.fixtures.database import SMALL_LETTER
 from tests.fixtures.smtp import ISSUED_AT
@@ -391,7 +391,7 @@ def test_line_breaks_in_subject_and_addresses_inject_no_header(
 
 @pytest.mark.parametrize("column", ["email", "cc"])
 def test_the_directory_import_refuses_addresses_with_line_breaks(runner, seeded, tmp_path, column):
-    from dispatch.directory import export_csv
+    from dispatch.directory.offices import export_csv
 
     text = export_csv(group_code=GROUP, bom=False)
     lines = text.splitlines()
@@ -422,7 +422,7 @@ def test_the_directory_import_refuses_addresses_with_line_breaks(runner, seeded,
 
 
 def test_a_directory_file_that_is_not_utf8_is_refused_with_its_line(runner, seeded, tmp_path):
-    from dispatch.directory import export_csv
+    from dispatch.directory.offices import export_csv
 
     data = export_csv(group_code=GROUP, bom=False).encode("utf-8")
     lines = data.split(b"\r\n")
@@ -487,7 +487,7 @@ def test_decomposed_text_is_stored_composed(client, api_headers, seeded):
 
 
 def test_a_decomposed_directory_file_is_stored_composed(runner, seeded, tmp_path):
-    from dispatch.directory import export_csv
+    from dispatch.directory.offices import export_csv
 
     text = export_csv(group_code=GROUP, bom=False)
     text = text.replace("sotttt.hanoi@tinh.example", "sotttt@hanoi.gov.vn")
@@ -758,7 +758,7 @@ def test_a_zip_bomb_posted_as_the_directory_csv_is_refused_unopened(desk):
 
 
 def test_the_directory_page_refuses_line_breaks_and_oversized_files_in_vietnamese(desk, app):
-    from dispatch.directory import export_csv
+    from dispatch.directory.offices import export_csv
     from tests.fixtures.clerks import post_form
 
     text = export_csv(group_code=GROUP, bom=False).replace(

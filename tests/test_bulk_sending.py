@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from bench.common import record
-from dispatch import audit, create_app, delivery, issuing, outbox
-from dispatch.drafts import create_draft
+from dispatch import audit, create_app, issuing
+from dispatch.drafting.drafts import create_draft
 from dispatch.extensions import db
-from dispatch.messages import _WIRE_POLICY, ComposeCache, ComposeError, compose
+from dispatch.mail import outbox, sender
+from dispatch.mail.compose import _WIRE_POLICY, ComposeCache, ComposeError, compose
 from dispatch.models import (
     AuditEntry,
     DeliveryStatus,
@@ -51,11 +52,11 @@ def outbox_rows(dispatch_id: int) -> list[OutboxMessage]:
 def test_a_run_claims_batch_after_batch_and_sends_all_over_one_connection(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
-    monkeypatch.setattr(delivery, "CLAIM_BATCH", 3)
+    monkeypatch.setattr(sender, "CLAIM_BATCH", 3)
     dispatch = outbox_dispatch(8)
     dispatch_id = dispatch.id
 
-    report = delivery.deliver_due(AT)
+    report = sender.deliver_due(AT)
 
     assert (report.claimed, report.sent, report.errors) == (8, 8, [])
     assert smtp_server.handler.connections == 1
@@ -81,11 +82,11 @@ def test_a_run_claims_batch_after_batch_and_sends_all_over_one_connection(
 def test_an_unreachable_server_leaves_the_later_batches_queued(
     smtp_app, dead_smtp_port, outbox_dispatch, monkeypatch
 ):
-    monkeypatch.setattr(delivery, "CLAIM_BATCH", 2)
+    monkeypatch.setattr(sender, "CLAIM_BATCH", 2)
     dispatch = outbox_dispatch(5)
     smtp_app.config["MAIL_PORT"] = dead_smtp_port
 
-    report = delivery.deliver_due(AT)
+    report = sender.deliver_due(AT)
 
     assert (report.claimed, report.retrying, report.sent) == (2, 2, 0)
     assert [r.status.value for r in outbox_rows(dispatch.id)] == [
@@ -101,7 +102,7 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
     dispatch = outbox_dispatch(3)
-    begin = delivery.SmtpSession.begin
+    begin = sender.SmtpSession.begin
     begun = []
 
     def begin_counting(self, message, primary, data=None, meanwhile=None):
@@ -110,8 +111,8 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
         return begin(self, message, primary, data, meanwhile)
 
-    monkeypatch.setattr(delivery.SmtpSession, "begin", begin_counting)
-    report = delivery.deliver_due(AT)
+    monkeypatch.setattr(sender.SmtpSession, "begin", begin_counting)
+    report = sender.deliver_due(AT)
 
     assert (report.sent, report.retrying) == (2, 1)
     rows = outbox_rows(dispatch.id)
@@ -146,7 +147,7 @@ def test_each_outcome_is_committed_before_the_next_message_reaches_the_server(
 
     monkeypatch.setattr(handler, "handle_DATA", handle_data)  # read as each connection opens
     try:
-        report = delivery.deliver_due(AT)
+        report = sender.deliver_due(AT)
     finally:
         observer.dispose()
 

@@ -578,7 +578,7 @@ def test_autosave_in_a_browser_creates_the_draft_and_survives_going_offline(cler
 def test_the_directory_search_in_the_composer_adds_offices_without_reloading(clerk_browser):
     import datetime as dt
 
-    from dispatch import directory
+    from dispatch.directory import offices
 
     # An office outside the group: the search is how it joins the list.
     centre = Organisation(
@@ -591,7 +591,7 @@ def test_the_directory_search_in_the_composer_adds_offices_without_reloading(cle
         cc=[],
         valid_from=dt.date(2000, 1, 1),
     )
-    centre.search_text = directory.search_text_for(centre)
+    centre.search_text = offices.search_text_for(centre)
     db.session.add(centre)
     db.session.commit()
     base, page = clerk_browser
@@ -616,7 +616,7 @@ def test_the_status_page_updates_itself_while_letters_go_out(
     clerk_browser, issued_dispatch, smtp_server, app
 ):
     from dispatch.clock import now
-    from dispatch.delivery import deliver_due
+    from dispatch.mail.sender import deliver_due
 
     dispatch = issued_dispatch()
     hanoi = next(r for r in dispatch.recipients if r.province_code == "01")
@@ -659,13 +659,14 @@ def test_the_seed_letter_goes_through_the_form_unchanged(desk):
     same letter: every field of the source has its place in the form."""
     from werkzeug.datastructures import MultiDict
 
-    from dispatch import directory, drafts
     from dispatch.clock import now
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
     from dispatch.letters.source import build_letter, source_from_json
     from tests.letter_samples import SEED_FOLDER
 
     draft = drafts.create_draft(
-        SEED_FOLDER, group_code=directory.DEFAULT_GROUP_CODE, actor=None, at=now()
+        SEED_FOLDER, group_code=offices.DEFAULT_GROUP_CODE, actor=None, at=now()
     )
     db.session.commit()
     before = build_letter(source_from_json(draft.source))
@@ -706,8 +707,9 @@ def test_the_seed_letter_goes_through_the_form_unchanged(desk):
 def test_the_list_runs_the_same_queries_whatever_the_number_of_dispatches(desk, letter_folder):
     from sqlalchemy import event
 
-    from dispatch import directory, drafts
     from dispatch.clock import now
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
 
     def queries_for_home() -> int:
         seen: list[str] = []
@@ -725,7 +727,7 @@ def test_the_list_runs_the_same_queries_whatever_the_number_of_dispatches(desk, 
     def add(n: int) -> None:
         for _ in range(n):
             drafts.create_draft(
-                letter_folder(), group_code=directory.DEFAULT_GROUP_CODE, actor=None, at=now()
+                letter_folder(), group_code=offices.DEFAULT_GROUP_CODE, actor=None, at=now()
             )
         db.session.commit()
 

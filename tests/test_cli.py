@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dispatch import users
+from dispatch.accounts import users
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, Dispatch, Organisation, Role, User
 from tests.letter_samples import SEED_FOLDER

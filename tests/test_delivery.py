@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from dispatch import audit, outbox
-from dispatch.acknowledgements import confirmation_url
-from dispatch.delivery import (
+from dispatch import audit
+from dispatch.extensions import db
+from dispatch.mail import outbox
+from dispatch.mail.sender import (
     LEASE,
     backoff,
     claim_due,
     deliver_due,
     public_state,
 )
-from dispatch.extensions import db
 from dispatch.models import (
     AuditEntry,
     DeliveryStatus,
@@ -33,6 +33,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from dispatch.receipts.acknowledgements import confirmation_url
 from tests.fixtures.smtp import ISSUED_AT
 
 AT = ISSUED_AT + dt.timedelta(minutes=1)
@@ -339,7 +340,8 @@ def test_a_live_claim_is_left_alone_and_an_expired_one_is_taken_over(
 class _Stall:
     """The sender's monotonic clock, made to jump forward while it composes one message (a
     sender that hangs there, as a stopped process or a stuck disk would), with ``then`` run at
-    that moment; ``time`` for ``dispatch.delivery`` only, the rest of the process keeps its own."""
+    that moment; ``time`` for ``dispatch.mail.sender`` only, the rest of the process keeps its
+    own."""
 
     def __init__(self, at_message: int, jump: dt.timedelta, then=None) -> None:
         import time
@@ -371,14 +373,14 @@ class _Stall:
 def test_a_sender_that_stalls_past_the_lease_skips_what_another_took_over(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
-    from dispatch import delivery
+    from dispatch.mail import sender
 
     outbox_dispatch(4)
     late = AT + LEASE + dt.timedelta(minutes=1)
     # While the first sender hangs after composing its first e-mail, another takes them all.
     stall = _Stall(1, LEASE + dt.timedelta(minutes=1), lambda: claim_due(late, None, "other:2"))
-    monkeypatch.setattr(delivery, "time", stall)
-    monkeypatch.setattr(delivery, "compose", stall.wrap(delivery.compose))
+    monkeypatch.setattr(sender, "time", stall)
+    monkeypatch.setattr(sender, "compose", stall.wrap(sender.compose))
 
     report = deliver_due(AT, worker="slow:1")
 
@@ -392,12 +394,12 @@ def test_a_sender_that_stalls_past_the_lease_skips_what_another_took_over(
 def test_a_long_batch_renews_its_claims_and_sends_everything_once(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
-    from dispatch import delivery
+    from dispatch.mail import sender
 
     outbox_dispatch(3)
-    stall = _Stall(1, delivery.RENEW_AFTER + dt.timedelta(seconds=30))
-    monkeypatch.setattr(delivery, "time", stall)
-    monkeypatch.setattr(delivery, "compose", stall.wrap(delivery.compose))
+    stall = _Stall(1, sender.RENEW_AFTER + dt.timedelta(seconds=30))
+    monkeypatch.setattr(sender, "time", stall)
+    monkeypatch.setattr(sender, "compose", stall.wrap(sender.compose))
 
     report = deliver_due(AT, worker="slow:1")
 
@@ -406,7 +408,7 @@ def test_a_long_batch_renews_its_claims_and_sends_everything_once(
     # The hang made the claim a minute old: the batch was confirmed once, in one statement,
     # before the first e-mail left.
     claimed_at = {row.claimed_at for row in rows()}
-    assert len(claimed_at) == 1 and claimed_at.pop() >= AT + delivery.RENEW_AFTER
+    assert len(claimed_at) == 1 and claimed_at.pop() >= AT + sender.RENEW_AFTER
     assert {row.status for row in rows()} == {DeliveryStatus.SENT}
 
 

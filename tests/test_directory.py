@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from dispatch import audit, directory
+from dispatch import audit
+from dispatch.directory import offices
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, Organisation, RecipientGroup
 
 AT = dt.datetime(2021, 11, 10, 2, 0, tzinfo=dt.UTC)
 REFERENCE = Path("/work/shared/reference/provinces-2021.csv")
-HEADER = ",".join(directory.COLUMNS)
+HEADER = ",".join(offices.COLUMNS)
 
 
 def _orgs() -> dict[str, Organisation]:
@@ -25,7 +26,7 @@ def _orgs() -> dict[str, Organisation]:
 
 
 def _bundled_rows() -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(directory.bundled_csv_text())))
+    return list(csv.DictReader(io.StringIO(offices.bundled_csv_text())))
 
 
 # --- the bundled file (no database) -------------------------------------------------------------
@@ -33,9 +34,9 @@ def _bundled_rows() -> list[dict[str, str]]:
 
 @pytest.mark.nodb
 def test_bundled_file_has_the_63_offices_checked_and_in_nfc():
-    text = directory.bundled_csv_text()
+    text = offices.bundled_csv_text()
     assert unicodedata.normalize("NFC", text) == text
-    rows = directory.parse_csv(text)
+    rows = offices.parse_csv(text)
     assert len(rows) == 63
     assert len({row.code for row in rows}) == 63
     assert len({row.email for row in rows}) == 63
@@ -59,7 +60,7 @@ def test_bundled_file_has_the_63_offices_checked_and_in_nfc():
 def test_bundled_file_agrees_with_the_reference_list():
     with REFERENCE.open(encoding="utf-8") as f:
         reference = {r["code"]: r for r in csv.DictReader(f)}
-    rows = {row.code: row for row in directory.parse_csv(directory.bundled_csv_text())}
+    rows = {row.code: row for row in offices.parse_csv(offices.bundled_csv_text())}
     assert rows.keys() == reference.keys()
     for code, ref in reference.items():
         assert rows[code].province == ref["name"]
@@ -71,10 +72,10 @@ def test_bundled_file_agrees_with_the_reference_list():
 
 @pytest.mark.nodb
 def test_fold_drops_accents_and_treats_both_tone_placements_alike():
-    assert directory.fold("Bạc Liêu") == "bac lieu"
-    assert directory.fold("ĐẮK LẮK") == "dak lak"
-    assert directory.fold("Hoá") == directory.fold("Hóa") == "hoa"
-    assert directory.fold(unicodedata.normalize("NFD", "Thừa  Thiên Huế")) == "thua thien hue"
+    assert offices.fold("Bạc Liêu") == "bac lieu"
+    assert offices.fold("ĐẮK LẮK") == "dak lak"
+    assert offices.fold("Hoá") == offices.fold("Hóa") == "hoa"
+    assert offices.fold(unicodedata.normalize("NFD", "Thừa  Thiên Huế")) == "thua thien hue"
 
 
 @pytest.mark.nodb
@@ -93,8 +94,8 @@ def test_a_file_with_many_faults_reports_each_by_line():
             "11,Điện Biên,tỉnh,Vùng,Sở H,h@tinh.example,,,",
         ]
     )
-    with pytest.raises(directory.DirectoryImportError) as caught:
-        directory.parse_csv(text)
+    with pytest.raises(offices.DirectoryImportError) as caught:
+        offices.parse_csv(text)
     by_line: dict[int, list[str]] = {}
     for problem in caught.value.problems:
         by_line.setdefault(problem.line, []).append(problem.message)
@@ -117,8 +118,8 @@ def test_a_file_with_many_faults_reports_each_by_line():
 
 @pytest.mark.nodb
 def test_missing_and_unknown_columns_are_reported_on_line_1():
-    with pytest.raises(directory.DirectoryImportError) as caught:
-        directory.parse_csv("code,province,name,phone\n01,Hà Nội,Sở,1\n")
+    with pytest.raises(offices.DirectoryImportError) as caught:
+        offices.parse_csv("code,province,name,phone\n01,Hà Nội,Sở,1\n")
     messages = [str(p) for p in caught.value.problems]
     assert any("Dòng 1: thiếu cột bắt buộc: kind, region, email" in m for m in messages)
     assert any("phone" in m for m in messages)
@@ -133,8 +134,8 @@ def test_overlapping_periods_of_one_province_are_refused():
             "95,Bạc Liêu,tỉnh,Vùng,Sở B,b@tinh.example,,,2023-06-01,,",
         ]
     )
-    with pytest.raises(directory.DirectoryImportError) as caught:
-        directory.parse_csv(text)
+    with pytest.raises(offices.DirectoryImportError) as caught:
+        offices.parse_csv(text)
     assert [p.line for p in caught.value.problems] == [3]
     assert "chồng lên dòng 2" in caught.value.problems[0].message
 
@@ -147,7 +148,7 @@ def test_semicolons_dates_in_vietnamese_form_bom_and_nfd_are_accepted():
         f"96;Cà Mau;tỉnh;Đồng bằng sông Cửu Long;{name};SoTTTT@CaMau.gov.vn;"
         '"a@camau.gov.vn; b@camau.gov.vn";000.00.01.H12;01/01/2021;;no\r\n'
     )
-    (row,) = directory.parse_csv(text)
+    (row,) = offices.parse_csv(text)
     assert row.name == unicodedata.normalize("NFC", name)
     assert row.email == "sotttt@camau.gov.vn"
     assert row.cc == ("a@camau.gov.vn", "b@camau.gov.vn")
@@ -160,12 +161,12 @@ def test_semicolons_dates_in_vietnamese_form_bom_and_nfd_are_accepted():
 
 
 def test_seed_gives_63_offices_in_the_group_with_bac_lieu_by_its_combined_name(db_app):
-    result = directory.seed_directory(actor="system", at=AT)
+    result = offices.seed_directory(actor="system", at=AT)
     assert len(result.created) == 63 and result.group_created
-    group = directory.get_group("so-tttt-2021")
+    group = offices.get_group("so-tttt-2021")
     assert group.name == "Sở TTTT và tương đương các tỉnh, thành phố (2021)"
     assert len(group.members) == 63
-    members = directory.recipients_for("so-tttt-2021", dt.date(2021, 11, 15))
+    members = offices.recipients_for("so-tttt-2021", dt.date(2021, 11, 15))
     assert len(members) == 63
     bac_lieu = next(o for o in members if o.province_code == "95")
     assert bac_lieu.name == "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu"
@@ -180,26 +181,26 @@ def test_seed_gives_63_offices_in_the_group_with_bac_lieu_by_its_combined_name(d
         == 1
     )
 
-    again = directory.seed_directory(actor="system", at=AT)
+    again = offices.seed_directory(actor="system", at=AT)
     assert not again.changed and len(again.unchanged) == 63
     assert db.session.execute(select(func.count()).select_from(Organisation)).scalar_one() == 63
     assert db.session.execute(select(func.count()).select_from(RecipientGroup)).scalar_one() == 1
 
 
 def test_valid_periods_decide_who_is_a_recipient_on_a_date(db_app):
-    directory.seed_directory(actor="system", at=AT)
+    offices.seed_directory(actor="system", at=AT)
     codes_2024 = {
-        o.province_code for o in directory.recipients_for("so-tttt-2021", dt.date(2024, 1, 1))
+        o.province_code for o in offices.recipients_for("so-tttt-2021", dt.date(2024, 1, 1))
     }
     assert len(codes_2024) == 62 and "95" not in codes_2024
-    assert len(directory.recipients_for("so-tttt-2021", dt.date(2020, 6, 1))) == 1  # Bạc Liêu
-    with pytest.raises(directory.DirectoryError, match="Không có nhóm nơi nhận mã 'khong-co'"):
-        directory.recipients_for("khong-co", dt.date(2021, 11, 15))
+    assert len(offices.recipients_for("so-tttt-2021", dt.date(2020, 6, 1))) == 1  # Bạc Liêu
+    with pytest.raises(offices.DirectoryError, match="Không có nhóm nơi nhận mã 'khong-co'"):
+        offices.recipients_for("khong-co", dt.date(2021, 11, 15))
 
 
 def test_an_import_with_one_bad_row_reports_its_line_and_changes_nothing(db_app):
-    directory.seed_directory(actor="system", at=AT)
-    before = directory.export_csv()
+    offices.seed_directory(actor="system", at=AT)
+    before = offices.export_csv()
     audit_count = db.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
     text = "\n".join(
         [
@@ -210,11 +211,11 @@ def test_an_import_with_one_bad_row_reports_its_line_and_changes_nothing(db_app)
             "Hà Giang,sotttt@hagiang@gov.vn,,,2021-01-01,,",
         ]
     )
-    with pytest.raises(directory.DirectoryImportError) as caught:
-        directory.import_csv(text, actor="quantri@thh.example", at=AT)
+    with pytest.raises(offices.DirectoryImportError) as caught:
+        offices.import_csv(text, actor="quantri@thh.example", at=AT)
     assert [p.line for p in caught.value.problems] == [3]
     assert "sotttt@hagiang@gov.vn" in str(caught.value)
-    assert directory.export_csv() == before
+    assert offices.export_csv() == before
     assert _orgs()["01"].email == "sotttt.hanoi@tinh.example"
     assert (
         db.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one() == audit_count
@@ -222,7 +223,7 @@ def test_an_import_with_one_bad_row_reports_its_line_and_changes_nothing(db_app)
 
 
 def test_a_good_import_replaces_placeholders_and_is_audited(db_app, tmp_path):
-    directory.seed_directory(actor="system", at=AT)
+    offices.seed_directory(actor="system", at=AT)
     hanoi_id = _orgs()["01"].id
     path = tmp_path / "so-tttt.csv"
     path.write_text(
@@ -239,7 +240,7 @@ def test_a_good_import_replaces_placeholders_and_is_audited(db_app, tmp_path):
         ),
         encoding="utf-8",
     )
-    result = directory.import_csv(path, actor="quantri@thh.example", at=AT)
+    result = offices.import_csv(path, actor="quantri@thh.example", at=AT)
     assert sorted(result.updated) == ["01", "95"] and not result.created
     orgs = _orgs()
     assert orgs["01"].id == hanoi_id
@@ -268,55 +269,55 @@ def test_a_good_import_replaces_placeholders_and_is_audited(db_app, tmp_path):
 
 
 def test_an_import_adds_new_periods_but_refuses_overlaps_with_the_database(db_app):
-    directory.seed_directory(actor="system", at=AT)
+    offices.seed_directory(actor="system", at=AT)
     new_period = (
         f"{HEADER}\n95,Bạc Liêu,tỉnh,Đồng bằng sông Cửu Long,"
         "Sở Thông tin và Truyền thông tỉnh Bạc Liêu,sotttt@baclieu.gov.vn,,,2024-01-01,,no\n"
     )
-    result = directory.import_csv(new_period, actor="system", at=AT)
+    result = offices.import_csv(new_period, actor="system", at=AT)
     assert result.created == ["95"]
-    assert len(directory.get_group("so-tttt-2021").members) == 64
+    assert len(offices.get_group("so-tttt-2021").members) == 64
     on_2024 = {
-        o.province_code: o for o in directory.recipients_for("so-tttt-2021", dt.date(2024, 3, 1))
+        o.province_code: o for o in offices.recipients_for("so-tttt-2021", dt.date(2024, 3, 1))
     }
     assert on_2024["95"].name == "Sở Thông tin và Truyền thông tỉnh Bạc Liêu"
 
     overlapping = new_period.replace("2024-01-01", "2023-06-01")
-    with pytest.raises(directory.DirectoryImportError, match="chồng lên bản ghi đã có"):
-        directory.import_csv(overlapping, actor="system", at=AT)
+    with pytest.raises(offices.DirectoryImportError, match="chồng lên bản ghi đã có"):
+        offices.import_csv(overlapping, actor="system", at=AT)
     assert db.session.execute(select(func.count()).select_from(Organisation)).scalar_one() == 64
 
 
 def test_export_then_import_round_trips(db_app, tmp_path):
-    directory.seed_directory(actor="system", at=AT)
-    directory.import_csv(
+    offices.seed_directory(actor="system", at=AT)
+    offices.import_csv(
         f"{HEADER}\n01,Hà Nội,thành phố,Đồng bằng sông Hồng,"
         "Sở Thông tin và Truyền thông thành phố Hà Nội,sotttt@hanoi.gov.vn,"
         "a@hanoi.gov.vn;b@hanoi.gov.vn,000.00.10.H26,2021-01-01,,no\n",
         actor="system",
         at=AT,
     )
-    exported = directory.export_csv()
+    exported = offices.export_csv()
     assert exported.startswith("\ufeff" + HEADER + "\r\n")
     assert len(exported.strip().splitlines()) == 64
     path = tmp_path / "export.csv"
     path.write_text(exported, encoding="utf-8")
-    result = directory.import_csv(path, actor="system", at=AT)
+    result = offices.import_csv(path, actor="system", at=AT)
     assert len(result.unchanged) == 63 and not result.updated and not result.created
-    assert directory.export_csv() == exported
-    assert directory.export_csv(bom=False) == exported.removeprefix("\ufeff")
+    assert offices.export_csv() == exported
+    assert offices.export_csv(bom=False) == exported.removeprefix("\ufeff")
     assert "a@hanoi.gov.vn;b@hanoi.gov.vn" in exported
 
 
 def test_search_ignores_accents_and_case(db_app):
-    directory.seed_directory(actor="system", at=AT)
-    (found,) = directory.search("bac lieu")
+    offices.seed_directory(actor="system", at=AT)
+    (found,) = offices.search("bac lieu")
     assert found.province_name == "Bạc Liêu"
-    assert [o.province_code for o in directory.search("BẠC   LIÊU")] == ["95"]
-    assert [o.province_code for o in directory.search("thua thien hue")] == ["46"]
-    assert {o.province_code for o in directory.search("khanh hoa")} == {"56"}
-    assert {o.province_code for o in directory.search("Khánh Hoà")} == {"56"}  # other tone mark
-    assert len(directory.search("bac")) > 1  # Bắc Giang, Bắc Kạn, Bắc Ninh, Bạc Liêu …
-    assert directory.search("bac lieu", on=dt.date(2024, 1, 1)) == []
-    assert directory.search("100%") == []
-    assert [o.province_code for o in directory.search("sotttt.hagiang")] == ["02"]
+    assert [o.province_code for o in offices.search("BẠC   LIÊU")] == ["95"]
+    assert [o.province_code for o in offices.search("thua thien hue")] == ["46"]
+    assert {o.province_code for o in offices.search("khanh hoa")} == {"56"}
+    assert {o.province_code for o in offices.search("Khánh Hoà")} == {"56"}  # other tone mark
+    assert len(offices.search("bac")) > 1  # Bắc Giang, Bắc Kạn, Bắc Ninh, Bạc Liêu …
+    assert offices.search("bac lieu", on=dt.date(2024, 1, 1)) == []
+    assert offices.search("100%") == []
+    assert [o.province_code for o in offices.search("sotttt.hagiang")] == ["02"]

@@ -186,9 +186,9 @@ DELIVER_AT = "2021-11-15T08:31:00+07:00"
 def delivered(seeded, letter_folder, smtp_app, smtp_server, runner):
     """A letter issued for real to the 63 offices, delivered (Hà Giang's address refused with
     550), opened and confirmed by Bạc Liêu; returns its id."""
-    from dispatch import drafts
-    from dispatch.acknowledgements import acknowledge, record_opened
+    from dispatch.drafting import drafts
     from dispatch.models import DispatchRecipient
+    from dispatch.receipts.acknowledgements import acknowledge, record_opened
 
     dispatch_id = drafts.create_draft(
         letter_folder(), group_code="so-tttt-2021", actor=seeded.clerk, at=seeded.at
@@ -429,7 +429,7 @@ def test_a_package_of_altered_records_says_so_and_still_holds_them(
 
 
 def test_export_refuses_a_draft_or_an_unknown_dispatch(seeded, letter_folder, runner, tmp_path):
-    from dispatch import drafts
+    from dispatch.drafting import drafts
 
     draft = drafts.create_draft(
         letter_folder(), group_code="so-tttt-2021", actor=None, at=seeded.at

@@ -30,10 +30,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from dispatch import audit, drafts
+from dispatch import audit
 from dispatch.clock import VN, parse_moment
-from dispatch.delivery import LEASE, deliver_due
+from dispatch.drafting import drafts
 from dispatch.extensions import db
+from dispatch.mail.sender import LEASE, deliver_due
 from dispatch.models import (
     AuditEntry,
     DeliveryStatus,

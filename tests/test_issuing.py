@@ -14,10 +14,12 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import create_engine, func, select, text
 
-from dispatch import audit, directory, drafts, issuing
+from dispatch import audit, issuing
 from dispatch.archive import ArchiveError
 from dispatch.calendar import deadline_for
 from dispatch.clock import VN, parse_moment
+from dispatch.directory import offices
+from dispatch.drafting import drafts
 from dispatch.extensions import db
 from dispatch.letters.source import LetterSourceError
 from dispatch.models import (
@@ -96,7 +98,7 @@ def test_a_bad_source_names_its_file_and_line(seeded, letter_folder):
 
 
 def test_an_unknown_group_is_refused_in_vietnamese(seeded, letter_folder):
-    with pytest.raises(directory.DirectoryError, match="Không có nhóm nơi nhận mã 'khong-co'"):
+    with pytest.raises(offices.DirectoryError, match="Không có nhóm nơi nhận mã 'khong-co'"):
         drafts.create_draft(letter_folder(), group_code="khong-co", actor=None, at=DRAFT_AT)
 
 
@@ -364,8 +366,8 @@ def test_a_failure_after_queueing_rolls_back_queue_files_and_number(
 
 def test_addresses_corrected_after_drafting_are_the_ones_sent_to(seeded, letter_folder):
     dispatch_id = _draft(letter_folder())
-    directory.import_csv(
-        ",".join(directory.COLUMNS) + "\n02,Hà Giang,tỉnh,Trung du và miền núi phía Bắc,"
+    offices.import_csv(
+        ",".join(offices.COLUMNS) + "\n02,Hà Giang,tỉnh,Trung du và miền núi phía Bắc,"
         "Sở Thông tin và Truyền thông tỉnh Hà Giang,sotttt@hagiang.gov.vn,"
         "vanthu@hagiang.gov.vn,,2021-01-01,,no\n",
         actor="quantri@thh.example",

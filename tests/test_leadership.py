@@ -12,11 +12,13 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event, select
 
-from dispatch import acknowledgements, dashboard, directory
 from dispatch.clock import parse_moment
-from dispatch.dashboard import build_chart, office_status, sort_rows, vietnamese_sort_key
+from dispatch.directory import offices
 from dispatch.extensions import db
 from dispatch.models import DispatchRecipient, Organisation, Role
+from dispatch.receipts import acknowledgements
+from dispatch.reporting import dashboard
+from dispatch.reporting.dashboard import build_chart, office_status, sort_rows, vietnamese_sort_key
 from tests.fixtures.leadership import (
     AFTER_DEADLINE,
     ISSUE_AT,
@@ -70,7 +72,7 @@ def test_the_map_has_63_tiles_coloured_by_status_with_the_province_names(
     tiles = tiles_of(page)
     assert len(tiles) == 63 and len(TILE.findall(page)) == 63
     assert {code: status for code, (status, _) in tiles.items()} == board.statuses
-    names = directory.known_provinces()
+    names = offices.known_provinces()
     for code, (_, title) in tiles.items():
         assert title.startswith(names[code]), (code, title)
     assert tiles["01"][1] == "Hà Nội: Đã xác nhận lúc 15/11/2021 10:30 (Nguyễn Văn Bình)"
@@ -229,7 +231,7 @@ def test_the_table_sorts_by_each_key(board, leader_client, key, direction):
 
 def test_sorting_by_name_follows_the_vietnamese_alphabet(board, leader_client):
     page = get_page(leader_client, board, sort="name", dir="asc")
-    names = directory.known_provinces()
+    names = offices.known_provinces()
     ordered = [names[code] for code in office_codes(page)]
     assert ordered[:14] == [
         "An Giang",

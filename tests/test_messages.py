@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dispatch import outbox
-from dispatch.acknowledgements import confirmation_url
-from dispatch.delivery import deliver_due
 from dispatch.extensions import db
-from dispatch.messages import OfficialMessage, compose, header_text, letter_title
+from dispatch.mail import outbox
+from dispatch.mail.compose import OfficialMessage, compose, header_text, letter_title
+from dispatch.mail.sender import deliver_due
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
@@ -25,6 +24,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from dispatch.receipts.acknowledgements import confirmation_url
 from tests.fixtures.smtp import CLERK, ISSUED_AT, SUBJECT
 
 AT = ISSUED_AT + dt.timedelta(minutes=1)

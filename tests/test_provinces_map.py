@@ -8,21 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from dispatch import directory, provinces_map
-from dispatch.provinces_map import TileMapError, TileState, build_map, load_tiles, parse_tiles
+from dispatch.directory import offices, tile_map
+from dispatch.directory.tile_map import TileMapError, TileState, build_map, load_tiles, parse_tiles
 
 pytestmark = pytest.mark.nodb
 
 REFERENCE = Path("/work/shared/reference/provinces-2021.csv")
 
 
-def _by_name() -> dict[str, provinces_map.Tile]:
+def _by_name() -> dict[str, tile_map.Tile]:
     return {tile.name: tile for tile in load_tiles()}
 
 
 def test_every_province_of_2021_has_exactly_one_tile_with_its_name():
     tiles = load_tiles()
-    known = directory.known_provinces()
+    known = offices.known_provinces()
     assert len(tiles) == 63 == len(known)
     assert {tile.code: tile.name for tile in tiles} == known
 

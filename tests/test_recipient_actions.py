@@ -9,10 +9,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from dispatch import recipient_actions, status
 from dispatch.clock import parse_moment
-from dispatch.delivery import deliver_due
 from dispatch.extensions import db
+from dispatch.mail.sender import deliver_due
 from dispatch.models import (
     AcknowledgementMethod,
     AuditEntry,
@@ -22,6 +21,8 @@ from dispatch.models import (
     OutboxMessage,
     Role,
 )
+from dispatch.receipts import recipient_actions
+from dispatch.reporting import status
 from tests.fixtures.clerks import office, post_form
 
 SENT_AT = parse_moment("2021-11-15T08:35:00+07:00")

@@ -12,10 +12,10 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 from sqlalchemy import event
 
-from dispatch import register
 from dispatch.clock import parse_moment
-from dispatch.delivery import deliver_due
 from dispatch.extensions import db
+from dispatch.mail.sender import deliver_due
+from dispatch.reporting import register
 from tests.fixtures.clerks import ISSUE_AT
 
 PHU_LUC_IV = [

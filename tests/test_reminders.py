@@ -21,7 +21,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
-from dispatch.reminders import escalation_addresses, send_due_reminders
+from dispatch.receipts.reminders import escalation_addresses, send_due_reminders
 from tests.fixtures.reminders import CLERK_EMAIL
 from tests.fixtures.smtp import CLERK
 
@@ -266,7 +266,7 @@ def test_a_letter_never_accepted_is_not_reminded_but_counted(reminder_dispatch):
 
 
 def test_a_resent_letter_that_was_accepted_counts(reminder_dispatch):
-    from dispatch import outbox
+    from dispatch.mail import outbox
 
     dispatch = reminder_dispatch(2, unsent={1})
     recipient = dispatch.recipients[1]
@@ -408,8 +408,8 @@ def test_two_runs_at_once_after_the_deadline_escalate_once(reminder_dispatch, db
 
 def _deliver_letters_and_confirm(dispatch: Dispatch, confirmed: int) -> set[str]:
     """Send the queued letters, confirm the first ``confirmed`` offices; their addresses."""
-    from dispatch.acknowledgements import acknowledge
-    from dispatch.delivery import deliver_due
+    from dispatch.mail.sender import deliver_due
+    from dispatch.receipts.acknowledgements import acknowledge
 
     report = deliver_due(vn(2021, 11, 15, 8, 31))
     assert report.sent == len(dispatch.recipients)

@@ -17,8 +17,8 @@ import pytest
 from openpyxl import load_workbook
 from pypdf import PdfReader
 
-from dispatch import dashboard, reports
 from dispatch.clock import parse_moment
+from dispatch.reporting import dashboard, exports
 from tests.fixtures.leadership import SEEN_AT, Office, add_dispatch
 
 POPPLER = shutil.which("pdftotext") and shutil.which("pdffonts")
@@ -83,7 +83,7 @@ def test_the_csv_export_has_a_bom_a_header_and_one_row_per_office(board, leader_
 
 def test_the_xlsx_export_has_real_dates_widths_and_a_frozen_header(board, leader_client):
     response = _download(leader_client, board, "xlsx", sort="time", dir="asc")
-    assert response.headers["Content-Type"] == reports.XLSX_MEDIA_TYPE
+    assert response.headers["Content-Type"] == exports.XLSX_MEDIA_TYPE
     workbook = load_workbook(io.BytesIO(response.data))
     assert workbook.sheetnames == ["Đơn vị", "Tổng hợp"]
     sheet = workbook["Đơn vị"]
@@ -202,7 +202,7 @@ def test_the_pdf_prints_a_character_the_fonts_lack_as_a_question_mark(seeded, fi
     emoji = Office(acknowledged_at=SEEN_AT, acknowledged_by="Ngô Văn An 👍")
     dispatch_id = add_dispatch(seeded.group.members[:2], number=7, offices={"01": emoji})
     data = dashboard.dispatch_dashboard(dispatch_id, at=SEEN_AT)
-    pdf = reports.to_pdf(data)
+    pdf = exports.to_pdf(data)
     text = " ".join(_poppler("pdftotext", pdf, tmp_path, "-layout", "-enc", "UTF-8").split())
     assert "Ngô Văn An ?" in text
     hanoi = next(row for row in _office_table(pdf) if row[1] == "01")
@@ -215,10 +215,10 @@ def test_the_pdf_prints_a_character_the_fonts_lack_as_a_question_mark(seeded, fi
 def test_exports_of_a_draft_are_named_after_its_id(seeded, fixed_now):
     dispatch_id = add_dispatch(seeded.group.members[:2], number=None)
     data = dashboard.dispatch_dashboard(dispatch_id, at=SEEN_AT)
-    assert reports.export_basename(data) == f"bao-cao-tiep-nhan-du-thao-{dispatch_id}"
-    rows = list(csv.reader(io.StringIO(reports.to_csv(data).decode("utf-8-sig"))))
+    assert exports.export_basename(data) == f"bao-cao-tiep-nhan-du-thao-{dispatch_id}"
+    rows = list(csv.reader(io.StringIO(exports.to_csv(data).decode("utf-8-sig"))))
     assert len(rows) == 3 and {row[7] for row in rows[1:]} == {"Chưa gửi"}
-    view = reports.pdf_view(data)
+    view = exports.pdf_view(data)
     assert view["title"] == "BÁO CÁO TÌNH HÌNH TIẾP NHẬN CÔNG VĂN (DỰ THẢO)"
 
 
@@ -226,6 +226,6 @@ def test_the_csv_follows_the_moment_it_is_made_for(board):
     late = dashboard.dispatch_dashboard(
         board.dispatch_id, at=parse_moment("2021-11-19T09:00:00+07:00"), sort="code"
     )
-    rows = list(csv.DictReader(io.StringIO(reports.to_csv(late).decode("utf-8-sig"))))
+    rows = list(csv.DictReader(io.StringIO(exports.to_csv(late).decode("utf-8-sig"))))
     assert sum(row["Quá hạn"] == "Có" for row in rows) == 59
     assert {row["Trạng thái"] for row in rows} == {"Đã xác nhận", "Quá hạn"}

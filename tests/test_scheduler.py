@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from dispatch import scheduler as sched
 from dispatch.clock import VN
 from dispatch.extensions import db
 from dispatch.models import (
@@ -23,6 +22,7 @@ from dispatch.models import (
     OutboxMessage,
     SchedulerHeartbeat,
 )
+from dispatch.processes import scheduler as sched
 from tests.fixtures.smtp import CLERK, free_port
 
 on_postgres = pytest.mark.skipif(
@@ -43,7 +43,7 @@ def test_scheduler_jobs_are_importable_and_run_once_at_a_time():
     assert jobs["deliver_job"].func is sched.deliver_job
     assert jobs["remind_job"].func is sched.remind_job
     assert jobs["heartbeat_job"].func is sched.heartbeat_job
-    assert jobs["remind_job"].func_ref == "dispatch.scheduler:remind_job"
+    assert jobs["remind_job"].func_ref == "dispatch.processes.scheduler:remind_job"
     assert jobs["remind_job"].trigger.interval == dt.timedelta(minutes=10)
     assert jobs["deliver_job"].trigger.interval == dt.timedelta(minutes=1)
     for job in jobs.values():
@@ -60,7 +60,8 @@ def test_the_web_app_starts_no_scheduler(tmp_path):
     probe = (
         "import sys, threading, wsgi\n"
         "wsgi.app.test_client().get('/healthz')\n"
-        "print(sorted(m for m in sys.modules if 'apscheduler' in m or m == 'dispatch.scheduler'))\n"
+        "print(sorted(m for m in sys.modules"
+        " if 'apscheduler' in m or m == 'dispatch.processes.scheduler'))\n"
         "print(len(threading.enumerate()))\n"
     )
     result = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.smtp_sink import eml_name, start_sink, write_atomically
+from dispatch.processes.smtp_sink import eml_name, start_sink, write_atomically
 from tests.fixtures.smtp import free_port
 
 BIN = Path(sys.executable).parent

@@ -8,9 +8,11 @@ import json
 import pytest
 from sqlalchemy import event, select
 
-from dispatch import drafts, issuing, outbox
+from dispatch import issuing
 from dispatch.clock import parse_moment
+from dispatch.drafting import drafts
 from dispatch.extensions import db
+from dispatch.mail import outbox
 from dispatch.models import (
     DeliveryStatus,
     DispatchRecipient,
@@ -18,7 +20,7 @@ from dispatch.models import (
     OutboxMessage,
     RecipientGroup,
 )
-from dispatch.status import StatusError, format_report, status_report
+from dispatch.reporting.status import StatusError, format_report, status_report
 
 ISSUE_AT = parse_moment("2021-11-15T08:30:00+07:00")
 DRAFT_AT = parse_moment("2021-11-12T10:00:00+07:00")

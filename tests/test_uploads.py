@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dispatch import uploads
+from dispatch.drafting import uploads
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, Dispatch, Document, OutboxMessage
 from tests.fixtures.clerks import (
@@ -152,7 +152,7 @@ def test_a_pdf_is_kept_with_the_draft_and_archived_at_issuing(desk, app, smtp_se
     assert document.sha256 == hashlib.sha256(data).hexdigest()
     smtp_server.configure(app)
     from dispatch.clock import now
-    from dispatch.delivery import deliver_due
+    from dispatch.mail.sender import deliver_due
 
     row = db.session.execute(
         select(OutboxMessage).where(OutboxMessage.dispatch_id == draft_id).limit(1)
@@ -233,8 +233,8 @@ def test_an_oversized_upload_gets_a_clear_vietnamese_error(desk, app):
 
 def test_a_draft_made_from_a_folder_keeps_its_project_attachments(desk, tmp_path, monkeypatch):
     import dispatch
-    from dispatch import drafts
     from dispatch.clock import now
+    from dispatch.drafting import drafts
     from dispatch.letters.source import read_source
     from tests.fixtures.database import SMALL_LETTER
 

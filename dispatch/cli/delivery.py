@@ -30,7 +30,7 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None):
 @with_appcontext
 def deliver_command(at, limit: int | None) -> None:
     """Send the e-mails that are due (letters, reminders, escalations) and record the replies."""
-    from dispatch.delivery import deliver_due
+    from dispatch.mail.sender import deliver_due
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = deliver_due(at or now(), limit=limit)
@@ -59,7 +59,7 @@ def deliver_command(at, limit: int | None) -> None:
 @with_appcontext
 def smtp_sink_command(host: str, port: int, folder: Path | None) -> None:
     """Run a local SMTP server that keeps every message as an .eml file, until Ctrl-C."""
-    from dispatch.smtp_sink import run_sink
+    from dispatch.processes.smtp_sink import run_sink
 
     folder = folder or Path(current_app.instance_path) / "mail"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)

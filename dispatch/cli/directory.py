@@ -24,14 +24,14 @@ def directory_group() -> None:
 @with_appcontext
 def import_command(path: Path, group_code: str, as_email: str | None, at: dt.datetime) -> None:
     """Import offices from a CSV file: all rows or, if any row is wrong, none."""
-    from dispatch import directory
+    from dispatch.directory import offices
 
     actor = resolve_actor(as_email)
     try:
-        result = directory.import_csv(
+        result = offices.import_csv(
             path, actor=actor.email if actor else "system", at=at, group_code=group_code
         )
-    except directory.DirectoryError as exc:
+    except offices.DirectoryError as exc:
         raise CliError(str(exc)) from exc
     click.echo(
         f"Đã nhập danh bạ vào nhóm {group_code}: {len(result.created)} cơ quan mới, "
@@ -45,12 +45,12 @@ def import_command(path: Path, group_code: str, as_email: str | None, at: dt.dat
 @with_appcontext
 def export_command(path: str, group_code: str | None) -> None:
     """Write the directory as CSV to PATH (with a BOM, for Excel) or to stdout ('-', no BOM)."""
-    from dispatch import directory
+    from dispatch.directory import offices
 
     if path == "-":
-        click.echo(directory.export_csv(group_code=group_code, bom=False), nl=False)
+        click.echo(offices.export_csv(group_code=group_code, bom=False), nl=False)
         return
-    text = directory.export_csv(group_code=group_code, bom=True)
+    text = offices.export_csv(group_code=group_code, bom=True)
     try:
         with open(path, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)

@@ -23,11 +23,6 @@ from dispatch.extensions import db
 from dispatch.models import Dispatch, Role, User
 
 SEED_LETTER = Path("official_letters") / "pc-covid-2021"
-DEMO_USERS = (
-    ("chuyenvien@thh.example", Role.CLERK, "Chuyên viên Văn phòng Cục"),
-    ("lanhdao@thh.example", Role.LEADER, "Lãnh đạo Cục"),
-    ("quantri@thh.example", Role.ADMIN, "Quản trị hệ thống"),
-)
 
 
 class CliError(click.ClickException):
@@ -63,7 +58,7 @@ def resolve_actor(email: str | None) -> User | None:
     """The user named by ``--as``, or None (the audit log then says "system")."""
     if email is None:
         return None
-    from dispatch.users import UserError, get_user
+    from dispatch.accounts.users import UserError, get_user
 
     try:
         return get_user(email)
@@ -79,11 +74,13 @@ def resolve_actor(email: str | None) -> User | None:
 @with_appcontext
 def seed_command(at: dt.datetime) -> None:
     """Load the 2021 directory, the demo users and the seed letter as a draft (idempotent)."""
-    from dispatch import directory, drafts, users
+    from dispatch.accounts import users
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
     from dispatch.letters.source import LetterSourceError
 
-    result = directory.seed_directory(actor="system", at=at)
-    group = directory.get_group(directory.DEFAULT_GROUP_CODE)
+    result = offices.seed_directory(actor="system", at=at)
+    group = offices.get_group(offices.DEFAULT_GROUP_CODE)
     if result.changed:
         click.echo(
             f"Danh bạ: đã thêm {len(result.created)} cơ quan vào nhóm {group.code} "
@@ -98,7 +95,7 @@ def seed_command(at: dt.datetime) -> None:
     if password is None:
         password = secrets.token_urlsafe(12)
     created = []
-    for email, role, name in DEMO_USERS:
+    for email, role, name in users.DEMO_USERS:
         if users.find_user(email) is not None:
             click.echo(f"Người dùng {email}: đã có.")
             continue
@@ -139,13 +136,13 @@ def seed_command(at: dt.datetime) -> None:
     if existing is not None:
         click.echo(f"Công văn mẫu: đã có (mã {existing}).")
         return
-    clerk = users.find_user(DEMO_USERS[0][0])
+    clerk = users.find_user(users.DEMO_USERS[0][0])
     try:
         dispatch = drafts.create_draft(
-            source, group_code=directory.DEFAULT_GROUP_CODE, actor=clerk, at=at
+            source, group_code=offices.DEFAULT_GROUP_CODE, actor=clerk, at=at
         )
         db.session.commit()
-    except (drafts.DraftError, directory.DirectoryError, LetterSourceError) as exc:
+    except (drafts.DraftError, offices.DirectoryError, LetterSourceError) as exc:
         db.session.rollback()
         raise CliError(str(exc)) from exc
     click.echo(
@@ -171,7 +168,8 @@ def draft_create_command(
     source: Path, group_code: str, as_email: str | None, at: dt.datetime
 ) -> None:
     """Create a draft from the letter folder SOURCE; its id is printed on the last line."""
-    from dispatch import directory, drafts
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
     from dispatch.letters.source import LetterSourceError
 
     actor = resolve_actor(as_email)
@@ -181,7 +179,7 @@ def draft_create_command(
     except LetterSourceError as exc:
         db.session.rollback()
         raise CliError(f"nguồn công văn không hợp lệ: {exc}") from exc
-    except (drafts.DraftError, directory.DirectoryError) as exc:
+    except (drafts.DraftError, offices.DirectoryError) as exc:
         db.session.rollback()
         raise CliError(str(exc)) from exc
     click.echo(f"Đã tạo bản nháp: V/v {dispatch.subject}")
@@ -200,7 +198,7 @@ def draft_create_command(
 @with_appcontext
 def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> None:
     """Issue draft DISPATCH_ID: number it, render and archive it, queue its e-mails."""
-    from dispatch.drafts import DraftError
+    from dispatch.drafting.drafts import DraftError
     from dispatch.issuing import issue_dispatch
     from dispatch.letters.source import LetterSourceError
 
@@ -243,7 +241,7 @@ def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> No
 @with_appcontext
 def status_command(dispatch_id: int, as_json: bool, at: dt.datetime) -> None:
     """Show a dispatch: delivery and confirmation of each recipient."""
-    from dispatch.status import StatusError, format_report, status_report
+    from dispatch.reporting.status import StatusError, format_report, status_report
 
     try:
         report = status_report(dispatch_id, at=at)
@@ -285,7 +283,7 @@ def users_create_command(
     at: dt.datetime,
 ) -> None:
     """Create a user; the password is stored as an argon2 hash."""
-    from dispatch import users
+    from dispatch.accounts import users
 
     actor = resolve_actor(as_email)
     if password is None:

@@ -28,7 +28,7 @@ def export_command(dispatch_id: int, out: Path | None, at: dt.datetime) -> None:
     Exit status 1 when something no longer matches its record (the package is still written,
     with the differences listed in its README).
     """
-    from dispatch.evidence import EvidenceError, build_evidence, default_filename
+    from dispatch.reporting.evidence import EvidenceError, build_evidence, default_filename
 
     try:
         package = build_evidence(dispatch_id, at=at)

@@ -47,7 +47,7 @@ def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @with_appcontext
 def remind_command(at: dt.datetime, no_deliver: bool) -> None:
     """Queue the reminders and escalations due at --at, then send what is due."""
-    from dispatch.reminders import send_due_reminders
+    from dispatch.receipts.reminders import send_due_reminders
 
     _check_calendar()
     report = send_due_reminders(at)
@@ -73,7 +73,7 @@ def remind_command(at: dt.datetime, no_deliver: bool) -> None:
     if report.not_delivered:
         click.echo(f"Số đơn vị chưa nhận được văn bản (không nhắc): {report.not_delivered}")
     if not no_deliver:
-        from dispatch.delivery import deliver_due
+        from dispatch.mail.sender import deliver_due
 
         delivery = deliver_due(at)
         click.echo(
@@ -107,7 +107,7 @@ def scheduler_command(
     deliver_every: float, remind_every: float, heartbeat_every: float, standby_poll: float
 ) -> None:
     """Run the scheduler (sending, reminders, heartbeat) in this process until Ctrl-C."""
-    from dispatch.scheduler import Intervals, run_scheduler
+    from dispatch.processes.scheduler import Intervals, run_scheduler
 
     _check_calendar()
     logging.basicConfig(
@@ -152,7 +152,7 @@ def scheduler_command(
 @with_appcontext
 def dev_command(host: str, port: int, smtp_port: int) -> None:
     """Run everything on this machine: migrate, seed, then the web app, scheduler and sink."""
-    from dispatch.devserver import DevError, run_dev
+    from dispatch.processes.devserver import DevError, run_dev
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:

@@ -6,7 +6,8 @@ import datetime as dt
 
 import click
 
-from dispatch import api_tokens, clock, users
+from dispatch import clock
+from dispatch.accounts import api_tokens, users
 from dispatch.extensions import db
 from dispatch.models import Role
 

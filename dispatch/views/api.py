@@ -22,11 +22,15 @@ from flask_smorest import Api, abort
 from flask_smorest import Blueprint as ApiBlueprint
 from werkzeug.exceptions import HTTPException
 
-from dispatch import api_tokens, auth, clock, directory, drafts, issuing, listing, status
+from dispatch import clock, issuing
+from dispatch.accounts import api_tokens, auth
+from dispatch.directory import offices
+from dispatch.drafting import drafts
 from dispatch.extensions import csrf, db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.source import LetterSourceError, source_from_json
 from dispatch.models import Dispatch, DispatchStatus, Role, User
+from dispatch.reporting import listing, status
 
 API_CONFIG = {
     "API_TITLE": "Dispatch API",
@@ -181,7 +185,7 @@ class LetterSourceSchema(InputSchema):
         required=True,
         validate=ma.validate.Length(min=1, max=50, error="Mã nhóm dài từ {min} đến {max} ký tự."),
         error_messages=_vi(),
-        metadata={"description": "Mã nhóm nơi nhận", "example": directory.DEFAULT_GROUP_CODE},
+        metadata={"description": "Mã nhóm nơi nhận", "example": offices.DEFAULT_GROUP_CODE},
     )
 
 
@@ -510,7 +514,7 @@ def create_dispatch(payload: dict[str, Any]) -> Any:
     except LetterSourceError as exc:
         db.session.rollback()
         abort(422, message=str(exc.message), **_source_error(exc))
-    except (drafts.DraftError, directory.DirectoryError) as exc:
+    except (drafts.DraftError, offices.DirectoryError) as exc:
         db.session.rollback()
         abort(422, message=str(exc), field="group")
     db.session.commit()
@@ -583,13 +587,13 @@ def get_directory(
     """The offices of the directory: code, name, province, region, address, validity."""
     if group is not None:
         try:
-            directory.get_group(group)
-        except directory.DirectoryError as exc:
+            offices.get_group(group)
+        except offices.DirectoryError as exc:
             abort(404, message=str(exc), field="group")
-    offices = directory.search(q or "", on=on, limit=10_000)
+    found = offices.search(q or "", on=on, limit=10_000)
     if group is not None:
-        offices = [org for org in offices if any(g_.code == group for g_ in org.groups)]
-    return {"items": [_office_dict(org) for org in offices], "total": len(offices)}
+        found = [org for org in found if any(g_.code == group for g_ in org.groups)]
+    return {"items": [_office_dict(org) for org in found], "total": len(found)}
 
 
 # --- Wiring -----------------------------------------------------------------------------------
@@ -599,7 +603,8 @@ class DispatchApi(Api):
     """flask-smorest's Api with our error schema, and no app-wide error handler.
 
     flask-smorest would answer every HTTP error of the whole app as JSON; the API's errors are
-    handled by its own blueprint instead, and the HTML pages keep theirs (``dispatch.auth``).
+    handled by its own blueprint instead, and the HTML pages keep theirs
+    (``dispatch.accounts.auth``).
     """
 
     ERROR_SCHEMA = ErrorSchema

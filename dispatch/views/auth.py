@@ -10,7 +10,8 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
-from dispatch import auth, clock
+from dispatch import clock
+from dispatch.accounts import auth
 from dispatch.extensions import db
 
 bp = Blueprint("auth", __name__)

@@ -2,8 +2,8 @@
 one dispatch's map of the provinces, chart of confirmations, table of offices and exports.
 
 Routes only read: each accepts GET (and HEAD) alone, so a POST is answered 405 by Flask, and
-every route checks the role on the server. The work is in ``dispatch.dashboard`` and
-``dispatch.reports``; the moment shown is read here, once per request.
+every route checks the role on the server. The work is in ``dispatch.reporting.dashboard`` and
+``dispatch.reporting.exports``; the moment shown is read here, once per request.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
 
-from dispatch import clock, dashboard, reports, status
-from dispatch.auth import role_required
+from dispatch import clock
+from dispatch.accounts.auth import role_required
 from dispatch.models import Role
+from dispatch.reporting import dashboard, exports, status
 
 bp = Blueprint("leadership", __name__, url_prefix="/lanh-dao")
 
@@ -79,7 +80,7 @@ def export_csv(dispatch_id: int) -> Response:
     """The table of offices as CSV (UTF-8 with BOM)."""
     data = _dispatch_data(dispatch_id)
     return _download(
-        reports.to_csv(data), reports.CSV_MEDIA_TYPE, reports.export_basename(data) + ".csv"
+        exports.to_csv(data), exports.CSV_MEDIA_TYPE, exports.export_basename(data) + ".csv"
     )
 
 
@@ -89,7 +90,7 @@ def export_xlsx(dispatch_id: int) -> Response:
     """The table of offices as an Excel workbook."""
     data = _dispatch_data(dispatch_id)
     return _download(
-        reports.to_xlsx(data), reports.XLSX_MEDIA_TYPE, reports.export_basename(data) + ".xlsx"
+        exports.to_xlsx(data), exports.XLSX_MEDIA_TYPE, exports.export_basename(data) + ".xlsx"
     )
 
 
@@ -99,5 +100,5 @@ def export_pdf(dispatch_id: int) -> Response:
     """The printable report "Báo cáo tình hình tiếp nhận" as PDF."""
     data = _dispatch_data(dispatch_id)
     return _download(
-        reports.to_pdf(data), reports.PDF_MEDIA_TYPE, reports.export_basename(data) + ".pdf"
+        exports.to_pdf(data), exports.PDF_MEDIA_TYPE, exports.export_basename(data) + ".pdf"
     )

@@ -1,19 +1,18 @@
 """The recipients' pages: a provincial office opens its personal link, downloads the letter and
 confirms receipt. There is no account: the token in the URL is the credential.
 
-Routes are thin: the work is in ``dispatch.acknowledgements``. Every response carries headers that
-keep the token from leaking (no Referer, no caching) and a strict Content Security Policy.
+Routes are thin: the work is in ``dispatch.receipts.acknowledgements``. Every response carries
+headers that keep the token from leaking (no Referer, no caching) and a strict Content
+Security Policy.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import unicodedata
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -30,9 +29,12 @@ from flask_wtf.csrf import CSRFError
 from wtforms import StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from dispatch import acknowledgements, clock
+from dispatch import clock
 from dispatch.extensions import db
 from dispatch.models import AcknowledgementMethod, DispatchRecipient, Document
+from dispatch.receipts import acknowledgements
+from dispatch.text import clean_line, clean_note
+from dispatch.views.downloads import content_disposition
 
 bp = Blueprint("provinces", __name__)
 
@@ -127,15 +129,13 @@ class ConfirmationForm(FlaskForm):
 
     name = StringField(
         "Họ và tên người xác nhận",
-        filters=[acknowledgements.clean_line],
+        filters=[clean_line],
         validators=[_check("name")],
     )
-    position = StringField(
-        "Chức vụ", filters=[acknowledgements.clean_line], validators=[_check("position")]
-    )
+    position = StringField("Chức vụ", filters=[clean_line], validators=[_check("position")])
     note = TextAreaField(
         "Ghi chú (không bắt buộc)",
-        filters=[acknowledgements.clean_note],
+        filters=[clean_note],
         validators=[_check("note")],
     )
 
@@ -250,16 +250,6 @@ def _too_many(retry_after: int) -> Response:
 def _blocked() -> Response | None:
     retry_after = _throttle().retry_after(_client_key(), time.monotonic())
     return None if retry_after is None else _too_many(retry_after)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
-    name = unicodedata.normalize("NFC", filename).replace("/", "_").replace("\\", "_")
-    # "đ" has no decomposition, so the generic ASCII folding would drop it.
-    folded = unicodedata.normalize("NFKD", name.replace("đ", "d").replace("Đ", "D"))
-    fallback = "".join(c for c in folded.encode("ascii", "ignore").decode() if c.isprintable())
-    fallback = fallback.replace('"', "").strip() or "tep"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 # --- Routes ---------------------------------------------------------------------------------

@@ -128,9 +128,8 @@ def demo_password(instance_path: Path, *, create: bool) -> str | None:
 
 def demo_accounts(app: Flask) -> list[tuple[str, str]]:
     """(e-mail, role label) of the demo users present in the database."""
-    from dispatch.cli.dispatches import DEMO_USERS
+    from dispatch.accounts.users import DEMO_USERS, ROLE_LABELS
     from dispatch.models import User
-    from dispatch.users import ROLE_LABELS
 
     emails = [email for email, _, _ in DEMO_USERS]
     with app.app_context():

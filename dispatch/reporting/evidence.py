@@ -7,7 +7,7 @@ The package is a zip of one folder:
 * ``documents/``: the archived PDF, DOCX and attachments, the exact bytes issued;
 * ``messages/``: every accepted e-mail as sent (``.eml``): the exact bytes delivery kept at the
   time (``OutboxMessage.sent_path``, their SHA-256 in the row and in the audit log). A message
-  whose bytes were not kept is rebuilt with ``dispatch.messages.compose`` and named
+  whose bytes were not kept is rebuilt with ``dispatch.mail.compose.compose`` and named
   ``….rebuilt.eml``: the same content, but not the same bytes (the MIME boundaries are random);
 * ``messages.csv``/``.json``: each outbox row (state, attempts, Message-ID, the server's reply);
   ``smtp-replies.csv``: every attempt's outcome from the audit log;
@@ -37,7 +37,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from dispatch import audit, status
+from dispatch import audit
 from dispatch.archive import safe_filename
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
@@ -51,6 +51,7 @@ from dispatch.models import (
     OutboxMessage,
     RecipientEvent,
 )
+from dispatch.reporting import status
 
 MANIFEST = "MANIFEST.sha256"
 README = "README.txt"
@@ -184,7 +185,7 @@ def _message_name(row: OutboxMessage, codes: dict[int, str]) -> str:
 
 
 def _messages(builder: _Builder, dispatch: Dispatch, codes: dict[int, str]) -> None:
-    from dispatch.messages import ComposeError, compose
+    from dispatch.mail.compose import ComposeError, compose
 
     rows = list(
         db.session.execute(

@@ -16,7 +16,6 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dispatch.models import (
     Document,
     RecipientEvent,
 )
+from dispatch.text import clean_line, clean_note, without_controls
 
 
 def _derive_token(recipient_id: int, salt: str, key: str) -> str:
@@ -86,9 +86,6 @@ OPENED_EVENT_INTERVAL = dt.timedelta(minutes=1)
 # A dispatch whose letter has gone out; a draft never has a working link.
 _LIVE_STATUSES = (DispatchStatus.ISSUED, DispatchStatus.COMPLETED)
 
-_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85]+")
-_SPACES = re.compile(r"[ \t\u00a0]+")
-
 
 class AcknowledgementError(ValueError):
     """What was typed cannot be recorded; ``errors`` maps each field to a Vietnamese message."""
@@ -107,29 +104,6 @@ class AckResult:
     acknowledged_by: str
     acknowledged_position: str | None
     method: AcknowledgementMethod
-
-
-def _without_controls(text: str, keep: str = "") -> str:
-    """Drop control characters (other than those in ``keep``) a browser or a paste may carry."""
-    return "".join(c for c in text if c in keep or unicodedata.category(c)[0] != "C")
-
-
-def clean_line(value: str | None) -> str:
-    """One line of text as stored: NFC, CR/LF and controls removed, spaces collapsed."""
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFC", value)
-    text = _LINE_BREAKS.sub(" ", text)
-    text = _without_controls(text)
-    return _SPACES.sub(" ", text).strip()
-
-
-def clean_note(value: str | None) -> str:
-    """A free-text note as stored: NFC, line breaks kept as LF, other controls removed."""
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFC", value).replace("\r\n", "\n").replace("\r", "\n")
-    return _without_controls(text, keep="\n\t").strip()
 
 
 def validate_confirmer(name: str, position: str, note: str) -> dict[str, str]:
@@ -152,7 +126,7 @@ def _clip(value: str | None, limit: int) -> str | None:
     """Header values are the client's to choose: keep what fits the column."""
     if not value:
         return None
-    return _without_controls(unicodedata.normalize("NFC", value))[:limit] or None
+    return without_controls(unicodedata.normalize("NFC", value))[:limit] or None
 
 
 def find_recipient(token: str) -> DispatchRecipient | None:

@@ -25,9 +25,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dispatch import audit, directory
+from dispatch import audit
+from dispatch.audit import actor_name
 from dispatch.clock import local
-from dispatch.drafts import actor_name, ensure_editable, lock_dispatch
+from dispatch.directory import offices
+from dispatch.drafting.drafts import ensure_editable, lock_dispatch
 from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.model import Authority, Letter
@@ -237,7 +239,7 @@ def _first_day(meta_date: Any, at: dt.datetime) -> dt.date:
 # --- form <-> source --------------------------------------------------------------------------
 
 
-def blank_form(at: dt.datetime, group: str = directory.DEFAULT_GROUP_CODE) -> ComposeForm:
+def blank_form(at: dt.datetime, group: str = offices.DEFAULT_GROUP_CODE) -> ComposeForm:
     """The form of a new letter: the office's usual values and this month."""
     fields = {name: "" for name in FIELDS}
     fields.update(DEFAULTS)
@@ -532,7 +534,7 @@ def groups() -> list[RecipientGroup]:
 
 
 def _group_members(group: RecipientGroup, on: dt.date) -> list[Organisation]:
-    return directory.recipients_for(group.code, on)
+    return offices.recipients_for(group.code, on)
 
 
 def _organisations(ids: Iterable[int]) -> list[Organisation]:

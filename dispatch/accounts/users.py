@@ -1,6 +1,6 @@
 """People who sign in: creating them, and checking their passwords (argon2id).
 
-Only the argon2 hash of a password is stored. Sign-in (``dispatch.auth``) calls
+Only the argon2 hash of a password is stored. Sign-in (``dispatch.accounts.auth``) calls
 ``verify_password`` and, when ``password_needs_rehash`` says so, stores a fresh hash, so that
 raising the parameters later needs no migration.
 """
@@ -25,6 +25,13 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
 _hasher = PasswordHasher()
 
 ROLE_LABELS = {Role.ADMIN: "quản trị", Role.CLERK: "chuyên viên", Role.LEADER: "lãnh đạo"}
+
+# The accounts `dispatch seed` creates for a demonstration: (e-mail, role, display name).
+DEMO_USERS = (
+    ("chuyenvien@thh.example", Role.CLERK, "Chuyên viên Văn phòng Cục"),
+    ("lanhdao@thh.example", Role.LEADER, "Lãnh đạo Cục"),
+    ("quantri@thh.example", Role.ADMIN, "Quản trị hệ thống"),
+)
 
 
 class UserError(ValueError):

@@ -26,6 +26,7 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select
 
 from dispatch import audit
+from dispatch.directory.addresses import is_valid_email
 from dispatch.extensions import db
 from dispatch.models import Organisation, RecipientGroup
 
@@ -51,10 +52,6 @@ PROVINCE_KINDS = ("tỉnh", "thành phố")
 
 # A deliberately plain address check: ASCII local part and a dotted domain with a letter TLD.
 # Anything stricter rejects real government addresses; anything looser lets typos through.
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
 # Mã định danh (QCVN 102): XXX.YY.ZZ.Lnn, 13 characters, e.g. 000.00.00.H29.
 _AGENCY_ID = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}$")
 _PROVINCE_CODE = re.compile(r"^\d{2}$")
@@ -174,10 +171,6 @@ def _parse_date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
-def _check_email(value: str) -> bool:
-    return len(value) <= 254 and _EMAIL.fullmatch(value) is not None
-
-
 def _delimiter(header_line: str) -> str:
     # Excel set to Vietnamese regional settings saves CSV with ";" between fields.
     return ";" if header_line.count(";") > header_line.count(",") else ","
@@ -251,14 +244,14 @@ def _check_row(
     email = record["email"].lower()
     if not email:
         problems.append("thiếu địa chỉ thư điện tử (cột email)")
-    elif not _check_email(email):
+    elif not is_valid_email(email):
         problems.append(f"địa chỉ thư điện tử không hợp lệ: {record['email']!r}")
     cc: list[str] = []
     for part in (record.get("cc") or "").split(";"):
         address = part.strip().lower()
         if not address:
             continue
-        if not _check_email(address):
+        if not is_valid_email(address):
             problems.append(f"địa chỉ đồng gửi (cc) không hợp lệ: {part.strip()!r}")
         elif address == email or address in cc:
             problems.append(f"địa chỉ đồng gửi (cc) bị lặp: {address}")

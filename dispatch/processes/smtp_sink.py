@@ -23,7 +23,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-log = logging.getLogger("dispatch.smtp_sink")
+log = logging.getLogger("dispatch.processes.smtp_sink")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8025

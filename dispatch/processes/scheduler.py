@@ -38,7 +38,7 @@ from dispatch import clock
 from dispatch.extensions import db
 from dispatch.models import SchedulerHeartbeat
 
-log = logging.getLogger("dispatch.scheduler")
+log = logging.getLogger("dispatch.processes.scheduler")
 
 # Any constant: the PostgreSQL advisory lock held by the one scheduler that runs the jobs.
 SCHEDULER_LOCK_KEY = 0x44535343  # "DSSC"
@@ -77,7 +77,7 @@ def _finished(name: str) -> None:
 
 def deliver_job() -> None:
     """Send what the outbox has due now."""
-    from dispatch.delivery import deliver_due
+    from dispatch.mail.sender import deliver_due
 
     with _job_app().app_context():
         deliver_due(clock.now())
@@ -86,8 +86,8 @@ def deliver_job() -> None:
 
 def remind_job() -> None:
     """Queue the reminders and escalations due now, then send them."""
-    from dispatch.delivery import deliver_due
-    from dispatch.reminders import send_due_reminders
+    from dispatch.mail.sender import deliver_due
+    from dispatch.receipts.reminders import send_due_reminders
 
     with _job_app().app_context():
         at = clock.now()

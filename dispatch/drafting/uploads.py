@@ -29,7 +29,8 @@ from pathlib import Path
 from flask import current_app
 
 from dispatch import audit
-from dispatch.drafts import actor_name, ensure_editable, lock_dispatch
+from dispatch.audit import actor_name
+from dispatch.drafting.drafts import ensure_editable, lock_dispatch
 from dispatch.extensions import db
 from dispatch.models import User
 

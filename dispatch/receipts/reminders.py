@@ -1,8 +1,8 @@
 """Reminders to the offices that have not confirmed, and the escalation once the deadline passes.
 
 ``send_due_reminders(at)`` decides, for the moment ``at`` it is given, what is due and queues it
-in the outbox (``dispatch.outbox``); ``dispatch.delivery`` sends it after the commit. It is safe
-to run as often as one likes, twice at once, or after days of downtime:
+in the outbox (``dispatch.mail.outbox``); ``dispatch.mail.sender`` sends it after the commit.
+It is safe to run as often as one likes, twice at once, or after days of downtime:
 
 * a reminder is an outbox row unique per (dispatch, recipient, REMINDER, working day), so the
   same day's reminder is queued once however many runs there are;
@@ -24,7 +24,7 @@ from email.utils import getaddresses
 from flask import current_app
 from sqlalchemy import and_, exists, func, select, update
 
-from dispatch import audit, outbox
+from dispatch import audit
 from dispatch.calendar import (
     current_calendar,
     deadline_for,
@@ -33,6 +33,7 @@ from dispatch.calendar import (
 )
 from dispatch.clock import local
 from dispatch.extensions import db
+from dispatch.mail import outbox
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,

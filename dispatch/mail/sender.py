@@ -73,7 +73,7 @@ from dispatch.archive import (
     sent_messages_writer,
 )
 from dispatch.extensions import db
-from dispatch.messages import ComposeCache, ComposeError, compose, unconfirmed_recipients
+from dispatch.mail.compose import ComposeCache, ComposeError, compose, unconfirmed_recipients
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,

@@ -15,16 +15,11 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from dispatch import audit, directory, outbox
-from dispatch.acknowledgements import (
-    AcknowledgementError,
-    acknowledge,
-    clean_line,
-    clean_note,
-    validate_confirmer,
-)
-from dispatch.drafts import actor_name
+from dispatch import audit
+from dispatch.audit import actor_name
+from dispatch.directory.addresses import parse_addresses
 from dispatch.extensions import db
+from dispatch.mail import outbox
 from dispatch.models import (
     AcknowledgementMethod,
     DeliveryStatus,
@@ -36,10 +31,15 @@ from dispatch.models import (
     OutboxMessage,
     User,
 )
+from dispatch.receipts.acknowledgements import (
+    AcknowledgementError,
+    acknowledge,
+    validate_confirmer,
+)
+from dispatch.text import clean_line, clean_note
 
 # Letter e-mails not yet handed to a sender; a resend to a corrected address replaces them.
 PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)
-MAX_CC = 10
 
 
 class RecipientActionError(ValueError):
@@ -178,28 +178,6 @@ def resend_letter(
     return ResendResult(sequence=sequence, cancelled=0)
 
 
-def parse_addresses(email: str, cc: str) -> tuple[str, list[str], dict[str, str]]:
-    """(e-mail, cc list, errors) from what a clerk typed; cc separated by ";", "," or lines."""
-    errors: dict[str, str] = {}
-    address = clean_line(email).lower()
-    if not address:
-        errors["email"] = "Vui lòng nhập địa chỉ thư điện tử."
-    elif not directory._check_email(address):
-        errors["email"] = f"Địa chỉ thư điện tử “{address}” không hợp lệ."
-    copies: list[str] = []
-    for part in cc.replace(",", ";").replace("\n", ";").split(";"):
-        item = clean_line(part).lower()
-        if not item:
-            continue
-        if not directory._check_email(item):
-            errors["cc"] = f"Địa chỉ đồng gửi “{item}” không hợp lệ."
-        elif item != address and item not in copies:
-            copies.append(item)
-    if len(copies) > MAX_CC:
-        errors["cc"] = f"Tối đa {MAX_CC} địa chỉ đồng gửi."
-    return address, copies, errors
-
-
 def correct_address(
     recipient: DispatchRecipient,
     *,
@@ -239,7 +217,7 @@ def correct_address(
     if update_directory:
         org = db.session.get(Organisation, recipient.organisation_id)
         if org is not None:
-            from dispatch.directory_edit import apply_address
+            from dispatch.directory.edit import apply_address
 
             apply_address(org, email=address, cc=copies, actor=actor, at=at)
     db.session.flush()

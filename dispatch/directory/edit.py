@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dispatch import audit, directory
-from dispatch.acknowledgements import clean_line
-from dispatch.drafts import actor_name
+from dispatch import audit
+from dispatch.audit import actor_name
+from dispatch.directory import offices
+from dispatch.directory.addresses import parse_addresses
 from dispatch.extensions import db
 from dispatch.models import Organisation, User
+from dispatch.text import clean_line
 
 NAME_MAX = 200
 
@@ -56,14 +58,14 @@ def _date(value: str, label: str, errors: dict[str, str], key: str) -> dt.date |
     if not value:
         return None
     try:
-        return directory._parse_date(value)
+        return offices._parse_date(value)
     except ValueError:
         errors[key] = f"{label} “{value}” không phải ngày hợp lệ (dd/mm/yyyy)."
         return None
 
 
 def _snapshot(org: Organisation) -> dict[str, Any]:
-    return directory._snapshot(org)
+    return offices._snapshot(org)
 
 
 def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime) -> bool:
@@ -71,8 +73,6 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
 
     Raises ``OfficeError`` (nothing changed) with a message per wrong field.
     """
-    from dispatch.recipient_actions import parse_addresses
-
     org = db.session.get(Organisation, org_id)
     if org is None:
         raise OfficeError({"name": f"Không có cơ quan mã {org_id} trong danh bạ."})
@@ -85,7 +85,7 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
     email, cc, address_errors = parse_addresses(form.email, form.cc)
     errors.update(address_errors)
     agency_id = clean_line(form.agency_id).upper() or None
-    if agency_id is not None and not directory._AGENCY_ID.fullmatch(agency_id):
+    if agency_id is not None and not offices._AGENCY_ID.fullmatch(agency_id):
         errors["agency_id"] = (
             f"Mã định danh “{agency_id}” phải có dạng XXX.YY.ZZ.Lnn, 13 ký tự "
             "(ví dụ 000.00.00.H29), hoặc để trống."
@@ -107,11 +107,11 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
                 errors["valid_from"] = (
                     f"Đã có bản ghi khác của {org.province_name} bắt đầu cùng ngày."
                 )
-            elif directory._periods_overlap(other.valid_from, other.valid_to, valid_from, valid_to):
+            elif offices._periods_overlap(other.valid_from, other.valid_to, valid_from, valid_to):
                 errors["valid_to"] = (
                     "Thời gian hiệu lực chồng lên bản ghi khác của "
                     f"{org.province_name}: {other.name} "
-                    f"({directory._period_text(other.valid_from, other.valid_to)})."
+                    f"({offices._period_text(other.valid_from, other.valid_to)})."
                 )
     if errors:
         raise OfficeError(errors)
@@ -126,7 +126,7 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
     org.valid_to = valid_to
     if email_changed:
         org.email_is_placeholder = False
-    org.search_text = directory.search_text_for(org)
+    org.search_text = offices.search_text_for(org)
     return _audit_change(org, before, actor, at, via="form")
 
 
@@ -139,7 +139,7 @@ def apply_address(
         org.email_is_placeholder = False
     org.email = email
     org.cc = list(cc)
-    org.search_text = directory.search_text_for(org)
+    org.search_text = offices.search_text_for(org)
     return _audit_change(org, before, actor, at, via="recipient correction")
 
 

@@ -7,7 +7,8 @@ copied again at issuing, since the directory may be corrected in between.
 
 Once issued, a dispatch is frozen: ``update_draft`` raises ``DispatchFrozen``, and so does any
 flush that would change an issued dispatch's letter fields or an archived ``Document`` (a
-``before_flush`` guard below, so no other code path can edit them by mistake). A wrong letter is
+``before_flush`` guard ``refuse_edits_of_issued``, attached to every session by
+``create_app``, so no other code path can edit them by mistake). A wrong letter is
 corrected by a new one (Decree 30), never by editing what was sent.
 """
 
@@ -17,11 +18,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from dispatch import audit, directory
+from dispatch import audit
+from dispatch.audit import actor_name
 from dispatch.clock import local
+from dispatch.directory import offices
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import (
@@ -41,8 +44,6 @@ from dispatch.models import (
     Organisation,
     User,
 )
-
-SYSTEM_ACTOR = "system"
 
 # What an issued dispatch may never change: the letter as numbered, dated and sent.
 FROZEN_FIELDS = (
@@ -66,11 +67,6 @@ class DraftError(ValueError):
 
 class DispatchFrozen(DraftError):
     """The dispatch is issued: what was sent cannot change."""
-
-
-def actor_name(actor: User | None) -> str:
-    """How the audit log names who acted: the user's e-mail, or "system"."""
-    return actor.email if actor is not None else SYSTEM_ACTOR
 
 
 def frozen_message(dispatch: Dispatch) -> str:
@@ -128,8 +124,8 @@ def _recipient_rows(orgs: list[Organisation]) -> list[DispatchRecipient]:
 
 
 def _members(group_code: str, on: dt.date) -> tuple[int, list[Organisation]]:
-    group = directory.get_group(group_code)
-    orgs = directory.recipients_for(group_code, on)
+    group = offices.get_group(group_code)
+    orgs = offices.recipients_for(group_code, on)
     if not orgs:
         raise DraftError(
             f"Nhóm {group_code!r} không có cơ quan nào còn hiệu lực vào ngày {on:%d/%m/%Y}."
@@ -147,7 +143,7 @@ def create_draft(
     """A new draft from a source folder (or a ``LetterSource``) to a group; the caller commits.
 
     Raises ``LetterSourceError`` (naming file and line) for a bad source and ``DraftError`` or
-    ``directory.DirectoryError`` for a bad group.
+    ``offices.DirectoryError`` for a bad group.
     """
     letter_source = _load_source(source)
     letter, register = _checked(letter_source)
@@ -304,8 +300,8 @@ def _status_before(obj: Dispatch) -> DispatchStatus | None:
     return obj.status
 
 
-@event.listens_for(Session, "before_flush")
-def _refuse_edits_of_issued(session: Session, flush_context: Any, instances: Any) -> None:
+def refuse_edits_of_issued(session: Session, flush_context: Any, instances: Any) -> None:
+    """``before_flush`` guard (attached in ``create_app``): an issued dispatch never changes."""
     for obj in list(session.dirty) + list(session.deleted):
         if isinstance(obj, Dispatch):
             state = inspect(obj)

@@ -23,9 +23,11 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, case, cast, func, or_, select
 
-from dispatch import clock, listing, provinces_map, status
+from dispatch import clock
+from dispatch.directory import tile_map
 from dispatch.extensions import db
 from dispatch.models import Dispatch, DispatchRecipient, DispatchStatus, Organisation
+from dispatch.reporting import listing, status
 
 PAGE_SIZE = 50
 
@@ -322,7 +324,7 @@ def _directory_facts(dispatch_id: int) -> dict[int, tuple[str, str]]:
 
 def _office_rows(report: dict[str, Any], facts: dict[int, tuple[str, str]]) -> list[dict]:
     """The report's recipients as table rows: status, labels and dd/mm/yyyy HH:MM texts."""
-    tiles = provinces_map.tiles_by_code()
+    tiles = tile_map.tiles_by_code()
     rows = []
     for recipient in report["recipients"]:
         key = office_status(recipient)
@@ -412,7 +414,7 @@ def _sort_headers(key: str, descending: bool) -> dict[str, dict[str, Any]]:
     return headers
 
 
-def _tile_states(rows: list[dict]) -> dict[str, provinces_map.TileState]:
+def _tile_states(rows: list[dict]) -> dict[str, tile_map.TileState]:
     """One state per province: confirmed only if every office there confirmed."""
     by_province: dict[str, list[dict]] = {}
     for row in rows:
@@ -435,7 +437,7 @@ def _tile_states(rows: list[dict]) -> dict[str, provinces_map.TileState]:
         else:
             done = len(offices) - len(waiting)
             detail = f"{label} — {done}/{len(offices)} đơn vị đã xác nhận"
-        states[code] = provinces_map.TileState(key, offices[0]["province"], detail)
+        states[code] = tile_map.TileState(key, offices[0]["province"], detail)
     return states
 
 
@@ -598,7 +600,7 @@ def dispatch_dashboard(
     rows = sort_rows(_office_rows(report, facts), key, descending)
 
     legend = [dict(entry) for entry in STATUSES] + [dict(NOT_A_RECIPIENT)]
-    tile_map = provinces_map.build_map(_tile_states(rows), legend)
+    drawn_map = tile_map.build_map(_tile_states(rows), legend)
     map_rows = [
         {
             "code": tile["code"],
@@ -608,7 +610,7 @@ def dispatch_dashboard(
             "status_label": STATUS_BY_KEY[tile["status"]]["label"],
             "detail": tile["title"],
         }
-        for tile in sorted(tile_map["tiles"], key=lambda t: t["code"])
+        for tile in sorted(drawn_map["tiles"], key=lambda t: t["code"])
     ]
     issued_at = _moment(report["issued_at"])
     deadline_at = _moment(report["deadline_at"])
@@ -641,7 +643,7 @@ def dispatch_dashboard(
         "sort": key,
         "direction": "desc" if descending else "asc",
         "headers": _sort_headers(key, descending),
-        "map": tile_map,
+        "map": drawn_map,
         "map_rows": map_rows,
         "chart": chart,
         "at": at,

@@ -23,7 +23,8 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import delete, func, select
 from werkzeug.exceptions import HTTPException
 
-from dispatch import audit, users
+from dispatch import audit
+from dispatch.accounts import users
 from dispatch.extensions import db, login_manager
 from dispatch.models import LoginAttempt, Role, User
 

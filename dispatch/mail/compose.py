@@ -46,7 +46,6 @@ from flask import current_app, render_template
 from flask_mail import Attachment, Message, sanitize_address
 from sqlalchemy import func, select
 
-from dispatch.acknowledgements import confirmation_url
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.models import (
@@ -57,6 +56,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from dispatch.receipts.acknowledgements import confirmation_url
 
 # What a clerk reads for each state of a letter's e-mail.
 DELIVERY_LABELS = {
@@ -569,7 +569,7 @@ def compose(
     ``cache`` (one per run of sends) shares what a dispatch's e-mails have in common.
     ``recipient``: the row's recipient when the caller read it with the row (the sender reads
     a whole batch at once); otherwise it is read here. Either may be a plain copy with the
-    same fields (``dispatch.delivery``).
+    same fields (``dispatch.mail.sender``).
     """
     kind = MessageKind(row.kind)
     if recipient is None and row.recipient_id:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from dispatch import audit, users
+from dispatch import audit
+from dispatch.accounts import users
 from dispatch.extensions import db
 from dispatch.models import ApiToken, User
 

@@ -1,0 +1,1 @@
+"""The directory of recipient offices: offices through time, groups, import/export, tile maps."""

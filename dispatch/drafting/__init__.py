@@ -1,0 +1,1 @@
+"""Drafts: the one write path of a draft, the web form, uploads."""

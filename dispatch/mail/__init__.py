@@ -1,0 +1,1 @@
+"""E-mail: the outbox, composing messages, the sender and the SMTP client."""

@@ -1,0 +1,1 @@
+"""Long-running processes: the scheduler, the development runner, the SMTP sink."""

@@ -1,0 +1,1 @@
+"""What happens after sending: confirmation links, reminders, actions on one recipient."""

@@ -1,0 +1,1 @@
+"""Read models: status, lists, the leaders' pages, exports, the register, evidence."""

@@ -1,0 +1,253 @@
+"""The list of dispatches, issuing with its confirmation step, and watching delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import (
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from dispatch import audit, clock, issuing
+from dispatch.accounts.auth import role_required
+from dispatch.audit import actor_name
+from dispatch.drafting import form as compose_form
+from dispatch.drafting import uploads
+from dispatch.drafting.drafts import DraftError
+from dispatch.extensions import db
+from dispatch.letters.source import LetterSourceError
+from dispatch.mail import sender
+from dispatch.models import (
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+    Organisation,
+)
+from dispatch.reporting import listing, status
+from dispatch.views.clerks import (
+    CHANGE_ROLES,
+    IN_FLIGHT,
+    READ_ROLES,
+    REFRESH_SECONDS,
+    STATUS_TABS,
+    bp,
+    dispatch_or_404,
+    signed_in_user,
+)
+from dispatch.views.clerks.drafts import error_items
+from dispatch.views.downloads import send_document
+
+# --- The list ----------------------------------------------------------------------------------
+
+
+@bp.get("/")
+@role_required(*READ_ROLES)
+def home() -> Any:
+    """The dispatches, newest first, by status tab, with how many recipients confirmed."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    tab = request.args.get("status", "")
+    try:
+        chosen = DispatchStatus(tab) if tab else None
+    except ValueError:
+        chosen, tab = None, ""
+    summaries = listing.list_dispatches(
+        page=page, page_size=listing.DEFAULT_PAGE_SIZE, status=chosen
+    )
+    return render_template(
+        "clerks/home.html",
+        page=summaries,
+        tabs=STATUS_TABS,
+        tab=tab,
+        tab_label=dict(STATUS_TABS)[tab],
+    )
+
+
+# --- Issuing -----------------------------------------------------------------------------------
+
+
+@bp.route("/dispatches/<int:dispatch_id>/issue", methods=["GET", "POST"])
+@role_required(*CHANGE_ROLES)
+def issue(dispatch_id: int) -> Any:
+    """Confirm, then issue: the expected number, the recipients, the preview; POST issues."""
+    dispatch = dispatch_or_404(dispatch_id)
+    if dispatch.status is not DispatchStatus.DRAFT:
+        flash(f"Công văn đã được ban hành với số {dispatch.number_and_symbol}.", "info")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    if request.method == "POST":
+        try:
+            result = issuing.issue_dispatch(dispatch_id, actor=signed_in_user(), at=clock.now())
+        except LetterSourceError as exc:
+            flash(f"Chưa ban hành được vì bản nháp còn lỗi: {exc.message}", "error")
+            return redirect(url_for("clerks.edit", dispatch_id=dispatch_id), code=303)
+        except DraftError as exc:  # IssueError, AlreadyIssued, ArchiveUnavailable …
+            flash(str(exc), "error")
+            return redirect(url_for("clerks.issue", dispatch_id=dispatch_id), code=303)
+        message = (
+            f"Đã ban hành công văn số {result.number_and_symbol} ngày "
+            f"{result.issued_on:%d/%m/%Y}; {result.queued} thư đã được xếp hàng gửi."
+        )
+        if result.placeholder_addresses:
+            message += (
+                f" Lưu ý: {result.placeholder_addresses} nơi nhận đang dùng địa chỉ tạm, "
+                "cần sửa địa chỉ rồi gửi lại."
+            )
+        flash(message, "info")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch_id))
+    placeholders = db.session.execute(
+        select(Organisation.name)
+        .join(DispatchRecipient, DispatchRecipient.organisation_id == Organisation.id)
+        .where(
+            DispatchRecipient.dispatch_id == dispatch_id,
+            Organisation.email_is_placeholder.is_(True),
+        )
+    ).scalars()
+    return render_template(
+        "clerks/issue.html",
+        dispatch=dispatch,
+        errors=errors,
+        expected=compose_form.expected_number(dispatch, clock.now()),
+        recipients=len(dispatch.recipients),
+        placeholders=list(placeholders),
+        attachments=uploads.stored_files(dispatch_id, compose_form.attachments_of(dispatch.source)),
+        error_items=error_items(errors),
+    )
+
+
+@bp.post("/dispatches/<int:dispatch_id>/deliver")
+@role_required(*CHANGE_ROLES)
+def deliver_now(dispatch_id: int) -> Any:
+    """ "Gửi ngay": send every e-mail due now instead of waiting for the scheduler's minute."""
+    dispatch = dispatch_or_404(dispatch_id)
+    at = clock.now()
+    audit.record(
+        "outbox.delivery_requested",
+        actor=actor_name(signed_in_user()),
+        at=at,
+        object_type="dispatch",
+        object_id=dispatch.id,
+        dispatch_id=dispatch.id,
+        details={"via": "web"},
+    )
+    db.session.commit()
+    try:
+        report = sender.deliver_due(at)
+    except OSError as exc:  # the SMTP server cannot be reached: the scheduler retries later
+        flash(f"Chưa gửi được: không kết nối được máy chủ thư ({exc}).", "error")
+    else:
+        parts = [f"đã gửi {report.sent} thư"]
+        if report.retrying:
+            parts.append(f"{report.retrying} thư sẽ thử lại")
+        if report.failed:
+            parts.append(f"{report.failed} thư gửi lỗi")
+        if not report.claimed:
+            parts = ["không có thư nào đang chờ gửi"]
+        flash("Gửi ngay: " + ", ".join(parts) + ".", "info")
+    return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+
+
+# --- Watching delivery -------------------------------------------------------------------------
+
+
+def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
+    """A recipient of the report as the page shows it (times dd/mm/yyyy HH:MM, Vietnam)."""
+    row = dict(recipient)
+    for key in ("sent_at", "opened_at", "acknowledged_at"):
+        value = recipient[key]
+        row[key] = clock.format_local(dt.datetime.fromisoformat(value)) if value else ""
+    delivery_label = status.DELIVERY_LABELS.get(recipient["delivery"], recipient["delivery"] or "")
+    row["delivery_label"] = delivery_label
+    row["delivery_detail"] = (
+        (recipient["smtp_reply"] or recipient["last_error"] or "")
+        if recipient["delivery"] in ("failed", "retrying")
+        else ""
+    )
+    if recipient["acknowledged_at"]:
+        confirmed = row["acknowledged_at"]
+        if recipient["acknowledged_method"] == "phone":
+            confirmed += " (qua điện thoại)"
+    elif recipient["overdue"]:
+        confirmed = "quá hạn"
+    else:
+        confirmed = "chưa"
+    row["confirmed_label"] = confirmed
+    row["reminders_stopped"] = stopped
+    row["reminders_label"] = str(recipient["reminders"]) + (" (đã dừng nhắc)" if stopped else "")
+    return row
+
+
+def status_data(dispatch_id: int) -> dict[str, Any]:
+    try:
+        report = status.status_report(dispatch_id, at=clock.now())
+    except status.StatusError:
+        abort(404)
+    stopped = dict(
+        db.session.execute(
+            select(DispatchRecipient.id, DispatchRecipient.reminders_stopped).where(
+                DispatchRecipient.dispatch_id == dispatch_id
+            )
+        ).all()
+    )
+    rows = [_recipient_row(r, bool(stopped.get(r["id"]))) for r in report["recipients"]]
+    in_flight = report["status"] != "draft" and any(r["delivery"] in IN_FLIGHT for r in rows)
+    return {"report": report, "rows": rows, "in_flight": in_flight}
+
+
+@bp.get("/dispatches/<int:dispatch_id>")
+@role_required(*READ_ROLES)
+def dispatch_detail(dispatch_id: int) -> Any:
+    """One dispatch: number, subject, status, and every recipient's delivery and receipt."""
+    data = status_data(dispatch_id)
+    dispatch = dispatch_or_404(dispatch_id)
+    report = data["report"]
+    return render_template(
+        "clerks/dispatch.html",
+        dispatch=dispatch,
+        report=report,
+        status_label=listing.STATUS_LABELS[DispatchStatus(report["status"])],
+        recipients=data["rows"],
+        in_flight=data["in_flight"],
+        refresh_seconds=REFRESH_SECONDS,
+        documents=list(dispatch.documents),
+    )
+
+
+@bp.get("/dispatches/<int:dispatch_id>/status.json")
+@role_required(*READ_ROLES)
+def status_json(dispatch_id: int) -> Any:
+    """The status as JSON for the page's polling script: counts and each row's display text."""
+    data = status_data(dispatch_id)
+    report = data["report"]
+    fields = ("delivery", "delivery_label", "delivery_detail", "opened_at", "confirmed_label")
+    fields += ("acknowledged_by", "reminders_label", "email")
+    response = jsonify(
+        {
+            "id": report["id"],
+            "status": report["status"],
+            "counts": report["counts"],
+            "in_flight": data["in_flight"],
+            "recipients": [
+                {"id": row["id"], **{key: row[key] or "" for key in fields}} for row in data["rows"]
+            ],
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/dispatches/<int:dispatch_id>/documents/<int:document_id>")
+@role_required(*READ_ROLES)
+def document(dispatch_id: int, document_id: int) -> Any:
+    """An archived file of an issued dispatch, exactly as it was sent."""
+    found = db.session.get(Document, document_id)
+    if found is None or found.dispatch_id != dispatch_id:
+        abort(404)
+    return send_document(found)

@@ -1,0 +1,173 @@
+"""What a clerk does for one recipient: resend, correct the address, record a phone confirmation,
+stop reminders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from dispatch import clock
+from dispatch.accounts.auth import role_required
+from dispatch.extensions import db
+from dispatch.models import (
+    DispatchRecipient,
+    OutboxMessage,
+)
+from dispatch.receipts import recipient_actions
+from dispatch.reporting import status
+from dispatch.views.clerks import (
+    CHANGE_ROLES,
+    bp,
+    signed_in_user,
+)
+from dispatch.views.clerks.dispatches import status_data
+
+# --- Per-recipient actions ---------------------------------------------------------------------
+
+
+def _recipient_or_404(dispatch_id: int, recipient_id: int) -> DispatchRecipient:
+    recipient = recipient_actions.get_recipient(dispatch_id, recipient_id)
+    if recipient is None:
+        abort(404)
+    return recipient
+
+
+def _recipient_page(
+    recipient: DispatchRecipient,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    message: str | None = None,
+    code: int = 200,
+) -> Any:
+    data = status_data(recipient.dispatch_id)
+    row = next(r for r in data["rows"] if r["id"] == recipient.id)
+    messages = list(
+        db.session.execute(
+            select(OutboxMessage)
+            .where(OutboxMessage.recipient_id == recipient.id)
+            .order_by(OutboxMessage.id)
+        ).scalars()
+    )
+    return (
+        render_template(
+            "clerks/recipient.html",
+            dispatch=recipient.dispatch,
+            recipient=recipient,
+            row=row,
+            messages=messages,
+            errors=errors or {},
+            values=values or {},
+            message=message,
+            delivery_labels=status.DELIVERY_LABELS,
+        ),
+        code,
+    )
+
+
+@bp.get("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>")
+@role_required(*CHANGE_ROLES)
+def recipient(dispatch_id: int, recipient_id: int) -> Any:
+    """One recipient: its e-mails and receipt, and what a clerk can do about them."""
+    return _recipient_page(_recipient_or_404(dispatch_id, recipient_id))
+
+
+def _after_action(recipient: DispatchRecipient, message: str) -> Any:
+    db.session.commit()
+    flash(message, "info")
+    return redirect(
+        url_for("clerks.recipient", dispatch_id=recipient.dispatch_id, recipient_id=recipient.id),
+        code=303,
+    )
+
+
+def _action_failed(
+    recipient: DispatchRecipient, exc: recipient_actions.RecipientActionError, values: dict
+) -> Any:
+    db.session.rollback()
+    db.session.refresh(recipient)
+    return _recipient_page(
+        recipient, errors=exc.errors, values=values, message=exc.message, code=422
+    )
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/resend")
+@role_required(*CHANGE_ROLES)
+def resend(dispatch_id: int, recipient_id: int) -> Any:
+    """Send the letter again to this recipient."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    try:
+        result = recipient_actions.resend_letter(recipient, actor=signed_in_user(), at=clock.now())
+    except recipient_actions.RecipientActionError as exc:
+        return _action_failed(recipient, exc, {})
+    return _after_action(
+        recipient, f"Đã xếp hàng gửi lại công văn tới {recipient.email} (lần {result.sequence})."
+    )
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/address")
+@role_required(*CHANGE_ROLES)
+def correct_address(dispatch_id: int, recipient_id: int) -> Any:
+    """Correct the recipient's address (and maybe the directory's) and resend the letter."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    values = {
+        "email": request.form.get("email", ""),
+        "cc": request.form.get("cc", ""),
+        "update_directory": request.form.get("update_directory", ""),
+    }
+    try:
+        recipient_actions.correct_address(
+            recipient,
+            email=values["email"],
+            cc=values["cc"],
+            update_directory=bool(values["update_directory"]),
+            actor=signed_in_user(),
+            at=clock.now(),
+        )
+    except recipient_actions.RecipientActionError as exc:
+        return _action_failed(recipient, exc, values)
+    message = f"Đã sửa địa chỉ thành {recipient.email} và xếp hàng gửi lại công văn."
+    if values["update_directory"]:
+        message += " Danh bạ cũng đã được cập nhật."
+    return _after_action(recipient, message)
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/phone")
+@role_required(*CHANGE_ROLES)
+def phone_confirmation(dispatch_id: int, recipient_id: int) -> Any:
+    """Record a confirmation of receipt given by phone."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    values = {key: request.form.get(key, "") for key in ("name", "position", "note")}
+    try:
+        recipient_actions.record_phone_confirmation(
+            recipient, **values, actor=signed_in_user(), at=clock.now()
+        )
+    except recipient_actions.RecipientActionError as exc:
+        return _action_failed(recipient, exc, values)
+    return _after_action(recipient, "Đã ghi nhận xác nhận qua điện thoại.")
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/reminders")
+@role_required(*CHANGE_ROLES)
+def reminders(dispatch_id: int, recipient_id: int) -> Any:
+    """Stop (or resume) the reminders to this recipient."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    stop = request.form.get("stop", "1") != "0"
+    try:
+        recipient_actions.set_reminders_stopped(
+            recipient, stop, actor=signed_in_user(), at=clock.now()
+        )
+    except recipient_actions.RecipientActionError as exc:
+        return _action_failed(recipient, exc, {})
+    return _after_action(
+        recipient, "Đã dừng nhắc việc cho nơi nhận này." if stop else "Đã bật lại nhắc việc."
+    )
