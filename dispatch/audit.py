@@ -80,6 +80,27 @@ def record(
     )[0]
 
 
+def record_dispatch(
+    action: str,
+    dispatch_id: int,
+    *,
+    actor: str,
+    at: dt.datetime,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append an entry about a dispatch as a whole (drafted, issued, escalated …); the caller
+    commits. It is filed under the dispatch both as its object and in its history."""
+    return record(
+        action,
+        actor=actor,
+        at=at,
+        object_type="dispatch",
+        object_id=dispatch_id,
+        dispatch_id=dispatch_id,
+        details=details,
+    )
+
+
 def record_many(entries: list[dict[str, Any]]) -> list[int]:
     """Append several entries (each the keyword arguments of ``record``) in this order, with one
     look-up of the chain's end and one INSERT; the caller commits. Returns their ids.

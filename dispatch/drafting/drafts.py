@@ -163,13 +163,11 @@ def create_draft(
     dispatch.recipients = _recipient_rows(orgs)
     db.session.add(dispatch)
     db.session.flush()
-    audit.record(
+    audit.record_dispatch(
         "dispatch.drafted",
+        dispatch.id,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch",
-        object_id=dispatch.id,
-        dispatch_id=dispatch.id,
         details={
             "origin": letter_source.origin,
             "subject": letter.subject,
@@ -269,13 +267,11 @@ def update_draft(
     if changes:
         dispatch.updated_at = at
         db.session.flush()
-        audit.record(
+        audit.record_dispatch(
             "dispatch.draft_updated",
+            dispatch.id,
             actor=actor_name(actor),
             at=at,
-            object_type="dispatch",
-            object_id=dispatch.id,
-            dispatch_id=dispatch.id,
             details=changes,
         )
     return dispatch

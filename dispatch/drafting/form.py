@@ -663,23 +663,19 @@ def save_draft(
         "recipients": len(dispatch.recipients),
     }
     if created:
-        audit.record(
+        audit.record_dispatch(
             "dispatch.drafted",
+            dispatch.id,
             actor=actor_name(actor),
             at=at,
-            object_type="dispatch",
-            object_id=dispatch.id,
-            dispatch_id=dispatch.id,
             details={**details, "origin": "web"},
         )
     elif changed:
-        audit.record(
+        audit.record_dispatch(
             "dispatch.draft_updated",
+            dispatch.id,
             actor=actor_name(actor),
             at=at,
-            object_type="dispatch",
-            object_id=dispatch.id,
-            dispatch_id=dispatch.id,
             details={**details, "changed": changed, "origin": "web"},
         )
     errors = draft_errors(dispatch, project_root=project_root)

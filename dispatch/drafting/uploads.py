@@ -336,13 +336,11 @@ def add_attachment(
     source["meta"] = meta
     dispatch.source = source
     dispatch.updated_at = at
-    audit.record(
+    audit.record_dispatch(
         "dispatch.attachment_added",
+        dispatch.id,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch",
-        object_id=dispatch.id,
-        dispatch_id=dispatch.id,
         details={
             "filename": name,
             "uploaded_as": shown[:200],
@@ -386,13 +384,11 @@ def remove_attachment(dispatch_id: int, name: str, *, actor: User | None, at: dt
     if path.resolve().is_relative_to(attachments_dir(dispatch_id).resolve()):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    audit.record(
+    audit.record_dispatch(
         "dispatch.attachment_removed",
+        dispatch.id,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch",
-        object_id=dispatch.id,
-        dispatch_id=dispatch.id,
         details={"filename": name},
     )
     db.session.flush()

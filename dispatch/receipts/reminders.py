@@ -161,13 +161,11 @@ def _complete_if_all_confirmed(dispatch: Dispatch, at: dt.datetime, outcome: Dis
     ).rowcount
     if changed:
         db.session.refresh(dispatch)
-        audit.record(
+        audit.record_dispatch(
             "dispatch.completed",
+            dispatch.id,
             actor=ACTOR,
             at=at,
-            object_type="dispatch",
-            object_id=dispatch.id,
-            dispatch_id=dispatch.id,
             details={"recipients": total, "reason": "all confirmed"},
         )
         outcome.completed = True
@@ -200,13 +198,11 @@ def _escalate(dispatch: Dispatch, deadline: dt.datetime, at: dt.datetime, outcom
         recipient_id=None,
         sequence=0,
     )
-    audit.record(
+    audit.record_dispatch(
         "dispatch.escalated",
+        dispatch.id,
         actor=ACTOR,
         at=at,
-        object_type="dispatch",
-        object_id=dispatch.id,
-        dispatch_id=dispatch.id,
         details={
             "deadline_at": deadline.isoformat(),
             "to": to_addrs,
@@ -250,13 +246,11 @@ def _remind(dispatch: Dispatch, day: int, at: dt.datetime, outcome: DispatchOutc
         else:
             outcome.already_reminded += 1
     if reminded:
-        audit.record(
+        audit.record_dispatch(
             "reminder.queued",
+            dispatch.id,
             actor=ACTOR,
             at=at,
-            object_type="dispatch",
-            object_id=dispatch.id,
-            dispatch_id=dispatch.id,
             details={"day": day, "count": len(reminded), "recipients": reminded},
         )
 

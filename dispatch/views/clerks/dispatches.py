@@ -128,13 +128,11 @@ def deliver_now(dispatch_id: int) -> Any:
     """ "Gửi ngay": send every e-mail due now instead of waiting for the scheduler's minute."""
     dispatch = dispatch_or_404(dispatch_id)
     at = clock.now()
-    audit.record(
+    audit.record_dispatch(
         "outbox.delivery_requested",
+        dispatch.id,
         actor=actor_name(signed_in_user()),
         at=at,
-        object_type="dispatch",
-        object_id=dispatch.id,
-        dispatch_id=dispatch.id,
         details={"via": "web"},
     )
     db.session.commit()
