@@ -55,8 +55,8 @@ def _issue_and_tokens(folder: Path, database_url: str) -> tuple[int, list[str]]:
     from dispatch.clock import parse_moment
     from dispatch.extensions import db
     from dispatch.issuing import issue_dispatch
+    from dispatch.mail.links import token_for
     from dispatch.models import DispatchRecipient
-    from dispatch.receipts.acknowledgements import token_for
 
     app = make_app(folder, database_url=database_url)
     dispatch_id = prepare_draft(app, CONFIRMATIONS)

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from dispatch.config import PROJECT_ROOT
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -23,6 +23,9 @@ REQUIRED_IN_PRODUCTION = (
 
 TIMEZONE = "Asia/Ho_Chi_Minh"
 
+# The checkout the package runs from: templates, letters, attachments and migrations live here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 
 class ConfigError(RuntimeError):
     """A required setting is missing or malformed."""

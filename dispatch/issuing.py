@@ -47,6 +47,7 @@ from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import build_letter, source_from_json
 from dispatch.mail import outbox
+from dispatch.mail.links import assign_token
 from dispatch.models import (
     Dispatch,
     DispatchRecipient,
@@ -57,7 +58,6 @@ from dispatch.models import (
     RegisterCounter,
     User,
 )
-from dispatch.receipts.acknowledgements import assign_token
 
 PDF_MEDIA_TYPE = "application/pdf"
 DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from dispatch import audit, create_app
 from dispatch.extensions import db
+from dispatch.mail import links
 from dispatch.models import (
     AcknowledgementMethod,
     AuditEntry,
@@ -27,7 +28,8 @@ from dispatch.models import (
     RecipientEvent,
 )
 from dispatch.receipts import acknowledgements
-from dispatch.views.provinces import NotFoundThrottle, content_disposition
+from dispatch.views.downloads import content_disposition
+from dispatch.views.provinces import NotFoundThrottle
 from tests.fixtures.acknowledgements import (
     ISSUED_AT,
     confirm,
@@ -79,7 +81,7 @@ def _assert_secure(response) -> None:
 
 def _forged_token() -> str:
     token = secrets.token_urlsafe(32)
-    assert acknowledgements.is_well_formed(token)
+    assert links.is_well_formed(token)
     return token
 
 
@@ -652,7 +654,7 @@ def test_an_issued_letter_is_confirmed_through_its_link(seeded, client):
             DispatchRecipient.dispatch_id == draft.id, DispatchRecipient.province_code == "95"
         )
     ).scalar_one()
-    link = acknowledgements.confirmation_url(bac_lieu)
+    link = links.confirmation_url(bac_lieu)
     token = link.rsplit("/", 1)[1]
 
     html = open_page(client, token).get_data(as_text=True)

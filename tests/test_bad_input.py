@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from werkzeug.routing.converters import NumberConverter
 
-from dispatch import PROJECT_ROOT
+from dispatch.config import PROJECT_ROOT
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import (
@@ -38,6 +38,7 @@ from dispatch.letters.source import (
     source_from_json,
     source_to_json,
 )
+from dispatch.mail.links import derive_token
 from dispatch.mail.sender import deliver_due
 from dispatch.models import (
     AuditEntry,
@@ -49,7 +50,6 @@ from dispatch.models import (
     OutboxMessage,
     Role,
 )
-from dispatch.receipts.acknowledgements import _derive_token
 from tests.fixtures.acknowledgements import open_page
 from tests.fixtures.database import SMALL_LETTER
 from tests.fixtures.smtp import ISSUED_AT
@@ -512,7 +512,7 @@ def test_a_decomposed_directory_file_is_stored_composed(runner, seeded, tmp_path
 
 def test_a_token_made_with_another_key_opens_nothing(issued, client, db_app):
     recipient = db.session.get(DispatchRecipient, issued.recipient_ids[0])
-    forged = _derive_token(recipient.id, recipient.token_salt, "another-secret-key")
+    forged = derive_token(recipient.id, recipient.token_salt, "another-secret-key")
     assert forged != issued.tokens[0]
 
     assert client.get(f"/r/{forged}").status_code == 404

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from dispatch import audit
 from dispatch.extensions import db
 from dispatch.mail import outbox
+from dispatch.mail.links import confirmation_url
 from dispatch.mail.sender import (
     LEASE,
     backoff,
@@ -33,7 +34,6 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
-from dispatch.receipts.acknowledgements import confirmation_url
 from tests.fixtures.smtp import ISSUED_AT
 
 AT = ISSUED_AT + dt.timedelta(minutes=1)
@@ -544,7 +544,7 @@ def _text_of_docx(data: bytes) -> str:
 def test_issue_and_deliver_the_seed_letter_to_the_63_offices(smtp_app, smtp_server):
     from pypdf import PdfReader
 
-    from dispatch import PROJECT_ROOT
+    from dispatch.config import PROJECT_ROOT
 
     runner = smtp_app.test_cli_runner()
     assert runner.invoke(args=["seed"]).exit_code == 0

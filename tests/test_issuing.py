@@ -402,7 +402,7 @@ def test_attachments_listed_in_the_letter_are_archived_too(
     (project / "attachments").mkdir(parents=True)
     poster = b"\x89PNG\r\n\x1a\n a poster"
     (project / "attachments" / "ap-phich.png").write_bytes(poster)
-    monkeypatch.setattr("dispatch.PROJECT_ROOT", project)
+    monkeypatch.setattr("dispatch.config.PROJECT_ROOT", project)
     dispatch_id = _draft(letter_folder(extra="attachments:\n  - ap-phich.png\n"))
     result = issuing.issue_dispatch(dispatch_id, actor=None, at=ISSUE_AT)
     attachment = db.session.execute(

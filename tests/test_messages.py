@@ -15,6 +15,7 @@ from sqlalchemy import select
 from dispatch.extensions import db
 from dispatch.mail import outbox
 from dispatch.mail.compose import OfficialMessage, compose, header_text, letter_title
+from dispatch.mail.links import confirmation_url
 from dispatch.mail.sender import deliver_due
 from dispatch.models import (
     DeliveryStatus,
@@ -24,7 +25,6 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
-from dispatch.receipts.acknowledgements import confirmation_url
 from tests.fixtures.smtp import CLERK, ISSUED_AT, SUBJECT
 
 AT = ISSUED_AT + dt.timedelta(minutes=1)

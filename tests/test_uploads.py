@@ -232,7 +232,7 @@ def test_an_oversized_upload_gets_a_clear_vietnamese_error(desk, app):
 
 
 def test_a_draft_made_from_a_folder_keeps_its_project_attachments(desk, tmp_path, monkeypatch):
-    import dispatch
+    import dispatch.config
     from dispatch.clock import now
     from dispatch.drafting import drafts
     from dispatch.letters.source import read_source
@@ -242,7 +242,7 @@ def test_a_draft_made_from_a_folder_keeps_its_project_attachments(desk, tmp_path
     project = tmp_path / "project"
     (project / "attachments").mkdir(parents=True)
     (project / "attachments" / "ma-qr.png").write_bytes(png_bytes())
-    monkeypatch.setattr(dispatch, "PROJECT_ROOT", project)
+    monkeypatch.setattr(dispatch.config, "PROJECT_ROOT", project)
     folder = project / "official_letters" / "co-tep"
     folder.mkdir(parents=True)
     extra = "attachments:\n  - ma-qr.png\n"

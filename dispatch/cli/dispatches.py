@@ -17,8 +17,8 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from dispatch import PROJECT_ROOT
 from dispatch.clock import format_local, now, parse_moment
+from dispatch.config import PROJECT_ROOT
 from dispatch.extensions import db
 from dispatch.models import Dispatch, Role, User
 

@@ -247,7 +247,7 @@ def letter_root(dispatch_id: int) -> Path | None:
 
 def stored_files(dispatch_id: int, names: list[str]) -> list[StoredFile]:
     """The draft's listed attachments that are on disk, in the listed order."""
-    from dispatch import PROJECT_ROOT
+    from dispatch.config import PROJECT_ROOT
 
     folder = (letter_root(dispatch_id) or PROJECT_ROOT) / ATTACHMENTS_FOLDER
     files = []
@@ -290,7 +290,7 @@ def adopt_project_attachments(dispatch_id: int, names: list[str]) -> None:
     Called before the first upload to such a draft: from then on its files are looked for in
     its uploads folder only, so the ones it already carried must be there too.
     """
-    from dispatch import PROJECT_ROOT
+    from dispatch.config import PROJECT_ROOT
 
     folder = attachments_dir(dispatch_id)
     if folder.is_dir():

@@ -25,7 +25,7 @@ from typing import Any
 
 import jinja2
 
-from dispatch import PROJECT_ROOT
+from dispatch.config import PROJECT_ROOT
 from dispatch.letters import formatting
 from dispatch.letters.model import Block, BlockKind, Letter, Span
 

@@ -747,7 +747,7 @@ def _blocks(where: _Where, text: Any, *, headings: bool) -> tuple[Block, ...]:
 def build_letter(source: LetterSource, project_root: Path | None = None) -> Letter:
     """Check an editable source and build the ``Letter`` the renderers print."""
     if project_root is None:
-        from dispatch import PROJECT_ROOT
+        from dispatch.config import PROJECT_ROOT
 
         project_root = PROJECT_ROOT
     positions = source.positions

@@ -48,6 +48,7 @@ from sqlalchemy import func, select
 
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
+from dispatch.mail.links import confirmation_url
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
@@ -56,7 +57,6 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
-from dispatch.receipts.acknowledgements import confirmation_url
 
 # What a clerk reads for each state of a letter's e-mail.
 DELIVERY_LABELS = {

@@ -31,7 +31,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select
 
-from dispatch import PROJECT_ROOT
+from dispatch.config import PROJECT_ROOT
 from dispatch.extensions import db
 
 STOP_TIMEOUT = 10.0  # seconds a child is given to exit after SIGTERM, before SIGKILL

@@ -1,9 +1,4 @@
-"""Confirmation of receipt: each recipient's unguessable link, and what it records.
-
-A token is HMAC-SHA256(SECRET_KEY, "<recipient id>:<random salt>"), 256 bits in URL-safe base64.
-Only its SHA-256 is stored (``DispatchRecipient.token_hash``) with the salt, so the database alone
-cannot rebuild a link, while the sender (which has the key) can put it in every e-mail, resend
-included, without keeping it anywhere.
+"""Confirmation of receipt: what each recipient's personal link (``dispatch.mail.links``) records.
 
 Through the link a recipient opens the letter's page, downloads the archived files and confirms
 receipt (``acknowledge``). These functions write in the caller's transaction, audit included;
@@ -12,11 +7,8 @@ the caller (view or command) commits.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import hmac
-import secrets
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +18,7 @@ from sqlalchemy import or_, select, update
 
 from dispatch import audit
 from dispatch.extensions import db
+from dispatch.mail.links import hash_token, is_well_formed
 from dispatch.models import (
     AcknowledgementMethod,
     Dispatch,
@@ -35,40 +28,6 @@ from dispatch.models import (
     RecipientEvent,
 )
 from dispatch.text import clean_line, clean_note, without_controls
-
-
-def _derive_token(recipient_id: int, salt: str, key: str) -> str:
-    digest = hmac.new(key.encode(), f"ack:{recipient_id}:{salt}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-
-
-def hash_token(token: str) -> str:
-    """The SHA-256 (hex) under which a token is stored and looked up."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def assign_token(recipient: DispatchRecipient) -> None:
-    """Give a recipient (already flushed, so it has an id) a fresh salt and token hash."""
-    recipient.token_salt = secrets.token_hex(16)
-    recipient.token_hash = hash_token(token_for(recipient))
-
-
-def token_for(recipient: DispatchRecipient) -> str:
-    """The recipient's token, rebuilt from its salt and the app's secret key."""
-    if recipient.token_salt is None:
-        raise ValueError(f"recipient {recipient.id} has no token")
-    return _derive_token(recipient.id, recipient.token_salt, current_app.config["SECRET_KEY"])
-
-
-def confirmation_url(recipient: DispatchRecipient) -> str:
-    """The personal link e-mailed to the recipient (under ``BASE_URL``)."""
-    return f"{current_app.config['BASE_URL']}/r/{token_for(recipient)}"
-
-
-def is_well_formed(token: str) -> bool:
-    """Cheap shape check before any database look-up (43 URL-safe base64 characters)."""
-    return len(token) == 43 and all(c.isalnum() or c in "-_" for c in token)
-
 
 # --- Looking a recipient up by its link, and what the link records ---------------------------
 

@@ -23,7 +23,8 @@ import threading
 import unicodedata
 from typing import Any
 
-from dispatch import PROJECT_ROOT, clock
+from dispatch import clock
+from dispatch.config import PROJECT_ROOT
 from dispatch.letters import pdf as letter_pdf
 
 TEMPLATE_DIR = PROJECT_ROOT / "templates" / "leadership"
