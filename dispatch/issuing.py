@@ -162,7 +162,10 @@ def _render(letter: Letter) -> tuple[bytes, bytes]:
 
 
 def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> IssueResult:
-    """Number, render, archive, freeze and queue a draft at moment ``at``; commits.
+    """Number, render, archive, freeze and queue a draft at ``at``; commits on its own.
+
+    It commits because it alone knows the archived files: they are removed if the transaction
+    fails, so the number, the files and the queued e-mails exist together or not at all.
 
     Raises ``AlreadyIssued`` for a dispatch that is not a draft, ``IssueError`` (among them
     ``ArchiveUnavailable``) when it cannot be issued, ``LetterSourceError`` for a bad source; in

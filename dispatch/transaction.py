@@ -21,7 +21,8 @@ def unit_of_work() -> Iterator[None]:
     """Commit what the block changed when it ends normally; roll it all back if it raises."""
     try:
         yield
+        db.session.commit()
     except BaseException:
+        # Also when the commit itself fails: the session must not carry a half-done change.
         db.session.rollback()
         raise
-    db.session.commit()

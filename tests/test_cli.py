@@ -36,6 +36,7 @@ def test_seed_loads_directory_users_and_the_seed_letter_once(db_app, runner, mon
     assert "chuyenvien@thh.example (chuyên viên): đã tạo" in first.output
     assert "mat-khau-demo-2021" not in first.output
     assert "Công văn mẫu: đã tạo bản nháp mã" in first.output
+    db.session.rollback()  # the command committed: a rollback here keeps the seed
     roles = {u.email: u.role for u in db.session.execute(select(User)).scalars()}
     assert roles == {
         "chuyenvien@thh.example": Role.CLERK,
@@ -224,6 +225,10 @@ def test_directory_export_and_import(seeded, runner, tmp_path):
     imported = _invoke(runner, "directory", "import", str(path))
     assert imported.exit_code == 0, imported.output
     assert "0 cơ quan mới, 1 cập nhật, 62 không đổi" in imported.output
+    db.session.rollback()  # the command committed: a rollback here keeps the import
+    assert db.session.execute(
+        select(Organisation).where(Organisation.email == "sotttt@hanoi.gov.vn")
+    ).scalar_one()
 
     rows[1]["email"] = "khong-phai-dia-chi"
     out = io.StringIO()

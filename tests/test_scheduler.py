@@ -53,6 +53,14 @@ def test_scheduler_jobs_are_importable_and_run_once_at_a_time():
 
 
 @pytest.mark.nodb
+def test_jobs_run_only_in_the_app_handed_to_the_scheduler(monkeypatch):
+    # The scheduler never builds an app itself: the factory imports the CLI, which starts it.
+    monkeypatch.setattr(sched, "_app", None)
+    with pytest.raises(RuntimeError, match="run_scheduler"):
+        sched.heartbeat_job()
+
+
+@pytest.mark.nodb
 def test_the_web_app_starts_no_scheduler(tmp_path):
     # Only ``dispatch scheduler`` runs one: a scheduler per web worker would run each job twice.
     env = dict(os.environ, DISPATCH_INSTANCE_PATH=str(tmp_path), SECRET_KEY="x")

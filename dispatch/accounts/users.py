@@ -112,6 +112,20 @@ def create_user(
     return user
 
 
+def ensure_demo_users(password: str, *, at: dt.datetime) -> list[str]:
+    """Create the missing ``DEMO_USERS``, all with ``password``; their e-mails, caller commits.
+
+    Users already there are left as they are (their password is not reset).
+    """
+    created = []
+    for email, role, name in DEMO_USERS:
+        if find_user(email) is not None:
+            continue
+        create_user(email, role=role, password=password, at=at, actor="system", name=name)
+        created.append(email)
+    return created
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Whether ``password`` matches the stored hash; with no hash, the same work and False."""
     if password_hash is None:

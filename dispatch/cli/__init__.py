@@ -10,22 +10,30 @@ from flask.cli import FlaskGroup
 def init_app(app: Flask) -> None:
     """Attach every command to ``app.cli`` (so ``flask --app wsgi …`` has them too)."""
     from dispatch.cli import (
+        audit,
         delivery,
         directory,
-        dispatches,
+        drafts,
         evidence,
         letters,
+        processes,
         reminders,
+        seed,
         tokens,
+        users,
     )
 
     for command in (
         *letters.commands,
         *delivery.commands,
         *reminders.commands,
+        *processes.commands,
         *tokens.commands,
         *directory.commands,
-        *dispatches.commands,
+        *seed.commands,
+        *drafts.commands,
+        *users.commands,
+        *audit.commands,
         *evidence.commands,
     ):
         app.cli.add_command(command)

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from dispatch.cli.dispatches import CliError, at_option, resolve_actor
+from dispatch.cli.options import CliError, at_option, resolve_actor
+from dispatch.transaction import unit_of_work
 
 
 @click.group("directory")
@@ -28,9 +29,10 @@ def import_command(path: Path, group_code: str, as_email: str | None, at: dt.dat
 
     actor = resolve_actor(as_email)
     try:
-        result = offices.import_csv(
-            path, actor=actor.email if actor else "system", at=at, group_code=group_code
-        )
+        with unit_of_work():
+            result = offices.import_csv(
+                path, actor=actor.email if actor else "system", at=at, group_code=group_code
+            )
     except offices.DirectoryError as exc:
         raise CliError(str(exc)) from exc
     click.echo(

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from dispatch.cli.dispatches import CliError, at_option
+from dispatch.cli.options import CliError, at_option, dispatch_id_argument
 
 
 @click.command("export")
-@click.argument("dispatch_id", type=int)
+@dispatch_id_argument
 @click.option(
     "--out",
     "out",

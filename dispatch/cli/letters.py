@@ -8,22 +8,14 @@ from pathlib import Path
 
 import click
 
+from dispatch.cli.options import parse_date
 from dispatch.letters.source import LetterSourceError, load_letter
-
-
-def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"ngày không hợp lệ {value!r}, cần dạng YYYY-MM-DD") from exc
 
 
 @click.command("render")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--number", type=click.IntRange(1), help="Register number (blank when omitted).")
-@click.option("--date", "date", callback=_parse_date, help="Date of issue, YYYY-MM-DD.")
+@click.option("--date", "date", callback=parse_date, help="Date of issue, YYYY-MM-DD.")
 @click.option("--pdf", "pdf_out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--docx", "docx_out", type=click.Path(dir_okay=False, path_type=Path))
 def render_command(

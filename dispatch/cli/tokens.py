@@ -8,8 +8,9 @@ import click
 
 from dispatch import clock
 from dispatch.accounts import api_tokens, users
-from dispatch.extensions import db
+from dispatch.cli import options
 from dispatch.models import Role
+from dispatch.transaction import unit_of_work
 
 CLI_ACTOR = "system"
 
@@ -18,20 +19,9 @@ def _role(role: Role) -> str:
     return users.ROLE_LABELS.get(role, str(role))
 
 
-def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime:
-    if value is None:
-        return clock.now()
-    try:
-        return clock.parse_moment(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"thời điểm không hợp lệ {value!r}, cần dạng ISO-8601") from exc
-
-
-at_option = click.option(
-    "--at",
-    callback=_parse_at,
-    metavar="ISO-8601",
-    help="The moment to record (default: now); without an offset, Vietnam time.",
+# What ``--at`` means here: when the token was created or revoked, as the audit log keeps it.
+at_option = options.at_option(
+    help="The moment to record (default: now); without an offset, Vietnam time."
 )
 
 
@@ -46,11 +36,10 @@ def tokens_group() -> None:
 def create_command(email: str, at: dt.datetime) -> None:
     """Create a token for the user EMAIL; it is printed once, as the last word of the output."""
     try:
-        new = api_tokens.create_token(email, actor=CLI_ACTOR, at=at)
+        with unit_of_work():
+            new = api_tokens.create_token(email, actor=CLI_ACTOR, at=at)
     except api_tokens.TokenError as exc:
-        db.session.rollback()
         raise click.ClickException(str(exc)) from exc
-    db.session.commit()
     click.echo(
         f"Đã tạo mã truy cập API số {new.token.id} cho {new.token.user.email} "
         f"({_role(new.token.user.role)}). Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
@@ -90,13 +79,12 @@ def revoke_command(
 ) -> None:
     """Revoke every token of the user EMAIL, or one token given by --id or --token."""
     try:
-        revoked = api_tokens.revoke_tokens(
-            actor=CLI_ACTOR, at=at, email=email, token_id=token_id, plain=plain
-        )
+        with unit_of_work():
+            revoked = api_tokens.revoke_tokens(
+                actor=CLI_ACTOR, at=at, email=email, token_id=token_id, plain=plain
+            )
     except api_tokens.TokenError as exc:
-        db.session.rollback()
         raise click.ClickException(str(exc)) from exc
-    db.session.commit()
     if not revoked:
         click.echo("Không có mã truy cập nào còn hiệu lực để thu hồi.")
         return

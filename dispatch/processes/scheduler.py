@@ -1,10 +1,12 @@
 """The scheduler process (``dispatch scheduler``): sends the outbox, queues reminders, beats.
 
 It runs only in its own process, never in ``create_app`` or ``wsgi.py`` (a scheduler per web
-worker would run each job once per worker). Its jobs are plain importable functions that push an
-app context and call the same domain functions as the CLI, with the moment read here, at the
-edge: ``deliver_job`` (``delivery.deliver_due``), ``remind_job``
-(``reminders.send_due_reminders``) and ``heartbeat_job`` (a ``SchedulerHeartbeat`` row).
+worker would run each job once per worker). ``dispatch scheduler`` hands it the app to run in:
+this module never builds one (the app factory imports the CLI, which starts the scheduler). Its
+jobs are plain importable functions that push that app's context and call the same domain
+functions as the CLI, with the moment read here, at the edge, each inside ``unit_of_work()``:
+``deliver_job`` (``sender.deliver_due``), ``remind_job`` (``reminders.send_due_reminders``) and
+``heartbeat_job`` (a ``SchedulerHeartbeat`` row).
 
 Sending nothing twice does not depend on there being one scheduler: the outbox's unique
 constraint and the delivery's claims see to that. On PostgreSQL the process ALSO takes a
@@ -37,6 +39,7 @@ from sqlalchemy.pool import NullPool
 from dispatch import clock
 from dispatch.extensions import db
 from dispatch.models import SchedulerHeartbeat
+from dispatch.transaction import unit_of_work
 
 log = logging.getLogger("dispatch.processes.scheduler")
 
@@ -61,12 +64,9 @@ class Intervals:
 
 
 def _job_app() -> Flask:
-    """The app the jobs run in: the scheduler's, or a new one when a job is called on its own."""
-    global _app
+    """The app the jobs run in: the one handed to ``run_scheduler`` (this module builds none)."""
     if _app is None:
-        from dispatch import create_app
-
-        _app = create_app()
+        raise RuntimeError("the scheduler's jobs run in the app given to run_scheduler()")
     return _app
 
 
@@ -79,7 +79,7 @@ def deliver_job() -> None:
     """Send what the outbox has due now."""
     from dispatch.mail.sender import deliver_due
 
-    with _job_app().app_context():
+    with _job_app().app_context(), unit_of_work():
         deliver_due(clock.now())
     _finished("deliver")
 
@@ -89,7 +89,7 @@ def remind_job() -> None:
     from dispatch.mail.sender import deliver_due
     from dispatch.receipts.reminders import send_due_reminders
 
-    with _job_app().app_context():
+    with _job_app().app_context(), unit_of_work():
         at = clock.now()
         report = send_due_reminders(at)
         if report.reminders_queued or report.escalations_queued:
@@ -103,7 +103,7 @@ def remind_job() -> None:
 
 
 def write_heartbeat(at: dt.datetime, *, name: str = HEARTBEAT_NAME, last_job: str | None) -> None:
-    """Record the scheduler's sign of life (one row per scheduler name, upserted); commits."""
+    """Record the scheduler's sign of life (one row per name, upserted); the caller commits."""
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     values = {
         "name": name,
@@ -118,7 +118,6 @@ def write_heartbeat(at: dt.datetime, *, name: str = HEARTBEAT_NAME, last_job: st
         set_={key: statement.excluded[key] for key in ("host", "pid", "beat_at", "last_job")},
     )
     db.session.execute(statement)
-    db.session.commit()
 
 
 def heartbeat_job() -> None:
@@ -128,7 +127,7 @@ def heartbeat_job() -> None:
         if _on_lock_lost is not None:
             _on_lock_lost()
         return
-    with _job_app().app_context():
+    with _job_app().app_context(), unit_of_work():
         write_heartbeat(clock.now(), last_job=_last_job)
 
 

@@ -288,8 +288,11 @@ def _process(dispatch_id: int, at: dt.datetime) -> DispatchOutcome | None:
 
 
 def send_due_reminders(at: dt.datetime) -> ReminderReport:
-    """Queue the reminders and escalations due at ``at``, and complete fully confirmed dispatches;
-    commits once per dispatch."""
+    """Queue the reminders and escalations due at ``at``; commits on its own, once per dispatch.
+
+    Also completes the dispatches every recipient has confirmed. Each dispatch is its own
+    transaction, so one that fails is rolled back and reported while the others keep theirs.
+    """
     if at.tzinfo is None:
         raise ValueError("send_due_reminders needs an aware datetime")
     report = ReminderReport(at=at)

@@ -1,0 +1,123 @@
+"""``dispatch draft create``, ``dispatch issue`` and ``dispatch status``: a letter's way out.
+
+Each command parses its options, reads the clock once (``--at`` or now), calls the domain module
+and prints the outcome in Vietnamese. Errors meant for the clerk exit with status 1 and a
+"Lỗi: …" line on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from dispatch.cli.options import CliError, at_option, dispatch_id_argument, resolve_actor
+from dispatch.clock import format_local
+from dispatch.transaction import unit_of_work
+
+# --- drafts -------------------------------------------------------------------------------------
+
+
+@click.group("draft")
+def draft_group() -> None:
+    """Drafts of letters."""
+
+
+@draft_group.command("create")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--group", "group_code", required=True, help="Recipient group code (so-tttt-2021).")
+@click.option("--as", "as_email", help="E-mail of the user who drafts (default: system).")
+@at_option
+@with_appcontext
+def draft_create_command(
+    source: Path, group_code: str, as_email: str | None, at: dt.datetime
+) -> None:
+    """Create a draft from the letter folder SOURCE; its id is printed on the last line."""
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
+    from dispatch.letters.source import LetterSourceError
+
+    actor = resolve_actor(as_email)
+    try:
+        with unit_of_work():
+            dispatch = drafts.create_draft(source, group_code=group_code, actor=actor, at=at)
+    except LetterSourceError as exc:
+        raise CliError(f"nguồn công văn không hợp lệ: {exc}") from exc
+    except (drafts.DraftError, offices.DirectoryError) as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã tạo bản nháp: V/v {dispatch.subject}")
+    click.echo(f"Ký hiệu {dispatch.symbol}, {len(dispatch.recipients)} nơi nhận ({group_code}).")
+    click.echo(f"Ban hành bằng: dispatch issue {dispatch.id}")
+    click.echo(str(dispatch.id))
+
+
+# --- issuing ------------------------------------------------------------------------------------
+
+
+@click.command("issue")
+@dispatch_id_argument
+@click.option("--as", "as_email", help="E-mail of the user who issues (default: system).")
+@at_option
+@with_appcontext
+def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> None:
+    """Issue draft DISPATCH_ID: number it, render and archive it, queue its e-mails."""
+    from dispatch.drafting.drafts import DraftError
+    from dispatch.issuing import issue_dispatch
+    from dispatch.letters.source import LetterSourceError
+
+    actor = resolve_actor(as_email)
+    try:
+        with unit_of_work():  # issuing commits on its own; this ends the command's session
+            result = issue_dispatch(dispatch_id, actor=actor, at=at)
+    except LetterSourceError as exc:
+        raise CliError(f"nguồn công văn không hợp lệ: {exc}") from exc
+    except DraftError as exc:  # IssueError, AlreadyIssued, ArchiveUnavailable, unknown id
+        raise CliError(str(exc)) from exc
+    click.echo(
+        f"Đã ban hành công văn số {result.number_and_symbol} "
+        f"ngày {result.issued_on:%d/%m/%Y} (mã {result.dispatch_id})."
+    )
+    click.echo(f"Hạn xác nhận đã nhận: {format_local(result.deadline_at)}.")
+    for document in result.documents:
+        click.echo(f"  {document.path}  SHA-256 {document.sha256}")
+    click.echo(f"Đã xếp {result.queued} thư vào hàng đợi gửi; chạy 'dispatch deliver' để gửi.")
+    if result.placeholder_addresses:
+        click.echo(
+            f"Lưu ý: {result.placeholder_addresses} nơi nhận còn dùng địa chỉ giả định (.example); "
+            "nhập địa chỉ thật bằng 'dispatch directory import'.",
+            err=True,
+        )
+    if result.not_valid_on_issue_day:
+        click.echo(
+            "Lưu ý: danh bạ của các tỉnh sau không còn hiệu lực vào ngày ban hành: "
+            + ", ".join(result.not_valid_on_issue_day),
+            err=True,
+        )
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@click.command("status")
+@dispatch_id_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@at_option
+@with_appcontext
+def status_command(dispatch_id: int, as_json: bool, at: dt.datetime) -> None:
+    """Show a dispatch: delivery and confirmation of each recipient."""
+    from dispatch.reporting.status import StatusError, format_report, status_report
+
+    try:
+        report = status_report(dispatch_id, at=at)
+    except StatusError as exc:
+        raise CliError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_report(report))
+
+
+commands = (draft_group, issue_command, status_command)

@@ -1,0 +1,117 @@
+"""``dispatch seed``: the 2021 directory, the demo users and the seed letter as a draft."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from dispatch.cli.options import CliError, at_option
+from dispatch.config import PROJECT_ROOT
+from dispatch.extensions import db
+from dispatch.models import Dispatch
+from dispatch.transaction import unit_of_work
+
+SEED_LETTER = Path("official_letters") / "pc-covid-2021"
+
+
+@click.command("seed")
+@at_option
+@with_appcontext
+def seed_command(at: dt.datetime) -> None:
+    """Load the 2021 directory, the demo users and the seed letter as a draft (idempotent)."""
+    _seed_directory(at)
+    _seed_users(at)
+    _seed_letter(at)
+
+
+def _seed_directory(at: dt.datetime) -> None:
+    """Load the bundled directory and its group, and say what changed."""
+    from dispatch.directory import offices
+
+    with unit_of_work():
+        result = offices.seed_directory(actor="system", at=at)
+    group = offices.get_group(offices.DEFAULT_GROUP_CODE)
+    if result.changed:
+        click.echo(
+            f"Danh bạ: đã thêm {len(result.created)} cơ quan vào nhóm {group.code} "
+            f"({group.name}), nhóm có {len(group.members)} cơ quan."
+        )
+    else:
+        click.echo(f"Danh bạ: đã có sẵn, nhóm {group.code} có {len(group.members)} cơ quan.")
+
+
+def _seed_users(at: dt.datetime) -> None:
+    """Create the missing demo users and tell where their password comes from."""
+    from dispatch.accounts import users
+
+    # One password for the demo users: from the environment, or made up and shown once.
+    password = os.environ.get("DISPATCH_DEMO_PASSWORD") or None
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(12)
+    try:
+        with unit_of_work():
+            created = users.ensure_demo_users(password, at=at)
+    except users.UserError as exc:
+        raise CliError(str(exc)) from exc
+    for email, role, _ in users.DEMO_USERS:
+        if email in created:
+            click.echo(f"Người dùng {email} ({users.ROLE_LABELS[role]}): đã tạo.")
+        else:
+            click.echo(f"Người dùng {email}: đã có.")
+    if not created:
+        return
+    if generated:
+        click.echo(
+            f"Mật khẩu của người dùng mới tạo (chỉ hiện một lần, hãy đổi sau khi đăng nhập): "
+            f"{password}"
+        )
+    else:
+        click.echo("Mật khẩu của người dùng mới tạo: lấy từ DISPATCH_DEMO_PASSWORD.")
+
+
+def _seed_letter(at: dt.datetime) -> None:
+    """Create the seed letter as a draft from the demo clerk, unless it is there already."""
+    from dispatch.accounts import users
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
+    from dispatch.letters.source import LetterSourceError, build_letter, read_source
+
+    folder = PROJECT_ROOT / SEED_LETTER
+    if not (folder / "letter.md").is_file():
+        click.echo(f"Công văn mẫu: không có thư mục {SEED_LETTER}, bỏ qua.")
+        return
+    try:
+        source = read_source(folder)
+        letter = build_letter(source)
+    except LetterSourceError as exc:
+        raise CliError(f"công văn mẫu không hợp lệ: {exc}") from exc
+    existing = db.session.execute(
+        select(Dispatch.id)
+        .where(Dispatch.symbol == letter.symbol, Dispatch.subject == letter.subject)
+        .order_by(Dispatch.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    if existing is not None:
+        click.echo(f"Công văn mẫu: đã có (mã {existing}).")
+        return
+    clerk = users.find_user(users.DEMO_USERS[0][0])
+    try:
+        with unit_of_work():
+            dispatch = drafts.create_draft(
+                source, group_code=offices.DEFAULT_GROUP_CODE, actor=clerk, at=at
+            )
+    except (drafts.DraftError, offices.DirectoryError, LetterSourceError) as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(
+        f"Công văn mẫu: đã tạo bản nháp mã {dispatch.id} gửi {len(dispatch.recipients)} nơi nhận."
+    )
+
+
+commands = (seed_command,)
