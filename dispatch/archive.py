@@ -22,15 +22,22 @@ from pathlib import Path
 
 from flask import current_app
 
-from dispatch.models import Document
-
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH  # 0o444
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
 
 class ArchiveError(RuntimeError):
-    """The archive cannot be written or read; the message is for clerks (Vietnamese)."""
+    """The archive cannot be written, or a file cannot be read back as it was archived: missing,
+    outside the data folder, or altered. The message is for clerks (Vietnamese).
+
+    ``found``: when the file is there but its SHA-256 is not the recorded one, its bytes as they
+    are now (the evidence package shows them); None otherwise.
+    """
+
+    def __init__(self, message: str, *, found: bytes | None = None) -> None:
+        super().__init__(message)
+        self.found = found
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,25 @@ def safe_filename(name: str) -> str:
     return name[:200] or "tep"
 
 
-def absolute_path(document: Document) -> Path:
-    """Where a document's bytes are on disk."""
-    return data_dir() / document.path
+def read_archived(path: str | None, sha256: str | None) -> bytes:
+    """The bytes archived under ``path`` (relative to the data folder), exactly those whose
+    SHA-256 was recorded as ``sha256``; ``ArchiveError`` for anything else.
 
-
-def read_document(document: Document) -> bytes:
-    """The archived bytes of a document, refused if they no longer match its SHA-256."""
+    The one way to read an archived file back (a document, a kept e-mail): what the recorded
+    hash vouches for is never handed out as other bytes.
+    """
+    if not path:
+        raise ArchiveError("Tệp lưu trữ không có đường dẫn.")
+    root = data_dir().resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        raise ArchiveError(f"Tệp lưu trữ {path} nằm ngoài thư mục lưu trữ.")
     try:
-        data = absolute_path(document).read_bytes()
+        data = target.read_bytes()
     except OSError as exc:
-        raise ArchiveError(f"Không đọc được tệp lưu trữ {document.path}: {exc.strerror}") from exc
-    if hashlib.sha256(data).hexdigest() != document.sha256:
-        raise ArchiveError(f"Tệp lưu trữ {document.path} đã bị thay đổi (SHA-256 không khớp).")
+        raise ArchiveError(f"Không đọc được tệp lưu trữ {path}: {exc.strerror}") from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArchiveError(f"Tệp lưu trữ {path} đã bị thay đổi (SHA-256 không khớp).", found=data)
     return data
 
 

@@ -14,7 +14,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import create_engine, func, select, text
 
-from dispatch import audit, issuing
+from dispatch import archive, audit, issuing
 from dispatch.archive import ArchiveError
 from dispatch.calendar import deadline_for
 from dispatch.clock import VN, parse_moment
@@ -135,6 +135,56 @@ def test_a_draft_can_be_updated_until_it_is_issued(seeded, letter_folder):
         drafts.update_draft(dispatch_id, actor=None, at=DRAFT_AT, deadline_hour=25)
 
 
+def test_a_letter_kept_as_typed_goes_through_the_same_write_path(seeded, letter_folder):
+    """The web composer's door: a wrong letter is kept, dated and addressed by the same rules
+    as one from a folder, and audited in the same shape."""
+    source = {"meta": {"symbol": "THH-VP", "date": "2024-03", "subject": "  chưa  xong "}}
+    saved = drafts.save_as_typed(
+        None,
+        {**source, "body": "", "appendices": []},
+        group_code="so-tttt-2021",
+        recipient_ids=None,
+        actor=seeded.clerk,
+        at=DRAFT_AT,
+    )
+    db.session.commit()
+    dispatch = saved.dispatch
+    assert saved.created and dispatch.source["origin"] == f"bản nháp {dispatch.id}"
+    assert (dispatch.subject, dispatch.register) == ("chưa xong", "THH")
+    assert len(dispatch.recipients) == 62  # the offices of 01/03/2024, as for a folder
+    (drafted,) = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "dispatch.drafted")
+    ).scalars()
+    assert drafted.details["recipients_on"] == "2024-03-01"
+
+    hanoi = next(r.organisation_id for r in dispatch.recipients if r.province_code == "01")
+    again = drafts.save_as_typed(
+        dispatch.id,
+        {**source, "body": "", "appendices": []},
+        group_code="so-tttt-2021",
+        recipient_ids=[hanoi],
+        actor=seeded.clerk,
+        at=DRAFT_AT,
+    )
+    db.session.commit()
+    assert again.changed == ("recipients",)
+    assert [r.province_code for r in again.dispatch.recipients] == ["01"]
+    (updated,) = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "dispatch.draft_updated")
+    ).scalars()
+    assert updated.details["recipients"]["count"] == 1
+    assert updated.details["changed"] == ["recipients"]
+
+
+@pytest.mark.nodb
+def test_the_recipients_date_is_the_letter_day_else_its_month_else_today():
+    assert drafts.recipients_date("2021-11-15", DRAFT_AT) == dt.date(2021, 11, 15)
+    assert drafts.recipients_date("2021-11", DRAFT_AT) == dt.date(2021, 11, 1)
+    assert drafts.recipients_date(dt.date(2022, 1, 3), DRAFT_AT) == dt.date(2022, 1, 3)
+    for unreadable in ("11/2021", "2021-13", "", None):
+        assert drafts.recipients_date(unreadable, DRAFT_AT) == dt.date(2021, 11, 12)
+
+
 # --- issuing ------------------------------------------------------------------------------------
 
 
@@ -219,6 +269,27 @@ def test_issuing_numbers_renders_archives_freezes_and_queues(seeded, app):
     assert issued.details["recipients"] == 63
     assert audit.verify_chain() == []
     assert result.placeholder_addresses == 63
+
+
+def test_an_archived_file_is_read_back_only_with_its_recorded_hash(seeded, app):
+    dispatch_id = _draft(SEED_FOLDER)
+    issuing.issue_dispatch(dispatch_id, actor=None, at=ISSUE_AT)
+    pdf = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "pdf")
+    ).scalar_one()
+    path = Path(app.config["DISPATCH_DATA_DIR"]) / pdf.path
+    assert archive.read_archived(pdf.path, pdf.sha256) == path.read_bytes()
+
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes() + b"%altered")
+    with pytest.raises(ArchiveError, match="SHA-256 không khớp") as altered:
+        archive.read_archived(pdf.path, pdf.sha256)
+    assert altered.value.found == path.read_bytes()
+    with pytest.raises(ArchiveError, match="Không đọc được") as missing:
+        archive.read_archived(f"dispatches/{dispatch_id}/khong-co.pdf", pdf.sha256)
+    assert missing.value.found is None
+    with pytest.raises(ArchiveError, match="ngoài thư mục lưu trữ"):
+        archive.read_archived("../secret_key", pdf.sha256)
 
 
 def test_numbers_run_per_register_and_vietnam_year(seeded, letter_folder):

@@ -9,6 +9,8 @@ from dispatch.text import clean_line
 # At most this many copies (cc) per office.
 MAX_CC = 10
 
+# A deliberately plain address check: ASCII local part and a dotted domain with a letter TLD.
+# Anything stricter rejects real government addresses; anything looser lets typos through.
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 
-from dispatch import audit
 from dispatch.audit import actor_name
 from dispatch.directory import offices
 from dispatch.directory.addresses import parse_addresses
@@ -58,14 +56,10 @@ def _date(value: str, label: str, errors: dict[str, str], key: str) -> dt.date |
     if not value:
         return None
     try:
-        return offices._parse_date(value)
+        return offices.parse_date(value)
     except ValueError:
         errors[key] = f"{label} “{value}” không phải ngày hợp lệ (dd/mm/yyyy)."
         return None
-
-
-def _snapshot(org: Organisation) -> dict[str, Any]:
-    return offices._snapshot(org)
 
 
 def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime) -> bool:
@@ -85,7 +79,7 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
     email, cc, address_errors = parse_addresses(form.email, form.cc)
     errors.update(address_errors)
     agency_id = clean_line(form.agency_id).upper() or None
-    if agency_id is not None and not offices._AGENCY_ID.fullmatch(agency_id):
+    if agency_id is not None and not offices.is_agency_id(agency_id):
         errors["agency_id"] = (
             f"Mã định danh “{agency_id}” phải có dạng XXX.YY.ZZ.Lnn, 13 ký tự "
             "(ví dụ 000.00.00.H29), hoặc để trống."
@@ -107,16 +101,16 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
                 errors["valid_from"] = (
                     f"Đã có bản ghi khác của {org.province_name} bắt đầu cùng ngày."
                 )
-            elif offices._periods_overlap(other.valid_from, other.valid_to, valid_from, valid_to):
+            elif offices.periods_overlap(other.valid_from, other.valid_to, valid_from, valid_to):
                 errors["valid_to"] = (
                     "Thời gian hiệu lực chồng lên bản ghi khác của "
                     f"{org.province_name}: {other.name} "
-                    f"({offices._period_text(other.valid_from, other.valid_to)})."
+                    f"({offices.period_text(other.valid_from, other.valid_to)})."
                 )
     if errors:
         raise OfficeError(errors)
 
-    before = _snapshot(org)
+    before = offices.snapshot(org)
     email_changed = email != org.email
     org.name = name
     org.email = email
@@ -127,41 +121,23 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
     if email_changed:
         org.email_is_placeholder = False
     org.search_text = offices.search_text_for(org)
-    return _audit_change(org, before, actor, at, via="form")
+    changed = offices.record_change(org, before, actor=actor_name(actor), at=at, via="form")
+    db.session.flush()
+    return changed
 
 
 def apply_address(
     org: Organisation, *, email: str, cc: list[str], actor: User, at: dt.datetime
 ) -> bool:
     """Put an address already checked (a recipient's corrected one) into the directory."""
-    before = _snapshot(org)
+    before = offices.snapshot(org)
     if email != org.email:
         org.email_is_placeholder = False
     org.email = email
     org.cc = list(cc)
     org.search_text = offices.search_text_for(org)
-    return _audit_change(org, before, actor, at, via="recipient correction")
-
-
-def _audit_change(
-    org: Organisation, before: dict[str, Any], actor: User, at: dt.datetime, via: str
-) -> bool:
-    after = _snapshot(org)
-    if after == before:
-        return False
-    org.updated_at = at
-    audit.record(
-        "organisation.updated",
-        actor=actor_name(actor),
-        at=at,
-        object_type="organisation",
-        object_id=org.id,
-        details={
-            key: {"from": before[key], "to": after[key]}
-            for key in after
-            if after[key] != before[key]
-        }
-        | {"via": via},
+    changed = offices.record_change(
+        org, before, actor=actor_name(actor), at=at, via="recipient correction"
     )
     db.session.flush()
-    return True
+    return changed

@@ -19,9 +19,11 @@ import datetime as dt
 import io
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 
@@ -50,8 +52,6 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("code", "province", "kind", "region", "name", "email")
 PROVINCE_KINDS = ("tỉnh", "thành phố")
 
-# A deliberately plain address check: ASCII local part and a dotted domain with a letter TLD.
-# Anything stricter rejects real government addresses; anything looser lets typos through.
 # Mã định danh (QCVN 102): XXX.YY.ZZ.Lnn, 13 characters, e.g. 000.00.00.H29.
 _AGENCY_ID = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}$")
 _PROVINCE_CODE = re.compile(r"^\d{2}$")
@@ -163,8 +163,14 @@ def known_provinces() -> dict[str, str]:
 # --- parsing and validation -------------------------------------------------------------------
 
 
-def _parse_date(text: str) -> dt.date:
-    # ISO as exported; dd/mm/yyyy as a spreadsheet may re-save it in Vietnam.
+def is_agency_id(text: str) -> bool:
+    """Whether ``text`` is a well-formed mã định danh (QCVN 102): XXX.YY.ZZ.Lnn."""
+    return _AGENCY_ID.fullmatch(text) is not None
+
+
+def parse_date(text: str) -> dt.date:
+    """A date of a valid period: ISO as exported, or dd/mm/yyyy; ``ValueError`` otherwise."""
+    # dd/mm/yyyy: a spreadsheet set to Vietnamese may re-save the ISO dates that way.
     if re.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}", text):
         day, month, year = (int(part) for part in text.split("/"))
         return dt.date(year, month, day)
@@ -259,7 +265,7 @@ def _check_row(
             cc.append(address)
 
     agency_id = record.get("agency_id") or None
-    if agency_id is not None and not _AGENCY_ID.fullmatch(agency_id):
+    if agency_id is not None and not is_agency_id(agency_id):
         problems.append(
             f"mã định danh {agency_id!r} phải có dạng XXX.YY.ZZ.Lnn, 13 ký tự "
             "(ví dụ 000.00.00.H29), hoặc để trống"
@@ -269,7 +275,7 @@ def _check_row(
     for column, label in (("valid_from", "ngày bắt đầu"), ("valid_to", "ngày kết thúc")):
         value = record.get(column) or ""
         try:
-            dates[column] = _parse_date(value) if value else None
+            dates[column] = parse_date(value) if value else None
         except ValueError:
             dates[column] = None
             problems.append(
@@ -306,14 +312,16 @@ def _check_row(
     )
 
 
-def _periods_overlap(
+def periods_overlap(
     a_from: dt.date | None, a_to: dt.date | None, b_from: dt.date | None, b_to: dt.date | None
 ) -> bool:
+    """Whether two valid periods share a day (a missing bound is open-ended)."""
     lo, hi = dt.date.min, dt.date.max
     return (a_from or lo) <= (b_to or hi) and (b_from or lo) <= (a_to or hi)
 
 
-def _period_text(valid_from: dt.date | None, valid_to: dt.date | None) -> str:
+def period_text(valid_from: dt.date | None, valid_to: dt.date | None) -> str:
+    """A valid period as clerks read it: "01/01/2019–31/12/2023", "01/01/2021–nay"."""
     start = f"{valid_from:%d/%m/%Y}" if valid_from else "…"
     end = f"{valid_to:%d/%m/%Y}" if valid_to else "nay"
     return f"{start}–{end}"
@@ -332,15 +340,15 @@ def _overlaps(rows: list[DirectoryRow]) -> list[RowProblem]:
                         f"trùng với dòng {earlier.line} (cùng mã tỉnh {row.code} và ngày bắt đầu)",
                     )
                 )
-            elif _periods_overlap(
+            elif periods_overlap(
                 earlier.valid_from, earlier.valid_to, row.valid_from, row.valid_to
             ):
                 problems.append(
                     RowProblem(
                         row.line,
-                        f"thời gian hiệu lực {_period_text(row.valid_from, row.valid_to)} "
+                        f"thời gian hiệu lực {period_text(row.valid_from, row.valid_to)} "
                         f"chồng lên dòng {earlier.line} "
-                        f"({_period_text(earlier.valid_from, earlier.valid_to)})",
+                        f"({period_text(earlier.valid_from, earlier.valid_to)})",
                     )
                 )
     return problems
@@ -377,7 +385,8 @@ def _apply(org: Organisation, row: DirectoryRow) -> None:
     org.search_text = search_text_for(org)
 
 
-def _snapshot(org: Organisation) -> dict:
+def snapshot(org: Organisation) -> dict[str, Any]:
+    """The fields of an office that its audit entries record, as JSON values."""
     return {
         "name": org.name,
         "province": org.province_name,
@@ -390,6 +399,34 @@ def _snapshot(org: Organisation) -> dict:
         "valid_to": org.valid_to.isoformat() if org.valid_to else None,
         "placeholder": org.email_is_placeholder,
     }
+
+
+def record_change(
+    org: Organisation, before: dict[str, Any], *, actor: str, at: dt.datetime, via: str
+) -> bool:
+    """Write one "organisation.updated" entry with every field that differs from ``before``
+    (a ``snapshot`` taken before the change); False, and nothing written, if none does.
+
+    ``via`` says which door the change came through ("import", "form", "recipient correction").
+    """
+    after = snapshot(org)
+    if after == before:
+        return False
+    org.updated_at = at
+    audit.record(
+        "organisation.updated",
+        actor=actor,
+        at=at,
+        object_type="organisation",
+        object_id=org.id,
+        details={
+            key: {"from": before[key], "to": after[key]}
+            for key in after
+            if after[key] != before[key]
+        }
+        | {"via": via},
+    )
+    return True
 
 
 def _write_rows(
@@ -419,13 +456,13 @@ def _write_rows(
         for key, other in existing.items():
             if key in in_file or other.province_code != row.code:
                 continue
-            if _periods_overlap(other.valid_from, other.valid_to, row.valid_from, row.valid_to):
+            if periods_overlap(other.valid_from, other.valid_to, row.valid_from, row.valid_to):
                 problems.append(
                     RowProblem(
                         row.line,
-                        f"thời gian hiệu lực {_period_text(row.valid_from, row.valid_to)} "
+                        f"thời gian hiệu lực {period_text(row.valid_from, row.valid_to)} "
                         f"chồng lên bản ghi đã có của {other.name} "
-                        f"({_period_text(other.valid_from, other.valid_to)})",
+                        f"({period_text(other.valid_from, other.valid_to)})",
                     )
                 )
     if problems:
@@ -446,29 +483,16 @@ def _write_rows(
                 at=at,
                 object_type="organisation",
                 object_id=org.id,
-                details=_snapshot(org),
+                details=snapshot(org),
             )
         elif update_existing:
-            before = _snapshot(org)
+            before = snapshot(org)
             _apply(org, row)
             # The flag says whether the address is known to be real. A row still marked as a
             # placeholder but carrying a corrected address is a real one: a clerk typed it.
             org.email_is_placeholder = row.placeholder and row.email == before["email"]
-            after = _snapshot(org)
-            if after != before:
+            if record_change(org, before, actor=actor, at=at, via="import"):
                 result.updated.append(row.code)
-                audit.record(
-                    "organisation.updated",
-                    actor=actor,
-                    at=at,
-                    object_type="organisation",
-                    object_id=org.id,
-                    details={
-                        key: {"from": before[key], "to": after[key]}
-                        for key in after
-                        if after[key] != before[key]
-                    },
-                )
             else:
                 result.unchanged.append(row.code)
         else:
@@ -488,10 +512,11 @@ def import_csv(
     at: dt.datetime,
     group_code: str = DEFAULT_GROUP_CODE,
 ) -> ImportResult:
-    """Import a directory file (a path, or the CSV text itself) in one transaction, or nothing.
+    """Import a directory file (a path, or the CSV text itself): every row, or none; the caller
+    commits.
 
-    Accepts UTF-8 with or without a BOM, comma- or semicolon-separated. Commits on success;
-    on any bad row raises ``DirectoryImportError`` and leaves the database as it was.
+    Accepts UTF-8 with or without a BOM, comma- or semicolon-separated. On any bad row raises
+    ``DirectoryImportError`` before anything is written.
     """
     if isinstance(source, str) and "\n" not in source and Path(source).is_file():
         source = Path(source)
@@ -509,32 +534,27 @@ def import_csv(
     else:
         text = source
     rows = parse_csv(text)
-    try:
-        result = _write_rows(
-            rows,
-            group_code=group_code,
-            group_name=DEFAULT_GROUP_NAME if group_code == DEFAULT_GROUP_CODE else None,
-            update_existing=True,
-            actor=actor,
-            at=at,
-        )
-        audit.record(
-            "directory.imported",
-            actor=actor,
-            at=at,
-            object_type="recipient_group",
-            object_id=group_code,
-            details={
-                "rows": len(rows),
-                "created": result.created,
-                "updated": result.updated,
-                "unchanged": len(result.unchanged),
-            },
-        )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    result = _write_rows(
+        rows,
+        group_code=group_code,
+        group_name=DEFAULT_GROUP_NAME if group_code == DEFAULT_GROUP_CODE else None,
+        update_existing=True,
+        actor=actor,
+        at=at,
+    )
+    audit.record(
+        "directory.imported",
+        actor=actor,
+        at=at,
+        object_type="recipient_group",
+        object_id=group_code,
+        details={
+            "rows": len(rows),
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": len(result.unchanged),
+        },
+    )
     return result
 
 
@@ -542,35 +562,30 @@ def seed_directory(*, actor: str, at: dt.datetime) -> ImportResult:
     """Load the bundled 2021 directory and its group; records already there are left as they are.
 
     Idempotent: a second run changes nothing, and never overwrites addresses imported since.
-    Commits.
+    The caller commits.
     """
     rows = parse_csv(bundled_csv_text())
-    try:
-        result = _write_rows(
-            rows,
-            group_code=DEFAULT_GROUP_CODE,
-            group_name=DEFAULT_GROUP_NAME,
-            update_existing=False,
+    result = _write_rows(
+        rows,
+        group_code=DEFAULT_GROUP_CODE,
+        group_name=DEFAULT_GROUP_NAME,
+        update_existing=False,
+        actor=actor,
+        at=at,
+    )
+    if result.changed:
+        audit.record(
+            "directory.seeded",
             actor=actor,
             at=at,
+            object_type="recipient_group",
+            object_id=DEFAULT_GROUP_CODE,
+            details={
+                "created": len(result.created),
+                "memberships_added": result.memberships_added,
+                "group_created": result.group_created,
+            },
         )
-        if result.changed:
-            audit.record(
-                "directory.seeded",
-                actor=actor,
-                at=at,
-                object_type="recipient_group",
-                object_id=DEFAULT_GROUP_CODE,
-                details={
-                    "created": len(result.created),
-                    "memberships_added": result.memberships_added,
-                    "group_created": result.group_created,
-                },
-            )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
     return result
 
 
@@ -627,6 +642,20 @@ def search(query: str, *, on: dt.date | None = None, limit: int = 50) -> list[Or
     if on is not None:
         statement = statement.where(_valid_on(on))
     return list(db.session.execute(statement.limit(limit)).scalars())
+
+
+def organisations_by_id(ids: Iterable[int]) -> list[Organisation]:
+    """The offices with these ids (unknown ids are left out), by province code."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    return list(
+        db.session.execute(
+            select(Organisation)
+            .where(Organisation.id.in_(wanted))
+            .order_by(Organisation.province_code, Organisation.id)
+        ).scalars()
+    )
 
 
 def get_group(code: str) -> RecipientGroup:

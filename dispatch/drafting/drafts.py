@@ -1,5 +1,12 @@
 """Drafts: a letter source and its recipients, editable until the dispatch is issued.
 
+This module is the one that writes a draft, whichever door it comes through: ``create_draft``
+and ``update_draft`` (a letter that must be valid: the CLI, the API) and ``save_as_typed`` (the
+web composer, which keeps a letter as typed even while it is wrong) all go through ``_write``,
+which holds the date rule, the recipient rows, the register and the audit entries
+("dispatch.drafted", "dispatch.draft_updated", whose ``origin`` names the door). Nothing here
+commits: the caller ends the transaction.
+
 A draft stores the letter's editable source (``source_to_json``) and one ``DispatchRecipient``
 per office of the chosen group valid on the letter's date (its day if the source gives one, else
 the first of its month: "date: 2021-11" takes the offices of 01/11/2021). Their addresses are
@@ -14,7 +21,11 @@ corrected by a new one (Decree 30), never by editing what was sent.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +42,7 @@ from dispatch.letters.source import (
     LetterSource,
     LetterSourceError,
     build_letter,
+    check_symbol,
     read_source,
     register_of,
     source_from_json,
@@ -42,6 +54,7 @@ from dispatch.models import (
     DispatchStatus,
     Document,
     Organisation,
+    RecipientGroup,
     User,
 )
 
@@ -59,6 +72,11 @@ FROZEN_FIELDS = (
     "group_id",
 )
 FROZEN_DOCUMENT_FIELDS = ("dispatch_id", "kind", "filename", "media_type", "sha256", "size", "path")
+
+# How a draft's letter is named in error messages, followed by its id ("bản nháp 12").
+DRAFT_ORIGIN = "bản nháp"
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 
 class DraftError(ValueError):
@@ -85,13 +103,35 @@ def ensure_editable(dispatch: Dispatch) -> None:
         raise DispatchFrozen(frozen_message(dispatch))
 
 
-def recipients_date(letter: Letter, at: dt.datetime) -> dt.date:
-    """The day whose directory a draft is addressed from: the letter's date, else its month."""
-    if letter.date is not None:
-        return letter.date
-    if letter.year is not None:
-        return dt.date(letter.year, letter.month or 1, 1)
+# --- the rules every door shares -----------------------------------------------------------------
+
+
+def draft_origin(dispatch_id: int) -> str:
+    """How error messages name a draft's letter: "bản nháp 12"."""
+    return f"{DRAFT_ORIGIN} {dispatch_id}"
+
+
+def recipients_date(letter_date: Any, at: dt.datetime) -> dt.date:
+    """The day whose offices a draft addresses: the letter's date, else the 1st of its month
+    ("2021-11" takes the offices of 01/11/2021), else (no readable date yet) today in Vietnam.
+
+    ``letter_date`` is the source's ``meta.date`` as stored: "2021-11", "2021-11-15" or a date.
+    """
+    if isinstance(letter_date, dt.date) and not isinstance(letter_date, dt.datetime):
+        return letter_date
+    if isinstance(letter_date, str) and (match := _ISO_DATE.match(letter_date.strip())):
+        year, month, day = match.groups()
+        try:
+            return dt.date(int(year), int(month), int(day or 1))
+        except ValueError:
+            pass
     return local(at).date()
+
+
+def register_for(symbol: str) -> str:
+    """The register a symbol numbers in (its first group, "THH" for "THH-VP"); "" while the
+    symbol is not valid yet."""
+    return "" if check_symbol(symbol) is not None else register_of(symbol)
 
 
 def _load_source(source: LetterSource | Path | str) -> LetterSource:
@@ -100,37 +140,189 @@ def _load_source(source: LetterSource | Path | str) -> LetterSource:
     return read_source(Path(source))
 
 
-def _checked(source: LetterSource) -> tuple[Letter, str]:
-    """The built letter and its register; every problem as a ``LetterSourceError``."""
+def _checked(source: LetterSource) -> Letter:
+    """The built letter; every problem (its register included) as a ``LetterSourceError``."""
     letter = build_letter(source)
-    try:
-        register = register_of(letter.symbol)
-    except ValueError as exc:  # build_letter checked the symbol already; kept for safety
-        raise LetterSourceError(source.origin, None, str(exc)) from exc
-    return letter, register
+    problem = check_symbol(letter.symbol)
+    if problem is not None:  # build_letter checked the symbol already; kept for safety
+        raise LetterSourceError(source.origin, None, problem)
+    return letter
 
 
-def _recipient_rows(orgs: list[Organisation]) -> list[DispatchRecipient]:
-    return [
-        DispatchRecipient(
-            organisation_id=org.id,
-            name=org.name,
-            province_code=org.province_code,
-            email=org.email,
-            cc=list(org.cc or []),
+def _recipient_row(org: Organisation) -> DispatchRecipient:
+    return DispatchRecipient(
+        organisation_id=org.id,
+        name=org.name,
+        province_code=org.province_code,
+        email=org.email,
+        cc=list(org.cc or []),
+    )
+
+
+def _set_recipients(dispatch: Dispatch, orgs: list[Organisation]) -> bool:
+    """Make the draft's recipients exactly ``orgs``; True if anything changed."""
+    wanted = {org.id: org for org in orgs}
+    current = {recipient.organisation_id: recipient for recipient in dispatch.recipients}
+    removed = [r for org_id, r in current.items() if org_id not in wanted]
+    added = [org for org_id, org in wanted.items() if org_id not in current]
+    if not removed and not added:
+        return False
+    for recipient in removed:
+        dispatch.recipients.remove(recipient)
+    db.session.flush()  # the unique (dispatch, office) key must not see a row twice
+    dispatch.recipients.extend(_recipient_row(org) for org in added)
+    return True
+
+
+def _text(value: Any, limit: int) -> str:
+    return " ".join(value.split())[:limit] if isinstance(value, str) else ""
+
+
+def _source_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The parts of a letter source that differ: each meta key, "body", "appendices"."""
+    old_meta, new_meta = before.get("meta") or {}, after.get("meta") or {}
+    changed = sorted(k for k in set(old_meta) | set(new_meta) if old_meta.get(k) != new_meta.get(k))
+    changed += [part for part in ("body", "appendices") if before.get(part) != after.get(part)]
+    return changed
+
+
+@dataclass(frozen=True)
+class DraftSaved:
+    """What writing a draft did: the draft, whether it is new, which of its parts changed."""
+
+    dispatch: Dispatch
+    created: bool
+    changed: tuple[str, ...]
+
+
+def _write(
+    dispatch: Dispatch | None,
+    source: dict[str, Any] | None,
+    *,
+    letter: Letter | None,
+    origin: str | None,
+    group_code: str | None,
+    recipient_ids: Iterable[int] | None,
+    policy: Mapping[str, Any],
+    actor: User | None,
+    at: dt.datetime,
+) -> DraftSaved:
+    """The one write path of a draft, whichever door it comes through.
+
+    ``dispatch`` None creates the draft. ``source`` (JSON form, None: unchanged) is stored with
+    ``origin`` (None: "bản nháp <id>"). ``letter`` is the source's built letter when the door
+    asks for a valid one: subject, symbol and register come from it and a group without any
+    office on the letter's date is refused; without it they are taken as typed. The recipients
+    are re-chosen when a group is given or the letter changes: the offices ``recipient_ids``,
+    or else every member of the group valid on ``recipients_date``. ``policy``: checked
+    reminder settings to set. Writes "dispatch.drafted" or "dispatch.draft_updated"; flushes.
+    """
+    created = dispatch is None
+    before: dict[str, Any] = {} if dispatch is None else copy.deepcopy(dispatch.source or {})
+    current = source if source is not None else before
+    meta = current.get("meta") if isinstance(current.get("meta"), dict) else {}
+    on = recipients_date(meta.get("date"), at)
+
+    # Resolve the recipients before writing anything: a bad group leaves no half-made draft.
+    code = group_code
+    if code is None and source is not None and dispatch is not None and dispatch.group:
+        code = dispatch.group.code
+    group: RecipientGroup | None = None
+    orgs: list[Organisation] = []
+    if code is not None:
+        group = offices.get_group(code)
+        if recipient_ids is None:
+            orgs = offices.recipients_for(code, on)
+            if letter is not None and not orgs:
+                raise DraftError(
+                    f"Nhóm {code!r} không có cơ quan nào còn hiệu lực vào ngày {on:%d/%m/%Y}."
+                )
+        else:
+            orgs = offices.organisations_by_id(recipient_ids)
+
+    if dispatch is None:
+        dispatch = Dispatch(
+            status=DispatchStatus.DRAFT,
+            source={},
+            subject="",
+            symbol="",
+            register="",
+            created_at=at,
+            updated_at=at,
+            created_by_id=actor.id if actor is not None else None,
         )
-        for org in orgs
-    ]
+        db.session.add(dispatch)
+        db.session.flush()
 
+    changed: list[str] = []
+    details: dict[str, Any] = {}
+    if source is not None:
+        changed += _source_changes(before, source)
+        if changed or created:
+            dispatch.source = {**source, "origin": origin or draft_origin(dispatch.id)}
+        if letter is not None:
+            subject, symbol = letter.subject, letter.symbol
+        else:
+            subject, symbol = _text(meta.get("subject"), 500), _text(meta.get("symbol"), 30)
+        for name, value in (
+            ("subject", subject),
+            ("symbol", symbol),
+            ("register", register_for(symbol)),
+        ):
+            if getattr(dispatch, name) != value:
+                if not created:
+                    details[name] = {"from": getattr(dispatch, name), "to": value}
+                    if name not in changed:
+                        changed.append(name)
+                setattr(dispatch, name, value)
+    for name, value in policy.items():
+        if getattr(dispatch, name) != value:
+            details[name] = {"from": getattr(dispatch, name), "to": value}
+            changed.append(name)
+            setattr(dispatch, name, value)
+    if group is not None:
+        regrouped = group.id != dispatch.group_id
+        if regrouped:
+            dispatch.group_id = group.id
+            changed.append("group")
+        reselected = _set_recipients(dispatch, orgs)
+        if reselected:
+            changed.append("recipients")
+        if regrouped or reselected:
+            details["recipients"] = {"group": code, "on": on.isoformat(), "count": len(orgs)}
 
-def _members(group_code: str, on: dt.date) -> tuple[int, list[Organisation]]:
-    group = offices.get_group(group_code)
-    orgs = offices.recipients_for(group_code, on)
-    if not orgs:
-        raise DraftError(
-            f"Nhóm {group_code!r} không có cơ quan nào còn hiệu lực vào ngày {on:%d/%m/%Y}."
+    if changed and not created:
+        dispatch.updated_at = at
+    db.session.flush()
+    stored_origin = (dispatch.source or {}).get("origin")
+    if created:
+        audit.record_dispatch(
+            "dispatch.drafted",
+            dispatch.id,
+            actor=actor_name(actor),
+            at=at,
+            details={
+                "origin": stored_origin,
+                "subject": dispatch.subject,
+                "symbol": dispatch.symbol,
+                "register": dispatch.register,
+                "group": code,
+                "recipients_on": on.isoformat(),
+                "recipients": [recipient.province_code for recipient in dispatch.recipients],
+            },
         )
-    return group.id, orgs
+    elif changed:
+        audit.record_dispatch(
+            "dispatch.draft_updated",
+            dispatch.id,
+            actor=actor_name(actor),
+            at=at,
+            details={**details, "changed": changed, "origin": stored_origin},
+        )
+    return DraftSaved(dispatch=dispatch, created=created, changed=tuple(changed))
+
+
+# --- the doors ------------------------------------------------------------------------------------
 
 
 def create_draft(
@@ -146,39 +338,71 @@ def create_draft(
     ``offices.DirectoryError`` for a bad group.
     """
     letter_source = _load_source(source)
-    letter, register = _checked(letter_source)
-    on = recipients_date(letter, at)
-    group_id, orgs = _members(group_code, on)
-    dispatch = Dispatch(
-        status=DispatchStatus.DRAFT,
-        source=source_to_json(letter_source),
-        subject=letter.subject,
-        symbol=letter.symbol,
-        register=register,
-        created_at=at,
-        updated_at=at,
-        created_by_id=actor.id if actor is not None else None,
-        group_id=group_id,
-    )
-    dispatch.recipients = _recipient_rows(orgs)
-    db.session.add(dispatch)
-    db.session.flush()
-    audit.record_dispatch(
-        "dispatch.drafted",
-        dispatch.id,
-        actor=actor_name(actor),
+    letter = _checked(letter_source)
+    return _write(
+        None,
+        source_to_json(letter_source),
+        letter=letter,
+        origin=letter_source.origin,
+        group_code=group_code,
+        recipient_ids=None,
+        policy={},
+        actor=actor,
         at=at,
-        details={
-            "origin": letter_source.origin,
-            "subject": letter.subject,
-            "symbol": letter.symbol,
-            "register": register,
-            "group": group_code,
-            "recipients_on": on.isoformat(),
-            "recipients": [org.province_code for org in orgs],
-        },
+    ).dispatch
+
+
+def save_as_typed(
+    dispatch_id: int | None,
+    source: dict[str, Any],
+    *,
+    group_code: str | None,
+    recipient_ids: Iterable[int] | None,
+    actor: User | None,
+    at: dt.datetime,
+) -> DraftSaved:
+    """Create (``dispatch_id`` None) or update a draft from a letter source kept as typed, valid
+    or not (the web composer); the caller commits.
+
+    The attachments the stored source lists are kept: they change through ``uploads`` only.
+    ``recipient_ids`` None takes every member of the group on the letter's date. Raises
+    ``DispatchFrozen`` for an issued dispatch and ``offices.DirectoryError`` for an unknown group.
+    """
+    dispatch = None
+    meta = dict(source.get("meta") or {})
+    meta.pop("attachments", None)
+    if dispatch_id is not None:
+        dispatch = lock_dispatch(dispatch_id)
+        ensure_editable(dispatch)
+        stored = (dispatch.source or {}).get("meta") or {}
+        if stored.get("attachments"):
+            meta["attachments"] = stored["attachments"]
+    return _write(
+        dispatch,
+        {**source, "meta": meta},
+        letter=None,
+        origin=None,
+        group_code=group_code,
+        recipient_ids=recipient_ids,
+        policy={},
+        actor=actor,
+        at=at,
     )
-    return dispatch
+
+
+def list_attachments(dispatch: Dispatch, names: list[str], *, at: dt.datetime) -> None:
+    """Make a draft's letter source list exactly ``names`` as its attachments (the files
+    themselves are ``uploads``' business); the caller audits and flushes."""
+    ensure_editable(dispatch)
+    source = dict(dispatch.source or {})
+    meta = dict(source.get("meta") or {})
+    if names:
+        meta["attachments"] = list(names)
+    else:
+        meta.pop("attachments", None)
+    source["meta"] = meta
+    dispatch.source = source
+    dispatch.updated_at = at
 
 
 def lock_dispatch(dispatch_id: int) -> Dispatch:
@@ -208,32 +432,14 @@ def update_draft(
 ) -> Dispatch:
     """Change a draft's letter, group or reminder policy; ``DispatchFrozen`` once issued.
 
-    ``source`` may also be the JSON form (a dict, as the web composer posts it). A new group,
-    or a letter whose date moves to another month, re-selects the recipients. The caller commits.
+    ``source`` may also be the JSON form (a dict, as the web composer posts it); it must be a
+    valid letter. A new group, or a letter whose date moves to another month, re-selects the
+    recipients. The caller commits.
     """
     dispatch = lock_dispatch(dispatch_id)
     ensure_editable(dispatch)
-    changes: dict[str, Any] = {}
-    letter: Letter | None = None
-    if source is not None:
-        if isinstance(source, dict):
-            letter_source = source_from_json(source, origin=f"bản nháp {dispatch_id}")
-        else:
-            letter_source = _load_source(source)
-        letter, register = _checked(letter_source)
-        payload = source_to_json(letter_source)
-        if payload != dispatch.source:
-            changes["source"] = True
-            dispatch.source = payload
-        for field, value in (
-            ("subject", letter.subject),
-            ("symbol", letter.symbol),
-            ("register", register),
-        ):
-            if getattr(dispatch, field) != value:
-                changes[field] = {"from": getattr(dispatch, field), "to": value}
-                setattr(dispatch, field, value)
-    for field, value, low, high in (
+    policy: dict[str, Any] = {}
+    for name, value, low, high in (
         ("deadline_working_days", deadline_working_days, 1, 30),
         ("deadline_hour", deadline_hour, 0, 23),
         ("reminder_hour", reminder_hour, 0, 23),
@@ -241,40 +447,35 @@ def update_draft(
         if value is None:
             continue
         if not low <= value <= high:
-            raise DraftError(f"Giá trị {field} = {value} phải từ {low} đến {high}.")
-        if getattr(dispatch, field) != value:
-            changes[field] = {"from": getattr(dispatch, field), "to": value}
-            setattr(dispatch, field, value)
-    if reminders_enabled is not None and dispatch.reminders_enabled != reminders_enabled:
-        changes["reminders_enabled"] = {"from": dispatch.reminders_enabled, "to": reminders_enabled}
-        dispatch.reminders_enabled = reminders_enabled
+            raise DraftError(f"Giá trị {name} = {value} phải từ {low} đến {high}.")
+        policy[name] = value
+    if reminders_enabled is not None:
+        policy["reminders_enabled"] = reminders_enabled
 
-    if group_code is not None or letter is not None:
-        if letter is None:
-            letter = build_letter(source_from_json(dispatch.source))
-        on = recipients_date(letter, at)
-        code = group_code or (dispatch.group.code if dispatch.group else None)
-        if code is not None:
-            group_id, orgs = _members(code, on)
-            before = sorted(r.organisation_id for r in dispatch.recipients)
-            if group_id != dispatch.group_id or before != sorted(org.id for org in orgs):
-                changes["recipients"] = {"group": code, "on": on.isoformat(), "count": len(orgs)}
-                dispatch.group_id = group_id
-                dispatch.recipients.clear()
-                db.session.flush()  # remove the old rows before the unique key sees new ones
-                dispatch.recipients.extend(_recipient_rows(orgs))
-
-    if changes:
-        dispatch.updated_at = at
-        db.session.flush()
-        audit.record_dispatch(
-            "dispatch.draft_updated",
-            dispatch.id,
-            actor=actor_name(actor),
-            at=at,
-            details=changes,
-        )
-    return dispatch
+    payload: dict[str, Any] | None = None
+    origin: str | None = None
+    letter: Letter | None = None
+    if source is not None:
+        if isinstance(source, dict):
+            letter_source = source_from_json(source, origin=draft_origin(dispatch_id))
+        else:
+            letter_source = _load_source(source)
+        letter = _checked(letter_source)
+        payload, origin = source_to_json(letter_source), letter_source.origin
+    elif group_code is not None:
+        # The group's offices are those of the letter's date: the stored letter must be valid.
+        letter = build_letter(source_from_json(dispatch.source, origin=draft_origin(dispatch_id)))
+    return _write(
+        dispatch,
+        payload,
+        letter=letter,
+        origin=origin,
+        group_code=group_code,
+        recipient_ids=None,
+        policy=policy,
+        actor=actor,
+        at=at,
+    ).dispatch
 
 
 # --- the guard: an issued dispatch cannot be edited through any path ---------------------------

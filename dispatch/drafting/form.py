@@ -4,7 +4,9 @@ The form and the stored draft are two views of one thing. ``form_from_source`` t
 letter source (``Dispatch.source``, the JSON form of ``dispatch.letters.source``) into the text
 of each field; ``source_from_form`` does the reverse and keeps every value as typed, valid or not,
 so a clerk never loses what was typed: only ``validate`` (and issuing, which calls
-``build_letter`` again) refuses a wrong letter, saving never does.
+``build_letter`` again) refuses a wrong letter, saving never does. ``save_draft`` turns what was
+posted into a letter source and a choice of recipients and hands them to
+``drafts.save_as_typed``, the draft's one write path.
 
 ``validate`` reports every problem at once, each on its field: the source is checked field by
 field, each field's value put into an otherwise valid letter and passed through the same
@@ -25,11 +27,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dispatch import audit
-from dispatch.audit import actor_name
 from dispatch.clock import local
 from dispatch.directory import offices
-from dispatch.drafting.drafts import ensure_editable, lock_dispatch
+from dispatch.drafting import drafts
 from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.model import Authority, Letter
@@ -42,15 +42,12 @@ from dispatch.letters.source import (
 )
 from dispatch.models import (
     Dispatch,
-    DispatchRecipient,
-    DispatchStatus,
-    Organisation,
     RecipientGroup,
     RegisterCounter,
     User,
 )
 
-WEB_ORIGIN = "bản nháp"
+WEB_ORIGIN = drafts.DRAFT_ORIGIN
 
 # The one-line fields of the form, in the order of the page, with their Vietnamese labels.
 TEXT_FIELDS: dict[str, str] = {
@@ -137,8 +134,9 @@ _MY = re.compile(r"^(\d{1,2})/(\d{4})$")
 _ISO = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 
-class ComposeError(ValueError):
-    """The draft cannot be saved as asked; the message is for clerks (Vietnamese)."""
+class FormError(ValueError):
+    """What the compose form asks cannot be saved (an unknown group); the message is for clerks
+    (Vietnamese)."""
 
 
 @dataclass
@@ -223,17 +221,6 @@ def display_letter_date(value: Any) -> str:
         year, month, day = match.groups()
         return f"{day}/{month}/{year}" if day else f"{month}/{year}"
     return "" if value is None else str(value)
-
-
-def _first_day(meta_date: Any, at: dt.datetime) -> dt.date:
-    """The day whose directory the offices are taken from: the letter's day or month, else today."""
-    if isinstance(meta_date, str) and (match := _ISO.match(meta_date)):
-        year, month, day = match.groups()
-        try:
-            return dt.date(int(year), int(month), int(day or 1))
-        except ValueError:
-            pass
-    return local(at).date()
 
 
 # --- form <-> source --------------------------------------------------------------------------
@@ -323,7 +310,7 @@ def form_from_post(data: Any, *, remove_appendix: int | None = None) -> ComposeF
     fields[BODY_FIELD] = clean_multiline(get(BODY_FIELD))
 
     appendices = []
-    count = min(_int(get("appendix_count"), 0), MAX_APPENDICES + EMPTY_APPENDIX_SLOTS + 10)
+    count = min(parse_int(get("appendix_count"), 0), MAX_APPENDICES + EMPTY_APPENDIX_SLOTS + 10)
     for index in range(count):
         if index == remove_appendix:
             continue
@@ -337,11 +324,12 @@ def form_from_post(data: Any, *, remove_appendix: int | None = None) -> ComposeF
     shown_for = clean_text(get("recipients_group"))
     if shown_for and shown_for == group:
         # The checkboxes were drawn for this group: what is ticked is the choice.
-        recipients = sorted({_int(v, 0) for v in get_list("recipient")} - {0})
+        recipients = sorted({parse_int(v, 0) for v in get_list("recipient")} - {0})
     return ComposeForm(fields=fields, appendices=appendices, group=group, recipients=recipients)
 
 
-def _int(value: Any, default: int) -> int:
+def parse_int(value: Any, default: int) -> int:
+    """A posted whole number, or ``default`` if it is not one."""
     try:
         return int(str(value).strip())
     except (TypeError, ValueError):
@@ -382,13 +370,6 @@ def source_from_form(
         ],
         "origin": origin,
     }
-
-
-def attachments_of(source: Mapping[str, Any] | None) -> list[str]:
-    """The attachment names a stored source lists."""
-    meta = (source or {}).get("meta")
-    names = meta.get("attachments") if isinstance(meta, dict) else None
-    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -533,52 +514,6 @@ def groups() -> list[RecipientGroup]:
     return list(db.session.execute(select(RecipientGroup).order_by(RecipientGroup.name)).scalars())
 
 
-def _group_members(group: RecipientGroup, on: dt.date) -> list[Organisation]:
-    return offices.recipients_for(group.code, on)
-
-
-def _organisations(ids: Iterable[int]) -> list[Organisation]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return []
-    return list(
-        db.session.execute(
-            select(Organisation)
-            .where(Organisation.id.in_(wanted))
-            .order_by(Organisation.province_code, Organisation.id)
-        ).scalars()
-    )
-
-
-def _set_recipients(dispatch: Dispatch, orgs: list[Organisation]) -> bool:
-    """Make the draft's recipients exactly ``orgs``; True if anything changed."""
-    wanted = {org.id: org for org in orgs}
-    current = {recipient.organisation_id: recipient for recipient in dispatch.recipients}
-    removed = [r for org_id, r in current.items() if org_id not in wanted]
-    added = [org for org_id, org in wanted.items() if org_id not in current]
-    if not removed and not added:
-        return False
-    for recipient in removed:
-        dispatch.recipients.remove(recipient)
-    db.session.flush()  # the unique (dispatch, office) key must not see a row twice
-    for org in added:
-        dispatch.recipients.append(
-            DispatchRecipient(
-                organisation_id=org.id,
-                name=org.name,
-                province_code=org.province_code,
-                email=org.email,
-                cc=list(org.cc or []),
-            )
-        )
-    return True
-
-
-def _register_of(symbol: str) -> str:
-    """The register of a symbol, or "" while the symbol is not valid yet."""
-    return "" if check_symbol(symbol) is not None else symbol.split("-", 1)[0]
-
-
 def save_draft(
     dispatch_id: int | None,
     form: ComposeForm,
@@ -589,97 +524,24 @@ def save_draft(
 ) -> SaveResult:
     """Create or update a draft from the form, keeping every value as typed; the caller commits.
 
-    Raises ``DispatchFrozen`` for an issued dispatch and ``ComposeError`` for an unknown group;
+    Raises ``DispatchFrozen`` for an issued dispatch and ``FormError`` for an unknown group;
     a wrong letter is saved all the same and its problems returned in ``errors``.
     """
-    group = None
-    if form.group:
-        group = db.session.execute(
-            select(RecipientGroup).where(RecipientGroup.code == form.group)
-        ).scalar_one_or_none()
-        if group is None:
-            raise ComposeError(f"Không có nhóm nơi nhận mã “{form.group}”.")
-
-    created = dispatch_id is None
-    if dispatch_id is None:
-        dispatch = Dispatch(
-            status=DispatchStatus.DRAFT,
-            source={},
-            subject="",
-            symbol="",
-            register="",
-            created_at=at,
-            updated_at=at,
-            created_by_id=actor.id if actor is not None else None,
+    try:
+        saved = drafts.save_as_typed(
+            dispatch_id,
+            source_from_form(form),
+            group_code=form.group or None,
+            recipient_ids=form.recipients,
+            actor=actor,
+            at=at,
         )
-        db.session.add(dispatch)
-        db.session.flush()
-        before_source: dict[str, Any] = {}
-    else:
-        dispatch = lock_dispatch(dispatch_id)
-        ensure_editable(dispatch)
-        before_source = copy.deepcopy(dispatch.source or {})
-
-    source = source_from_form(
-        form,
-        attachments=attachments_of(before_source),
-        origin=f"{WEB_ORIGIN} {dispatch.id}",
+    except offices.DirectoryError as exc:
+        raise FormError(f"Không có nhóm nơi nhận mã “{form.group}”.") from exc
+    errors = draft_errors(saved.dispatch, project_root=project_root)
+    return SaveResult(
+        dispatch=saved.dispatch, created=saved.created, changed=saved.changed, errors=errors
     )
-    changed: list[str] = []
-    if source["meta"] != (before_source.get("meta") or {}):
-        old_meta = before_source.get("meta") or {}
-        keys = set(source["meta"]) | set(old_meta)
-        changed.extend(sorted(k for k in keys if source["meta"].get(k) != old_meta.get(k)))
-    if source["body"] != before_source.get("body"):
-        changed.append("body")
-    if source["appendices"] != before_source.get("appendices"):
-        changed.append("appendices")
-    if changed or created:
-        dispatch.source = source
-    subject = clean_text(form.fields.get("subject"))[:500]
-    symbol = clean_text(form.fields.get("symbol"))[:30]
-    dispatch.subject = subject
-    dispatch.symbol = symbol
-    dispatch.register = _register_of(symbol)
-
-    if group is not None:
-        if group.id != dispatch.group_id:
-            changed.append("group")
-            dispatch.group_id = group.id
-        if form.recipients is None:
-            orgs = _group_members(group, _first_day(source["meta"].get("date"), at))
-        else:
-            orgs = _organisations(form.recipients)
-        if _set_recipients(dispatch, orgs):
-            changed.append("recipients")
-
-    if changed and not created:
-        dispatch.updated_at = at
-    db.session.flush()
-    details: dict[str, Any] = {
-        "subject": subject,
-        "symbol": symbol,
-        "group": group.code if group is not None else None,
-        "recipients": len(dispatch.recipients),
-    }
-    if created:
-        audit.record_dispatch(
-            "dispatch.drafted",
-            dispatch.id,
-            actor=actor_name(actor),
-            at=at,
-            details={**details, "origin": "web"},
-        )
-    elif changed:
-        audit.record_dispatch(
-            "dispatch.draft_updated",
-            dispatch.id,
-            actor=actor_name(actor),
-            at=at,
-            details={**details, "changed": changed, "origin": "web"},
-        )
-    errors = draft_errors(dispatch, project_root=project_root)
-    return SaveResult(dispatch=dispatch, created=created, changed=tuple(changed), errors=errors)
 
 
 def draft_errors(dispatch: Dispatch, project_root: Path | None = None) -> dict[str, str]:
@@ -698,7 +560,7 @@ def preview_letter(dispatch: Dispatch, project_root: Path | None = None) -> Lett
     Raises ``LetterSourceError`` while the draft is not a valid letter.
     """
     letter = build_letter(
-        source_from_json(dispatch.source or {}, origin=f"{WEB_ORIGIN} {dispatch.id}"),
+        source_from_json(dispatch.source or {}, origin=drafts.draft_origin(dispatch.id)),
         project_root=project_root,
     )
     return dataclasses.replace(letter, number=None, date=None)
@@ -717,7 +579,7 @@ class ExpectedNumber:
 def expected_number(dispatch: Dispatch, at: dt.datetime) -> ExpectedNumber | None:
     """The next number of the draft's register for the year of ``at`` (read only); None if the
     symbol is not valid yet."""
-    register = _register_of(dispatch.symbol)
+    register = drafts.register_for(dispatch.symbol)
     if not register:
         return None
     year = local(at).year

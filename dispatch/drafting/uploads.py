@@ -23,14 +23,17 @@ import tempfile
 import unicodedata
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import current_app
 
 from dispatch import audit
+from dispatch.archive import data_dir
 from dispatch.audit import actor_name
-from dispatch.drafting.drafts import ensure_editable, lock_dispatch
+from dispatch.drafting.drafts import ensure_editable, list_attachments, lock_dispatch
 from dispatch.extensions import db
 from dispatch.models import User
 
@@ -228,7 +231,7 @@ def too_large_message() -> str:
 
 def upload_root(dispatch_id: int) -> Path:
     """The draft's folder of uploads: ``DISPATCH_DATA_DIR/uploads/<id>``."""
-    return Path(current_app.config["DISPATCH_DATA_DIR"]) / UPLOADS_FOLDER / str(dispatch_id)
+    return data_dir() / UPLOADS_FOLDER / str(dispatch_id)
 
 
 def attachments_dir(dispatch_id: int) -> Path:
@@ -243,6 +246,13 @@ def letter_root(dispatch_id: int) -> Path | None:
     as one created by ``dispatch draft create`` from a folder.
     """
     return upload_root(dispatch_id) if attachments_dir(dispatch_id).is_dir() else None
+
+
+def attachments_of(source: Mapping[str, Any] | None) -> list[str]:
+    """The attachment names a stored letter source lists."""
+    meta = (source or {}).get("meta")
+    names = meta.get("attachments") if isinstance(meta, dict) else None
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
 
 
 def stored_files(dispatch_id: int, names: list[str]) -> list[StoredFile]:
@@ -323,19 +333,14 @@ def add_attachment(
             f"Tệp “{shown}” dài {human_size(len(data))}, vượt giới hạn {human_size(max_upload())}."
         )
     file_type = detect_type(data, shown)
-    source = dict(dispatch.source or {})
-    meta = dict(source.get("meta") or {})
-    names = [n for n in meta.get("attachments") or [] if isinstance(n, str)]
+    names = attachments_of(dispatch.source)
     adopt_project_attachments(dispatch_id, names)
     folder = attachments_dir(dispatch_id)
     taken = {n.casefold() for n in names} | {p.name.casefold() for p in folder.iterdir()}
     name = sanitise_filename(filename, file_type)
     name = _unique_casefold(name, taken)
     _write(folder / name, data)
-    meta["attachments"] = [*names, name]
-    source["meta"] = meta
-    dispatch.source = source
-    dispatch.updated_at = at
+    list_attachments(dispatch, [*names, name], at=at)
     audit.record_dispatch(
         "dispatch.attachment_added",
         dispatch.id,
@@ -367,19 +372,10 @@ def remove_attachment(dispatch_id: int, name: str, *, actor: User | None, at: dt
     """Take a file off the draft (list and disk); False if it was not there. The caller commits."""
     dispatch = lock_dispatch(dispatch_id)
     ensure_editable(dispatch)
-    source = dict(dispatch.source or {})
-    meta = dict(source.get("meta") or {})
-    names = [n for n in meta.get("attachments") or [] if isinstance(n, str)]
+    names = attachments_of(dispatch.source)
     if name not in names:
         return False
-    names.remove(name)
-    if names:
-        meta["attachments"] = names
-    else:
-        meta.pop("attachments", None)
-    source["meta"] = meta
-    dispatch.source = source
-    dispatch.updated_at = at
+    list_attachments(dispatch, [n for n in names if n != name], at=at)
     path = attachments_dir(dispatch_id) / name
     if path.resolve().is_relative_to(attachments_dir(dispatch_id).resolve()):
         with contextlib.suppress(FileNotFoundError):

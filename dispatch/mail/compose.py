@@ -15,7 +15,6 @@ What each kind carries:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import re
 import secrets
@@ -38,7 +37,6 @@ from email.utils import (
     parseaddr,
 )
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any
 
 import flask_mail
@@ -46,6 +44,7 @@ from flask import current_app, render_template
 from flask_mail import Attachment, Message, sanitize_address
 from sqlalchemy import func, select
 
+from dispatch.archive import ArchiveError, read_archived
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.mail.links import confirmation_url
@@ -337,15 +336,10 @@ def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
 
 def _read_document(document: Document | _Doc) -> bytes:
     """The archived bytes of ``document``, checked against the SHA-256 recorded at issue."""
-    root = Path(current_app.config["DISPATCH_DATA_DIR"])
-    path = root / document.path
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        return read_archived(document.path, document.sha256)
+    except ArchiveError as exc:
         raise ComposeError(f"archived file {document.path} unreadable: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != document.sha256:
-        raise ComposeError(f"archived file {document.path} does not match its SHA-256")
-    return data
 
 
 class _SharedAttachment(Attachment):

@@ -8,12 +8,9 @@ the caller (view or command) commits.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
-from flask import current_app
 from sqlalchemy import or_, select, update
 
 from dispatch import audit
@@ -187,26 +184,6 @@ def find_document(recipient: DispatchRecipient, ref: str) -> Document | None:
         .order_by(Document.id)
         .limit(1)
     ).scalar_one_or_none()
-
-
-class ArchiveError(RuntimeError):
-    """An archived file is missing, outside the archive, or no longer has its recorded hash."""
-
-
-def read_document(document: Document) -> bytes:
-    """The archived bytes of a document, checked against the SHA-256 recorded when it was issued."""
-    root = Path(current_app.config["DISPATCH_DATA_DIR"]).resolve()
-    path = (root / document.path).resolve()
-    if not path.is_relative_to(root):
-        raise ArchiveError(f"document {document.id}: path {document.path!r} leaves the archive")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArchiveError(f"document {document.id}: cannot read {path}: {exc}") from exc
-    # What the receipt promises is the recorded hash: never hand out other bytes under it.
-    if hashlib.sha256(data).hexdigest() != document.sha256:
-        raise ArchiveError(f"document {document.id}: {path} does not match its SHA-256")
-    return data
 
 
 def record_download(

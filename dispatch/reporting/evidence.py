@@ -31,14 +31,12 @@ import json
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 
 from dispatch import audit
-from dispatch.archive import safe_filename
+from dispatch.archive import ArchiveError, read_archived, safe_filename
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.issuing import base_filename
@@ -101,18 +99,13 @@ def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
     return ("\ufeff" + out.getvalue()).encode()
 
 
-def _read(relative: str | None) -> bytes | None:
-    """Bytes under DISPATCH_DATA_DIR, or None if they are not there."""
-    if not relative:
-        return None
-    root = Path(current_app.config["DISPATCH_DATA_DIR"]).resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        return None
+def _read(relative: str | None, sha256: str | None) -> tuple[bytes | None, bool]:
+    """An archived file's bytes as they are now (None if gone), and whether they still have
+    the recorded SHA-256."""
     try:
-        return path.read_bytes()
-    except OSError:
-        return None
+        return read_archived(relative, sha256), True
+    except ArchiveError as exc:
+        return exc.found, False
 
 
 class _Builder:
@@ -152,7 +145,7 @@ def _documents(builder: _Builder, dispatch: Dispatch) -> list[dict[str, Any]]:
         select(Document).where(Document.dispatch_id == dispatch.id).order_by(Document.id)
     ).scalars()
     for document in documents:
-        data = _read(document.path)
+        data, matches = _read(document.path, document.sha256)
         entry: dict[str, Any] = {
             "id": document.id,
             "kind": document.kind,
@@ -169,7 +162,7 @@ def _documents(builder: _Builder, dispatch: Dispatch) -> list[dict[str, Any]]:
             builder.problems.append(f"Tệp lưu trữ {document.path} không còn: không có trong gói.")
         else:
             entry["file"] = builder.add(f"documents/{safe_filename(document.filename)}", data)
-            entry["matches"] = _sha256(data) == document.sha256
+            entry["matches"] = matches
             if not entry["matches"]:
                 builder.problems.append(
                     f"Tệp lưu trữ {document.path} đã bị thay đổi: SHA-256 {_sha256(data)} "
@@ -216,11 +209,11 @@ def _messages(builder: _Builder, dispatch: Dispatch, codes: dict[int, str]) -> N
             "exact_bytes": None,
         }
         if row.sent_at is not None:
-            data = _read(row.sent_path)
+            data, exact = _read(row.sent_path, row.sent_sha256)
             if data is not None:
                 entry["file"] = builder.add(_message_name(row, codes) + ".eml", data)
                 entry["file_sha256"] = _sha256(data)
-                entry["exact_bytes"] = entry["file_sha256"] == row.sent_sha256
+                entry["exact_bytes"] = exact
                 if not entry["exact_bytes"]:
                     builder.problems.append(
                         f"Thư {row.message_id}: tệp đã gửi {row.sent_path} không khớp SHA-256 "

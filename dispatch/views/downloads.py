@@ -25,7 +25,7 @@ def content_disposition(filename: str) -> str:
 def send_document(document: Document, *, inline: bool = False) -> Response:
     """An archived file as it was kept; a 500 page naming the problem if it no longer matches."""
     try:
-        data = archive.read_document(document)
+        data = archive.read_archived(document.path, document.sha256)
     except archive.ArchiveError as exc:
         abort(Response(render_error(500, str(exc))[0], status=500))
     disposition = content_disposition(document.filename)

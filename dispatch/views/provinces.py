@@ -29,7 +29,7 @@ from flask_wtf.csrf import CSRFError
 from wtforms import StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from dispatch import clock
+from dispatch import archive, clock
 from dispatch.extensions import db
 from dispatch.models import AcknowledgementMethod, DispatchRecipient, Document
 from dispatch.receipts import acknowledgements
@@ -318,8 +318,8 @@ def download(token: str, ref: str) -> Response:
     if recipient is None or document is None:
         return _not_found()
     try:
-        data = acknowledgements.read_document(document)
-    except acknowledgements.ArchiveError:
+        data = archive.read_archived(document.path, document.sha256)
+    except archive.ArchiveError:
         current_app.logger.exception("archived file unavailable")
         return Response(render_template("provinces/file_unavailable.html"), status=500)
     acknowledgements.record_download(

@@ -27,7 +27,8 @@ from dispatch.extensions import db
 from dispatch.models import (
     Organisation,
 )
-from dispatch.views.clerks import (
+from dispatch.transaction import unit_of_work
+from dispatch.views.clerks.common import (
     ADMIN_ROLES,
     CHANGE_ROLES,
     DIRECTORY_LIMIT,
@@ -104,15 +105,14 @@ def office_edit(org_id: int) -> Any:
             }
         )
         try:
-            changed = directory_edit.update_office(
-                org_id, form, actor=signed_in_user(), at=clock.now()
-            )
+            with unit_of_work():
+                changed = directory_edit.update_office(
+                    org_id, form, actor=signed_in_user(), at=clock.now()
+                )
         except directory_edit.OfficeError as exc:
-            db.session.rollback()
             return render_template(
                 "clerks/office_edit.html", org=org, form=form, errors=exc.errors
             ), 422
-        db.session.commit()
         flash(f"Đã lưu thông tin {org.name}." if changed else "Không có thay đổi nào.", "info")
         return redirect(url_for("clerks.directory_list", q=org.province_name), code=303)
     return render_template(
@@ -141,16 +141,15 @@ def directory_import() -> Any:
             error="Tệp không phải văn bản mã UTF-8; hãy lưu lại dưới dạng “CSV UTF-8”.",
         ), 422
     try:
-        result = offices.import_csv(text, actor=actor_name(signed_in_user()), at=clock.now())
+        with unit_of_work():
+            result = offices.import_csv(text, actor=actor_name(signed_in_user()), at=clock.now())
     except offices.DirectoryImportError as exc:
-        db.session.rollback()
         return render_template(
             "clerks/directory_import.html",
             problems=exc.problems,
             error="Không nhập được danh bạ; chưa có thay đổi nào được ghi.",
         ), 422
     except offices.DirectoryError as exc:
-        db.session.rollback()
         return render_template("clerks/directory_import.html", problems=[], error=str(exc)), 422
     flash(
         f"Đã nhập danh bạ: {len(result.created)} cơ quan mới, {len(result.updated)} cập nhật, "

@@ -32,7 +32,7 @@ from dispatch.models import (
     Organisation,
 )
 from dispatch.reporting import listing, status
-from dispatch.views.clerks import (
+from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     IN_FLIGHT,
     READ_ROLES,
@@ -117,7 +117,7 @@ def issue(dispatch_id: int) -> Any:
         expected=compose_form.expected_number(dispatch, clock.now()),
         recipients=len(dispatch.recipients),
         placeholders=list(placeholders),
-        attachments=uploads.stored_files(dispatch_id, compose_form.attachments_of(dispatch.source)),
+        attachments=uploads.stored_files(dispatch_id, uploads.attachments_of(dispatch.source)),
         error_items=error_items(errors),
     )
 

@@ -22,8 +22,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from dispatch import clock
 from dispatch.accounts.auth import forget_request_state, render_error, role_required
 from dispatch.directory import offices
+from dispatch.drafting import drafts, uploads
 from dispatch.drafting import form as compose_form
-from dispatch.drafting import uploads
 from dispatch.drafting.drafts import DispatchFrozen, DraftError
 from dispatch.extensions import db
 from dispatch.letters.source import LetterSourceError
@@ -32,7 +32,8 @@ from dispatch.models import (
     DispatchStatus,
     Organisation,
 )
-from dispatch.views.clerks import (
+from dispatch.transaction import unit_of_work
+from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     SEARCH_LIMIT,
     bp,
@@ -52,7 +53,7 @@ def _recipient_choices(
     if form.group:
         group = next((g for g in compose_form.groups() if g.code == form.group), None)
     meta_date = compose_form.parse_letter_date(form.fields.get("date", ""))[0]
-    day = compose_form._first_day(meta_date, at)
+    day = drafts.recipients_date(meta_date, at)
     members = offices.recipients_for(group.code, day) if group is not None else []
     if dispatch is not None and form.recipients is not None:
         chosen = set(form.recipients)
@@ -62,7 +63,7 @@ def _recipient_choices(
         chosen = {org.id for org in members}
     listed = {org.id for org in members}
     extra_ids = [org_id for org_id in chosen if org_id not in listed]
-    extras = compose_form._organisations(extra_ids)
+    extras = offices.organisations_by_id(extra_ids)
     results: list[Organisation] = []
     if query:
         results = [
@@ -118,7 +119,7 @@ def _compose_page(
     code: int = 200,
 ) -> Any:
     at = clock.now()
-    attachment_names = compose_form.attachments_of(dispatch.source if dispatch else None)
+    attachment_names = uploads.attachments_of(dispatch.source if dispatch else None)
     files = uploads.stored_files(dispatch.id, attachment_names) if dispatch else []
     missing = [n for n in attachment_names if n not in {f.name for f in files}]
     empty_slots = compose_form.EMPTY_APPENDIX_SLOTS if slots is None else slots
@@ -185,29 +186,27 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
     action = request.form.get("action", "save")
     removed = None
     if action.startswith("remove_appendix:"):
-        removed = compose_form._int(action.split(":", 1)[1], -1)
+        removed = compose_form.parse_int(action.split(":", 1)[1], -1)
     form = compose_form.form_from_post(request.form, remove_appendix=removed)
     try:
-        result = compose_form.save_draft(
-            dispatch_id,
-            form,
-            actor=signed_in_user(),
-            at=at,
-            project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
-        )
-        dispatch = result.dispatch
-        if action.startswith("remove_attachment:"):
-            uploads.remove_attachment(
-                dispatch.id, action.split(":", 1)[1], actor=signed_in_user(), at=at
+        with unit_of_work():
+            result = compose_form.save_draft(
+                dispatch_id,
+                form,
+                actor=signed_in_user(),
+                at=at,
+                project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
             )
-        upload_problems = _save_files(dispatch.id, at)
-        db.session.commit()
+            dispatch = result.dispatch
+            if action.startswith("remove_attachment:"):
+                uploads.remove_attachment(
+                    dispatch.id, action.split(":", 1)[1], actor=signed_in_user(), at=at
+                )
+            upload_problems = _save_files(dispatch.id, at)
     except DispatchFrozen as exc:
-        db.session.rollback()
         flash(str(exc), "error")
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
-    except compose_form.ComposeError as exc:
-        db.session.rollback()
+    except compose_form.FormError as exc:
         dispatch = db.session.get(Dispatch, dispatch_id) if dispatch_id else None
         return _compose_page(dispatch, form, errors={"group": str(exc)}, code=422)
 
@@ -279,19 +278,17 @@ def _autosave(dispatch_id: int | None) -> Any:
     at = clock.now()
     form = compose_form.form_from_post(request.form)
     try:
-        result = compose_form.save_draft(
-            dispatch_id,
-            form,
-            actor=signed_in_user(),
-            at=at,
-            project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
-        )
-        db.session.commit()
+        with unit_of_work():
+            result = compose_form.save_draft(
+                dispatch_id,
+                form,
+                actor=signed_in_user(),
+                at=at,
+                project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
+            )
     except DispatchFrozen as exc:
-        db.session.rollback()
         return jsonify({"message": str(exc)}), 409
-    except (compose_form.ComposeError, DraftError) as exc:
-        db.session.rollback()
+    except (compose_form.FormError, DraftError) as exc:
         return jsonify({"message": str(exc), "errors": {"group": str(exc)}}), 422
     dispatch = result.dispatch
     return jsonify(

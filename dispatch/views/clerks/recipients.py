@@ -24,7 +24,7 @@ from dispatch.models import (
 )
 from dispatch.receipts import recipient_actions
 from dispatch.reporting import status
-from dispatch.views.clerks import (
+from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     bp,
     signed_in_user,

@@ -13,7 +13,7 @@ from flask import (
 from dispatch import clock
 from dispatch.accounts.auth import role_required
 from dispatch.reporting import register
-from dispatch.views.clerks import (
+from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     bp,
 )
