@@ -78,6 +78,7 @@ def _serve(port: int, messages: Any, size: Any, ready: Any, stop: Any) -> None:
         hostname="127.0.0.1",
         port=port,
         data_size_limit=64 * 1024 * 1024,
+        ready_timeout=60.0,  # aiosmtpd's 5 s is too short on a busy machine
     )
     controller.start()
     ready.set()

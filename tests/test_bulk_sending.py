@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from bench.common import record
 from dispatch import audit, create_app, issuing
 from dispatch.drafting.drafts import create_draft
 from dispatch.extensions import db
-from dispatch.mail import outbox, sender
+from dispatch.mail import outbox, sender, smtp
 from dispatch.mail.compose import _WIRE_POLICY, ComposeCache, ComposeError, compose
 from dispatch.models import (
     AuditEntry,
@@ -102,16 +103,17 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
     dispatch = outbox_dispatch(3)
-    begin = sender.SmtpSession.begin
+    hand_over = smtp.SmtpSession.hand_over
     begun = []
 
-    def begin_counting(self, message, primary, data=None, meanwhile=None):
-        begun.append(message.msgId)
+    def hand_over_counting(self, envelope, data, meanwhile=None):
+        headers = BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True)
+        begun.append("".join(headers["Message-ID"].split()))
         if len(begun) == 2:
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
-        return begin(self, message, primary, data, meanwhile)
+        return hand_over(self, envelope, data, meanwhile)
 
-    monkeypatch.setattr(sender.SmtpSession, "begin", begin_counting)
+    monkeypatch.setattr(smtp.SmtpSession, "hand_over", hand_over_counting)
     report = sender.deliver_due(AT)
 
     assert (report.sent, report.retrying) == (2, 1)

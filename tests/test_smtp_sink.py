@@ -112,24 +112,34 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) ->
     raise AssertionError("smtp-sink never listened")
 
 
-@pytest.mark.nodb
-@pytest.mark.slow
-def test_the_smtp_sink_command_runs_until_interrupted(tmp_path):
-    port = free_port()
-    folder = tmp_path / "inbox"
+def _sink_command(tmp_path: Path, port: int, folder: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAIL_", "DISPATCH_"))}
     env.update({"DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "x"})
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(BIN / "dispatch"), "smtp-sink", "--port", str(port), "--dir", str(folder)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+STOP_SIGNALS = pytest.mark.parametrize(
+    "stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
+
+
+@pytest.mark.nodb
+@pytest.mark.slow
+@STOP_SIGNALS
+def test_the_smtp_sink_command_runs_until_interrupted(tmp_path, stop_signal):
+    port = free_port()
+    folder = tmp_path / "inbox"
+    process = _sink_command(tmp_path, port, folder)
     try:
         _wait_for_port(port, process)
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
             client.send_message(vietnamese_message())
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -142,6 +152,28 @@ def test_the_smtp_sink_command_runs_until_interrupted(tmp_path):
     assert "Đã dừng máy chủ thư thử nghiệm." in text
     (path,) = folder.glob("*.eml")
     assert read_eml(path)["Message-ID"] == "<abc.123@thh.example>"
+
+
+@pytest.mark.nodb
+@pytest.mark.slow
+@STOP_SIGNALS
+def test_the_smtp_sink_command_stops_as_soon_as_it_listens_with_a_client_left_connected(
+    tmp_path, stop_signal
+):
+    port = free_port()
+    process = _sink_command(tmp_path, port, tmp_path / "inbox")
+    try:
+        _wait_for_port(port, process)  # the signal comes the moment the port opens
+        with socket.create_connection(("127.0.0.1", port), timeout=10):  # never says QUIT
+            process.send_signal(stop_signal)
+            output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "Đã dừng máy chủ thư thử nghiệm." in text
 
 
 @pytest.mark.nodb

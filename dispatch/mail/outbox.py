@@ -1,4 +1,4 @@
-"""The outbox: e-mails decided inside a transaction, sent by ``delivery`` after it commits.
+"""The outbox: e-mails decided inside a transaction, sent by ``sender`` after it commits.
 
 A row is unique per (dispatch, recipient, kind, sequence), and ``enqueue`` inserts with
 ON CONFLICT DO NOTHING, so deciding the same e-mail twice (a job run twice, two schedulers at

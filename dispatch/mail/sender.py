@@ -1,30 +1,33 @@
 """The sender: takes due outbox rows, sends each over SMTP, records the server's answer.
 
-``deliver_due(at)`` runs in three steps, each committed on its own so that a crash loses at
-most the message in flight:
+The SMTP conversation itself (connecting, the envelope, the data, reading and classifying the
+replies) is ``dispatch.mail.smtp``; this module decides what each answer means for a row and
+when it is committed. ``deliver_due(at)`` runs in three steps, each committed on its own so
+that a crash loses at most the message in flight:
 
 1. **Claim** the due rows (queued, or retrying with ``next_attempt_at <= at``, or stuck in
    ``sending`` longer than ``LEASE`` because their sender died): they become ``sending`` with
    ``claimed_by``/``claimed_at``. PostgreSQL takes them with ``FOR UPDATE SKIP LOCKED``; both
    databases re-check the due condition in a conditional UPDATE, so two senders never both win
    the same row.
-2. **Send** them over ONE SMTP connection (opened with ``MAIL_TIMEOUT``), one message per
-   recipient. Before a message goes, a claim older than ``RENEW_AFTER`` is renewed for the
-   rest of its batch at once (a conditional UPDATE on our own claim): a row another sender has
-   taken over meanwhile is skipped. No other sender can take a row whose claim is younger than
-   ``LEASE``, so a message leaves at most ``RENEW_AFTER`` after its claim was last confirmed,
-   nine minutes inside the lease. Rows are claimed ``CLAIM_BATCH`` at a time and each batch is
-   sent before the next is claimed, so the first message leaves at once, claims stay fresh
-   during a long run, and memory does not grow with the outbox. While the server reads and
-   checks a message's data, the next message is prepared (e-mail composed); only then is the
-   server's reply read: the two sides work at once.
+2. **Send** them over ONE SMTP connection (``smtp.SmtpSession``, opened with
+   ``MAIL_TIMEOUT``), one message per recipient. Before a message goes, a claim older than
+   ``RENEW_AFTER`` is renewed for the rest of its batch at once (a conditional UPDATE on our
+   own claim): a row another sender has taken over meanwhile is skipped. No other sender can
+   take a row whose claim is younger than ``LEASE``, so a message leaves at most
+   ``RENEW_AFTER`` after its claim was last confirmed, nine minutes inside the lease. Rows are
+   claimed ``CLAIM_BATCH`` at a time and each batch is sent before the next is claimed, so the
+   first message leaves at once, claims stay fresh during a long run, and memory does not grow
+   with the outbox. While the server reads and checks a message's data, the next message is
+   composed; only then is the server's reply read: the two sides work at once.
 3. **Record** each outcome as soon as the reply is read, while the next message's envelope is
-   exchanged, and commit it before that message's data leaves: the server's 250 → ``sent``
-   with its reply;
-   a 4xx, a lost connection or a timeout → ``retrying`` with exponential back-off (1, 2, 4 …
-   minutes, at most an hour, ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or
-   ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx → ``failed`` with the reply. A reminder whose office
-   has confirmed meanwhile, or an escalation with nobody left to chase, becomes ``cancelled``.
+   exchanged, and commit it before that message's data leaves (the outcome's commit is the
+   ``meanwhile`` of ``SmtpSession.hand_over``, which runs it to its end before any byte of the
+   data): the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a timeout →
+   ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour, ``failed``
+   after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx →
+   ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an escalation
+   with nobody left to chase, becomes ``cancelled``.
 
 **Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
 before the next message's data leaves. What is left is the message the server may accept
@@ -46,16 +49,13 @@ import logging
 import os
 import queue
 import re
-import smtplib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
-from types import TracebackType
 from typing import TypeVar
 
 from flask import current_app
@@ -74,6 +74,7 @@ from dispatch.archive import (
 )
 from dispatch.extensions import db
 from dispatch.mail.compose import ComposeCache, ComposeError, compose, unconfirmed_recipients
+from dispatch.mail.smtp import Envelope, Handover, SendFailure, SmtpSession, SmtpSettings
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
@@ -134,349 +135,7 @@ class DeliveryReport:
         return self.sent + self.retrying + self.failed + self.cancelled
 
 
-# --- SMTP ------------------------------------------------------------------------------------
-
-
-class SendFailure(Exception):
-    """A message was not accepted; ``permanent`` says whether trying again can help."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        permanent: bool,
-        connection_lost: bool = False,
-        reply: str | None = None,
-        before_data: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-        self.connection_lost = connection_lost
-        self.reply = reply  # the server's answer, when it gave one
-        self.before_data = before_data  # nothing of the message reached the server
-
-
-def _reply(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{code} {text}".strip()
-
-
-def _by_code(step: str, code: int, text: bytes | str) -> SendFailure:
-    reply = _reply(code, text)
-    # 421 means the server is closing the connection: temporary, and the connection is gone.
-    return SendFailure(
-        f"{step}: {reply}", permanent=500 <= code < 600, connection_lost=code == 421, reply=reply
-    )
-
-
-class SmtpSession:
-    """One SMTP connection for a batch, opened on first use, that returns the DATA reply.
-
-    Flask-Mail builds the messages; the transaction is done here with smtplib's ``mail``,
-    ``rcpt`` and ``data`` because Flask-Mail's ``send`` hides the server's answer, loses a
-    refused recipient among several, and opens connections without a timeout.
-    """
-
-    def __init__(self) -> None:
-        # Read from the configuration at each batch (as Flask-Mail would at start-up, with its
-        # defaults), so a changed setting takes effect without a restart.
-        config = current_app.config
-        self.server: str = config.get("MAIL_SERVER") or "127.0.0.1"
-        self.port: int = int(config.get("MAIL_PORT") or 25)
-        self.use_ssl: bool = bool(config.get("MAIL_USE_SSL"))
-        self.use_tls: bool = bool(config.get("MAIL_USE_TLS"))
-        self.username: str | None = config.get("MAIL_USERNAME")
-        self.password: str | None = config.get("MAIL_PASSWORD")
-        self.suppress: bool = bool(config.get("MAIL_SUPPRESS_SEND", current_app.testing))
-        self.timeout: float = float(config.get("MAIL_TIMEOUT") or 30)
-        self.smtp: smtplib.SMTP | None = None
-        self.unreachable: str | None = None  # set once connecting failed: no retry this batch
-        self.connections = 0
-
-    def __enter__(self) -> SmtpSession:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _connect(self) -> smtplib.SMTP:
-        if self.unreachable is not None:
-            raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
-        smtp: smtplib.SMTP | None = None
-        try:
-            if self.use_ssl:
-                smtp = smtplib.SMTP_SSL(
-                    self.server,
-                    self.port,
-                    timeout=self.timeout,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                smtp = smtplib.SMTP(self.server, self.port, timeout=self.timeout)
-            self.connections += 1
-            smtp.ehlo()
-            if self.use_tls:
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if self.username and self.password:
-                smtp.login(self.username, self.password)
-        except (smtplib.SMTPException, OSError) as exc:
-            if smtp is not None:
-                smtp.close()
-            # Whatever the code (even a 535 on login), it is no fault of the message: retry.
-            self.unreachable = f"cannot connect to {self.server}:{self.port}: {_describe(exc)}"
-            raise SendFailure(self.unreachable, permanent=False, connection_lost=True) from exc
-        self.smtp = smtp
-        return smtp
-
-    def close(self) -> None:
-        """End the connection politely if it is still there."""
-        smtp, self.smtp = self.smtp, None
-        if smtp is None:
-            return
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
-        finally:
-            smtp.close()
-
-    def _drop(self) -> None:
-        smtp, self.smtp = self.smtp, None
-        if smtp is not None:
-            smtp.close()
-
-    def _rset(self, smtp: smtplib.SMTP) -> None:
-        try:
-            smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            self._drop()
-
-    def send(self, message: Message, primary: list[str]) -> str:
-        """Send ``message``; return the server's reply to DATA, or raise ``SendFailure``.
-
-        ``primary`` are the addresses the message is for: if one is refused the message fails;
-        a refused copy (Cc) is noted in the reply and the message still goes.
-        """
-        return self.finish(self.begin(message, primary))
-
-    def begin(
-        self,
-        message: Message,
-        primary: list[str],
-        data: bytes | None = None,
-        meanwhile: Iterator[object] | None = None,
-    ) -> InFlight:
-        """Hand ``message`` to the server up to its last byte, without waiting for the reply.
-
-        The server reads and checks the data while the caller prepares the next message, then
-        ``finish`` reads the reply. Raises ``SendFailure`` when the message is refused before
-        its data (``primary`` as for ``send``). ``data``: the message already serialised.
-
-        ``meanwhile``: work done one step after each envelope command (MAIL, RCPT, DATA) is
-        sent, while the server answers it; the sender writes the previous message's outcome so.
-        It is always run to its end, and before any byte of this message's data leaves.
-        """
-        steps = _Steps(meanwhile)
-        try:
-            return self._begin(message, primary, data, steps)
-        finally:
-            steps.finish()
-
-    def _begin(
-        self, message: Message, primary: list[str], data: bytes | None, steps: _Steps
-    ) -> InFlight:
-        if message.has_bad_headers():
-            raise SendFailure("header contains a line break", permanent=True)
-        envelope_from = _envelope_address(message.sender)
-        recipients = [_envelope_address(a) for a in _unique(message.send_to)]
-        primary_set = {_envelope_address(a).lower() for a in primary}
-        data = message.as_bytes() if data is None else data
-        if self.suppress:
-            # MAIL_SUPPRESS_SEND (tests of other areas): nothing leaves, listeners still hear it.
-            email_dispatched.send(current_app._get_current_object(), message=message)
-            return InFlight(message, data, reply="250 not sent: MAIL_SUPPRESS_SEND is on")
-        if self.unreachable is not None:
-            raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
-        for attempt in (1, 2):
-            reused = self.smtp is not None
-            smtp = self.smtp or self._connect()
-            try:
-                refused = self._transact(smtp, envelope_from, recipients, primary_set, data, steps)
-            except SendFailure as failure:
-                if attempt == 1 and reused and failure.connection_lost and failure.before_data:
-                    # A kept-open connection the server had closed (idle time-out, a limit per
-                    # connection): nothing of this message was sent, so try a new one, once.
-                    self._drop()
-                    continue
-                raise
-            return InFlight(message, data, refused, smtp)
-        raise AssertionError("unreachable")  # the loop returns or raises
-
-    def finish(self, flight: InFlight) -> str:
-        """The server's reply to the data of ``flight`` (begun by ``begin``), or ``SendFailure``."""
-        if flight.reply is not None:
-            return flight.reply
-        smtp = flight.smtp
-        assert smtp is not None
-        try:
-            code, text = smtp.getreply()
-            if code != 250:
-                raise smtplib.SMTPDataError(code, text)
-        except smtplib.SMTPDataError as exc:
-            failure = _by_code("DATA", exc.smtp_code, exc.smtp_error)
-            if failure.connection_lost:
-                self._drop()
-            else:
-                self._rset(smtp)
-            raise failure from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._drop()
-            raise SendFailure(
-                f"DATA: connection lost: {_describe(exc)}", permanent=False, connection_lost=True
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            self._drop()
-            raise _by_code("DATA", exc.smtp_code, exc.smtp_error) from exc
-        email_dispatched.send(current_app._get_current_object(), message=flight.message)
-        reply = _reply(code, text)
-        if flight.refused:
-            reply += " (copy refused: " + "; ".join(flight.refused) + ")"
-        return reply
-
-    def abandon(self) -> None:
-        """Drop the connection after an unexpected error: it may be in the middle of a message."""
-        self._drop()
-
-    def _transact(
-        self,
-        smtp: smtplib.SMTP,
-        envelope_from: str,
-        recipients: list[str],
-        primary: set[str],
-        data: bytes,
-        steps: _Steps,
-    ) -> list[str]:
-        """One MAIL/RCPT/DATA transaction up to the data's last byte (``finish`` reads the
-        reply); the refused copies, or ``SendFailure``. A step of ``steps`` runs while the
-        server answers each command (``smtplib``'s ``mail`` and ``rcpt``, split in two)."""
-        step = "MAIL FROM"
-        try:
-            smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope_from)}")
-            steps.step()
-            code, text = smtp.getreply()
-            if code != 250:
-                failure = _by_code(step, code, text)
-                failure.permanent = False  # our sender refused: no fault of this message
-                failure.before_data = True
-                if code != 421:
-                    self._rset(smtp)
-                    # Every other message would be refused too: leave them for a later run.
-                    self.unreachable = f"sender refused: {failure.reason}"
-                raise failure
-            refused: list[str] = []
-            for address in recipients:
-                step = f"RCPT TO:<{address}>"
-                smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
-                steps.step()
-                code, text = smtp.getreply()
-                if code in (250, 251):
-                    continue
-                if code < 500 or address.lower() in primary:
-                    failure = _by_code(step, code, text)
-                    failure.before_data = True
-                    if code != 421:
-                        self._rset(smtp)
-                    raise failure
-                refused.append(f"<{address}> {_reply(code, text)}")
-            step = "DATA"
-            _send_data(smtp, data, steps)
-        except smtplib.SMTPDataError as exc:
-            failure = _by_code(step, exc.smtp_code, exc.smtp_error)
-            failure.before_data = step != "DATA"
-            if failure.connection_lost:
-                self._drop()
-            else:
-                self._rset(smtp)
-            raise failure from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._drop()
-            raise SendFailure(
-                f"{step}: connection lost: {_describe(exc)}",
-                permanent=False,
-                connection_lost=True,
-                before_data=step != "DATA",
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            self._drop()
-            failure = _by_code(step, exc.smtp_code, exc.smtp_error)
-            failure.before_data = step != "DATA"
-            raise failure from exc
-        except SendFailure as failure:
-            if failure.connection_lost:  # 421: the server is closing the connection
-                self._drop()
-            raise
-        return refused
-
-
-@dataclass
-class InFlight:
-    """A message handed to the server whose reply to its data is still to be read."""
-
-    message: Message
-    data: bytes  # the exact bytes handed over
-    refused: list[str] = field(default_factory=list)  # copies (Cc) the server refused
-    smtp: smtplib.SMTP | None = None
-    reply: str | None = None  # known at once when nothing was sent (MAIL_SUPPRESS_SEND)
-
-
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-
-
-class _Steps:
-    """Work done a step at a time between SMTP commands (``SmtpSession.begin``'s
-    ``meanwhile``), and finished on demand."""
-
-    def __init__(self, steps: Iterator[object] | None) -> None:
-        self._steps = steps
-
-    def step(self) -> None:
-        """Run the next step, if any is left."""
-        if self._steps is not None and next(self._steps, _DONE) is _DONE:
-            self._steps = None
-
-    def finish(self) -> None:
-        """Run every step left."""
-        steps, self._steps = self._steps, None
-        _finish(steps)
-
-
-_DONE = object()
-
-
-def _send_data(smtp: smtplib.SMTP, data: bytes, steps: _Steps) -> None:
-    """DATA and the message, exactly as ``smtplib.SMTP.data`` sends them, but without reading
-    the final reply (``SmtpSession.finish`` does); ``steps`` are finished before the data."""
-    smtp.putcmd("data")
-    steps.step()
-    code, text = smtp.getreply()
-    if code != 354:
-        raise smtplib.SMTPDataError(code, text)
-    steps.finish()
-    quoted = data
-    if data.startswith(b".") or b"\n." in data:  # base64 lines never need it: skip the scan
-        quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2
-    if not quoted.endswith(b"\r\n"):
-        quoted += b"\r\n"
-    smtp.send(quoted + b".\r\n")
-
+# --- The envelope --------------------------------------------------------------------------
 
 # A plain ASCII address (RFC 5322 dot-atom): what Flask-Mail's sanitising gives back unchanged.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
@@ -499,11 +158,14 @@ def _unique(addresses: object) -> list:
     return seen
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _reply(exc.smtp_code, exc.smtp_error)
-    text = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text}" if exc.__class__.__name__ not in text else text
+def _envelope(message: Message, primary: list[str]) -> Envelope:
+    """The SMTP envelope of a composed e-mail: ``primary`` are the addresses it is for (one of
+    them refused fails it); a refused copy (Cc) is only noted."""
+    return Envelope(
+        mail_from=_envelope_address(message.sender),
+        rcpt_tos=tuple(_envelope_address(a) for a in _unique(message.send_to)),
+        required=frozenset(_envelope_address(a).lower() for a in primary),
+    )
 
 
 # --- Claiming --------------------------------------------------------------------------------
@@ -764,7 +426,7 @@ _MARK_SENT = (
 )
 
 
-def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
+def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[None]:
     """Mark the row sent with the server's reply and the SHA-256 of the exact bytes accepted,
     then audit it (the hash goes into the hash-chained entry too), a statement per step; the
     caller commits."""
@@ -774,7 +436,7 @@ def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
             "row_id": row.id,
             "sent_at": sent.at,
             "smtp_reply": sent.reply,
-            "sent_sha256": sent.ready.sha256,
+            "sent_sha256": sent.composed.sha256,
             "sent_path": sent_message_path(row.dispatch_id, row.id),
         },
     )
@@ -785,18 +447,18 @@ def _writing_sent(row: _Row, sent: _Answered, worker: str) -> Iterator[None]:
         sent.at,
         smtp_reply=sent.reply,
         worker=worker,
-        sha256=sent.ready.sha256,
-        size=len(sent.ready.data),
+        sha256=sent.composed.sha256,
+        size=len(sent.composed.data),
     )
 
 
-def _record_sent(row: _Row, sent: _Answered, worker: str) -> None:
-    """``_writing_sent`` in one go."""
-    for _ in _writing_sent(row, sent, worker):
+def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
+    """``_marking_sent`` in one go."""
+    for _ in _marking_sent(row, sent, worker):
         pass
 
 
-class _Keeper:
+class _AcceptedMessageArchiver:
     """Keeps accepted messages' bytes from a thread of its own, in the order they were sent.
 
     After its outcome is committed, not before: the commit is what keeps a message from being
@@ -841,7 +503,9 @@ class _Keeper:
     def keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
         """Queue a sent message's bytes (with their SHA-256) to be kept."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="dispatch-keeper", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="dispatch-sent-archive", daemon=True
+            )
             self._thread.start()
         self._queue.put((dispatch_id, row_id, data, sha256))
 
@@ -853,7 +517,7 @@ class _Keeper:
             self._thread = None
 
 
-def _record_failure(
+def _apply_failure(
     row: OutboxMessage, failure: SendFailure, moment: dt.datetime, worker: str
 ) -> DeliveryStatus:
     config = current_app.config
@@ -893,7 +557,7 @@ def _record_failure(
     return DeliveryStatus.RETRYING
 
 
-def _commit_outcome(row_id: int, apply: Callable[[], None]) -> None:
+def _commit_with_retries(row_id: int, apply: Callable[[], None]) -> None:
     """Apply an accepted message's outcome and commit it, retrying if the database blinks.
 
     Losing this commit would leave the row in ``sending`` and the message would go out again
@@ -930,25 +594,26 @@ def _cancel_reason(row: OutboxMessage) -> str | None:
 
 
 @dataclass
-class _Ready:
-    """A claimed row whose e-mail is composed."""
+class _Composed:
+    """A claimed row whose e-mail is composed, ready to be handed over."""
 
     row: _Row
     message: Message
+    envelope: Envelope
     # Serialised, and hashed, while the server was still reading the previous message.
     data: bytes
     sha256: str
 
 
 @dataclass
-class _Pending:
-    """A row whose e-mail the server is reading."""
+class _AwaitingReply:
+    """A row whose e-mail the server has been handed and is reading."""
 
-    ready: _Ready
-    flight: InFlight
+    composed: _Composed
+    handover: Handover
 
 
-def _fail(
+def _commit_failure(
     row_id: int,
     failure: SendFailure,
     worker: str,
@@ -958,7 +623,7 @@ def _fail(
     """Record a message that did not go (retry later, or failed for good) and commit."""
     row = db.session.get(OutboxMessage, row_id, populate_existing=True)
     assert row is not None
-    status = _record_failure(row, failure, moment(), worker)
+    status = _apply_failure(row, failure, moment(), worker)
     db.session.commit()
     report.errors.append(f"{row.message_id}: {failure.reason}")
     if status is DeliveryStatus.FAILED:
@@ -967,20 +632,20 @@ def _fail(
         report.retrying += 1
 
 
-def _prepare(
+def _compose_claimed(
     claimed: tuple[_Row, _Recipient | None],
     claim: _Claim,
     cache: ComposeCache,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-) -> _Ready | None:
+) -> _Composed | None:
     """Check the claim and compose the e-mail; None if the row is settled without sending.
 
     A letter goes as it was claimed: nothing but another sender (the claim) can stop it. A
     reminder or an escalation is read again first, with its recipient, since an office may
     have confirmed meanwhile. The claim is checked again just before the e-mail goes
-    (``_hand_over``).
+    (``_hand_over_message``).
     """
     row, recipient = claimed
     if not claim.holds(row.id, moment()):
@@ -1009,90 +674,97 @@ def _prepare(
     except ComposeError as exc:
         # A missing or altered archive file may be restored: retry, and say so in the log.
         log.error("outbox row %s cannot be composed: %s", row.id, exc)
-        _fail(
+        _commit_failure(
             row.id, SendFailure(f"cannot compose: {exc}", permanent=False), worker, moment, report
         )
         return None
+    if message.has_bad_headers():
+        failure = SendFailure("header contains a line break", permanent=True)
+        _commit_failure(row.id, failure, worker, moment, report)
+        return None
     data = message.as_bytes()
-    return _Ready(row, message, data, hashlib.sha256(data).hexdigest())
+    envelope = _envelope(message, row.to_addrs)
+    return _Composed(row, message, envelope, data, hashlib.sha256(data).hexdigest())
 
 
-def _hand_over(
-    ready: _Ready,
+def _hand_over_message(
+    composed: _Composed,
     claim: _Claim,
     session: SmtpSession,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-    recording: Iterator[None] | None = None,
-) -> _Pending | None:
-    """Give the composed e-mail to the server, the previous outcome being written meanwhile
-    (``recording``, finished before the data leaves); None if it was refused before its data
-    or taken over by another sender while it was being composed."""
-    row_id = ready.row.id
+    outcome_commit: Iterator[None] | None = None,
+) -> _AwaitingReply | None:
+    """Give the composed e-mail's data to the server while the previous outcome is committed
+    (``outcome_commit``, finished before the data leaves); None if it was refused before its
+    data or taken over by another sender while it was being composed."""
+    row_id = composed.row.id
     if not claim.holds(row_id, moment()):
-        _finish(recording)
+        _finish_committing(outcome_commit)
         report.skipped += 1
         log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
     try:
-        flight = session.begin(
-            ready.message, primary=ready.row.to_addrs, data=ready.data, meanwhile=recording
-        )
+        handover = session.hand_over(composed.envelope, composed.data, meanwhile=outcome_commit)
     except SendFailure as failure:
-        _fail(row_id, failure, worker, moment, report)
+        _commit_failure(row_id, failure, worker, moment, report)
         return None
-    return _Pending(ready, flight)
+    return _AwaitingReply(composed, handover)
 
 
 @dataclass
-class _Answered:
-    """A handed-over e-mail whose reply has been read, its outcome still to record."""
+class _AnsweredMessage:
+    """The record of a handed-over e-mail whose reply has been read, its outcome still to be
+    committed."""
 
-    ready: _Ready  # the row, and the exact bytes handed over with their SHA-256
+    composed: _Composed  # the row, and the exact bytes handed over with their SHA-256
     at: dt.datetime  # when the reply was read
     reply: str = ""  # the server's 250
     failure: SendFailure | None = None
 
 
 def _read_reply(
-    pending: _Pending, session: SmtpSession, moment: Callable[[], dt.datetime]
-) -> _Answered:
+    awaiting: _AwaitingReply, session: SmtpSession, moment: Callable[[], dt.datetime]
+) -> _AnsweredMessage:
     """The server's reply to a handed-over e-mail (not yet recorded)."""
     try:
-        reply = session.finish(pending.flight)
+        reply = session.read_reply(awaiting.handover)
     except SendFailure as failure:
-        return _Answered(pending.ready, moment(), failure=failure)
-    return _Answered(pending.ready, moment(), reply=reply)
+        return _AnsweredMessage(awaiting.composed, moment(), failure=failure)
+    # Flask-Mail's signal, as its own ``send`` gives it (``mail.record_messages`` listens).
+    email_dispatched.send(current_app._get_current_object(), message=awaiting.composed.message)
+    return _AnsweredMessage(awaiting.composed, moment(), reply=reply)
 
 
-def _recording(
-    answered: _Answered,
-    keeper: _Keeper,
+def _committing_outcome(
+    answered: _AnsweredMessage,
+    archiver: _AcceptedMessageArchiver,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> Iterator[None]:
-    """Commit the outcome of an answered e-mail, a statement at a time, for ``begin`` to run
-    while the server answers the next message's envelope; keep its bytes once it is recorded.
+    """Commit the outcome of an answered e-mail, a statement at a time, for ``hand_over`` to
+    run while the server answers the next message's envelope; archive its bytes once it is
+    committed.
 
     Never raises: an unexpected error is logged and leaves the row in ``sending`` (tried again
     after the lease), as ``_guarded`` does.
     """
-    row = answered.ready.row
+    row = answered.composed.row
     try:
         if answered.failure is not None:
-            _fail(row.id, answered.failure, worker, moment, report)
+            _commit_failure(row.id, answered.failure, worker, moment, report)
             return
         try:
-            yield from _writing_sent(row, answered, worker)
+            yield from _marking_sent(row, answered, worker)
             yield
             db.session.commit()
         except OperationalError:
             # The database blinked: record it the patient way, retrying.
             db.session.rollback()
-            _commit_outcome(row.id, lambda: _record_sent(row, answered, worker))
-        keeper.keep(row.dispatch_id, row.id, answered.ready.data, answered.ready.sha256)
+            _commit_with_retries(row.id, lambda: _mark_sent(row, answered, worker))
+        archiver.keep(row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256)
         report.sent += 1
     except Exception:
         db.session.rollback()
@@ -1100,9 +772,9 @@ def _recording(
         report.errors.append(f"row {row.id}: unexpected error")
 
 
-def _finish(steps: Iterator[None] | None) -> None:
-    """Run what is left of ``steps``."""
-    for _ in steps or ():
+def _finish_committing(outcome_commit: Iterator[None] | None) -> None:
+    """Run what is left of an outcome's commit (nothing, once a hand-over has run it)."""
+    for _ in outcome_commit or ():
         pass
 
 
@@ -1129,7 +801,7 @@ def _send_claimed(
     claimed: list[int],
     claimed_at: dt.datetime,
     session: SmtpSession,
-    keeper: _Keeper,
+    archiver: _AcceptedMessageArchiver,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
@@ -1152,31 +824,38 @@ def _send_claimed(
     loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
     if loaded is None:
         return  # the database failed: the rows stay claimed and go after the lease
-    pending: _Pending | None = None
+    awaiting: _AwaitingReply | None = None
     for row_id in [*claimed, None]:
-        ready = None
+        composed = None
         if row_id in loaded:
-            prepare = partial(_prepare, loaded[row_id], claim, cache, worker, moment, report)
-            ready = _guarded(row_id, report, prepare)
-        recording = None
-        if pending is not None:
-            read = partial(_read_reply, pending, session, moment)
-            answered = _guarded(pending.ready.row.id, report, read, abandon)
-            if answered is not None:
-                recording = _recording(answered, keeper, worker, moment, report)
-            pending = None
-        if ready is not None:
-            hand_over = partial(
-                _hand_over, ready, claim, session, worker, moment, report, recording
+            compose_next = partial(
+                _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
             )
-            pending = _guarded(ready.row.id, report, hand_over, abandon)
-        _finish(recording)  # done already, unless nothing was handed over
+            composed = _guarded(row_id, report, compose_next)
+        outcome_commit = None
+        if awaiting is not None:
+            read = partial(_read_reply, awaiting, session, moment)
+            answered = _guarded(awaiting.composed.row.id, report, read, abandon)
+            if answered is not None:
+                outcome_commit = _committing_outcome(answered, archiver, worker, moment, report)
+            awaiting = None
+        if composed is not None:
+            hand_over = partial(
+                _hand_over_message, composed, claim, session, worker, moment, report, outcome_commit
+            )
+            awaiting = _guarded(composed.row.id, report, hand_over, abandon)
+        _finish_committing(outcome_commit)  # done already, unless nothing was handed over
 
 
 def deliver_due(
     at: dt.datetime, limit: int | None = None, worker: str | None = None
 ) -> DeliveryReport:
-    """Send every outbox row due at ``at`` (at most ``limit``) over one SMTP connection."""
+    """Send the outbox rows due at ``at``; commits on its own, each outcome before the next leaves.
+
+    At most ``limit`` rows, over one SMTP connection. Claims, renewals and outcomes are each
+    committed here, so a sender killed at any point leaves at most one message without a
+    record (see the module's docstring); the caller's ``unit_of_work`` only ends the session.
+    """
     worker = worker or default_worker()
     started = time.monotonic()
 
@@ -1184,13 +863,15 @@ def deliver_due(
         return at + dt.timedelta(seconds=time.monotonic() - started)
 
     report = DeliveryReport()
-    session = SmtpSession()  # connects at its first message
-    keeper = _Keeper()
+    # Read from the configuration at each run, so a changed setting needs no restart.
+    settings = SmtpSettings.from_config(current_app.config, testing=current_app.testing)
+    session = SmtpSession(settings)  # connects at its first message
+    archiver = _AcceptedMessageArchiver()
     try:
         with session:
-            _deliver_batches(at, limit, worker, moment, session, keeper, report)
+            _deliver_batches(at, limit, worker, moment, session, archiver, report)
     finally:
-        keeper.close()
+        archiver.close()
     return report
 
 
@@ -1200,7 +881,7 @@ def _deliver_batches(
     worker: str,
     moment: Callable[[], dt.datetime],
     session: SmtpSession,
-    keeper: _Keeper,
+    archiver: _AcceptedMessageArchiver,
     report: DeliveryReport,
 ) -> None:
     """Claim and send batches until nothing is due at ``at`` or ``limit`` rows were claimed."""
@@ -1212,7 +893,7 @@ def _deliver_batches(
         if not claimed:
             break
         report.claimed += len(claimed)
-        _send_claimed(claimed, claimed_at, session, keeper, worker, moment, report)
+        _send_claimed(claimed, claimed_at, session, archiver, worker, moment, report)
         if session.unreachable is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
     report.connections = session.connections
