@@ -191,5 +191,18 @@ def test_check_closing_rejects(text: str, line: int) -> None:
     assert caught.value.line == line
 
 
-def test_check_closing_accepts_closing_mark() -> None:
-    check_closing(parse_blocks("Đoạn.\n\n- Trân trọng./.\n"), 3)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Đoạn.\n\n- Trân trọng./.\n",
+        "Trân trọng./.   \n",
+        "| a |\n|---|\n| b |\n\nTrân trọng./.\n",
+    ],
+)
+def test_check_closing_accepts_closing_mark(text: str) -> None:
+    placed = parse_blocks(text, headings=True)
+    assert check_closing(placed, 5) is None
+    # The mark is what makes it pass: the same body without it is refused at its last block.
+    with pytest.raises(MarkupError) as caught:
+        check_closing(parse_blocks(text.replace("./.", "."), headings=True), 5)
+    assert caught.value.line == placed[-1].line

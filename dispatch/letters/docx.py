@@ -1,6 +1,6 @@
 """The letter as a Word document (DOCX): a pure function from the document model to bytes.
 
-Layout follows Decree 30 (``/work/shared/reference/decree30-format.md``) with the decree's sample
+Layout follows Decree 30 (Nghị định 30/2020/NĐ-CP, its Appendix I) with the decree's sample
 values; the words around the text come from ``dispatch.letters.formatting`` so that the PDF and
 the DOCX say the same thing. Everything is built from named paragraph styles so that a clerk who
 opens the file in Word or LibreOffice finds "Letter Body", "Signer Name" and so on, not ad-hoc
