@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select, text
 
 from dispatch.extensions import db
-from dispatch.models import AuditEntry, User
+from dispatch.models import AuditEntry, DispatchRecipient, User
 
 # How the log names work done by the system itself (the scheduler, a seed).
 SYSTEM_ACTOR = "system"
@@ -97,6 +97,27 @@ def record_dispatch(
         object_type="dispatch",
         object_id=dispatch_id,
         dispatch_id=dispatch_id,
+        details=details,
+    )
+
+
+def record_recipient(
+    action: str,
+    recipient: DispatchRecipient,
+    *,
+    actor: str,
+    at: dt.datetime,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append an entry about one recipient of a dispatch (opened, confirmed, resent …); the
+    caller commits. It is filed under the recipient and in its dispatch's history."""
+    return record(
+        action,
+        actor=actor,
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=recipient.dispatch_id,
         details=details,
     )
 

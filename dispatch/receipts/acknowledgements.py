@@ -116,13 +116,11 @@ def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> boo
     )
     if result.rowcount != 1:
         return False
-    audit.record(
+    audit.record_recipient(
         "recipient.opened",
+        recipient,
         actor=_actor(recipient),
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=recipient.dispatch_id,
         details={"via": via},
     )
     return True
@@ -207,13 +205,11 @@ def record_download(
             user_agent=user_agent,
         )
     )
-    audit.record(
+    audit.record_recipient(
         "recipient.downloaded",
+        recipient,
         actor=_actor(recipient),
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=recipient.dispatch_id,
         details={"document_id": document.id, "filename": document.filename, "ip": ip},
     )
     db.session.flush()
@@ -255,13 +251,11 @@ def acknowledge(
     )
     recorded = result.rowcount == 1
     if recorded:
-        audit.record(
+        audit.record_recipient(
             "recipient.acknowledged",
+            recipient,
             actor=actor or _actor(recipient),
             at=at,
-            object_type="dispatch_recipient",
-            object_id=recipient.id,
-            dispatch_id=recipient.dispatch_id,
             details={
                 "name": name,
                 "position": position,

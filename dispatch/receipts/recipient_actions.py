@@ -138,13 +138,11 @@ def _resend(
     )
     if not queued:  # another clerk resent at the same moment: their row stands
         raise RecipientActionError("Thư vừa được gửi lại bởi người khác; hãy tải lại trang.")
-    audit.record(
+    audit.record_recipient(
         "recipient.letter_resent",
+        recipient,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=dispatch.id,
         details={
             "sequence": sequence,
             "to": [recipient.email],
@@ -200,13 +198,11 @@ def correct_address(
     recipient.email = address
     recipient.cc = copies
     cancelled = _cancel_pending(recipient, "superseded: resent to a corrected address")
-    audit.record(
+    audit.record_recipient(
         "recipient.address_corrected",
+        recipient,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=dispatch.id,
         details={
             key: {"from": before[key], "to": after[key]}
             for key in after
@@ -268,17 +264,15 @@ def set_reminders_stopped(
     recipient: DispatchRecipient, stopped: bool, *, actor: User, at: dt.datetime
 ) -> bool:
     """Stop (or resume) reminders to one recipient; False if it already was so. Caller commits."""
-    dispatch = _issued(recipient)
+    _issued(recipient)  # refuses a draft's recipient
     if recipient.reminders_stopped == stopped:
         return False
     recipient.reminders_stopped = stopped
-    audit.record(
+    audit.record_recipient(
         "recipient.reminders_stopped" if stopped else "recipient.reminders_resumed",
+        recipient,
         actor=actor_name(actor),
         at=at,
-        object_type="dispatch_recipient",
-        object_id=recipient.id,
-        dispatch_id=dispatch.id,
         details={"code": recipient.province_code},
     )
     db.session.flush()
