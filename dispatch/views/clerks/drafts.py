@@ -190,13 +190,7 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
     form = compose_form.form_from_post(request.form, remove_appendix=removed)
     try:
         with unit_of_work():
-            result = compose_form.save_draft(
-                dispatch_id,
-                form,
-                actor=signed_in_user(),
-                at=at,
-                project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
-            )
+            result = _save_posted(dispatch_id, form, at)
             dispatch = result.dispatch
             if action.startswith("remove_attachment:"):
                 uploads.remove_attachment(
@@ -274,18 +268,25 @@ def edit(dispatch_id: int) -> Any:
     )
 
 
+def _save_posted(
+    dispatch_id: int | None, form: compose_form.ComposeForm, at: dt.datetime
+) -> compose_form.SaveResult:
+    """Save what the composer posted as a new draft, or over draft ``dispatch_id``."""
+    return compose_form.save_draft(
+        dispatch_id,
+        form,
+        actor=signed_in_user(),
+        at=at,
+        project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
+    )
+
+
 def _autosave(dispatch_id: int | None) -> Any:
     at = clock.now()
     form = compose_form.form_from_post(request.form)
     try:
         with unit_of_work():
-            result = compose_form.save_draft(
-                dispatch_id,
-                form,
-                actor=signed_in_user(),
-                at=at,
-                project_root=uploads.letter_root(dispatch_id) if dispatch_id else None,
-            )
+            result = _save_posted(dispatch_id, form, at)
     except DispatchFrozen as exc:
         return jsonify({"message": str(exc)}), 409
     except (compose_form.FormError, DraftError) as exc:
