@@ -5,6 +5,7 @@ the clerk as actor, and goes out through the real outbox and SMTP server."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import select
@@ -296,3 +297,45 @@ def test_the_actions_through_the_web(delivered, desk):
         for entry in _entries(action)
     }
     assert actors == {desk.users[Role.CLERK].email}
+
+
+def _link_token(message) -> str:
+    body = message.email.get_body(("plain",)).get_content()
+    [token] = set(re.findall(r"/r/([A-Za-z0-9_-]{43})", body))
+    return token
+
+
+def test_a_corrected_address_gets_a_new_link_and_the_old_one_stops_working(
+    delivered, desk, smtp_server, client
+):
+    clerk = desk.users[Role.CLERK]
+    hanoi = _recipient(delivered.id, "01")
+    [first] = [m for m in smtp_server.messages if m.rcpt_tos == ["sotttt.hanoi@tinh.example"]]
+    old = _link_token(first)
+    assert client.get(f"/r/{old}").status_code == 200  # the misdirected e-mail's link works …
+
+    recipient_actions.correct_address(
+        hanoi, email="stttt@hanoi.gov.vn", cc="", update_directory=False, actor=clerk, at=LATER
+    )
+    db.session.commit()
+    deliver_due(LATER)
+    [second] = [m for m in smtp_server.messages if m.rcpt_tos == ["stttt@hanoi.gov.vn"]]
+    new = _link_token(second)
+
+    assert new != old
+    assert client.get(f"/r/{old}").status_code == 404  # … until the address is corrected
+    assert client.get(f"/r/{new}").status_code == 200
+    [corrected] = _entries("recipient.address_corrected")
+    assert corrected.details["link_replaced"] is True
+
+
+def test_resending_to_the_same_address_keeps_the_link(delivered, desk, smtp_server):
+    clerk = desk.users[Role.CLERK]
+    hanoi = _recipient(delivered.id, "01")
+    [first] = [m for m in smtp_server.messages if m.rcpt_tos == ["sotttt.hanoi@tinh.example"]]
+    recipient_actions.resend_letter(hanoi, actor=clerk, at=LATER)
+    db.session.commit()
+    deliver_due(LATER)
+    again = smtp_server.messages[-1]
+    assert again.rcpt_tos == ["sotttt.hanoi@tinh.example"]
+    assert _link_token(again) == _link_token(first)

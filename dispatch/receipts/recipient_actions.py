@@ -18,8 +18,10 @@ from sqlalchemy import func, select, update
 from dispatch import audit
 from dispatch.audit import actor_name
 from dispatch.directory.addresses import parse_addresses
+from dispatch.directory.edit import apply_address
 from dispatch.extensions import db
 from dispatch.mail import outbox
+from dispatch.mail.links import assign_token
 from dispatch.models import (
     AcknowledgementMethod,
     DeliveryStatus,
@@ -187,7 +189,9 @@ def correct_address(
 ) -> ResendResult:
     """Fix a recipient's address (and, if asked, its directory record) and resend the letter.
 
-    Letter e-mails still waiting for the old address are cancelled. The caller commits.
+    Letter e-mails still waiting for the old address are cancelled. A changed address gets a
+    new confirmation link: whoever received the misdirected e-mail cannot confirm for the
+    office, since the old link now answers 404. The caller commits.
     """
     dispatch = _issued(recipient)
     address, copies, errors = parse_addresses(email, cc)
@@ -197,6 +201,9 @@ def correct_address(
     after = {"email": address, "cc": copies}
     recipient.email = address
     recipient.cc = copies
+    link_replaced = after != before
+    if link_replaced:
+        assign_token(recipient)
     cancelled = _cancel_pending(recipient, "superseded: resent to a corrected address")
     audit.record_recipient(
         "recipient.address_corrected",
@@ -208,13 +215,15 @@ def correct_address(
             for key in after
             if after[key] != before[key]
         }
-        | {"cancelled_pending": cancelled, "directory_updated": update_directory},
+        | {
+            "cancelled_pending": cancelled,
+            "directory_updated": update_directory,
+            "link_replaced": link_replaced,
+        },
     )
     if update_directory:
         org = db.session.get(Organisation, recipient.organisation_id)
         if org is not None:
-            from dispatch.directory.edit import apply_address
-
             apply_address(org, email=address, cc=copies, actor=actor, at=at)
     db.session.flush()
     sequence = _resend(recipient, dispatch, actor=actor, at=at, reason="address")
