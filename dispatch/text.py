@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85]+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -34,3 +35,30 @@ def clean_note(value: str | None) -> str:
         return ""
     text = unicodedata.normalize("NFC", value).replace("\r\n", "\n").replace("\r", "\n")
     return without_controls(text, keep="\n\t").strip()
+
+
+# A cell that begins with one of these is read as a formula by Excel, LibreOffice or Sheets
+# (a tab or CR in front of "=" too): text we export must never run as one.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """Text as a spreadsheet must show it, never run it: a leading "'" before a formula start."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def from_spreadsheet_text(value: str) -> str:
+    """Undo ``spreadsheet_text`` on a cell read back from a file we exported."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
+
+
+def text_cells_only(sheet: Any) -> None:
+    """Store every cell of an openpyxl sheet that it took for a formula (text "=…") as text.
+
+    openpyxl writes a string beginning with "=" as a formula; none of our sheets has one, so any
+    such cell is text that someone typed (a confirmer's name, say) and is kept as typed.
+    """
+    for row in sheet.iter_rows():
+        for cell in row:
+            if cell.data_type == "f":
+                cell.data_type = "s"

@@ -31,6 +31,7 @@ from dispatch import audit
 from dispatch.directory.addresses import is_valid_email
 from dispatch.extensions import db
 from dispatch.models import Organisation, RecipientGroup
+from dispatch.text import from_spreadsheet_text, spreadsheet_text
 
 DEFAULT_GROUP_CODE = "so-tttt-2021"
 DEFAULT_GROUP_NAME = "Sở TTTT và tương đương các tỉnh, thành phố (2021)"
@@ -214,7 +215,10 @@ def parse_csv(text: str) -> list[DirectoryRow]:
         if len(cells) != len(header):
             problems.append(RowProblem(line, f"có {len(cells)} cột, tiêu đề có {len(header)} cột"))
             continue
-        record = {column: _nfc(cell) for column, cell in zip(header, cells, strict=True)}
+        record = {
+            column: _nfc(from_spreadsheet_text(cell))
+            for column, cell in zip(header, cells, strict=True)
+        }
         row, row_problems = _check_row(line, record, provinces)
         problems.extend(row_problems)
         if row is not None:
@@ -599,7 +603,8 @@ def export_csv(*, group_code: str | None = None, bom: bool = True) -> str:
     writer.writerow(COLUMNS)
     for org in db.session.execute(query).scalars():
         writer.writerow(
-            [
+            spreadsheet_text(cell)
+            for cell in [
                 org.province_code,
                 org.province_name,
                 org.province_kind,

@@ -50,6 +50,7 @@ from dispatch.models import (
     RecipientEvent,
 )
 from dispatch.reporting import status
+from dispatch.text import spreadsheet_text
 
 MANIFEST = "MANIFEST.sha256"
 README = "README.txt"
@@ -90,11 +91,17 @@ def _json(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n").encode()
 
 
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return spreadsheet_text(value) if isinstance(value, str) else value
+
+
 def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows([["" if cell is None else cell for cell in row] for row in rows])
+    writer.writerows([[_csv_cell(cell) for cell in row] for row in rows])
     # A BOM so that a spreadsheet opens the Vietnamese text as UTF-8.
     return ("\ufeff" + out.getvalue()).encode()
 

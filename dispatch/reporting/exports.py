@@ -26,6 +26,7 @@ from typing import Any
 from dispatch import clock
 from dispatch.config import PROJECT_ROOT
 from dispatch.letters import pdf as letter_pdf
+from dispatch.text import spreadsheet_text, text_cells_only
 
 TEMPLATE_DIR = PROJECT_ROOT / "templates" / "leadership"
 REPORT_TITLE = "BÁO CÁO TÌNH HÌNH TIẾP NHẬN CÔNG VĂN"
@@ -91,7 +92,7 @@ def to_csv(dashboard: dict[str, Any]) -> bytes:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([header for header, _, _ in COLUMNS])
     for row in dashboard["rows"]:
-        writer.writerow([_cell_text(row, key) for _, key, _ in COLUMNS])
+        writer.writerow([spreadsheet_text(_cell_text(row, key)) for _, key, _ in COLUMNS])
     return out.getvalue().encode("utf-8-sig")
 
 
@@ -163,6 +164,8 @@ def to_xlsx(dashboard: dict[str, Any]) -> bytes:
     workbook.properties.created = stamp
     workbook.properties.modified = stamp
     out = io.BytesIO()
+    for each in workbook.worksheets:
+        text_cells_only(each)
     workbook.save(out)
     return out.getvalue()
 

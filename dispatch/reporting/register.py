@@ -26,6 +26,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from dispatch.text import text_cells_only
 
 TITLE = "SỔ ĐĂNG KÝ VĂN BẢN ĐI"
 # Phụ lục IV's columns, in its order, with the width (characters) each gets in the workbook.
@@ -283,6 +284,8 @@ def register_xlsx(book: Register, *, at: dt.datetime) -> bytes:
     workbook.properties.created = moment
     workbook.properties.modified = moment
     out = io.BytesIO()
+    for each in workbook.worksheets:
+        text_cells_only(each)
     workbook.save(out)
     return out.getvalue()
 
