@@ -36,7 +36,7 @@ from dispatch import audit
 from dispatch.archive import ArchivedFile, ArchiveError, ArchiveWriter
 from dispatch.audit import actor_name
 from dispatch.calendar import deadline_for
-from dispatch.clock import local
+from dispatch.clock import format_local, local
 from dispatch.drafting.drafts import (
     DispatchFrozen,
     DraftError,
@@ -131,6 +131,27 @@ def take_number(register: str, year: int) -> int:
     ).scalar_one()
 
 
+def _refuse_backdating(register: str, year: int, at: dt.datetime) -> None:
+    """Refuse a moment earlier than the register's last entry of the year: its numbers follow
+    time. Called with the counter locked, so no other issuer can slip in between."""
+    last = db.session.execute(
+        select(Dispatch.issued_at, Dispatch.number, Dispatch.symbol)
+        .where(
+            Dispatch.register == register,
+            Dispatch.register_year == year,
+            Dispatch.issued_at.is_not(None),
+        )
+        .order_by(Dispatch.issued_at.desc())
+        .limit(1)
+    ).first()
+    if last is not None and at < last.issued_at:
+        raise IssueError(
+            f"Không thể ban hành lúc {format_local(at)}: sổ {register} năm {year} đã có công văn "
+            f"số {last.number:02d}/{last.symbol} ban hành lúc {format_local(last.issued_at)}. "
+            "Số trong sổ đăng ký phải theo thứ tự thời gian."
+        )
+
+
 def base_filename(symbol: str, number: int, issued_on: dt.date) -> str:
     """'CV-01-THH-VP-2021-11-15': the archived files' names without extension."""
     return f"CV-{number:02d}-{symbol.replace('/', '-')}-{issued_on.isoformat()}"
@@ -203,6 +224,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
         )
 
         number = take_number(dispatch.register, issued_on.year)
+        _refuse_backdating(dispatch.register, issued_on.year, at)
         entries.append(
             {
                 "action": "register.number_taken",

@@ -546,3 +546,27 @@ def test_the_same_draft_issued_twice_at_once_is_issued_once(seeded, letter_folde
     assert db.session.get(RegisterCounter, ("THH", 2021)).last_number == 1
     assert _count(OutboxMessage) == 63
     assert _count(Document) == 2
+
+
+def _draft(letter_folder, **letter) -> int:
+    dispatch = drafts.create_draft(
+        letter_folder(**letter), group_code=offices.DEFAULT_GROUP_CODE, actor=None, at=DRAFT_AT
+    )
+    db.session.commit()
+    return dispatch.id
+
+
+def test_issuing_earlier_than_the_registers_last_entry_is_refused(seeded, letter_folder):
+    first, second, third = (_draft(letter_folder) for _ in range(3))
+    issuing.issue_dispatch(first, actor=None, at=ISSUE_AT)
+
+    with pytest.raises(issuing.IssueError, match="theo thứ tự thời gian") as caught:
+        issuing.issue_dispatch(second, actor=None, at=ISSUE_AT - dt.timedelta(hours=1))
+    assert "01/THH-VP" in str(caught.value) and "15/11/2021 08:30" in str(caught.value)
+    db.session.rollback()
+    assert db.session.get(Dispatch, second).number is None  # no number used up
+
+    issuing.issue_dispatch(second, actor=None, at=ISSUE_AT)  # the same moment is in order
+    issuing.issue_dispatch(third, actor=None, at=ISSUE_AT + dt.timedelta(days=1))
+    numbers = [db.session.get(Dispatch, i).number for i in (first, second, third)]
+    assert numbers == [1, 2, 3]
