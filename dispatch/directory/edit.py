@@ -15,7 +15,7 @@ from dispatch.directory import offices
 from dispatch.directory.addresses import parse_addresses
 from dispatch.extensions import db
 from dispatch.models import Organisation, User
-from dispatch.text import clean_line
+from dispatch.text import clean_line, refused_characters_message
 
 NAME_MAX = 200
 
@@ -72,7 +72,9 @@ def update_office(org_id: int, form: OfficeForm, *, actor: User, at: dt.datetime
         raise OfficeError({"name": f"Không có cơ quan mã {org_id} trong danh bạ."})
     errors: dict[str, str] = {}
     name = clean_line(form.name)
-    if not name:
+    if refused := refused_characters_message(form.name):
+        errors["name"] = f"Tên cơ quan {refused}."
+    elif not name:
         errors["name"] = "Vui lòng nhập tên cơ quan."
     elif len(name) > NAME_MAX:
         errors["name"] = f"Tên cơ quan dài tối đa {NAME_MAX} ký tự (đã nhập {len(name)})."

@@ -31,7 +31,7 @@ from dispatch import audit
 from dispatch.directory.addresses import is_valid_email
 from dispatch.extensions import db
 from dispatch.models import Organisation, RecipientGroup
-from dispatch.text import from_spreadsheet_text, spreadsheet_text
+from dispatch.text import from_spreadsheet_text, refused_characters_message, spreadsheet_text
 
 DEFAULT_GROUP_CODE = "so-tttt-2021"
 DEFAULT_GROUP_NAME = "Sở TTTT và tương đương các tỉnh, thành phố (2021)"
@@ -246,6 +246,8 @@ def _check_row(
     for column, label in (("province", "tên tỉnh"), ("region", "vùng"), ("name", "tên cơ quan")):
         if not record[column]:
             problems.append(f"thiếu {label} (cột {column})")
+    if refused := refused_characters_message(record["name"]):
+        problems.append(f"tên cơ quan {refused}")
     if len(record["name"]) > 200:
         problems.append("tên cơ quan dài quá 200 ký tự")
     if record["kind"] not in PROVINCE_KINDS:

@@ -34,6 +34,7 @@ from dispatch.letters.model import (
     Signer,
     Urgency,
 )
+from dispatch.text import refused_characters_message
 
 LETTER_FILE = "letter.md"
 FRONT_MATTER_FENCE = "---"
@@ -521,6 +522,9 @@ def _text(where: _Where, value: Any, path: KeyPath, limit: int) -> str:
         if isinstance(value, dict):
             hint = ' (nếu giá trị có dấu hai chấm, hãy đặt cả giá trị trong ngoặc kép "…")'
         raise where.key(path, _wrong_type(path, "một chuỗi văn bản") + hint)
+    refused = refused_characters_message(value)
+    if refused:
+        raise where.key(path, f"trường {_named(path, {**LETTER_KEYS, **SIGNER_KEYS})} {refused}")
     text = " ".join(_nfc(value).split())
     if not text:
         raise where.key(path, f"trường {_named(path, {**LETTER_KEYS, **SIGNER_KEYS})} để trống")

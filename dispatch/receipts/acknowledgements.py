@@ -24,7 +24,12 @@ from dispatch.models import (
     Document,
     RecipientEvent,
 )
-from dispatch.text import clean_line, clean_note, without_controls
+from dispatch.text import (
+    clean_line,
+    clean_note,
+    refused_characters_message,
+    without_controls,
+)
 
 # --- Looking a recipient up by its link, and what the link records ---------------------------
 
@@ -228,8 +233,13 @@ def acknowledge(
     actor: str | None = None,
 ) -> AckResult:
     """Record a confirmation of receipt once; later calls change nothing and return the first."""
+    refused = {
+        field: f"{label} {message}."
+        for field, label, value in (("name", "Họ và tên", name), ("position", "Chức vụ", position))
+        if (message := refused_characters_message(value or ""))
+    }
     name, position, note = clean_line(name), clean_line(position), clean_note(note)
-    errors = validate_confirmer(name, position, note)
+    errors = validate_confirmer(name, position, note) | refused
     if errors:
         raise AcknowledgementError(errors)
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
