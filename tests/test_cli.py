@@ -253,3 +253,28 @@ def test_issue_with_an_unwritable_archive_exits_with_a_clear_error(
     assert "Lỗi: Không tạo được thư mục lưu trữ" in result.output
     assert "DISPATCH_DATA_DIR" in result.output
     assert db.session.get(Dispatch, dispatch_id).number is None
+
+
+def test_an_unreachable_database_is_one_vietnamese_line_and_exit_1(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        # Nothing listens on port 1: the connection is refused at once.
+        "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none",
+        "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    for args in (["status", "1"], ["deliver"], ["audit", "verify"]):
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("dispatch")), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("Lỗi: không kết nối được cơ sở dữ liệu"), (args, line)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask import Flask
 from flask.cli import FlaskGroup
@@ -45,6 +47,26 @@ def _create_app() -> Flask:
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+class DispatchGroup(FlaskGroup):
+    """The command group: a database that cannot be reached is one Vietnamese line, not a trace."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn a lost or refused database connection into ``CliError``."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        from dispatch.cli.options import CliError
+
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, InterfaceError) as exc:
+            # The driver's own first line says why (refused, timed out, locked …).
+            reason = (str(exc.orig or exc).strip().splitlines() or ["?"])[0]
+            raise CliError(
+                "không kết nối được cơ sở dữ liệu, hoặc cơ sở dữ liệu không phản hồi "
+                f"({reason}). Kiểm tra DATABASE_URL và máy chủ cơ sở dữ liệu rồi chạy lại."
+            ) from exc
+
+
+@click.group(cls=DispatchGroup, create_app=_create_app, add_version_option=False)
 def main() -> None:
     """Dispatch: issue công văn to the provinces and track their receipt."""
