@@ -47,7 +47,8 @@ def _download(client, board, ext: str, **query: str):
     )
     assert response.status_code == 200, response.get_data(as_text=True)[:2000]
     disposition = response.headers["Content-Disposition"]
-    assert disposition == f'attachment; filename="bao-cao-tiep-nhan-01-THH-VP.{ext}"'
+    assert disposition.startswith(f'attachment; filename="bao-cao-tiep-nhan-01-THH-VP.{ext}";')
+    assert response.headers["Cache-Control"] == "no-store"
     return response
 
 

@@ -16,20 +16,18 @@ from dispatch import clock
 from dispatch.accounts.auth import role_required
 from dispatch.models import Role
 from dispatch.reporting import dashboard, exports, status
+from dispatch.views.downloads import file_response
 
 bp = Blueprint("leadership", __name__, url_prefix="/lanh-dao")
 
 READ_ROLES = (Role.LEADER, Role.CLERK, Role.ADMIN)
-# Ids are 32-bit integers in the database: a larger one in a URL names nothing (and would
-# overflow the PostgreSQL driver), so it is a 404 before any query.
-MAX_ID = 2**31 - 1
 
-
-@bp.url_value_preprocessor
-def _ids_in_range(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    for name, value in (values or {}).items():
-        if name.endswith("_id") and isinstance(value, int) and not 0 < value <= MAX_ID:
-            abort(404)
+# The exports of one dispatch, by file extension: how each is made, and its media type.
+EXPORTS = {
+    "csv": (exports.to_csv, exports.CSV_MEDIA_TYPE),
+    "xlsx": (exports.to_xlsx, exports.XLSX_MEDIA_TYPE),
+    "pdf": (exports.to_pdf, exports.PDF_MEDIA_TYPE),
+}
 
 
 def _dispatch_data(dispatch_id: int) -> dict[str, Any]:
@@ -43,15 +41,6 @@ def _dispatch_data(dispatch_id: int) -> dict[str, Any]:
         )
     except status.StatusError:
         abort(404)
-
-
-def _download(data: bytes, media_type: str, filename: str) -> Response:
-    response = Response(data, mimetype=media_type.split(";")[0])
-    if "charset" in media_type:
-        response.headers["Content-Type"] = media_type
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @bp.get("/")
@@ -74,31 +63,21 @@ def dispatch_page(dispatch_id: int) -> Any:
     )
 
 
-@bp.get("/cong-van/<int:dispatch_id>/bao-cao.csv")
 @role_required(*READ_ROLES)
-def export_csv(dispatch_id: int) -> Response:
-    """The table of offices as CSV (UTF-8 with BOM)."""
+def export(dispatch_id: int, extension: str) -> Response:
+    """The table of offices as CSV (UTF-8 with BOM) or Excel, or the printable report
+    "Báo cáo tình hình tiếp nhận" as PDF; each sorted as the page was."""
     data = _dispatch_data(dispatch_id)
-    return _download(
-        exports.to_csv(data), exports.CSV_MEDIA_TYPE, exports.export_basename(data) + ".csv"
-    )
+    make, media_type = EXPORTS[extension]
+    return file_response(make(data), media_type, f"{exports.export_basename(data)}.{extension}")
 
 
-@bp.get("/cong-van/<int:dispatch_id>/bao-cao.xlsx")
-@role_required(*READ_ROLES)
-def export_xlsx(dispatch_id: int) -> Response:
-    """The table of offices as an Excel workbook."""
-    data = _dispatch_data(dispatch_id)
-    return _download(
-        exports.to_xlsx(data), exports.XLSX_MEDIA_TYPE, exports.export_basename(data) + ".xlsx"
-    )
-
-
-@bp.get("/cong-van/<int:dispatch_id>/bao-cao.pdf")
-@role_required(*READ_ROLES)
-def export_pdf(dispatch_id: int) -> Response:
-    """The printable report "Báo cáo tình hình tiếp nhận" as PDF."""
-    data = _dispatch_data(dispatch_id)
-    return _download(
-        exports.to_pdf(data), exports.PDF_MEDIA_TYPE, exports.export_basename(data) + ".pdf"
+# One rule per format, each with its own endpoint (``leadership.export_csv`` …) for url_for.
+for _extension in EXPORTS:
+    bp.add_url_rule(
+        f"/cong-van/<int:dispatch_id>/bao-cao.{_extension}",
+        endpoint=f"export_{_extension}",
+        view_func=export,
+        defaults={"extension": _extension},
+        methods=["GET"],
     )

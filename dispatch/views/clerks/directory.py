@@ -7,7 +7,6 @@ import unicodedata
 from typing import Any
 
 from flask import (
-    Response,
     abort,
     flash,
     jsonify,
@@ -36,6 +35,7 @@ from dispatch.views.clerks.common import (
     bp,
     signed_in_user,
 )
+from dispatch.views.downloads import file_response
 
 # --- Directory ---------------------------------------------------------------------------------
 
@@ -83,11 +83,7 @@ def directory_search() -> Any:
 @role_required(*CHANGE_ROLES)
 def directory_export() -> Any:
     """The whole directory as CSV (UTF-8 with BOM, so Excel reads the Vietnamese)."""
-    return Response(
-        offices.export_csv(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="danh-ba.csv"'},
-    )
+    return file_response(offices.export_csv(), "text/csv; charset=utf-8", "danh-ba.csv")
 
 
 @bp.route("/directory/<int:org_id>/edit", methods=["GET", "POST"])

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import (
-    Response,
-    render_template,
-    request,
-)
+from flask import render_template, request
 
 from dispatch import clock
 from dispatch.accounts.auth import role_required
@@ -17,8 +13,7 @@ from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     bp,
 )
-
-# --- The outgoing register ---------------------------------------------------------------------
+from dispatch.views.downloads import file_response
 
 
 def _register_year() -> int:
@@ -43,27 +38,32 @@ def register_page() -> Any:
     )
 
 
-@bp.get("/register.xlsx")
-@role_required(*CHANGE_ROLES)
-def register_xlsx() -> Any:
-    """The register of a year as an Excel workbook."""
-    year = _register_year()
-    data = register.register_xlsx(register.build_register(year), at=clock.now())
-    return Response(
-        data,
-        mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        headers={"Content-Disposition": f'attachment; filename="so-van-ban-di-{year}.xlsx"'},
-    )
+# The register's files, by extension: how each is made, its media type, shown or saved.
+REGISTER_FILES = {
+    "xlsx": (
+        register.register_xlsx,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        False,
+    ),
+    "pdf": (register.register_pdf, "application/pdf", True),  # printed from the browser
+}
 
 
-@bp.get("/register.pdf")
 @role_required(*CHANGE_ROLES)
-def register_pdf() -> Any:
-    """The register of a year printed as a PDF (A4 landscape)."""
+def register_file(extension: str) -> Any:
+    """The register of a year as an Excel workbook, or printed as a PDF (A4 landscape)."""
     year = _register_year()
-    data = register.register_pdf(register.build_register(year), at=clock.now())
-    return Response(
-        data,
-        mimetype="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="so-van-ban-di-{year}.pdf"'},
+    make, media_type, inline = REGISTER_FILES[extension]
+    data = make(register.build_register(year), at=clock.now())
+    return file_response(data, media_type, f"so-van-ban-di-{year}.{extension}", inline=inline)
+
+
+# One rule per format, each with its own endpoint (``clerks.register_xlsx`` …) for url_for.
+for _extension in REGISTER_FILES:
+    bp.add_url_rule(
+        f"/register.{_extension}",
+        endpoint=f"register_{_extension}",
+        view_func=register_file,
+        defaults={"extension": _extension},
+        methods=["GET"],
     )
