@@ -31,6 +31,7 @@ from dispatch.letters.formatting import ROMAN
 from dispatch.letters.source import LetterSourceError, source_from_json
 from dispatch.models import Dispatch, DispatchStatus, Role, User
 from dispatch.reporting import listing, status
+from dispatch.transaction import unit_of_work
 
 API_CONFIG = {
     "API_TITLE": "Dispatch API",
@@ -344,11 +345,10 @@ def authenticate_token() -> Any:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return _unauthorized("Thiếu mã truy cập: gửi tiêu đề 'Authorization: Bearer <mã>'.")
-    user = api_tokens.user_for_token(token, clock.now())
+    with unit_of_work():  # keeps the note of when the token was last used
+        user = api_tokens.user_for_token(token, clock.now())
     if user is None:
-        db.session.rollback()
         return _unauthorized("Mã truy cập không hợp lệ hoặc đã bị thu hồi.", "invalid_token")
-    db.session.commit()  # keep the note of when the token was last used
     g.api_user = user
     if request.method not in _READ_METHODS and user.role not in CHANGE_ROLES:
         # Before the body is parsed: a leader learns nothing about what a change would need.
@@ -507,17 +507,15 @@ def create_dispatch(payload: dict[str, Any]) -> Any:
     user = _require_change()
     at = clock.now()
     try:
-        source = source_from_json(
-            {k: payload[k] for k in ("meta", "body", "appendices")}, origin=API_ORIGIN
-        )
-        dispatch = drafts.create_draft(source, group_code=payload["group"], actor=user, at=at)
+        with unit_of_work():
+            source = source_from_json(
+                {k: payload[k] for k in ("meta", "body", "appendices")}, origin=API_ORIGIN
+            )
+            dispatch = drafts.create_draft(source, group_code=payload["group"], actor=user, at=at)
     except LetterSourceError as exc:
-        db.session.rollback()
         abort(422, message=str(exc.message), **_source_error(exc))
     except (drafts.DraftError, offices.DirectoryError) as exc:
-        db.session.rollback()
         abort(422, message=str(exc), field="group")
-    db.session.commit()
     location = url_for("api.get_dispatch", dispatch_id=dispatch.id)
     return _report(dispatch.id), 201, {"Location": location}
 

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 
 from dispatch import clock
 from dispatch.accounts import auth
-from dispatch.extensions import db
+from dispatch.transaction import unit_of_work
 
 bp = Blueprint("auth", __name__)
 
@@ -57,20 +57,23 @@ def login() -> Any:
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        try:
-            result = auth.authenticate(
-                form.email.data or "",
-                form.password.data or "",
-                ip=request.remote_addr,
-                at=clock.now(),
-            )
-        except auth.LoginThrottled as exc:
-            db.session.commit()  # keep the audit entry of the refused attempt
+        throttled: auth.LoginThrottled | None = None
+        with unit_of_work():  # the attempt is recorded (and audited) even when it is refused
+            try:
+                result = auth.authenticate(
+                    form.email.data or "",
+                    form.password.data or "",
+                    ip=request.remote_addr,
+                    at=clock.now(),
+                )
+            except auth.LoginThrottled as exc:
+                throttled = exc
+        if throttled is not None:
             response = render_template(
-                "auth/login.html", form=form, error=exc.message, next_target=next_target
+                "auth/login.html", form=form, error=throttled.message, next_target=next_target
             )
-            return response, 429, {"Retry-After": str(int(exc.retry_after.total_seconds()))}
-        db.session.commit()
+            retry_after = str(int(throttled.retry_after.total_seconds()))
+            return response, 429, {"Retry-After": retry_after}
         if result.user is not None:
             # A fresh session on sign-in: nothing set before (by anyone) carries over.
             session.clear()
@@ -88,8 +91,10 @@ def logout() -> Any:
     form = LogoutForm()
     if not form.validate_on_submit():
         return auth.render_error(400, auth.CSRF_MESSAGE)
-    auth.record_logout(current_user._get_current_object(), ip=request.remote_addr, at=clock.now())
-    db.session.commit()
+    with unit_of_work():
+        auth.record_logout(
+            current_user._get_current_object(), ip=request.remote_addr, at=clock.now()
+        )
     logout_user()
     session.clear()
     flash("Bạn đã đăng xuất.", "info")

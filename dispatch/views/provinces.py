@@ -30,11 +30,11 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from dispatch import archive, clock
-from dispatch.extensions import db
 from dispatch.models import AcknowledgementMethod, DispatchRecipient, Document
 from dispatch.receipts import acknowledgements
 from dispatch.text import clean_line, clean_note
-from dispatch.views.downloads import content_disposition
+from dispatch.transaction import unit_of_work
+from dispatch.views.downloads import file_response
 
 bp = Blueprint("provinces", __name__)
 
@@ -285,24 +285,24 @@ def letter(token: str) -> Any:
         if recipient.acknowledged_at is not None:
             already = True
         elif form.validate():
-            result = acknowledgements.acknowledge(
-                recipient,
-                form.name.data,
-                form.position.data,
-                form.note.data,
-                ip=ip,
-                user_agent=user_agent,
-                at=at,
-                method=AcknowledgementMethod.LINK,
-            )
-            db.session.commit()
+            with unit_of_work():
+                result = acknowledgements.acknowledge(
+                    recipient,
+                    form.name.data,
+                    form.position.data,
+                    form.note.data,
+                    ip=ip,
+                    user_agent=user_agent,
+                    at=at,
+                    method=AcknowledgementMethod.LINK,
+                )
             if result.recorded:
                 # Post/Redirect/Get: reloading the receipt must not post the form again.
                 return redirect(url_for("provinces.letter", token=token), code=303)
             already = True
     else:
-        acknowledgements.record_opened(recipient, ip=ip, user_agent=user_agent, at=at)
-        db.session.commit()
+        with unit_of_work():
+            acknowledgements.record_opened(recipient, ip=ip, user_agent=user_agent, at=at)
     return render_template(
         "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
     )
@@ -322,17 +322,15 @@ def download(token: str, ref: str) -> Response:
     except archive.ArchiveError:
         current_app.logger.exception("archived file unavailable")
         return Response(render_template("provinces/file_unavailable.html"), status=500)
-    acknowledgements.record_download(
-        recipient,
-        document,
-        ip=request.remote_addr,
-        user_agent=request.user_agent.string,
-        at=clock.now(),
-    )
-    db.session.commit()
-    response = Response(data, mimetype=document.media_type)
-    response.headers["Content-Disposition"] = content_disposition(document.filename)
-    return response
+    with unit_of_work():
+        acknowledgements.record_download(
+            recipient,
+            document,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string,
+            at=clock.now(),
+        )
+    return file_response(data, document.media_type, document.filename)
 
 
 @bp.route("/r/", defaults={"rest": ""}, methods=["GET", "POST"])

@@ -32,6 +32,7 @@ from dispatch.models import (
     Organisation,
 )
 from dispatch.reporting import listing, status
+from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     IN_FLIGHT,
@@ -128,14 +129,14 @@ def deliver_now(dispatch_id: int) -> Any:
     """ "Gửi ngay": send every e-mail due now instead of waiting for the scheduler's minute."""
     dispatch = dispatch_or_404(dispatch_id)
     at = clock.now()
-    audit.record_dispatch(
-        "outbox.delivery_requested",
-        dispatch.id,
-        actor=actor_name(signed_in_user()),
-        at=at,
-        details={"via": "web"},
-    )
-    db.session.commit()
+    with unit_of_work():
+        audit.record_dispatch(
+            "outbox.delivery_requested",
+            dispatch.id,
+            actor=actor_name(signed_in_user()),
+            at=at,
+            details={"via": "web"},
+        )
     try:
         report = sender.deliver_due(at)
     except OSError as exc:  # the SMTP server cannot be reached: the scheduler retries later

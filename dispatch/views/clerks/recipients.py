@@ -3,6 +3,7 @@ stop reminders."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -24,6 +25,7 @@ from dispatch.models import (
 )
 from dispatch.receipts import recipient_actions
 from dispatch.reporting import status
+from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     bp,
@@ -81,22 +83,21 @@ def recipient(dispatch_id: int, recipient_id: int) -> Any:
     return _recipient_page(_recipient_or_404(dispatch_id, recipient_id))
 
 
-def _after_action(recipient: DispatchRecipient, message: str) -> Any:
-    db.session.commit()
+def _act(recipient: DispatchRecipient, values: dict, change: Callable[[], str]) -> Any:
+    """Make one change to a recipient in its own transaction, then show its page with the
+    message ``change`` returns; a refused change leaves nothing behind and shows why."""
+    try:
+        with unit_of_work():
+            message = change()
+    except recipient_actions.RecipientActionError as exc:
+        db.session.refresh(recipient)
+        return _recipient_page(
+            recipient, errors=exc.errors, values=values, message=exc.message, code=422
+        )
     flash(message, "info")
     return redirect(
         url_for("clerks.recipient", dispatch_id=recipient.dispatch_id, recipient_id=recipient.id),
         code=303,
-    )
-
-
-def _action_failed(
-    recipient: DispatchRecipient, exc: recipient_actions.RecipientActionError, values: dict
-) -> Any:
-    db.session.rollback()
-    db.session.refresh(recipient)
-    return _recipient_page(
-        recipient, errors=exc.errors, values=values, message=exc.message, code=422
     )
 
 
@@ -105,13 +106,12 @@ def _action_failed(
 def resend(dispatch_id: int, recipient_id: int) -> Any:
     """Send the letter again to this recipient."""
     recipient = _recipient_or_404(dispatch_id, recipient_id)
-    try:
+
+    def change() -> str:
         result = recipient_actions.resend_letter(recipient, actor=signed_in_user(), at=clock.now())
-    except recipient_actions.RecipientActionError as exc:
-        return _action_failed(recipient, exc, {})
-    return _after_action(
-        recipient, f"Đã xếp hàng gửi lại công văn tới {recipient.email} (lần {result.sequence})."
-    )
+        return f"Đã xếp hàng gửi lại công văn tới {recipient.email} (lần {result.sequence})."
+
+    return _act(recipient, {}, change)
 
 
 @bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/address")
@@ -124,7 +124,8 @@ def correct_address(dispatch_id: int, recipient_id: int) -> Any:
         "cc": request.form.get("cc", ""),
         "update_directory": request.form.get("update_directory", ""),
     }
-    try:
+
+    def change() -> str:
         recipient_actions.correct_address(
             recipient,
             email=values["email"],
@@ -133,12 +134,12 @@ def correct_address(dispatch_id: int, recipient_id: int) -> Any:
             actor=signed_in_user(),
             at=clock.now(),
         )
-    except recipient_actions.RecipientActionError as exc:
-        return _action_failed(recipient, exc, values)
-    message = f"Đã sửa địa chỉ thành {recipient.email} và xếp hàng gửi lại công văn."
-    if values["update_directory"]:
-        message += " Danh bạ cũng đã được cập nhật."
-    return _after_action(recipient, message)
+        message = f"Đã sửa địa chỉ thành {recipient.email} và xếp hàng gửi lại công văn."
+        if values["update_directory"]:
+            message += " Danh bạ cũng đã được cập nhật."
+        return message
+
+    return _act(recipient, values, change)
 
 
 @bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/phone")
@@ -147,13 +148,14 @@ def phone_confirmation(dispatch_id: int, recipient_id: int) -> Any:
     """Record a confirmation of receipt given by phone."""
     recipient = _recipient_or_404(dispatch_id, recipient_id)
     values = {key: request.form.get(key, "") for key in ("name", "position", "note")}
-    try:
+
+    def change() -> str:
         recipient_actions.record_phone_confirmation(
             recipient, **values, actor=signed_in_user(), at=clock.now()
         )
-    except recipient_actions.RecipientActionError as exc:
-        return _action_failed(recipient, exc, values)
-    return _after_action(recipient, "Đã ghi nhận xác nhận qua điện thoại.")
+        return "Đã ghi nhận xác nhận qua điện thoại."
+
+    return _act(recipient, values, change)
 
 
 @bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/reminders")
@@ -162,12 +164,11 @@ def reminders(dispatch_id: int, recipient_id: int) -> Any:
     """Stop (or resume) the reminders to this recipient."""
     recipient = _recipient_or_404(dispatch_id, recipient_id)
     stop = request.form.get("stop", "1") != "0"
-    try:
+
+    def change() -> str:
         recipient_actions.set_reminders_stopped(
             recipient, stop, actor=signed_in_user(), at=clock.now()
         )
-    except recipient_actions.RecipientActionError as exc:
-        return _action_failed(recipient, exc, {})
-    return _after_action(
-        recipient, "Đã dừng nhắc việc cho nơi nhận này." if stop else "Đã bật lại nhắc việc."
-    )
+        return "Đã dừng nhắc việc cho nơi nhận này." if stop else "Đã bật lại nhắc việc."
+
+    return _act(recipient, {}, change)
