@@ -1,0 +1,139 @@
+"""The API's operations on dispatches: list, create a draft, read one, issue."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import url_for
+from flask_smorest import abort
+
+from dispatch import clock, issuing
+from dispatch.directory import offices
+from dispatch.drafting import drafts
+from dispatch.extensions import db
+from dispatch.letters.formatting import ROMAN
+from dispatch.letters.source import LetterSourceError, source_from_json
+from dispatch.models import Dispatch, DispatchStatus
+from dispatch.reporting import listing, status
+from dispatch.transaction import unit_of_work
+from dispatch.views.api.common import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    bp,
+    documented_errors,
+    require_change,
+)
+from dispatch.views.api.schemas import (
+    DispatchListArgs,
+    DispatchPageSchema,
+    IssueArgs,
+    LetterSourceSchema,
+    StatusReportSchema,
+)
+
+
+def _summary_dict(summary: listing.DispatchSummary) -> dict[str, Any]:
+    data = summary.as_dict()
+    data["url"] = url_for("api.get_dispatch", dispatch_id=summary.id)
+    return data
+
+
+@bp.route("/dispatches", methods=["GET"])
+@bp.arguments(DispatchListArgs, location="query", as_kwargs=True)
+@bp.response(200, DispatchPageSchema)
+@documented_errors(401, 422)
+def list_dispatches(page: int, page_size: int, status: str | None = None) -> dict[str, Any]:
+    """List dispatches, newest first, with their receipt counts (paginated)."""
+    result = listing.list_dispatches(
+        page=page, page_size=page_size, status=None if status is None else DispatchStatus(status)
+    )
+    return {
+        "items": [_summary_dict(item) for item in result.items],
+        "page": result.page,
+        "page_size": result.page_size,
+        "total": result.total,
+        "pages": result.pages,
+    }
+
+
+def _report(dispatch_id: int) -> dict[str, Any]:
+    try:
+        return status.status_report(dispatch_id, at=clock.now())
+    except status.StatusError as exc:
+        abort(404, message=str(exc))
+
+
+def _source_error(exc: LetterSourceError) -> dict[str, Any]:
+    """Where in the submitted JSON a letter source problem is: ``field`` and ``line``."""
+    where = exc.path
+    if ", phụ lục " in where:
+        numeral = where.rsplit(", phụ lục ", 1)[1].strip()
+        index = ROMAN.index(numeral) if numeral in ROMAN else 0
+        field = f"appendices.{index}" + (".body" if exc.line is not None else "")
+    elif exc.line is not None:
+        field = "body"
+    else:
+        key = _QUOTED_KEY.search(exc.message)
+        field = "meta" + (f".{key.group(1)}" if key else "")
+    return {"field": field, "line": exc.line}
+
+
+_QUOTED_KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_.]*)"')
+API_ORIGIN = "nguồn gửi qua API"
+
+
+@bp.route("/dispatches", methods=["POST"])
+@bp.arguments(LetterSourceSchema)
+@bp.response(201, StatusReportSchema)
+@documented_errors(401, 403, 422)
+def create_dispatch(payload: dict[str, Any]) -> Any:
+    """Create a draft from a letter source (JSON form) addressed to a recipient group."""
+    user = require_change()
+    at = clock.now()
+    try:
+        with unit_of_work():
+            source = source_from_json(
+                {k: payload[k] for k in ("meta", "body", "appendices")}, origin=API_ORIGIN
+            )
+            dispatch = drafts.create_draft(source, group_code=payload["group"], actor=user, at=at)
+    except LetterSourceError as exc:
+        abort(422, message=str(exc.message), **_source_error(exc))
+    except (drafts.DraftError, offices.DirectoryError) as exc:
+        abort(422, message=str(exc), field="group")
+    location = url_for("api.get_dispatch", dispatch_id=dispatch.id)
+    return _report(dispatch.id), 201, {"Location": location}
+
+
+@bp.route("/dispatches/<int:dispatch_id>", methods=["GET"])
+@bp.response(200, StatusReportSchema)
+@documented_errors(*READ_ERRORS)
+def get_dispatch(dispatch_id: int) -> dict[str, Any]:
+    """A dispatch and every recipient's delivery and receipt (as ``dispatch status --json``)."""
+    return _report(dispatch_id)
+
+
+@bp.route("/dispatches/<int:dispatch_id>/issue", methods=["POST"])
+@bp.arguments(IssueArgs, required=False)
+@bp.response(200, StatusReportSchema)
+@documented_errors(*CHANGE_ERRORS)
+def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
+    """Issue a draft: take its number, archive the letter and queue the e-mails (clerk, admin)."""
+    user = require_change()
+    if db.session.get(Dispatch, dispatch_id) is None:
+        abort(404, message=f"Không có công văn mã {dispatch_id}.")
+    at = clock.now()
+    if payload.get("at"):
+        try:
+            at = clock.parse_moment(payload["at"])
+        except ValueError:
+            abort(422, message="Thời điểm không hợp lệ, cần dạng ISO-8601.", field="at")
+    try:
+        issuing.issue_dispatch(dispatch_id, actor=user, at=at)
+    except issuing.AlreadyIssued as exc:
+        abort(409, message=str(exc))
+    except issuing.IssueError as exc:
+        abort(409, message=str(exc))
+    except LetterSourceError as exc:
+        abort(422, message=str(exc.message), **_source_error(exc))
+    return _report(dispatch_id)
