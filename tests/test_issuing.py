@@ -548,7 +548,7 @@ def test_the_same_draft_issued_twice_at_once_is_issued_once(seeded, letter_folde
     assert _count(Document) == 2
 
 
-def _draft(letter_folder, **letter) -> int:
+def _small_draft(letter_folder, **letter) -> int:
     dispatch = drafts.create_draft(
         letter_folder(**letter), group_code=offices.DEFAULT_GROUP_CODE, actor=None, at=DRAFT_AT
     )
@@ -557,7 +557,7 @@ def _draft(letter_folder, **letter) -> int:
 
 
 def test_issuing_earlier_than_the_registers_last_entry_is_refused(seeded, letter_folder):
-    first, second, third = (_draft(letter_folder) for _ in range(3))
+    first, second, third = (_small_draft(letter_folder) for _ in range(3))
     issuing.issue_dispatch(first, actor=None, at=ISSUE_AT)
 
     with pytest.raises(issuing.IssueError, match="theo thứ tự thời gian") as caught:
