@@ -17,6 +17,7 @@ def healthz():
     try:
         db.session.execute(text("SELECT 1"))
     except Exception as exc:  # any database failure means "not healthy"
+        # Reading changes nothing; the rollback only makes the session usable again.
         db.session.rollback()
         return jsonify(status="error", database=str(exc.__class__.__name__)), 503
     return jsonify(status="ok", database="ok")

@@ -16,7 +16,7 @@ from dispatch import clock
 from dispatch.accounts.auth import role_required
 from dispatch.models import Role
 from dispatch.reporting import dashboard, exports, status
-from dispatch.views.downloads import file_response
+from dispatch.views.downloads import NO_STORE, add_file_routes, file_response
 
 bp = Blueprint("leadership", __name__, url_prefix="/lanh-dao")
 
@@ -69,15 +69,9 @@ def export(dispatch_id: int, extension: str) -> Response:
     "Báo cáo tình hình tiếp nhận" as PDF; each sorted as the page was."""
     data = _dispatch_data(dispatch_id)
     make, media_type = EXPORTS[extension]
-    return file_response(make(data), media_type, f"{exports.export_basename(data)}.{extension}")
+    filename = f"{exports.export_basename(data)}.{extension}"
+    return file_response(make(data), media_type, filename, headers=NO_STORE)
 
 
-# One rule per format, each with its own endpoint (``leadership.export_csv`` …) for url_for.
-for _extension in EXPORTS:
-    bp.add_url_rule(
-        f"/cong-van/<int:dispatch_id>/bao-cao.{_extension}",
-        endpoint=f"export_{_extension}",
-        view_func=export,
-        defaults={"extension": _extension},
-        methods=["GET"],
-    )
+# /lanh-dao/cong-van/<id>/bao-cao.csv … as ``leadership.export_csv`` …
+add_file_routes(bp, "/cong-van/<int:dispatch_id>/bao-cao", "export", export, EXPORTS)

@@ -113,6 +113,7 @@ def api_user() -> User:
 
 
 def require_change() -> User:
+    """The token's owner if it may change data (clerk, admin); otherwise a 403."""
     user = api_user()
     if user.role not in CHANGE_ROLES:
         abort(403, message=LEADER_READ_ONLY)

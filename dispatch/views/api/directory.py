@@ -8,14 +8,8 @@ from typing import Any
 from flask_smorest import abort
 
 from dispatch.directory import offices
-from dispatch.views.api.common import (
-    bp,
-    documented_errors,
-)
-from dispatch.views.api.schemas import (
-    DirectoryArgs,
-    DirectorySchema,
-)
+from dispatch.views.api.common import bp, documented_errors
+from dispatch.views.api.schemas import DirectoryArgs, DirectorySchema
 
 
 def _office_dict(org: Any) -> dict[str, Any]:

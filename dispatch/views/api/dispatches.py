@@ -130,9 +130,7 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
             abort(422, message="Thời điểm không hợp lệ, cần dạng ISO-8601.", field="at")
     try:
         issuing.issue_dispatch(dispatch_id, actor=user, at=at)
-    except issuing.AlreadyIssued as exc:
-        abort(409, message=str(exc))
-    except issuing.IssueError as exc:
+    except issuing.IssueError as exc:  # AlreadyIssued, ArchiveUnavailable …
         abort(409, message=str(exc))
     except LetterSourceError as exc:
         abort(422, message=str(exc.message), **_source_error(exc))

@@ -5,15 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import (
-    abort,
-    flash,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from dispatch import audit, clock, issuing
@@ -25,12 +17,7 @@ from dispatch.drafting.drafts import DraftError
 from dispatch.extensions import db
 from dispatch.letters.source import LetterSourceError
 from dispatch.mail import sender
-from dispatch.models import (
-    DispatchRecipient,
-    DispatchStatus,
-    Document,
-    Organisation,
-)
+from dispatch.models import DispatchRecipient, DispatchStatus, Document, Organisation
 from dispatch.reporting import listing, status
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import (
@@ -184,6 +171,7 @@ def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
 
 
 def status_data(dispatch_id: int) -> dict[str, Any]:
+    """A dispatch's status report as of now, rows as the pages show them; 404 if unknown."""
     try:
         report = status.status_report(dispatch_id, at=clock.now())
     except status.StatusError:

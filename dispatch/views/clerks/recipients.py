@@ -6,31 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import (
-    abort,
-    flash,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
-from sqlalchemy import select
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from dispatch import clock
 from dispatch.accounts.auth import role_required
 from dispatch.extensions import db
-from dispatch.models import (
-    DispatchRecipient,
-    OutboxMessage,
-)
+from dispatch.models import DispatchRecipient
 from dispatch.receipts import recipient_actions
 from dispatch.reporting import status
 from dispatch.transaction import unit_of_work
-from dispatch.views.clerks.common import (
-    CHANGE_ROLES,
-    bp,
-    signed_in_user,
-)
+from dispatch.views.clerks.common import CHANGE_ROLES, bp, signed_in_user
 from dispatch.views.clerks.dispatches import status_data
 
 # --- Per-recipient actions ---------------------------------------------------------------------
@@ -53,20 +38,13 @@ def _recipient_page(
 ) -> Any:
     data = status_data(recipient.dispatch_id)
     row = next(r for r in data["rows"] if r["id"] == recipient.id)
-    messages = list(
-        db.session.execute(
-            select(OutboxMessage)
-            .where(OutboxMessage.recipient_id == recipient.id)
-            .order_by(OutboxMessage.id)
-        ).scalars()
-    )
     return (
         render_template(
             "clerks/recipient.html",
             dispatch=recipient.dispatch,
             recipient=recipient,
             row=row,
-            messages=messages,
+            messages=list(recipient.messages),  # oldest first (the relationship's order)
             errors=errors or {},
             values=values or {},
             message=message,

@@ -8,15 +8,13 @@ from flask import render_template, request
 
 from dispatch import clock
 from dispatch.accounts.auth import role_required
-from dispatch.reporting import register
-from dispatch.views.clerks.common import (
-    CHANGE_ROLES,
-    bp,
-)
-from dispatch.views.downloads import file_response
+from dispatch.reporting import exports, register
+from dispatch.views.clerks.common import CHANGE_ROLES, bp
+from dispatch.views.downloads import add_file_routes, file_response
 
 
 def _register_year() -> int:
+    # An absent or absurd year shows this year's register rather than an error.
     year = request.args.get("year", type=int)
     if year is None or not 2000 <= year <= 2100:
         year = clock.local(clock.now()).year
@@ -40,12 +38,8 @@ def register_page() -> Any:
 
 # The register's files, by extension: how each is made, its media type, shown or saved.
 REGISTER_FILES = {
-    "xlsx": (
-        register.register_xlsx,
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        False,
-    ),
-    "pdf": (register.register_pdf, "application/pdf", True),  # printed from the browser
+    "xlsx": (register.register_xlsx, exports.XLSX_MEDIA_TYPE, False),
+    "pdf": (register.register_pdf, exports.PDF_MEDIA_TYPE, True),  # printed from the browser
 }
 
 
@@ -58,12 +52,5 @@ def register_file(extension: str) -> Any:
     return file_response(data, media_type, f"so-van-ban-di-{year}.{extension}", inline=inline)
 
 
-# One rule per format, each with its own endpoint (``clerks.register_xlsx`` …) for url_for.
-for _extension in REGISTER_FILES:
-    bp.add_url_rule(
-        f"/register.{_extension}",
-        endpoint=f"register_{_extension}",
-        view_func=register_file,
-        defaults={"extension": _extension},
-        methods=["GET"],
-    )
+# /register.xlsx and /register.pdf as ``clerks.register_xlsx`` and ``clerks.register_pdf``.
+add_file_routes(bp, "/register", "register", register_file, REGISTER_FILES)
