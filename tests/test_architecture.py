@@ -123,7 +123,9 @@ def imports_of(root: Path) -> list[Import]:
                 for alias in node.names:
                     submodule = f"{source}.{alias.name}"
                     if submodule in modules:
-                        found.append(Import(importer, submodule, None, node.lineno))
+                        # A private module keeps its name: taking it is a reach like any other.
+                        taken = alias.name if _private(alias.name) else None
+                        found.append(Import(importer, submodule, taken, node.lineno))
                     else:
                         found.append(
                             Import(importer, _known(modules, source), alias.name, node.lineno)
@@ -273,11 +275,20 @@ def factory_imports(root: Path, allowed: Iterable[str] = FACTORY_USERS) -> list[
 
 
 def private_imports(root: Path) -> list[Import]:
-    """Names starting with ``_`` that one module takes from another."""
+    """Names starting with ``_`` that one module takes from another (a private module is
+    open to the modules of its own package)."""
+
+    def own_private_module(edge: Import) -> bool:
+        parent, _, last = edge.target.rpartition(".")
+        return last == edge.name and _inside(parent, edge.importer)
+
     return [
         edge
         for edge in imports_of(root)
-        if edge.name is not None and _private(edge.name) and edge.target != edge.importer
+        if edge.name is not None
+        and _private(edge.name)
+        and edge.target != edge.importer
+        and not own_private_module(edge)
     ]
 
 
@@ -476,6 +487,9 @@ def test_private_names_taken_or_reached_for_are_named(tmp_path):
             "rooms/c.py": "import app.ground\nx = app.ground._secret\n",
             "rooms/d.py": "import app.ground as g\ny = g.__all__\n\nz = [g._secret]\n",
             "rooms/e.py": "from .. import ground\n_mine = ground\nx = _mine\n",
+            "rooms/_shared.py": "",
+            "rooms/f.py": "from app.rooms import _shared\n",
+            "views.py": "\n\nfrom app.rooms import _shared\n",
         },
     )
 
@@ -486,6 +500,7 @@ def test_private_names_taken_or_reached_for_are_named(tmp_path):
         ("app.rooms.b", 2),
         ("app.rooms.c", 2),
         ("app.rooms.d", 4),
+        ("app.views", 3),
     ]
 
 

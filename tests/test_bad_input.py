@@ -732,7 +732,7 @@ def test_an_upload_that_lies_about_its_type_is_refused(desk, app, data, name, co
 
 
 def test_an_upload_is_named_by_what_it_is_not_by_what_it_claims(desk):
-    from tests.fixtures.clerks import pdf_bytes
+    from tests.fixtures.files import pdf_bytes
 
     response, draft = _upload_to_draft(desk, pdf_bytes(), "bao-cao.docx", "application/msword")
 

@@ -8,7 +8,6 @@ import json
 import pytest
 from sqlalchemy import event, select
 
-from dispatch import issuing
 from dispatch.clock import parse_moment
 from dispatch.drafting import drafts
 from dispatch.extensions import db
@@ -35,13 +34,6 @@ RECIPIENT_KEYS = {
     "acknowledged_by",
     "reminders",
 }
-
-
-def _issued(folder, group_code: str = "so-tttt-2021") -> int:
-    dispatch = drafts.create_draft(folder, group_code=group_code, actor=None, at=DRAFT_AT)
-    db.session.commit()
-    issuing.issue_dispatch(dispatch.id, actor=None, at=ISSUE_AT)
-    return dispatch.id
 
 
 def _recipients(dispatch_id: int) -> dict[str, DispatchRecipient]:
@@ -82,8 +74,8 @@ def test_a_draft_reports_its_recipients_without_delivery(seeded, letter_folder):
     assert "(chưa có số)" in format_report(report)
 
 
-def test_the_report_follows_delivery_receipt_and_reminders(seeded, letter_folder):
-    dispatch_id = _issued(letter_folder())
+def test_the_report_follows_delivery_receipt_and_reminders(issued_dispatch):
+    dispatch_id = issued_dispatch(ISSUE_AT).id
     report = status_report(dispatch_id, at=ISSUE_AT)
     assert report["number"] == "01/THH-VP" and report["status"] == "issued"
     assert report["issued_on"] == "15/11/2021"
@@ -178,13 +170,13 @@ def test_the_report_follows_delivery_receipt_and_reminders(seeded, letter_folder
     assert "gửi lỗi (550 5.1.1 mailbox unavailable)" in table
 
 
-def test_the_report_costs_the_same_few_queries_for_3_or_63_recipients(seeded, letter_folder):
+def test_the_report_costs_the_same_few_queries_for_3_or_63_recipients(seeded, issued_dispatch):
     small = RecipientGroup(code="thu-nghiem", name="Nhóm thử nghiệm")
     small.members = seeded.group.members[:3]
     db.session.add(small)
     db.session.commit()
-    big_id = _issued(letter_folder())
-    small_id = _issued(letter_folder(), group_code="thu-nghiem")
+    big_id = issued_dispatch(ISSUE_AT).id
+    small_id = issued_dispatch(ISSUE_AT, group_code="thu-nghiem").id
 
     statements: list[str] = []
 

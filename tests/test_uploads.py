@@ -16,16 +16,13 @@ from dispatch.extensions import db
 from dispatch.models import AuditEntry, Dispatch, Document, OutboxMessage
 from tests.fixtures.clerks import (
     csrf_of,
-    docx_bytes,
     draft_id_from,
     exe_bytes,
-    pdf_bytes,
-    png_bytes,
     post_form,
     valid_fields,
-    xlsx_bytes,
     zip_bomb_docx,
 )
+from tests.fixtures.files import docx_bytes, pdf_bytes, png_bytes, xlsx_bytes
 
 # --- by content --------------------------------------------------------------------------------
 
