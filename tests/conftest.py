@@ -16,14 +16,15 @@ from dispatch import create_app
 # Fixtures by area, each in its own module.
 pytest_plugins = [
     "tests.fixtures.database",
+    "tests.fixtures.dispatches",
     "tests.fixtures.smtp",
     "tests.fixtures.web",
+    "tests.fixtures.leadership",
     "tests.fixtures.reminders",
     "tests.fixtures.acknowledgements",
     "tests.fixtures.letter_source",
     "tests.fixtures.libreoffice",
     "tests.fixtures.evidence",
-    "tests.fixtures.leadership",
     "tests.fixtures.clerks",
     "tests.fixtures.browser",
 ]

@@ -23,7 +23,6 @@ from dispatch.models import (
     AuditEntry,
     Dispatch,
     DispatchRecipient,
-    DispatchStatus,
     Document,
     RecipientEvent,
 )
@@ -34,7 +33,8 @@ from tests.fixtures.acknowledgements import (
     ISSUED_AT,
     confirm,
     csrf_token_from,
-    make_dispatch,
+    draft_with_links,
+    issue_to_three,
     open_page,
 )
 
@@ -238,8 +238,8 @@ def test_download_returns_the_archived_bytes_and_records_it(issued, client):
     assert audit.verify_chain() == []
 
 
-def test_a_token_opens_only_its_own_dispatchs_files(issued, db_app, client):
-    other = make_dispatch(db_app, number=2, label=" (số 2)")
+def test_a_token_opens_only_its_own_dispatchs_files(issued, letter_folder, client):
+    other = issue_to_three(letter_folder, label=" (số 2)")
     token = issued.tokens[0]
     not_found = client.get(f"/r/{_forged_token()}").get_data(as_text=True)
     for ref in [
@@ -466,8 +466,8 @@ def test_forged_and_malformed_tokens_get_the_same_404(issued, client):
     assert db.session.execute(select(func.count()).select_from(RecipientEvent)).scalar() == 0
 
 
-def test_a_draft_never_has_a_working_link(db_app, client):
-    draft = make_dispatch(db_app, status=DispatchStatus.DRAFT)
+def test_a_draft_never_has_a_working_link(seeded_directory, db_app, letter_folder, client):
+    draft = draft_with_links(db_app, letter_folder)
     not_found = client.get(f"/r/{_forged_token()}").get_data(as_text=True)
     response = client.get(f"/r/{draft.tokens[0]}")
     assert response.status_code == 404
@@ -634,21 +634,11 @@ def test_a_confirmation_waiting_on_another_records_nothing(issued, db_app, migra
 
 
 def test_an_issued_letter_is_confirmed_through_its_link(seeded, client):
-    from dispatch import issuing
     from dispatch.clock import parse_moment
-    from dispatch.drafting import drafts
+    from tests.fixtures.dispatches import issue_letter
     from tests.letter_samples import SEED_FOLDER
 
-    draft = drafts.create_draft(
-        SEED_FOLDER,
-        group_code="so-tttt-2021",
-        actor=seeded.clerk,
-        at=parse_moment("2021-11-12T10:00:00+07:00"),
-    )
-    db.session.commit()
-    issuing.issue_dispatch(draft.id, actor=seeded.clerk, at=parse_moment("2021-11-15T08:30:00"))
-    db.session.commit()
-    db.session.expire_all()
+    draft = issue_letter(SEED_FOLDER, actor=seeded.clerk, at=parse_moment("2021-11-15T08:30:00"))
     bac_lieu = db.session.execute(
         select(DispatchRecipient).where(
             DispatchRecipient.dispatch_id == draft.id, DispatchRecipient.province_code == "95"

@@ -16,7 +16,7 @@ from dispatch.clock import parse_moment
 from dispatch.extensions import db
 from dispatch.mail.sender import deliver_due
 from dispatch.reporting import register
-from tests.fixtures.clerks import ISSUE_AT
+from tests.fixtures.dispatches import ISSUE_AT
 
 PHU_LUC_IV = [
     "Số, ký hiệu văn bản",

@@ -68,9 +68,8 @@ def test_a_zip_that_is_not_an_office_document_is_refused():
     with pytest.raises(uploads.UploadError, match="Word"):
         uploads.detect_type(out.getvalue(), "tai-lieu.docx")
     # A DOCX whose declared main part is missing is no DOCX either.
-    source = zipfile.ZipFile(io.BytesIO(docx_bytes()))
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
+    with zipfile.ZipFile(io.BytesIO(docx_bytes())) as source, zipfile.ZipFile(out, "w") as archive:
         for info in source.infolist():
             if info.filename != "word/document.xml":
                 archive.writestr(info.filename, source.read(info.filename))
