@@ -354,11 +354,7 @@ EVIL = "evil@attacker.example"
 def test_line_breaks_in_subject_and_addresses_inject_no_header(
     smtp_app, smtp_server, outbox_dispatch
 ):
-    dispatch = outbox_dispatch(
-        2,
-        subject=f"Triển khai PC-Covid\r\nBcc: {EVIL}\r\nX-Injected: 1",
-        cc={"01": [f"vanthu.hanoi@tinh.example\r\nBcc: {EVIL}"]},
-    )
+    dispatch = outbox_dispatch(2, subject=f"Triển khai PC-Covid\r\nBcc: {EVIL}\r\nX-Injected: 1")
     rows = list(
         db.session.execute(
             select(OutboxMessage)
@@ -366,7 +362,9 @@ def test_line_breaks_in_subject_and_addresses_inject_no_header(
             .order_by(OutboxMessage.id)
         ).scalars()
     )
-    # A stored address with a line break and a header after it (as a forged row would have).
+    # Stored addresses with a line break and a header after them, as forged rows would have
+    # (the directory refuses such an address: see the import and form tests below).
+    rows[0].cc_addrs = [f"vanthu.hanoi@tinh.example\r\nBcc: {EVIL}"]
     rows[1].to_addrs = [f"{rows[1].to_addrs[0]}\r\nBcc: {EVIL}"]
     db.session.commit()
 

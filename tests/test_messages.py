@@ -85,8 +85,8 @@ def test_the_letter_email_has_text_html_and_the_exact_archived_files(db_app, out
     text, html, files = parts(mail)
     assert files == archived(dispatch, db_app)  # names decoded, bytes identical
     assert list(files) == [
-        "Công văn 01-THH-VP.pdf",
-        "Công văn 01-THH-VP.docx",
+        "CV-01-THH-VP-2021-11-15.pdf",
+        "CV-01-THH-VP-2021-11-15.docx",
         "Hướng dẫn cài đặt PC-Covid.pdf",
     ]
     attachment_types = [p.get_content_type() for p in mail.iter_attachments()]
@@ -178,9 +178,12 @@ def test_the_reminder_carries_the_link_the_count_and_the_pdf_only(db_app, outbox
     assert mail["X-Dispatch-Kind"] == "reminder"
     assert mail["Message-ID"] == second.message_id
     text, html, files = parts(mail)
-    assert list(files) == ["Công văn 01-THH-VP.pdf"]
-    pdf = archived(dispatch, db_app)["Công văn 01-THH-VP.pdf"]
-    assert hashlib.sha256(files["Công văn 01-THH-VP.pdf"]).digest() == hashlib.sha256(pdf).digest()
+    assert list(files) == ["CV-01-THH-VP-2021-11-15.pdf"]
+    pdf = archived(dispatch, db_app)["CV-01-THH-VP-2021-11-15.pdf"]
+    assert (
+        hashlib.sha256(files["CV-01-THH-VP-2021-11-15.pdf"]).digest()
+        == hashlib.sha256(pdf).digest()
+    )
     for body in (text, html):
         assert "lần thứ 2" in body
         assert confirmation_url(recipient) in body
