@@ -120,6 +120,10 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         # Comma-separated ISO dates the holidays package does not know (see dispatch.calendar).
         "DISPATCH_EXTRA_HOLIDAYS": env.get("DISPATCH_EXTRA_HOLIDAYS") or "",
         "DISPATCH_EXTRA_WORKING_DAYS": env.get("DISPATCH_EXTRA_WORKING_DAYS") or "",
+        # A signed-in session ends after this long without a request (see accounts/sessions).
+        "DISPATCH_SESSION_IDLE_MINUTES": _int(
+            "DISPATCH_SESSION_IDLE_MINUTES", env.get("DISPATCH_SESSION_IDLE_MINUTES"), 8 * 60
+        ),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,

@@ -143,6 +143,43 @@ class LoginAttempt(db.Model):
     succeeded: Mapped[bool] = mapped_column(default=False)
 
 
+class UserSession(db.Model):
+    """One signed-in session: the browser holds a random key, the server its SHA-256 and state.
+
+    A session ends when its user signs out, when an admin changes the user's role, password or
+    standing, when the user changes their password, or after an idle time (derived from
+    ``last_seen_at``; nothing is written when it lapses).
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(sa.String(30))
+    ip: Mapped[str | None] = mapped_column(sa.String(45))
+    user_agent: Mapped[str] = mapped_column(sa.String(200), default="")
+
+    user: Mapped[User] = relationship()
+
+
+class LoginThrottle(db.Model):
+    """Recent failed sign-ins for one key (an account and address pair, an account, an address).
+
+    Changed only by compare-and-set updates, so simultaneous attempts are counted one by one.
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(sa.String(320), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_allowed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 group_member = sa.Table(
     "group_member",
     db.metadata,

@@ -594,7 +594,7 @@ PUBLIC = {
     "provinces.unknown": "any other /r/ address: the same 404 as a wrong link",
 }
 # Routes any signed-in user may post to.
-ANY_SIGNED_IN = {"auth.logout": "signing out"}
+ANY_SIGNED_IN = {"auth.logout": "signing out", "auth.change_password": "one's own password"}
 # The API's catch-all: 404/405 JSON for addresses that are not operations.
 API_CATCH_ALL = {"api.unknown", "api.unknown_root"}
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}

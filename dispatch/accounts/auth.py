@@ -1,9 +1,22 @@
 """Who is signed in and what they may do: Flask-Login set-up, role checks, password sign-in with
 throttling, and the error pages (or JSON under ``/api``) for 400/401/403/404/429.
 
-Sign-in is a plain function (``authenticate``) that the login view calls; attempts are stored in
-``login_attempt`` so that throttling holds across web workers. Error messages never say which of
-the e-mail or the password was wrong.
+Sign-in is a plain function (``authenticate``) that the login view calls. Sessions live on the
+server (``dispatch.accounts.sessions``): the user loader accepts a cookie only while the session
+it names is open, so signing out or an admin's change ends it for good. Error messages never say
+which of the e-mail or the password was wrong.
+
+Throttling counts failed attempts in ``login_throttle`` under three keys: the account and
+address together, the account alone and the address alone. Each attempt is charged before the
+password is checked, by a compare-and-set update, so that simultaneous attempts are counted one
+by one; a success refunds the charge. Past a few free failures every key asks for a growing
+delay, never a hard lock:
+
+- the pair (someone mistyping, or guessing from one place) waits 1 s, 2 s, 4 s … up to 15 min;
+- the account (guesses spread over many addresses) makes addresses that never signed in to it
+  wait up to one minute; addresses it was used from before are not held up;
+- the address (one source trying many accounts, or many people behind one NAT) waits up to one
+  minute for accounts it never signed in to.
 """
 
 from __future__ import annotations
@@ -17,23 +30,48 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, g, jsonify, render_template, request
-from flask_login import current_user
+from flask import Flask, Response, abort, current_app, g, jsonify, render_template, request
+from flask import session as cookie_session
+from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from dispatch import audit
-from dispatch.accounts import users
+from dispatch import audit, clock
+from dispatch.accounts import sessions, users
 from dispatch.extensions import db, login_manager
-from dispatch.models import LoginAttempt, Role, User
+from dispatch.models import LoginAttempt, LoginThrottle, Role, User
 
-# After MAX_FAILURES failed attempts for one e-mail or one IP address within WINDOW, further
-# attempts are refused until the oldest of those failures is older than WINDOW.
-MAX_FAILURES = 5
+# The cookie's key of the server-side session (see ``dispatch.accounts.sessions``).
+SESSION_KEY = "session_key"
+
+
+@dataclass(frozen=True)
+class ThrottleRule:
+    """Failures allowed free under one kind of key, then delays doubling from 1 s up to ``cap``."""
+
+    prefix: str
+    free: int
+    cap: dt.timedelta
+
+    def delay(self, failures: int) -> dt.timedelta:
+        """The wait asked for after ``failures`` failures in a row."""
+        if failures <= self.free:
+            return dt.timedelta(0)
+        seconds = 2 ** min(failures - self.free - 1, 20)
+        return min(dt.timedelta(seconds=seconds), self.cap)
+
+
+PAIR = ThrottleRule("pair", free=3, cap=dt.timedelta(minutes=15))
+ACCOUNT = ThrottleRule("account", free=10, cap=dt.timedelta(minutes=1))
+SOURCE = ThrottleRule("source", free=20, cap=dt.timedelta(minutes=1))
+# Failures older than this are forgotten: the count starts again from zero.
 WINDOW = dt.timedelta(minutes=15)
-# Attempts older than this are deleted when new ones are written; they no longer count.
-KEEP_ATTEMPTS = dt.timedelta(days=1)
+# A source that signed in to an account within this time is "known" to that account.
+KNOWN_SOURCE = dt.timedelta(days=90)
+# Failed attempts are kept a day (for the record); successes as long as they make a source known.
+KEEP_FAILED = dt.timedelta(days=1)
 
 LOGIN_MESSAGE = "Vui lòng đăng nhập để tiếp tục."
 BAD_CREDENTIALS_MESSAGE = "Thư điện tử hoặc mật khẩu không đúng."
@@ -80,6 +118,7 @@ def init_app(app: Flask) -> None:
     login_manager.user_loader(load_user)
     app.context_processor(lambda: {"role_labels": users.ROLE_LABELS})
     app.before_request(forget_request_state)
+    app.before_request(keep_session)
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
 
@@ -100,7 +139,11 @@ def forget_request_state() -> None:
 
 
 def load_user(user_id: str) -> User | None:
-    """Flask-Login's user loader: the active user with this id, or None (signs the session out)."""
+    """Flask-Login's user loader: the active user whose server-side session the cookie names.
+
+    None (the request is treated as signed out) when the user is gone or inactive, or the session
+    has ended or lapsed. The session found is kept in ``g.user_session`` for ``keep_session``.
+    """
     try:
         key = int(user_id)
     except (TypeError, ValueError):
@@ -108,7 +151,47 @@ def load_user(user_id: str) -> User | None:
     user = db.session.get(User, key)
     if user is None or not user.active:
         return None
+    record = sessions.find_live(cookie_session.get(SESSION_KEY), user.id, at=clock.now())
+    if record is None:
+        return None
+    g.user_session = record
     return user
+
+
+def keep_session() -> None:
+    """Before each request: drop a cookie whose session is over, and note a live one's use.
+
+    The note is written at most once a minute and in its own small transaction, before the view
+    runs; if it cannot be written (a database that refuses writes) the request goes on.
+    """
+    if request.endpoint == "static" or "_user_id" not in cookie_session:
+        return
+    if not current_user.is_authenticated:
+        logout_user()
+        cookie_session.clear()
+        return
+    record = g.get("user_session")
+    now = clock.now()
+    if record is None or not sessions.needs_touch(record, now):
+        return
+    try:
+        sessions.touch(record, now)
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.warning("could not note the use of session %s", record.id)
+
+
+def start_session(user: User, *, at: dt.datetime) -> None:
+    """Open a server-side session for ``user`` and name it in the cookie; the caller commits."""
+    cookie_session[SESSION_KEY] = sessions.start(
+        user, ip=request.remote_addr, user_agent=request.user_agent.string, at=at
+    )
+
+
+def end_session(reason: str, *, at: dt.datetime) -> None:
+    """End the session the cookie names; the caller commits."""
+    sessions.end(cookie_session.get(SESSION_KEY), reason=reason, at=at)
 
 
 def normalise_email(email: str) -> str:
@@ -156,7 +239,7 @@ def is_safe_next(target: str | None) -> bool:
 
 
 class LoginThrottled(Exception):
-    """Too many failed attempts for this e-mail or address; try again after ``retry_after``."""
+    """Too many recent failures under one of the attempt's keys; try again after ``retry_after``."""
 
     def __init__(self, retry_after: dt.timedelta) -> None:
         super().__init__("too many failed sign-in attempts")
@@ -168,11 +251,21 @@ class LoginThrottled(Exception):
         return max(1, math.ceil(self.retry_after.total_seconds() / 60))
 
     @property
+    def seconds(self) -> int:
+        """Whole seconds to wait, at least one (for ``Retry-After``)."""
+        return max(1, math.ceil(self.retry_after.total_seconds()))
+
+    @property
+    def wait_text(self) -> str:
+        """The wait in words: seconds under a minute, else whole minutes."""
+        return f"{self.seconds} giây" if self.seconds < 60 else f"{self.minutes} phút"
+
+    @property
     def message(self) -> str:
         """The message shown to the person signing in."""
         return (
-            "Bạn đã nhập sai quá nhiều lần. Để bảo vệ tài khoản, việc đăng nhập tạm thời bị khoá; "
-            f"vui lòng thử lại sau {self.minutes} phút."
+            "Đã có nhiều lần đăng nhập sai. Để bảo vệ tài khoản, vui lòng chờ "
+            f"{self.wait_text} rồi thử lại."
         )
 
 
@@ -188,62 +281,130 @@ class LoginResult:
         return self.user is not None
 
 
-def _throttle_wait(column: Any, value: str, at: dt.datetime) -> dt.timedelta | None:
-    """How long attempts keyed by ``column == value`` must wait, or None if they may go on."""
-    since = at - WINDOW
-    if column is LoginAttempt.email:
-        # A success for this e-mail wipes its slate: earlier failures were the user's typos.
-        last_success = db.session.execute(
-            select(func.max(LoginAttempt.at)).where(
-                LoginAttempt.email == value, LoginAttempt.succeeded.is_(True)
-            )
-        ).scalar_one_or_none()
-        if last_success is not None and last_success > since:
-            since = last_success
-    failures = (
-        db.session.execute(
-            select(LoginAttempt.at)
-            .where(column == value, LoginAttempt.succeeded.is_(False), LoginAttempt.at > since)
-            .order_by(LoginAttempt.at.desc())
-            .limit(MAX_FAILURES)
+def _throttle_keys(email: str, ip: str | None, known: bool) -> list[tuple[ThrottleRule, str]]:
+    """The keys an attempt is counted under (the account-wide ones skip a known source)."""
+    source = ip or "-"
+    keys = [] if known else [(SOURCE, f"source:{source}"), (ACCOUNT, f"account:{email}")]
+    return [*keys, (PAIR, f"pair:{email}|{source}")]
+
+
+def _is_known_source(email: str, ip: str | None, at: dt.datetime) -> bool:
+    """Whether someone signed in to this account from this address lately."""
+    if not ip:
+        return False
+    found = db.session.execute(
+        select(LoginAttempt.id)
+        .where(
+            LoginAttempt.email == email,
+            LoginAttempt.ip == ip,
+            LoginAttempt.succeeded.is_(True),
+            LoginAttempt.at > at - KNOWN_SOURCE,
         )
-        .scalars()
-        .all()
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def _charge(rule: ThrottleRule, key: str, at: dt.datetime) -> dt.timedelta | None:
+    """Count one more attempt under ``key``, unless it must wait: then how long.
+
+    A compare-and-set on the row's failure count: of two simultaneous attempts that read the
+    same count, only one update matches; the other reads again and sees the new count (and,
+    past the free failures, the delay it set).
+    """
+    for _ in range(20):
+        row = db.session.execute(
+            select(
+                LoginThrottle.failures,
+                LoginThrottle.last_failure_at,
+                LoginThrottle.next_allowed_at,
+            ).where(LoginThrottle.key == key)
+        ).first()
+        if row is None:
+            try:
+                with db.session.begin_nested():
+                    db.session.execute(
+                        insert(LoginThrottle).values(
+                            key=key,
+                            failures=1,
+                            last_failure_at=at,
+                            next_allowed_at=at + rule.delay(1),
+                        )
+                    )
+            except IntegrityError:
+                continue  # another attempt wrote the row first: count on top of it
+            return None
+        failures, last_failure_at, next_allowed_at = row
+        if next_allowed_at > at:
+            return next_allowed_at - at
+        counted = 0 if at - last_failure_at > WINDOW else failures
+        changed = db.session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == key, LoginThrottle.failures == failures)
+            .values(
+                failures=counted + 1,
+                last_failure_at=at,
+                next_allowed_at=at + rule.delay(counted + 1),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed:
+            return None
+    return dt.timedelta(seconds=1)  # the row kept changing under us: ask to try again shortly
+
+
+def _uncharge(key: str) -> None:
+    """Take back one charge (the attempt was not a failure after all)."""
+    db.session.execute(
+        update(LoginThrottle)
+        .where(LoginThrottle.key == key, LoginThrottle.failures > 0)
+        .values(failures=LoginThrottle.failures - 1)
+        .execution_options(synchronize_session=False)
     )
-    if len(failures) < MAX_FAILURES:
-        return None
-    # Refused until the oldest of the last MAX_FAILURES failures leaves the window.
-    return max(failures[-1] + WINDOW - at, dt.timedelta(seconds=1))
+    db.session.execute(
+        delete(LoginThrottle).where(LoginThrottle.key == key, LoginThrottle.failures <= 0)
+    )
 
 
-def check_throttle(email: str, ip: str | None, at: dt.datetime) -> None:
-    """Raise ``LoginThrottled`` when the e-mail or the address has failed too often lately."""
-    waits = [_throttle_wait(LoginAttempt.email, normalise_email(email), at)]
-    if ip:
-        waits.append(_throttle_wait(LoginAttempt.ip, ip, at))
-    longest = max((w for w in waits if w is not None), default=None)
-    if longest is not None:
-        raise LoginThrottled(longest)
+def _refund(rule: ThrottleRule, key: str) -> None:
+    """Undo a charge after a correct password: the pair and account start again; the address
+    keeps its other failures."""
+    if rule is SOURCE:
+        _uncharge(key)
+    else:
+        db.session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
 
 
 def authenticate(email: str, password: str, *, ip: str | None, at: dt.datetime) -> LoginResult:
     """Check an e-mail and password, record the attempt and audit it; the caller commits.
 
-    Raises ``LoginThrottled`` (after auditing "user.login_throttled") when too many attempts
-    failed lately; a correct password is refused too while the throttle holds.
+    Raises ``LoginThrottled`` (after auditing "user.login_throttled") when the attempt must wait;
+    the password is then not checked at all.
     """
     email = normalise_email(email)[:254]
-    try:
-        check_throttle(email, ip, at)
-    except LoginThrottled as exc:
-        audit.record(
-            "user.login_throttled",
-            actor=email or "anonymous",
-            at=at,
-            object_type="user",
-            details={"ip": ip, "retry_after_seconds": int(exc.retry_after.total_seconds())},
-        )
-        raise
+    # A write first: on SQLite it takes the database's write lock now (BEGIN IMMEDIATE
+    # semantics), so simultaneous attempts queue instead of failing to upgrade a read.
+    _prune_attempts(at)
+    keys = _throttle_keys(email, ip, known=_is_known_source(email, ip, at))
+    charged: list[tuple[ThrottleRule, str]] = []
+    for rule, key in keys:
+        wait = _charge(rule, key, at)
+        if wait is not None:
+            for _, done_key in charged:
+                _uncharge(done_key)  # the password is not checked: not a failure either
+            audit.record(
+                "user.login_throttled",
+                actor=email or "anonymous",
+                at=at,
+                object_type="user",
+                details={
+                    "ip": ip,
+                    "rule": rule.prefix,
+                    "retry_after_seconds": math.ceil(wait.total_seconds()),
+                },
+            )
+            raise LoginThrottled(wait)
+        charged.append((rule, key))
 
     user = users.find_user(email) if email else None
     reason = None
@@ -255,7 +416,6 @@ def authenticate(email: str, password: str, *, ip: str | None, at: dt.datetime) 
     elif not user.active:
         reason = "inactive"
 
-    _prune_attempts(at)
     db.session.add(LoginAttempt(at=at, email=email, ip=ip, succeeded=reason is None))
     if reason is not None:
         audit.record(
@@ -268,6 +428,10 @@ def authenticate(email: str, password: str, *, ip: str | None, at: dt.datetime) 
         )
         return LoginResult(None)
 
+    for rule, key in charged:
+        _refund(rule, key)
+    if not any(rule is ACCOUNT for rule, _ in charged):
+        _refund(ACCOUNT, f"account:{email}")  # the owner is in: the account count starts again
     assert user is not None and user.password_hash is not None
     if users.password_needs_rehash(user.password_hash):
         # Hashing parameters were raised since this hash was made: upgrade it now.
@@ -296,8 +460,18 @@ def record_logout(user: User, *, ip: str | None, at: dt.datetime) -> None:
 
 
 def _prune_attempts(at: dt.datetime) -> None:
-    """Delete attempts too old to count, so the table stays small."""
-    db.session.execute(delete(LoginAttempt).where(LoginAttempt.at < at - KEEP_ATTEMPTS))
+    """Delete attempts too old to count, so the tables stay small."""
+    db.session.execute(
+        delete(LoginAttempt).where(
+            LoginAttempt.at < at - KEEP_FAILED, LoginAttempt.succeeded.is_(False)
+        )
+    )
+    db.session.execute(delete(LoginAttempt).where(LoginAttempt.at < at - KNOWN_SOURCE))
+    db.session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.last_failure_at < at - WINDOW, LoginThrottle.next_allowed_at < at
+        )
+    )
 
 
 # --- Error pages ---------------------------------------------------------------------------

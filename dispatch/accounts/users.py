@@ -1,4 +1,8 @@
-"""People who sign in: creating them, and checking their passwords (argon2id).
+"""People who sign in: creating and managing them, and checking their passwords (argon2id).
+
+Every change of a user's password, role or standing ends all their sessions
+(``dispatch.accounts.sessions``), so that a copied cookie or a forgotten browser stops working the
+moment an admin acts. An admin cannot deactivate or demote the last active admin.
 
 Only the argon2 hash of a password is stored. Sign-in (``dispatch.accounts.auth``) calls
 ``verify_password`` and, when ``password_needs_rehash`` says so, stores a fresh hash, so that
@@ -17,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from dispatch import audit
+from dispatch.accounts import sessions
 from dispatch.extensions import db
 from dispatch.models import Role, User
 
@@ -110,6 +115,117 @@ def create_user(
         details={"email": email, "role": role.value, "has_password": password is not None},
     )
     return user
+
+
+def _other_active_admins(user: User) -> int:
+    return len(
+        db.session.execute(
+            select(User.id).where(
+                User.role == Role.ADMIN, User.active.is_(True), User.id != user.id
+            )
+        ).all()
+    )
+
+
+def _audit_change(
+    action: str, user: User, *, actor: str, at: dt.datetime, **details: object
+) -> None:
+    audit.record(
+        action,
+        actor=actor,
+        at=at,
+        object_type="user",
+        object_id=user.id,
+        details={"email": user.email, **details},
+    )
+
+
+def set_role(user: User, role: Role | str, *, actor: str, at: dt.datetime) -> bool:
+    """Give ``user`` another role and end their sessions; False if it is already theirs.
+
+    Audited; the caller commits. Refuses to demote the last active admin.
+    """
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        allowed = ", ".join(member.value for member in Role)
+        raise UserError(f"Vai trò {role!r} không hợp lệ; chọn một trong: {allowed}.") from exc
+    if role is user.role:
+        return False
+    if user.role is Role.ADMIN and user.active and not _other_active_admins(user):
+        raise UserError(f"{user.email} là quản trị viên cuối cùng: không thể đổi vai trò.")
+    before = user.role
+    user.role = role
+    ended = sessions.end_all(user, reason=sessions.ROLE_CHANGED, at=at)
+    _audit_change(
+        "user.role_changed",
+        user,
+        actor=actor,
+        at=at,
+        before=before.value,
+        after=role.value,
+        sessions_ended=ended,
+    )
+    return True
+
+
+def set_password(user: User, password: str, *, actor: str, at: dt.datetime) -> None:
+    """An admin sets a new password for ``user``; every session of theirs ends.
+
+    Audited (never the password); the caller commits.
+    """
+    check_password_rules(password)
+    user.password_hash = hash_password(password)
+    ended = sessions.end_all(user, reason=sessions.PASSWORD_SET, at=at)
+    _audit_change("user.password_set", user, actor=actor, at=at, sessions_ended=ended)
+
+
+def change_own_password(user: User, current: str, new: str, *, at: dt.datetime) -> None:
+    """The user replaces their own password; all their sessions end (the caller opens a new one).
+
+    Raises ``UserError`` when ``current`` is wrong or ``new`` breaks the rules. Audited; the
+    caller commits.
+    """
+    if not verify_password(user.password_hash, current):
+        raise UserError("Mật khẩu hiện tại không đúng.")
+    check_password_rules(new)
+    if new == current:
+        raise UserError("Mật khẩu mới phải khác mật khẩu hiện tại.")
+    user.password_hash = hash_password(new)
+    ended = sessions.end_all(user, reason=sessions.PASSWORD_CHANGED, at=at)
+    _audit_change("user.password_changed", user, actor=user.email, at=at, sessions_ended=ended)
+
+
+def set_active(user: User, active: bool, *, actor: str, at: dt.datetime) -> bool:
+    """Deactivate (every session ends) or reactivate ``user``; False if nothing changed.
+
+    Audited; the caller commits. Refuses to deactivate the last active admin.
+    """
+    if user.active == active:
+        return False
+    if not active and user.role is Role.ADMIN and not _other_active_admins(user):
+        raise UserError(f"{user.email} là quản trị viên cuối cùng: không thể vô hiệu hoá.")
+    user.active = active
+    if active:
+        _audit_change("user.activated", user, actor=actor, at=at)
+    else:
+        ended = sessions.end_all(user, reason=sessions.DEACTIVATED, at=at)
+        _audit_change("user.deactivated", user, actor=actor, at=at, sessions_ended=ended)
+    return True
+
+
+def end_sessions(user: User, *, actor: str, at: dt.datetime) -> int:
+    """An admin signs ``user`` out everywhere; how many sessions ended. Audited, caller commits."""
+    ended = sessions.end_all(user, reason=sessions.ENDED_BY_ADMIN, at=at)
+    _audit_change("user.sessions_ended", user, actor=actor, at=at, sessions_ended=ended)
+    return ended
+
+
+def all_users() -> list[User]:
+    """Every user, admins first, then by e-mail."""
+    order = {Role.ADMIN: 0, Role.CLERK: 1, Role.LEADER: 2}
+    found = db.session.execute(select(User)).scalars().all()
+    return sorted(found, key=lambda user: (order.get(user.role, 9), user.email))
 
 
 def ensure_demo_users(password: str, *, at: dt.datetime) -> list[str]:

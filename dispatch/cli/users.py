@@ -1,4 +1,4 @@
-"""``dispatch users create``: people who sign in."""
+"""``dispatch users``: people who sign in (create, list, role, password, deactivate, sign out)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,140 @@ def users_create_command(
     except users.UserError as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã tạo người dùng {user.email} ({users.ROLE_LABELS[user.role]}).")
+
+
+def _change(email: str, as_email: str | None, at: dt.datetime, change) -> object:
+    """Run ``change(user, actor)`` for the user with ``email`` in one transaction."""
+    from dispatch.accounts import users
+
+    actor = resolve_actor(as_email)
+    try:
+        with unit_of_work():
+            return change(users.get_user(email), actor.email if actor else "system", at)
+    except users.UserError as exc:
+        raise CliError(str(exc)) from exc
+
+
+_as_option = click.option(
+    "--as", "as_email", help="E-mail of the admin who acts (default: system)."
+)
+
+
+@users_group.command("list")
+@at_option
+@with_appcontext
+def users_list_command(at: dt.datetime) -> None:
+    """Every user: role, standing, open sessions."""
+    from dispatch.accounts import sessions, users
+
+    for user in users.all_users():
+        standing = "đang hoạt động" if user.active else "đã vô hiệu hoá"
+        open_sessions = sessions.open_count(user, at=at)
+        click.echo(
+            f"{user.email}\t{users.ROLE_LABELS[user.role]}\t{standing}\t"
+            f"{open_sessions} phiên đang mở\t{user.name}"
+        )
+
+
+@users_group.command("set-role")
+@click.argument("email")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice([role.value for role in Role]),
+    help="admin, clerk or leader.",
+)
+@_as_option
+@at_option
+@with_appcontext
+def users_set_role_command(email: str, role: str, as_email: str | None, at: dt.datetime) -> None:
+    """Give a user another role; every session of theirs ends."""
+    from dispatch.accounts import users
+
+    changed = _change(
+        email, as_email, at, lambda user, actor, at: users.set_role(user, role, actor=actor, at=at)
+    )
+    label = users.ROLE_LABELS[Role(role)]
+    if changed:
+        click.echo(f"Đã đổi vai trò của {email} thành {label}; các phiên đăng nhập đã kết thúc.")
+    else:
+        click.echo(f"{email} đã có vai trò {label}: không có gì thay đổi.")
+
+
+@users_group.command("set-password")
+@click.argument("email")
+@click.option("--password", help="The new password (asked for, twice, when not given).")
+@_as_option
+@at_option
+@with_appcontext
+def users_set_password_command(
+    email: str, password: str | None, as_email: str | None, at: dt.datetime
+) -> None:
+    """Set a new password for a user; every session of theirs ends."""
+    from dispatch.accounts import users
+
+    if password is None:
+        password = click.prompt(
+            "Mật khẩu mới", hide_input=True, confirmation_prompt="Nhập lại mật khẩu mới"
+        )
+    _change(
+        email,
+        as_email,
+        at,
+        lambda user, actor, at: users.set_password(user, password, actor=actor, at=at),
+    )
+    click.echo(f"Đã đặt mật khẩu mới cho {email}; các phiên đăng nhập đã kết thúc.")
+
+
+@users_group.command("deactivate")
+@click.argument("email")
+@_as_option
+@at_option
+@with_appcontext
+def users_deactivate_command(email: str, as_email: str | None, at: dt.datetime) -> None:
+    """Stop a user from signing in; every session of theirs ends."""
+    from dispatch.accounts import users
+
+    changed = _change(
+        email,
+        as_email,
+        at,
+        lambda user, actor, at: users.set_active(user, False, actor=actor, at=at),
+    )
+    click.echo(f"Đã vô hiệu hoá {email}." if changed else f"{email} đã bị vô hiệu hoá từ trước.")
+
+
+@users_group.command("activate")
+@click.argument("email")
+@_as_option
+@at_option
+@with_appcontext
+def users_activate_command(email: str, as_email: str | None, at: dt.datetime) -> None:
+    """Let a deactivated user sign in again."""
+    from dispatch.accounts import users
+
+    changed = _change(
+        email,
+        as_email,
+        at,
+        lambda user, actor, at: users.set_active(user, True, actor=actor, at=at),
+    )
+    click.echo(f"Đã kích hoạt lại {email}." if changed else f"{email} vẫn đang hoạt động.")
+
+
+@users_group.command("end-sessions")
+@click.argument("email")
+@_as_option
+@at_option
+@with_appcontext
+def users_end_sessions_command(email: str, as_email: str | None, at: dt.datetime) -> None:
+    """Sign a user out of every browser."""
+    from dispatch.accounts import users
+
+    ended = _change(
+        email, as_email, at, lambda user, actor, at: users.end_sessions(user, actor=actor, at=at)
+    )
+    click.echo(f"Đã kết thúc {ended} phiên đăng nhập của {email}.")
 
 
 commands = (users_group,)

@@ -33,4 +33,7 @@ def register_blueprints(app: Flask) -> None:
     from dispatch.views import leadership
 
     app.register_blueprint(leadership.bp)  # read-only progress pages, map, chart, exports
+    from dispatch.views import admin
+
+    app.register_blueprint(admin.bp)  # the people who sign in
     api.init_app(app)  # the JSON API and /api/openapi.json

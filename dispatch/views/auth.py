@@ -1,4 +1,4 @@
-"""Sign-in and sign-out pages for clerks, leaders and admins."""
+"""Sign-in, sign-out and change-of-password pages for clerks, leaders and admins."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from dispatch import clock
-from dispatch.accounts import auth
+from dispatch.accounts import auth, sessions, users
+from dispatch.models import Role
 from dispatch.transaction import unit_of_work
 
 bp = Blueprint("auth", __name__)
@@ -31,6 +32,27 @@ class LoginForm(FlaskForm):
         render_kw={"autocomplete": "current-password"},
     )
     submit = SubmitField("Đăng nhập")
+
+
+class PasswordForm(FlaskForm):
+    """The current password and the new one, twice."""
+
+    current = PasswordField(
+        "Mật khẩu hiện tại",
+        validators=[DataRequired("Vui lòng nhập mật khẩu hiện tại."), Length(max=1024)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    new = PasswordField(
+        "Mật khẩu mới",
+        validators=[DataRequired("Vui lòng nhập mật khẩu mới."), Length(max=1024)],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm = PasswordField(
+        "Nhập lại mật khẩu mới",
+        validators=[DataRequired("Vui lòng nhập lại mật khẩu mới."), Length(max=1024)],
+        render_kw={"autocomplete": "new-password"},
+    )
+    submit = SubmitField("Đổi mật khẩu")
 
 
 class LogoutForm(FlaskForm):
@@ -72,12 +94,13 @@ def login() -> Any:
             response = render_template(
                 "auth/login.html", form=form, error=throttled.message, next_target=next_target
             )
-            retry_after = str(int(throttled.retry_after.total_seconds()))
-            return response, 429, {"Retry-After": retry_after}
+            return response, 429, {"Retry-After": str(throttled.seconds)}
         if result.user is not None:
             # A fresh session on sign-in: nothing set before (by anyone) carries over.
             session.clear()
             g.pop("csrf_token", None)  # made from the old session's secret: no longer valid
+            with unit_of_work():
+                auth.start_session(result.user, at=clock.now())
             login_user(result.user)
             return redirect(next_target or _home())
         error = auth.BAD_CREDENTIALS_MESSAGE
@@ -91,14 +114,43 @@ def logout() -> Any:
     form = LogoutForm()
     if not form.validate_on_submit():
         return auth.render_error(400, auth.CSRF_MESSAGE)
+    now = clock.now()
     with unit_of_work():
-        auth.record_logout(
-            current_user._get_current_object(), ip=request.remote_addr, at=clock.now()
-        )
+        auth.end_session(sessions.LOGOUT, at=now)
+        auth.record_logout(current_user._get_current_object(), ip=request.remote_addr, at=now)
     logout_user()
     session.clear()
     flash("Bạn đã đăng xuất.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@auth.role_required(*Role)
+def change_password() -> Any:
+    """A signed-in user replaces their own password; their other sessions end."""
+    form = PasswordForm()
+    error = None
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        if form.new.data != form.confirm.data:
+            error = "Hai lần nhập mật khẩu mới không khớp nhau."
+        else:
+            now = clock.now()
+            try:
+                with unit_of_work():
+                    users.change_own_password(
+                        user, form.current.data or "", form.new.data or "", at=now
+                    )
+                    auth.start_session(user, at=now)  # every old one ended, this one too
+            except users.UserError as exc:
+                error = str(exc)
+            else:
+                flash("Đã đổi mật khẩu. Các phiên đăng nhập khác đã kết thúc.", "success")
+                return redirect(_home())
+    page = render_template(
+        "auth/password.html", form=form, error=error, min_length=users.MIN_PASSWORD_LENGTH
+    )
+    return page, (400 if error else 200)
 
 
 def init_app(app: Flask) -> None:
