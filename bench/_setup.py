@@ -16,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "official_letters" / "pc-covid-2021"
 SECRET_KEY = "bench-secret-key"
+AUDIT_KEY = "bench-audit-key"
 SENDER = "van-thu@thh.example"
 BENCH_GROUP = "xa-phuong-bench"
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -26,7 +27,11 @@ PREPARED_AT = "2021-11-01T08:00:00+07:00"
 
 def app_environment(folder: Path) -> dict[str, str]:
     """What ``create_app`` reads from the environment even with a test configuration."""
-    return {"DISPATCH_INSTANCE_PATH": str(folder / "instance"), "SECRET_KEY": SECRET_KEY}
+    return {
+        "DISPATCH_INSTANCE_PATH": str(folder / "instance"),
+        "SECRET_KEY": SECRET_KEY,
+        "DISPATCH_AUDIT_KEY": AUDIT_KEY,
+    }
 
 
 def make_app(folder: Path, database_url: str | None = None, smtp_port: int = 25) -> Any:
@@ -40,6 +45,7 @@ def make_app(folder: Path, database_url: str | None = None, smtp_port: int = 25)
             "SQLALCHEMY_DATABASE_URI": database_url or f"sqlite:///{folder / 'dispatch.db'}",
             "DISPATCH_DATA_DIR": str(folder / "data"),
             "SECRET_KEY": SECRET_KEY,
+            "DISPATCH_AUDIT_KEY": AUDIT_KEY,
             "BASE_URL": "https://congvan.thh.example",
             "MAIL_SERVER": "127.0.0.1",
             "MAIL_PORT": smtp_port,

@@ -210,6 +210,7 @@ def main() -> dict[str, Any]:
             **os.environ,
             "DATABASE_URL": database_url,
             "SECRET_KEY": "bench-secret-key",
+            "DISPATCH_AUDIT_KEY": "bench-audit-key",
             "DISPATCH_INSTANCE_PATH": str(folder / "instance"),
             "DISPATCH_DATA_DIR": str(folder / "data"),
         }

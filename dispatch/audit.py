@@ -1,20 +1,39 @@
-"""The audit log: every state change, who made it and when, append-only and hash-chained.
+"""The audit log: every state change, who made it and when, append-only, chained and keyed.
 
-Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's canonical JSON,
-so editing or deleting a row breaks the chain (``verify_chain``). Entries are written in the
-caller's transaction: the change and its record commit or roll back together.
+Entries are written in the caller's transaction: the change and its record commit or roll back
+together. Three things make the log trustworthy:
+
+- **Chains.** Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's
+  canonical JSON, so editing, deleting or inserting a row breaks the chain. There are ``LANES``
+  chains side by side: a transaction appends to one lane only (picked by the object of its
+  first entry), so that writers in different lanes never wait for each other (one global chain
+  serialised every confirmation). Anyone can recompute the hashes.
+- **A key.** Each entry's ``mac`` is HMAC-SHA256, with ``DISPATCH_AUDIT_KEY`` (kept outside the
+  database), over its hash. Whoever can write to the database but does not hold the key can
+  no longer edit a row and recompute the chain.
+- **Checkpoints.** ``write_checkpoint`` (daily, by the scheduler, or ``dispatch audit
+  checkpoint``) writes every lane's head, keyed, to a file in the archive, outside the
+  database. ``verify_checkpoints`` then shows entries cut off the end of a lane.
+
+Entries written before keys were introduced have an empty ``mac``; they are accepted only before
+the first keyed entry and reported as such.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import os
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from flask import current_app
+from sqlalchemy import bindparam, func, insert, select, text
 
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, DispatchRecipient, User
@@ -22,17 +41,70 @@ from dispatch.models import AuditEntry, DispatchRecipient, User
 # How the log names work done by the system itself (the scheduler, a seed).
 SYSTEM_ACTOR = "system"
 
-# Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
-_CHAIN_LOCK = 0x44495350  # "DISP"
+# How many chains run side by side. Stored on each entry, so changing it later is safe.
+LANES = 16
 
+# Any constant: with the lane, the key of the PostgreSQL advisory lock that serialises appends
+# to one lane.
+_CHAIN_LOCK = 0x44495350  # "DISP"
 
 _TABLE = AuditEntry.__table__
 _FIELDS = ("at", "actor", "action", "object_type", "object_id", "dispatch_id", "details")
 # Built once: every audited change runs them (each e-mail sent, each confirmation).
-_CHAIN_END = select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)
+_CHAIN_END = (
+    select(_TABLE.c.hash)
+    .where(_TABLE.c.lane == bindparam("lane"))
+    .order_by(_TABLE.c.id.desc())
+    .limit(1)
+)
 _INSERT_ONE = insert(_TABLE).returning(_TABLE.c.id)
 _INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK = text("SELECT pg_advisory_xact_lock(:key, :lane)")
+
+# Where checkpoints are written, under DISPATCH_DATA_DIR.
+CHECKPOINT_DIR = "audit-checkpoints"
+
+
+class AuditKeyError(RuntimeError):
+    """No key to sign or check the audit log with."""
+
+
+def _key() -> bytes:
+    key = current_app.config.get("DISPATCH_AUDIT_KEY")
+    if not key:
+        raise AuditKeyError(
+            "Thiếu khoá nhật ký kiểm tra DISPATCH_AUDIT_KEY: không thể ghi hay kiểm tra nhật ký."
+        )
+    return key.encode("utf-8")
+
+
+def _mac(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hmac.new(_key(), data, hashlib.sha256).hexdigest()
+
+
+def _lane_of(fields: Mapping[str, Any]) -> int:
+    """The lane an entry's object belongs to (for the first entry of a transaction)."""
+    name = f"{fields['object_type']}:{fields.get('object_id')}"
+    return zlib.crc32(name.encode("utf-8")) % LANES
+
+
+def _transaction_lane(first: Mapping[str, Any]) -> int:
+    """The lane of the current transaction: taken by its first entry, kept until it ends.
+
+    One lane per transaction means one lane lock per transaction, held until it ends, so two
+    transactions can never wait for each other's lanes (no deadlock).
+    """
+    session = db.session()
+    session.connection()  # begins the transaction if nothing has yet
+    transaction = session.get_transaction()
+    pinned = session.info.get("audit_lane")
+    if pinned is not None and pinned[0] is transaction:
+        return pinned[1]
+    lane = _lane_of(first)
+    session.info["audit_lane"] = (transaction, lane)
+    return lane
 
 
 def actor_name(actor: User | None) -> str:
@@ -124,7 +196,7 @@ def record_recipient(
 
 def record_many(entries: list[dict[str, Any]]) -> list[int]:
     """Append several entries (each the keyword arguments of ``record``) in this order, with one
-    look-up of the chain's end and one INSERT; the caller commits. Returns their ids.
+    look-up of the lane's end and one INSERT; the caller commits. Returns their ids.
 
     The ORM's pending changes are flushed first, so the change is written before its record.
     The entries themselves are plain rows (an INSERT, no ORM objects): a sender records every
@@ -133,10 +205,12 @@ def record_many(entries: list[dict[str, Any]]) -> list[int]:
     if not entries:
         return []
     db.session.flush()
+    lane = _transaction_lane(entries[0])
     if db.engine.dialect.name == "postgresql":
-        # Appends must see the previous entry: serialise them until this transaction ends.
-        db.session.execute(_LOCK, {"key": _CHAIN_LOCK})
-    prev = db.session.execute(_CHAIN_END).scalar_one_or_none() or ""
+        # Appends must see the lane's previous entry: serialise them until this transaction
+        # ends. (SQLite has one writer at a time anyway.)
+        db.session.execute(_LOCK, {"key": _CHAIN_LOCK, "lane": lane})
+    prev = db.session.execute(_CHAIN_END, {"lane": lane}).scalar_one_or_none() or ""
     rows = []
     for fields in entries:
         object_id = fields.get("object_id")
@@ -152,8 +226,10 @@ def record_many(entries: list[dict[str, Any]]) -> list[int]:
                 json.dumps(fields.get("details") or {}, ensure_ascii=False, default=str)
             ),
             "prev_hash": prev,
+            "lane": lane,
         }
         values["hash"] = prev = _entry_hash(values["prev_hash"], values)
+        values["mac"] = _mac(values["hash"])
         rows.append(values)
     if len(rows) == 1:
         return [db.session.execute(_INSERT_ONE, rows[0]).scalar_one()]
@@ -171,27 +247,194 @@ class ChainProblem:
 INSERTED = "entry inserted into the chain"
 MISSING = "previous entry missing or changed"
 CHANGED = "entry changed after it was written"
+BAD_MAC = "entry not signed with the audit key"
+UNKEYED_LATE = "unkeyed entry after keyed ones"
 
 
-def verify_chain() -> list[ChainProblem]:
-    """Recompute the chain; return every place where a row was edited, removed or inserted."""
+@dataclass
+class _Lane:
+    """What ``check_chain`` knows of one lane so far."""
+
+    prev_hash: str = ""
+    read: list[int] = field(default_factory=list)  # entry ids, in order
+    position: dict[str, int] = field(default_factory=dict)  # hash -> index in ``read``
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What ``verify_chain`` found: the problems, and how many entries predate the key."""
+
+    problems: list[ChainProblem]
+    entries: int
+    unkeyed: int
+
+
+def check_chain() -> ChainReport:
+    """Recompute every lane's chain and every entry's key; report what was edited, removed,
+    inserted or written without the key."""
     problems: list[ChainProblem] = []
-    prev_hash = ""
-    # Every entry read so far, in order, by its hash: an entry that links back past its
-    # predecessor to an earlier entry shows that the rows in between were slipped in.
-    read: list[int] = []
-    position: dict[str, int] = {}
+    lanes: dict[int, _Lane] = {}
+    entries = unkeyed = 0
+    keyed_seen = False
     for entry in db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars():
-        if entry.prev_hash != prev_hash:
-            earlier = position.get(entry.prev_hash)
+        entries += 1
+        lane = lanes.setdefault(entry.lane, _Lane())
+        if entry.prev_hash != lane.prev_hash:
+            # An entry that links back past its predecessor to an earlier entry of its lane
+            # shows that the rows in between were slipped in.
+            earlier = lane.position.get(entry.prev_hash)
             if earlier is not None:
-                problems.extend(ChainProblem(i, INSERTED) for i in read[earlier + 1 :])
+                problems.extend(ChainProblem(i, INSERTED) for i in lane.read[earlier + 1 :])
             else:
                 problems.append(ChainProblem(entry.id, MISSING))
         if entry.hash != _entry_hash(entry.prev_hash, entry):
             problems.append(ChainProblem(entry.id, CHANGED))
-        position.setdefault(entry.hash, len(read))
-        read.append(entry.id)
-        prev_hash = entry.hash
+        if entry.mac:
+            keyed_seen = True
+            if not hmac.compare_digest(entry.mac, _mac(entry.hash)):
+                problems.append(ChainProblem(entry.id, BAD_MAC))
+        elif keyed_seen:
+            problems.append(ChainProblem(entry.id, UNKEYED_LATE))
+        else:
+            unkeyed += 1
+        lane.position.setdefault(entry.hash, len(lane.read))
+        lane.read.append(entry.id)
+        lane.prev_hash = entry.hash
     problems.sort(key=lambda problem: problem.entry_id)
-    return problems
+    return ChainReport(problems, entries, unkeyed)
+
+
+def verify_chain() -> list[ChainProblem]:
+    """Every place where the log was edited, cut, extended in the middle or forged."""
+    return check_chain().problems
+
+
+# --- Checkpoints: the lanes' heads, keyed, outside the database ------------------------------
+
+
+def _checkpoint_folder() -> Path:
+    return Path(current_app.config["DISPATCH_DATA_DIR"]) / CHECKPOINT_DIR
+
+
+def _checkpoint_body(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def lane_heads() -> dict[int, dict[str, Any]]:
+    """Each lane's last entry (id, hash) and number of entries, as committed now."""
+    counts = dict(
+        db.session.execute(select(AuditEntry.lane, func.count()).group_by(AuditEntry.lane)).all()
+    )
+    last_ids = dict(
+        db.session.execute(
+            select(AuditEntry.lane, func.max(AuditEntry.id)).group_by(AuditEntry.lane)
+        ).all()
+    )
+    hashes = dict(
+        db.session.execute(
+            select(AuditEntry.id, AuditEntry.hash).where(AuditEntry.id.in_(last_ids.values()))
+        ).all()
+    )
+    return {
+        lane: {"last_id": last_id, "hash": hashes[last_id], "count": counts[lane]}
+        for lane, last_id in sorted(last_ids.items())
+    }
+
+
+def write_checkpoint(at: dt.datetime) -> Path:
+    """Write the lanes' heads, keyed, to a new file in the archive; its path.
+
+    Written to a temporary file, flushed to disk and renamed, so a checkpoint is whole or
+    absent. Reads only: nothing to commit.
+    """
+    payload: dict[str, Any] = {
+        "format": 1,
+        "at": at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+        "lanes": {str(lane): head for lane, head in lane_heads().items()},
+    }
+    payload["mac"] = _mac(_checkpoint_body(payload))
+    folder = _checkpoint_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"checkpoint-{at.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.json"
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(_checkpoint_body(payload))
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class CheckpointProblem:
+    """A checkpoint that does not hold, and why (Vietnamese, for ``audit verify``)."""
+
+    checkpoint: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read back."""
+
+    name: str
+    at: dt.datetime
+    lanes: dict[int, dict[str, Any]]
+
+
+def read_checkpoints() -> tuple[list[Checkpoint], list[CheckpointProblem]]:
+    """Every checkpoint in the archive whose key holds, oldest first, and those that fail."""
+    found: list[Checkpoint] = []
+    problems: list[CheckpointProblem] = []
+    folder = _checkpoint_folder()
+    for path in sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []:
+        try:
+            payload = json.loads(path.read_bytes())
+            mac = payload.pop("mac")
+            lanes = {int(k): v for k, v in payload["lanes"].items()}
+            at = dt.datetime.fromisoformat(payload["at"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            problems.append(CheckpointProblem(path.name, "không đọc được tệp điểm neo"))
+            continue
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            mac, _mac(_checkpoint_body(payload))
+        ):
+            problems.append(CheckpointProblem(path.name, "chữ ký của điểm neo không khớp khoá"))
+            continue
+        found.append(Checkpoint(path.name, at, lanes))
+    return found, problems
+
+
+def verify_checkpoints() -> tuple[list[Checkpoint], list[CheckpointProblem]]:
+    """Check the log against every checkpoint: each lane's head then must still be there, with
+    as many entries up to it. Returns the checkpoints that hold and the problems found."""
+    checkpoints, problems = read_checkpoints()
+    holding = []
+    for checkpoint in checkpoints:
+        found = []
+        for lane, head in checkpoint.lanes.items():
+            row = db.session.execute(
+                select(AuditEntry.hash, AuditEntry.lane).where(AuditEntry.id == head["last_id"])
+            ).first()
+            count = db.session.execute(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.lane == lane, AuditEntry.id <= head["last_id"])
+            ).scalar_one()
+            when = f"{checkpoint.at.astimezone(dt.UTC):%d/%m/%Y %H:%M} UTC"
+            if row is None or row.lane != lane:
+                found.append(
+                    f"mục {head['last_id']}, mục cuối của làn {lane} lúc {when}, không còn: "
+                    "nhật ký đã bị cắt bớt"
+                )
+            elif row.hash != head["hash"]:
+                found.append(f"mục {head['last_id']} (làn {lane}) đã khác so với lúc {when}")
+            elif count != head["count"]:
+                found.append(
+                    f"làn {lane} có {count} mục đến mục {head['last_id']}, "
+                    f"lúc {when} có {head['count']}"
+                )
+        problems.extend(CheckpointProblem(checkpoint.name, message) for message in found)
+        if not found:
+            holding.append(checkpoint)
+    return holding, problems

@@ -15,6 +15,7 @@ from typing import Any
 
 REQUIRED_IN_PRODUCTION = (
     "SECRET_KEY",
+    "DISPATCH_AUDIT_KEY",
     "DATABASE_URL",
     "BASE_URL",
     "MAIL_SERVER",
@@ -46,9 +47,9 @@ def _int(name: str, value: str | None, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
 
 
-def _persistent_secret(instance_path: Path) -> str:
-    """Return a secret key kept in the instance folder, creating it on first use (development)."""
-    path = instance_path / "secret_key"
+def _persistent_secret(instance_path: Path, name: str = "secret_key") -> str:
+    """Return a secret kept in the instance folder, creating it on first use (development)."""
+    path = instance_path / name
     if path.exists():
         return path.read_text().strip()
     instance_path.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
     config: dict[str, Any] = {
         "DISPATCH_ENV": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY") or _persistent_secret(instance_path),
+        # Keys the audit log (dispatch.audit); kept outside the database, never rotated away.
+        "DISPATCH_AUDIT_KEY": env.get("DISPATCH_AUDIT_KEY")
+        or _persistent_secret(instance_path, "audit_key"),
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),

@@ -416,9 +416,11 @@ class RecipientEvent(db.Model):
 
 
 class AuditEntry(db.Model):
-    """Who changed what, when; append-only, each row chained to the previous by its hash."""
+    """Who changed what, when; append-only, each row chained to the previous one of its lane by
+    its hash, and keyed (``mac``) with a key kept outside the database (see dispatch.audit)."""
 
     __tablename__ = "audit_entry"
+    __table_args__ = (sa.Index("ix_audit_entry_lane_id", "lane", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
@@ -430,6 +432,8 @@ class AuditEntry(db.Model):
     details: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(sa.String(64), default="")
     hash: Mapped[str] = mapped_column(sa.String(64), default="")
+    lane: Mapped[int] = mapped_column(default=0, server_default="0")
+    mac: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
 
 
 class SchedulerHeartbeat(db.Model):

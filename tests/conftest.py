@@ -61,6 +61,7 @@ def app(tmp_path: Path, test_database_url: str):
             "SQLALCHEMY_DATABASE_URI": test_database_url,
             "DISPATCH_DATA_DIR": str(tmp_path / "data"),
             "SECRET_KEY": "test-secret",
+            "DISPATCH_AUDIT_KEY": "test-audit-key",
             "WTF_CSRF_ENABLED": True,
             "MAIL_SUPPRESS_SEND": False,
         }

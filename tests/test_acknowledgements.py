@@ -98,6 +98,7 @@ def make_app(app, migrated_database):
                 "SQLALCHEMY_DATABASE_URI",
                 "DISPATCH_DATA_DIR",
                 "SECRET_KEY",
+                "DISPATCH_AUDIT_KEY",
                 "WTF_CSRF_ENABLED",
             )
         }
@@ -616,6 +617,7 @@ def test_a_confirmation_waiting_on_another_records_nothing(issued, db_app, migra
                     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
             ).scalar()
+            conn.rollback()  # pg_stat_activity is a snapshot taken once per transaction
             if waiting:
                 break
             thread.join(timeout=0.1)

@@ -197,7 +197,7 @@ def test_users_create_with_option_or_prompt(db_app, runner):
 
 def test_audit_verify_reports_a_broken_chain(seeded, runner, audit_unguarded):
     ok = _invoke(runner, "audit", "verify")
-    assert ok.exit_code == 0 and "chuỗi băm khớp" in ok.output
+    assert ok.exit_code == 0 and "chuỗi băm và chữ ký khớp" in ok.output
     entry = db.session.execute(select(AuditEntry).order_by(AuditEntry.id).limit(1)).scalar_one()
     entry.actor = "kẻ giả mạo"
     db.session.commit()

@@ -446,6 +446,7 @@ def _dispatch_env(app, smtp_server, tmp_path: Path) -> dict[str, str]:
         {
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "SECRET_KEY": app.config["SECRET_KEY"],
+            "DISPATCH_AUDIT_KEY": app.config["DISPATCH_AUDIT_KEY"],
             "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
             "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
             **smtp_server.environ(),

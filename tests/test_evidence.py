@@ -52,7 +52,8 @@ def test_an_intact_log_verifies_and_names_its_last_hash(db_app, runner):
     result = _verify(runner)
 
     assert result.exit_code == 0, result.output
-    assert "5 mục, chuỗi băm khớp" in result.output
+    assert "5 mục, chuỗi băm và chữ ký khớp" in result.output
+    assert "Chưa có điểm neo nào" in result.output
     assert f"Mục cuối: số {entries[-1].id}, mã băm {entries[-1].hash}." in result.output
 
 
@@ -112,8 +113,10 @@ def test_verify_names_an_entry_inserted_in_the_middle(db_app, runner, audit_ungu
         dispatch_id=7,
         details={"number": "07/THH-VP"},
         prev_hash=entries[1].hash,
+        lane=entries[1].lane,
     )
     forged.hash = audit._entry_hash(forged.prev_hash, forged)
+    forged.mac = "0" * 64  # without the audit key, the forger can only guess
     db.session.execute(
         insert(table).values(
             {column.key: getattr(forged, column.key) for column in AuditEntry.__mapper__.columns}
@@ -123,9 +126,106 @@ def test_verify_names_an_entry_inserted_in_the_middle(db_app, runner, audit_ungu
     result = _verify(runner)
 
     assert result.exit_code == 1
-    assert "1 chỗ hỏng trong 6 mục" in result.output
+    assert "2 chỗ hỏng trong 6 mục" in result.output
     assert f"mục {forged.id}: mục bị chèn thêm vào giữa chuỗi" in result.output
-    assert [(p.entry_id, p.reason) for p in audit.verify_chain()] == [(forged.id, audit.INSERTED)]
+    assert f"mục {forged.id}: mục không mang chữ ký bằng khoá nhật ký" in result.output
+    assert sorted((p.entry_id, p.reason) for p in audit.verify_chain()) == [
+        (forged.id, audit.INSERTED),
+        (forged.id, audit.BAD_MAC),
+    ]
+
+
+# --- The key and the checkpoints ---------------------------------------------------------------
+
+
+def _rechain_without_the_key(edited_id: int) -> None:
+    """What someone with write access to the database but not the key can do: edit a row and
+    recompute every hash after it, in every lane."""
+    table = AuditEntry.__table__
+    entries = list(db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars())
+    heads: dict[int, str] = {}
+    for entry in entries:
+        values: dict = {"prev_hash": heads.get(entry.lane, "")}
+        if entry.id == edited_id:
+            values["actor"] = "ke-gia-mao@example.org"
+        for name, value in values.items():
+            setattr(entry, name, value)
+        values["hash"] = heads[entry.lane] = audit._entry_hash(values["prev_hash"], entry)
+        db.session.execute(update(table).where(table.c.id == entry.id).values(**values))
+    db.session.commit()
+
+
+def test_an_edit_with_every_hash_recomputed_is_caught_by_the_key(db_app, runner, audit_unguarded):
+    entries = _write_entries()
+    _rechain_without_the_key(entries[1].id)
+
+    result = _verify(runner)
+
+    assert result.exit_code == 1
+    assert f"mục {entries[1].id}: mục không mang chữ ký bằng khoá nhật ký" in result.output
+    # The chain holds again, but from the edited entry on no key does (one transaction wrote
+    # them, so they share a lane).
+    assert [(p.entry_id, p.reason) for p in audit.verify_chain()] == [
+        (entry.id, audit.BAD_MAC) for entry in entries[1:]
+    ]
+
+
+def test_the_key_is_needed_to_verify(db_app, runner):
+    _write_entries(2)
+    db_app.config["DISPATCH_AUDIT_KEY"] = "another-key"
+    result = _verify(runner)
+    assert result.exit_code == 1
+    assert "2 chỗ hỏng trong 2 mục" in result.output
+
+
+def test_entries_cut_off_the_end_are_reported_against_a_checkpoint(db_app, runner, audit_unguarded):
+    entries = _write_entries()
+    checkpoint = runner.invoke(args=["audit", "checkpoint", "--at", "2021-11-15T17:00:00+07:00"])
+    assert checkpoint.exit_code == 0, checkpoint.output
+    folder = Path(db_app.config["DISPATCH_DATA_DIR"]) / audit.CHECKPOINT_DIR
+    assert [p.name for p in folder.iterdir()] == ["checkpoint-20211115T100000Z.json"]
+    ok = _verify(runner)
+    assert ok.exit_code == 0, ok.output
+    assert "Khớp với 1 điểm neo" in ok.output
+
+    # The newest entry of a lane is cut off: every chain that is left is intact.
+    last_id, lane = entries[-1].id, entries[-1].lane
+    db.session.execute(AuditEntry.__table__.delete().where(AuditEntry.id == last_id))
+    db.session.commit()
+    assert audit.verify_chain() == []
+
+    result = _verify(runner)
+
+    assert result.exit_code == 1
+    assert (
+        f"mục {last_id}, mục cuối của làn {lane} lúc 15/11/2021 10:00 UTC, không còn: "
+        "nhật ký đã bị cắt bớt"
+    ) in result.output
+
+
+def test_a_forged_checkpoint_is_refused(db_app, runner):
+    _write_entries(2)
+    path = audit.write_checkpoint(AT)
+    assert '"count": 2' in path.read_text()
+    path.write_text(path.read_text().replace('"count": 2', '"count": 9'))
+
+    result = _verify(runner)
+
+    assert result.exit_code == 1
+    assert "chữ ký của điểm neo không khớp khoá" in result.output
+
+
+def test_writers_in_different_lanes_and_one_transaction_in_one_lane(db_app):
+    lanes = {
+        audit._lane_of({"object_type": "dispatch_recipient", "object_id": n}) for n in range(64)
+    }
+    assert len(lanes) > 8  # recipients spread over the lanes
+    # Entries of one transaction stay in the lane of its first entry, whatever their object.
+    for n in range(5):
+        audit.record("test.step", actor="system", at=AT, object_type="dispatch", object_id=n)
+    db.session.commit()
+    assert len(set(db.session.execute(select(AuditEntry.lane)).scalars())) == 1
+    assert audit.verify_chain() == []
 
 
 # --- The database guard (PostgreSQL) ---------------------------------------------------------

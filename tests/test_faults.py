@@ -144,6 +144,7 @@ def _env(app, smtp_server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str
         {
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "SECRET_KEY": app.config["SECRET_KEY"],
+            "DISPATCH_AUDIT_KEY": app.config["DISPATCH_AUDIT_KEY"],
             "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
             "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
             **smtp_server.environ(),

@@ -497,6 +497,7 @@ def test_remind_command_in_its_own_process(smtp_app, smtp_server, outbox_dispatc
         DISPATCH_INSTANCE_PATH=str(tmp_path / "instance"),
         DISPATCH_DATA_DIR=smtp_app.config["DISPATCH_DATA_DIR"],
         SECRET_KEY=smtp_app.config["SECRET_KEY"],
+        DISPATCH_AUDIT_KEY=smtp_app.config["DISPATCH_AUDIT_KEY"],
         **smtp_server.environ(),
     )
     command = [str(Path(sys.executable).with_name("dispatch")), "remind"]

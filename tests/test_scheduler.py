@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from dispatch import audit
 from dispatch.clock import VN
 from dispatch.extensions import db
 from dispatch.models import (
+    AuditEntry,
     DeliveryStatus,
     Dispatch,
     MessageKind,
@@ -39,7 +41,8 @@ def test_scheduler_jobs_are_importable_and_run_once_at_a_time():
     scheduler = sched.build_scheduler(sched.Intervals(deliver=60, remind=600, heartbeat=30))
     assert str(scheduler.timezone) == "Asia/Ho_Chi_Minh"
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"deliver_job", "remind_job", "heartbeat_job"}
+    assert set(jobs) == {"deliver_job", "remind_job", "heartbeat_job", "checkpoint_job"}
+    assert jobs["checkpoint_job"].trigger.interval == dt.timedelta(days=1)
     assert jobs["deliver_job"].func is sched.deliver_job
     assert jobs["remind_job"].func is sched.remind_job
     assert jobs["heartbeat_job"].func is sched.heartbeat_job
@@ -138,6 +141,15 @@ def test_jobs_call_the_domain_functions_at_the_current_moment(
     assert beat.last_job == "remind"
     assert dt.datetime.now(dt.UTC) - beat.beat_at < dt.timedelta(hours=1)
 
+    # The daily checkpoint anchors the audit log's heads in the archive.
+    sched.checkpoint_job()
+    assert sched._last_job == "checkpoint"
+    checkpoints, problems = audit.verify_checkpoints()
+    assert len(checkpoints) == 1 and problems == []
+    assert sum(head["count"] for head in checkpoints[0].lanes.values()) == len(
+        db.session.execute(select(AuditEntry.id)).all()
+    )
+
 
 @on_postgres
 @pytest.mark.postgres
@@ -175,6 +187,7 @@ def scheduler_env(db_app, tmp_path: Path) -> dict[str, str]:
             "DATABASE_URL": db_app.config["SQLALCHEMY_DATABASE_URI"],
             "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
             "SECRET_KEY": "test-secret",
+            "DISPATCH_AUDIT_KEY": "test-audit-key",
             "MAIL_SERVER": "127.0.0.1",
             "MAIL_PORT": str(free_port()),  # nothing is due, so nothing is sent
             "PYTHONUNBUFFERED": "1",

@@ -60,6 +60,7 @@ class Intervals:
     deliver: float = 60
     remind: float = 600
     heartbeat: float = 60
+    checkpoint: float = 24 * 3600
     standby_poll: float = 15
 
 
@@ -100,6 +101,16 @@ def remind_job() -> None:
             )
             deliver_due(at)
     _finished("remind")
+
+
+def checkpoint_job() -> None:
+    """Anchor the audit log's heads outside the database (once a day, and at start-up)."""
+    from dispatch import audit
+
+    with _job_app().app_context(), unit_of_work():
+        path = audit.write_checkpoint(clock.now())
+        log.info("audit checkpoint written: %s", path.name)
+    _finished("checkpoint")
 
 
 def write_heartbeat(at: dt.datetime, *, name: str = HEARTBEAT_NAME, last_job: str | None) -> None:
@@ -213,7 +224,7 @@ class SchedulerLock:
 
 
 def build_scheduler(intervals: Intervals) -> BlockingScheduler:
-    """The APScheduler with the three jobs, in Vietnam time, each run at most once at a time."""
+    """The APScheduler with its jobs, in Vietnam time, each run at most once at a time."""
     scheduler = BlockingScheduler(
         timezone=clock.VN,
         job_defaults={
@@ -227,6 +238,7 @@ def build_scheduler(intervals: Intervals) -> BlockingScheduler:
         (heartbeat_job, intervals.heartbeat),
         (deliver_job, intervals.deliver),
         (remind_job, intervals.remind),
+        (checkpoint_job, intervals.checkpoint),
     ):
         scheduler.add_job(
             f"{func.__module__}:{func.__name__}",

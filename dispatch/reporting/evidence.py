@@ -400,6 +400,8 @@ def _audit(builder: _Builder, entries: list[AuditEntry], at: dt.datetime) -> Non
             "details": entry.details,
             "prev_hash": entry.prev_hash,
             "hash": entry.hash,
+            "lane": entry.lane,
+            "mac": entry.mac,
         }
         lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
     builder.add("audit.jsonl", ("\n".join(lines) + "\n").encode() if lines else b"")
@@ -468,8 +470,11 @@ def _readme(dispatch: Dispatch, builder: _Builder, report: dict[str, Any]) -> by
         "   sent_sha256 trong messages.csv và sha256 trong mục message.sent của nhật ký.",
         "3. Mỗi mục nhật ký có hash = SHA-256(prev_hash + xuống dòng + JSON chuẩn của mục: at,",
         "   actor, action, object_type, object_id, dispatch_id, details; khoá xếp theo thứ tự,",
-        "   UTF-8). Mục sau mang prev_hash của mục trước trong toàn bộ nhật ký, nên sửa, xoá",
-        "   hay chèn một mục đều làm đứt chuỗi (lệnh dispatch audit verify).",
+        "   UTF-8). Nhật ký gồm nhiều chuỗi song song (lane): mục sau mang prev_hash của mục",
+        "   trước trong cùng chuỗi, nên sửa, xoá hay chèn một mục đều làm đứt chuỗi. Mỗi mục còn",
+        "   mang mac = HMAC-SHA256(khoá nhật ký, hash); khoá được giữ ngoài cơ sở dữ liệu, nên",
+        "   người sửa được cơ sở dữ liệu cũng không tính lại được. Lệnh dispatch audit verify",
+        "   kiểm tra cả chuỗi, chữ ký và các điểm neo ghi hằng ngày (phát hiện mục bị cắt bớt).",
         "",
     ]
     if builder.problems:
