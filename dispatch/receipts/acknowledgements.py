@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dispatch import audit
 from dispatch.extensions import db
@@ -137,30 +138,32 @@ def record_opened(
     """Record that the link's page was opened; False if an identical open was just recorded."""
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
     first = _mark_opened(recipient, at, via="page")
-    recent = db.session.execute(
-        select(RecipientEvent.id)
-        .where(
-            RecipientEvent.recipient_id == recipient.id,
-            RecipientEvent.kind == "opened",
-            RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
-            RecipientEvent.user_agent.is_(None)
-            if user_agent is None
-            else RecipientEvent.user_agent == user_agent,
-            RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
-            RecipientEvent.at <= at,
-        )
-        .limit(1)
-    ).first()
-    if recent is not None and not first:
-        db.session.refresh(recipient)
-        return False
+    if first:
+        # Written just now: the object learns it without reading the row back.
+        set_committed_value(recipient, "opened_at", at)
+    else:
+        recent = db.session.execute(
+            select(RecipientEvent.id)
+            .where(
+                RecipientEvent.recipient_id == recipient.id,
+                RecipientEvent.kind == "opened",
+                RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
+                RecipientEvent.user_agent.is_(None)
+                if user_agent is None
+                else RecipientEvent.user_agent == user_agent,
+                RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
+                RecipientEvent.at <= at,
+            )
+            .limit(1)
+        ).first()
+        if recent is not None:
+            return False
     db.session.add(
         RecipientEvent(
             recipient_id=recipient.id, kind="opened", at=at, ip=ip, user_agent=user_agent
         )
     )
     db.session.flush()
-    db.session.refresh(recipient)
     return True
 
 
@@ -276,8 +279,21 @@ def acknowledge(
             },
         )
     db.session.flush()
-    # Re-read: after a lost race the row holds the winner's confirmation.
-    db.session.refresh(recipient)
+    if recorded:
+        # Written just now: the object learns the values without reading the row back.
+        for key, value in (
+            ("acknowledged_at", at),
+            ("acknowledged_by", name),
+            ("acknowledged_position", position),
+            ("acknowledgement_note", note or None),
+            ("acknowledged_ip", ip),
+            ("acknowledged_user_agent", user_agent),
+            ("acknowledged_method", method),
+        ):
+            set_committed_value(recipient, key, value)
+    else:
+        # A lost race: the row holds the winner's confirmation.
+        db.session.refresh(recipient)
     assert recipient.acknowledged_at is not None and recipient.acknowledged_by is not None
     return AckResult(
         recorded=recorded,
