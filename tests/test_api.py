@@ -15,7 +15,8 @@ from tests.fixtures.reminders import build_issued_dispatch
 from tests.letter_samples import SEED_FOLDER
 
 GROUP = "so-tttt-2021"
-ISSUE_AT = "2021-11-15T09:00:00+07:00"
+# The server's clock during the tests that issue: the bundled directory is 2021's.
+SERVER_NOW = dt.datetime(2021, 11, 15, 2, 0, tzinfo=dt.UTC)  # 09:00 in Hà Nội
 
 
 def seed_payload(**changes) -> dict:
@@ -35,6 +36,13 @@ def assert_json_error(response, code: int) -> dict:
     assert isinstance(body["message"], str) and body["message"]
     assert "<html" not in response.get_data(as_text=True)
     return body
+
+
+@pytest.fixture()
+def server_clock(fixed_now) -> dt.datetime:
+    """The app's clock stands at ``SERVER_NOW``: over HTTP, that is when a letter is issued."""
+    fixed_now(SERVER_NOW)
+    return SERVER_NOW
 
 
 def actions(action: str) -> list[AuditEntry]:
@@ -227,7 +235,7 @@ def test_the_directory_lists_the_offices(client, api_headers, seeded):
 # --- Create, read, issue ---------------------------------------------------------------------
 
 
-def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded):
+def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded, server_clock):
     headers = api_headers[Role.LEADER]
     body = assert_json_error(
         client.post("/api/dispatches", json=seed_payload(), headers=headers), 403
@@ -238,14 +246,14 @@ def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded):
     draft = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.CLERK])
     dispatch_id = draft.get_json()["id"]
     assert_json_error(
-        client.post(f"/api/dispatches/{dispatch_id}/issue", json={"at": ISSUE_AT}, headers=headers),
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers),
         403,
     )
     assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
     assert actions("dispatch.issued") == []
 
 
-def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, seeded):
+def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, seeded, server_clock):
     headers = api_headers[Role.CLERK]
     response = client.post("/api/dispatches", json=seed_payload(), headers=headers)
     assert response.status_code == 201, response.get_data(as_text=True)
@@ -262,21 +270,20 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     assert read.status_code == 200
     assert read.get_json()["id"] == draft["id"]
 
-    response = client.post(
-        f"/api/dispatches/{draft['id']}/issue", json={"at": ISSUE_AT}, headers=headers
-    )
+    response = client.post(f"/api/dispatches/{draft['id']}/issue", json={}, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     issued = response.get_json()
     assert issued["status"] == "issued"
     assert issued["number"] == "01/THH-VP"
     assert issued["issued_on"] == "15/11/2021"
+    assert dt.datetime.fromisoformat(issued["issued_at"]) == SERVER_NOW
     assert issued["pdf_sha256"] and len(issued["documents"]) >= 2
     [entry] = actions("dispatch.issued")
     assert entry.actor == "chuyenvien.web@thh.example"
 
     # The API gives exactly what ``dispatch status --json`` gives (at the same moment).
     read = client.get(f"/api/dispatches/{draft['id']}", headers=headers).get_json()
-    report = status.status_report(draft["id"], at=dt.datetime.now(dt.UTC))
+    report = status.status_report(draft["id"], at=SERVER_NOW)
     assert set(read) == set(report)
     assert set(read["recipients"][0]) == set(report["recipients"][0])
     assert read["counts"] == report["counts"]
@@ -304,26 +311,47 @@ def test_an_admin_may_issue_too_and_issue_accepts_no_body(client, api_headers, s
     assert actions("dispatch.issued")[0].actor == "quantri@thh.example"
 
 
-def test_issue_refuses_a_bad_moment_and_an_unknown_dispatch(client, api_headers, seeded):
+def test_issue_refuses_an_unknown_dispatch_and_unknown_fields(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
+        "id"
+    ]
+    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
+    body = assert_json_error(
+        client.post(
+            f"/api/dispatches/{dispatch_id}/issue",
+            json={"when": "2021-11-15T09:00"},
+            headers=headers,
+        ),
+        422,
+    )
+    assert body["field"] == "when"
+
+
+@pytest.mark.parametrize("moment", ["1999-06-01T09:00", "2021-11-15T09:00:00+07:00", "hôm qua"])
+def test_over_http_a_letter_is_issued_at_the_servers_time_not_at_one_it_is_given(
+    client, api_headers, seeded, server_clock, moment
+):
     headers = api_headers[Role.CLERK]
     dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
         "id"
     ]
     body = assert_json_error(
-        client.post(
-            f"/api/dispatches/{dispatch_id}/issue", json={"at": "hôm qua"}, headers=headers
-        ),
-        422,
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json={"at": moment}, headers=headers),
+        400,
     )
     assert body["field"] == "at"
-    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
-    body = assert_json_error(
-        client.post(
-            f"/api/dispatches/{dispatch_id}/issue", json={"when": ISSUE_AT}, headers=headers
-        ),
-        422,
-    )
-    assert body["field"] == "when"
+    assert "giờ của máy chủ" in body["message"] and "--at" in body["message"]
+    db.session.expire_all()
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    assert actions("register.number_taken") == [] and actions("dispatch.issued") == []
+
+    # Without a moment it is issued now, by the server's clock, and audited at that moment.
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    assert issued.status_code == 200, issued.get_data(as_text=True)
+    assert dt.datetime.fromisoformat(issued.get_json()["issued_at"]) == SERVER_NOW
+    [entry] = actions("dispatch.issued")
+    assert entry.at == SERVER_NOW
 
 
 @pytest.mark.parametrize(
