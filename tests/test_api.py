@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dispatch.extensions import db
 from dispatch.letters.source import read_source, source_to_json
@@ -510,3 +510,177 @@ def test_tokens_cannot_be_made_for_an_inactive_user(runner, role_users):
     result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example"])
     assert result.exit_code != 0
     assert "đã bị khoá" in result.output
+
+
+# --- Expiry and scope ----------------------------------------------------------------------------
+
+CREATED = dt.datetime(2021, 11, 1, 1, 0, tzinfo=dt.UTC)
+
+
+def _token(email: str, *, scope: str = "write", **kwargs) -> str:
+    from dispatch.accounts import api_tokens
+
+    new = api_tokens.create_token(email, scope=scope, actor="system", at=CREATED, **kwargs)
+    db.session.commit()
+    return new.plain
+
+
+def test_a_token_expires_after_90_days_by_default(client, role_users, fixed_now):
+    token = _token("chuyenvien.web@thh.example")
+    headers = {"Authorization": f"Bearer {token}"}
+    [row] = db.session.execute(select(ApiToken)).scalars().all()
+    assert row.expires_at == CREATED + dt.timedelta(days=90)
+
+    fixed_now(row.expires_at - dt.timedelta(seconds=1))
+    assert client.get("/api/dispatches", headers=headers).status_code == 200
+    fixed_now(row.expires_at)
+    response = client.get("/api/dispatches", headers=headers)
+    body = assert_json_error(response, 401)
+    assert "đã hết hạn" in body["message"] and "30/01/2022" in body["message"]
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    # An expired token is not noted as used.
+    db.session.expire_all()
+    assert db.session.get(ApiToken, row.id).last_used_at == row.expires_at - dt.timedelta(seconds=1)
+
+
+def test_a_token_may_be_given_a_shorter_or_longer_life_within_limits(role_users):
+    from dispatch.accounts import api_tokens
+
+    _token("chuyenvien.web@thh.example", valid_for=dt.timedelta(days=7))
+    [row] = db.session.execute(select(ApiToken)).scalars().all()
+    assert row.expires_at == CREATED + dt.timedelta(days=7)
+    for days in (0, -1, api_tokens.MAX_VALIDITY_DAYS + 1):
+        with pytest.raises(api_tokens.TokenError, match="ngày"):
+            api_tokens.create_token(
+                "chuyenvien.web@thh.example",
+                scope="read",
+                valid_for=dt.timedelta(days=days),
+                actor="system",
+                at=CREATED,
+            )
+    with pytest.raises(api_tokens.TokenError, match="read"):
+        api_tokens.create_token(
+            "chuyenvien.web@thh.example", scope="admin", actor="system", at=CREATED
+        )
+
+
+def test_a_read_token_may_only_read(client, role_users, seeded, server_clock):
+    write = {"Authorization": f"Bearer {_token('chuyenvien.web@thh.example')}"}
+    read = {"Authorization": f"Bearer {_token('chuyenvien.web@thh.example', scope='read')}"}
+    dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=write).get_json()[
+        "id"
+    ]
+
+    assert client.get("/api/dispatches", headers=read).status_code == 200
+    assert client.get(f"/api/dispatches/{dispatch_id}", headers=read).status_code == 200
+    assert client.get("/api/directory", headers=read).status_code == 200
+    for method, path, payload in (
+        ("post", "/api/dispatches", seed_payload()),
+        ("post", f"/api/dispatches/{dispatch_id}/issue", {}),
+        ("put", f"/api/dispatches/{dispatch_id}", {}),
+        ("delete", f"/api/dispatches/{dispatch_id}", None),
+    ):
+        response = getattr(client, method)(path, json=payload, headers=read)
+        body = assert_json_error(response, 403)
+        assert "chỉ có quyền đọc" in body["message"], (method, path)
+    assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 1
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+
+    # The same clerk's write token may change things.
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=write)
+    assert issued.status_code == 200, issued.status_code
+
+
+def test_scope_and_expiry_are_audited_and_listed(runner, client, role_users, fixed_now):
+    fixed_now(CREATED)
+    result = runner.invoke(
+        args=[
+            "tokens",
+            "create",
+            "chuyenvien.web@thh.example",
+            "--scope",
+            "write",
+            "--days",
+            "30",
+            "--at",
+            "2021-11-01T08:00",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "đọc và ghi" in result.output and "01/12/2021 08:00" in result.output
+    [created] = actions("api_token.created")
+    assert created.details["scope"] == "write"
+    assert created.details["expires_at"] == "2021-12-01T01:00:00+00:00"
+
+    # Without --scope a token only reads; without --days it lasts 90 days.
+    result = runner.invoke(
+        args=["tokens", "create", "lanhdao@thh.example", "--at", "2021-11-01T08:00"]
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.split()[-1]
+    assert "chỉ đọc" in result.output and "30/01/2022 08:00" in result.output
+    assert actions("api_token.created")[1].details["scope"] == "read"
+
+    listed = runner.invoke(args=["tokens", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert "lanhdao@thh.example" in lines[0] and "chỉ đọc" in lines[0]
+    assert "hết hạn 30/01/2022 08:00" in lines[0] and "còn hiệu lực" in lines[0]
+    assert "chuyenvien.web@thh.example" in lines[1] and "đọc và ghi" in lines[1]
+    assert token not in listed.output
+
+    fixed_now(dt.datetime(2021, 12, 2, tzinfo=dt.UTC))
+    listed = runner.invoke(args=["tokens", "list"])
+    assert "đã hết hạn" in listed.output.splitlines()[1]
+    assert "còn hiệu lực" in listed.output.splitlines()[0]
+
+
+def test_the_tokens_command_refuses_a_bad_scope_or_life(runner, role_users):
+    for args in (["--scope", "admin"], ["--days", "0"], ["--days", "400"]):
+        result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example", *args])
+        assert result.exit_code != 0, args
+    assert db.session.execute(select(ApiToken)).first() is None
+
+
+@pytest.mark.nodb
+def test_tokens_made_before_scopes_keep_writing_and_expire_90_days_after_the_upgrade(tmp_path):
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from dispatch import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.db'}",
+            "SECRET_KEY": "x",
+            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    with app.app_context():
+        upgrade(revision="0001")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO user_account (id, email, name, role, active, created_at) "
+                    "VALUES (1, 'cu@thh.example', '', 'clerk', 1, '2021-11-01 01:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_token (user_id, token_hash, created_at) "
+                    "VALUES (1, :hash, '2021-11-01 01:00:00')"
+                ),
+                {"hash": "a" * 64},
+            )
+        before = dt.datetime.now(dt.UTC)
+        upgrade()
+        [token] = db.session.execute(select(ApiToken)).scalars().all()
+        assert token.scope.value == "write"
+        assert (
+            before + dt.timedelta(days=89)
+            < token.expires_at
+            <= (dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
+        )
+        db.session.remove()
+        db.engine.dispose()
