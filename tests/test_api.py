@@ -684,3 +684,38 @@ def test_tokens_made_before_scopes_keep_writing_and_expire_90_days_after_the_upg
         )
         db.session.remove()
         db.engine.dispose()
+
+
+# --- Attachments name no server path -----------------------------------------------------------
+
+
+def _attachment_error(client, headers, name: str) -> str:
+    payload = seed_payload()
+    payload["meta"]["attachments"] = [name]
+    body = assert_json_error(client.post("/api/dispatches", json=payload, headers=headers), 422)
+    assert body["field"] == "meta.attachments.0" or body["field"].startswith("meta")
+    return body["message"]
+
+
+@pytest.mark.parametrize(
+    ("there", "not_there"),
+    [
+        ("../README.md", "../KHONG-CO.md"),
+        ("../../../../../../../../etc/passwd", "../../../../../../../../etc/khong-co"),
+        ("../dispatch/__init__.py", "../dispatch/khong_co.py"),
+        ("attachments/../../setup.cfg", "attachments/../../khong-co.cfg"),
+    ],
+)
+def test_attachments_do_not_tell_which_server_paths_exist(
+    client, api_headers, seeded, there, not_there
+):
+    from dispatch.config import PROJECT_ROOT
+
+    headers = api_headers[Role.CLERK]
+    first = _attachment_error(client, headers, there)
+    second = _attachment_error(client, headers, not_there)
+    assert first.replace(there, "…") == second.replace(not_there, "…"), (first, second)
+    assert "không tìm thấy" in first
+    for message in (first, second):
+        assert str(PROJECT_ROOT) not in message and "/root" not in message
+    assert db.session.execute(select(Dispatch)).first() is None
