@@ -260,3 +260,15 @@ def test_a_draft_made_from_a_folder_keeps_its_project_attachments(desk, tmp_path
     assert (stored / "ma-qr.png").read_bytes() == png_bytes()
     html = desk.clerk.get(f"/dispatches/{draft.id}/edit").get_data(as_text=True)
     assert "ma-qr.png" in html and "Không tìm thấy tệp" not in html
+
+
+def test_a_file_name_with_a_bidi_control_is_refused(desk, app):
+    draft_id = _draft(desk)
+    # Shown as "bao-caoxcod.pdf" by a mail client: a Word file dressed as a PDF.
+    response = _upload(desk, draft_id, docx_bytes(), "bao-cao\u202efdp.docx")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert 'id="f-attachment-loi"' in html and "U+202E" in html and "\u202e" not in html
+    assert _names(draft_id) == []
+    folder = uploads.attachments_dir(draft_id)
+    assert not folder.exists() or not any(folder.iterdir())

@@ -36,6 +36,7 @@ from dispatch.audit import actor_name
 from dispatch.drafting.drafts import ensure_editable, list_attachments, lock_dispatch
 from dispatch.extensions import db
 from dispatch.models import User
+from dispatch.text import refused_characters_message, without_refused_characters
 
 UPLOADS_FOLDER = "uploads"
 ATTACHMENTS_FOLDER = "attachments"  # build_letter looks for attachments in <root>/attachments
@@ -328,6 +329,13 @@ def add_attachment(
     dispatch = lock_dispatch(dispatch_id)
     ensure_editable(dispatch)
     shown = unicodedata.normalize("NFC", re.split(r"[/\\]", filename or "")[-1]) or "tệp"
+    if refused := refused_characters_message(shown):
+        # "bao-cao<U+202E>fdp.docx" reads "bao-caoxcod.pdf" in a mail client: a Word file
+        # dressed as a PDF. The message shows the name without the characters.
+        raise UploadError(
+            f"Tên tệp “{without_refused_characters(shown)}” {refused}; "
+            "hãy đổi tên tệp rồi tải lên lại."
+        )
     if len(data) > max_upload():
         raise UploadError(
             f"Tệp “{shown}” dài {human_size(len(data))}, vượt giới hạn {human_size(max_upload())}."
