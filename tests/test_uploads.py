@@ -14,6 +14,7 @@ from sqlalchemy import select
 from dispatch.drafting import uploads
 from dispatch.extensions import db
 from dispatch.models import AuditEntry, Dispatch, Document, OutboxMessage
+from tests.fixtures import files
 from tests.fixtures.clerks import (
     csrf_of,
     draft_id_from,
@@ -272,3 +273,75 @@ def test_a_file_name_with_a_bidi_control_is_refused(desk, app):
     assert _names(draft_id) == []
     folder = uploads.attachments_dir(draft_id)
     assert not folder.exists() or not any(folder.iterdir())
+
+
+# --- PDFs are read, not sniffed ------------------------------------------------------------------
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"%PDF-1.4 <html><script>alert(1)</script></html>",
+        b"%PDF-1.7\n" + b"\x00" * 4096,
+        pdf_bytes()[: len(pdf_bytes()) // 2],
+        files.raw_pdf(
+            b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"
+        ),
+    ],
+    ids=["html-behind-a-pdf-header", "header-and-zeros", "cut-in-half", "no-page"],
+)
+def test_what_only_starts_like_a_pdf_is_refused(data):
+    with pytest.raises(uploads.UploadError) as caught:
+        uploads.detect_type(data, "x.pdf")
+    assert "x.pdf" in str(caught.value) and "PDF" in str(caught.value)
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (files.pdf_with_javascript, "JavaScript"),
+        (lambda: files.pdf_with_open_action("/JavaScript", JS="app.alert(1)"), "JavaScript"),
+        (lambda: files.pdf_with_open_action("/Launch", F="cmd.exe"), "chạy chương trình"),
+        (files.pdf_with_launch_link, "chạy chương trình"),
+        (files.pdf_with_embedded_file, "tệp nhúng"),
+        (files.pdf_with_hidden_javascript, "JavaScript"),
+        (lambda: files.encrypted_pdf("", javascript=True), "JavaScript"),
+    ],
+    ids=[
+        "document-javascript",
+        "javascript-on-open",
+        "launch-on-open",
+        "launch-link",
+        "embedded-program",
+        "unreferenced-escaped-javascript",
+        "javascript-in-a-pdf-without-password",
+    ],
+)
+def test_a_pdf_that_can_run_or_carry_something_is_refused(build, words):
+    data = build()
+    assert data.startswith(b"%PDF-")
+    with pytest.raises(uploads.UploadError) as caught:
+        uploads.detect_type(data, "huong-dan.pdf")
+    message = str(caught.value)
+    assert "huong-dan.pdf" in message and words in message
+
+
+@pytest.mark.nodb
+def test_a_pdf_that_needs_a_password_is_refused_one_that_opens_without_is_kept():
+    with pytest.raises(uploads.UploadError, match="mật khẩu"):
+        uploads.detect_type(files.encrypted_pdf("bi-mat"), "bao-mat.pdf")
+    # Protected only against editing or printing: every office opens it, and it was read.
+    assert uploads.detect_type(files.encrypted_pdf(""), "chi-doc.pdf") is uploads.PDF
+
+
+def test_a_refused_pdf_is_not_kept_and_the_clerk_is_told_why(desk, app):
+    draft_id = _draft(desk)
+    assert _upload(desk, draft_id, pdf_bytes(), "bang-ke.pdf").status_code == 303
+    response = _upload(desk, draft_id, files.pdf_with_javascript(), "huong-dan.pdf")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert 'id="f-attachment-loi"' in html and "JavaScript" in html
+    assert _names(draft_id) == ["bang-ke.pdf"]  # what was already there stays
+    assert sorted(p.name for p in uploads.attachments_dir(draft_id).iterdir()) == ["bang-ke.pdf"]

@@ -6,6 +6,15 @@ under a budget so that a zip bomb is refused before anyone opens it). The name t
 and its Content-Type say nothing: an EXE called ``bao-cao.pdf`` is refused, a PNG called
 ``so-do.pdf`` is accepted as ``so-do.png``.
 
+What is sent to every office must not run anything there. A PDF is parsed (pypdf), not
+recognised by its first bytes: what does not parse, or has no page, is refused, and so is one
+that holds JavaScript, a Launch action, an embedded file, an XFA form or rich media, wherever
+it sits in the file (every object of the cross-reference table is read, not only those the
+pages reach). An encrypted PDF that opens without a password (protected only against printing
+or editing, as offices often send them) is decrypted with the empty password, checked the same
+way and kept as it is; one that needs a password to open is refused, since the offices could
+not read it and nobody could check it.
+
 Files live under ``DISPATCH_DATA_DIR/uploads/<draft id>/attachments/``; the draft's letter
 source lists them by name in ``meta.attachments``, and ``letter_root`` tells ``build_letter``
 (and so issuing, which archives them with the letter) to look for them there.
@@ -21,6 +30,7 @@ import re
 import shutil
 import tempfile
 import unicodedata
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Mapping
@@ -105,9 +115,10 @@ class StoredFile:
 
 
 def detect_type(data: bytes, name: str = "tệp") -> FileType:
-    """The type of a file from its first bytes (and, for ZIPs, their parts); ``UploadError``
-    for anything else, a zip bomb included."""
+    """The type of a file from its first bytes (and, for PDFs and ZIPs, what they hold);
+    ``UploadError`` for anything else, a zip bomb or a PDF that runs code included."""
     if data.startswith(b"%PDF-"):
+        _check_pdf(data, name)
         return PDF
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return PNG
@@ -124,6 +135,116 @@ def detect_type(data: bytes, name: str = "tệp") -> FileType:
         f"Tệp “{name}” không được chấp nhận: chỉ nhận tệp {ACCEPTED}, kiểm tra theo nội dung "
         f"tệp chứ không theo tên.{what}"
     )
+
+
+# --- PDF ----------------------------------------------------------------------------------------
+
+# Objects read at most: a real document has a few thousand; this bounds the time a crafted one
+# can take.
+MAX_PDF_OBJECTS = 500_000
+_PDF_JAVASCRIPT = "có mã JavaScript"
+_PDF_LAUNCH = "có lệnh chạy chương trình (Launch)"
+_PDF_EMBEDDED = "có tệp nhúng bên trong (EmbeddedFile)"
+_PDF_XFA = "có biểu mẫu XFA (có thể chứa mã lệnh)"
+_PDF_RICH_MEDIA = "có nội dung đa phương tiện tự chạy (RichMedia)"
+# Keys whose presence alone says what a PDF carries …
+_PDF_REFUSED_KEYS = {
+    "/JS": _PDF_JAVASCRIPT,
+    "/JavaScript": _PDF_JAVASCRIPT,
+    "/EmbeddedFiles": _PDF_EMBEDDED,
+    "/EF": _PDF_EMBEDDED,
+    "/XFA": _PDF_XFA,
+    "/RichMediaContent": _PDF_RICH_MEDIA,
+    "/RichMediaSettings": _PDF_RICH_MEDIA,
+}
+# … and names that do as the value of /S (an action), /Type or /Subtype.
+_PDF_REFUSED_NAMES = {
+    "/JavaScript": _PDF_JAVASCRIPT,
+    "/Launch": _PDF_LAUNCH,
+    "/ImportData": _PDF_EMBEDDED,
+    "/GoToE": _PDF_EMBEDDED,
+    "/EmbeddedFile": _PDF_EMBEDDED,
+    "/FileAttachment": _PDF_EMBEDDED,
+    "/RichMedia": _PDF_RICH_MEDIA,
+    "/RichMediaExecute": _PDF_RICH_MEDIA,
+}
+_PDF_NAME_KEYS = ("/S", "/Type", "/Subtype")
+
+
+def _check_pdf(data: bytes, name: str) -> None:
+    """Refuse a PDF that does not parse, has no page, needs a password or can run something."""
+    from pypdf import PasswordType, PdfReader
+
+    unreadable = (
+        f"Tệp “{name}” không được chấp nhận: nội dung không phải tài liệu PDF đọc được (tệp hỏng, "
+        "bị cắt dở hoặc chỉ giả dạng PDF). Hãy xuất lại tài liệu ra PDF rồi tải lên lại."
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pypdf warns about every small flaw it repairs
+            reader = PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+                raise UploadError(
+                    f"Tệp “{name}” được đặt mật khẩu để mở: nơi nhận không đọc được và hệ thống "
+                    "không kiểm tra được nội dung. Hãy gỡ mật khẩu rồi tải lên lại."
+                )
+            if len(reader.pages) < 1:
+                raise UploadError(unreadable)
+            found = _pdf_active_content(reader, name)
+    except UploadError:
+        raise
+    except Exception as exc:  # whatever pypdf cannot read, no office should be sent
+        raise UploadError(unreadable) from exc
+    if found is not None:
+        raise UploadError(
+            f"Tệp “{name}” bị từ chối: tài liệu PDF {found}. Tệp gửi tới các nơi nhận không được "
+            "chứa nội dung tự chạy hay tệp ẩn bên trong; hãy in lại tài liệu ra PDF (chọn máy in "
+            "“Microsoft Print to PDF” hoặc “Lưu dưới dạng PDF”) rồi tải lên lại."
+        )
+
+
+def _pdf_active_content(reader: Any, name: str) -> str | None:
+    """What a PDF holds that can run or carry a file (a Vietnamese phrase), or None.
+
+    Every object is read: those reachable from the trailer and every one the cross-reference
+    tables list, so that an object no page refers to (which a viewer rebuilding a damaged file
+    may still find) is checked too. Names arrive decoded (``/J#61vaScript`` is ``/JavaScript``).
+    """
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    pending: list[Any] = [reader.trailer]
+    for generation, numbers in reader.xref.items():
+        pending.extend(IndirectObject(number, generation, reader) for number in numbers)
+    pending.extend(IndirectObject(number, 0, reader) for number in reader.xref_objStm)
+    seen: set[tuple[int, int]] = set()
+    visited = 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, IndirectObject):
+            key = (item.idnum, item.generation)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = item.get_object()
+        visited += 1
+        if visited > MAX_PDF_OBJECTS:
+            raise UploadError(
+                f"Tệp “{name}” bị từ chối: tài liệu PDF có cấu trúc phức tạp bất thường, không "
+                "kiểm tra được. Hãy in lại tài liệu ra PDF rồi tải lên lại."
+            )
+        if isinstance(item, DictionaryObject):  # streams too: their dictionary is what acts
+            for key, value in dict.items(item):  # unresolved: references are followed above
+                if key in _PDF_REFUSED_KEYS:
+                    return _PDF_REFUSED_KEYS[key]
+                if key in _PDF_NAME_KEYS and str(value) in _PDF_REFUSED_NAMES:
+                    return _PDF_REFUSED_NAMES[str(value)]
+                pending.append(value)
+        elif isinstance(item, ArrayObject):
+            pending.extend(list.__iter__(item))
+    return None
+
+
+# --- Word and Excel -----------------------------------------------------------------------------
 
 
 def _office_type(data: bytes, name: str) -> FileType:
