@@ -345,3 +345,51 @@ def test_a_refused_pdf_is_not_kept_and_the_clerk_is_told_why(desk, app):
     assert 'id="f-attachment-loi"' in html and "JavaScript" in html
     assert _names(draft_id) == ["bang-ke.pdf"]  # what was already there stays
     assert sorted(p.name for p in uploads.attachments_dir(draft_id).iterdir()) == ["bang-ke.pdf"]
+
+
+# --- Word and Excel files that run something are refused ------------------------------------------
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (files.docx_with_macros, "có macro (VBA)"),
+        (files.docm_dressed_as_docx, "có macro (VBA)"),
+        (files.xlsx_with_macros, "có macro (VBA)"),
+        (files.docx_with_activex, "có điều khiển ActiveX"),
+        (files.docx_with_ole_object, "có đối tượng nhúng (OLE)"),
+        (files.docx_with_program, "chương trình chạy được"),
+        (lambda: files.docx_with_program("word/media/image1.png"), "chương trình chạy được"),
+        (files.docx_with_remote_template, "mẫu hoặc đối tượng bên ngoài"),
+    ],
+    ids=[
+        "vba-project",
+        "docm-dressed-as-docx",
+        "xlsx-vba-project",
+        "activex",
+        "ole-object",
+        "embedded-exe",
+        "exe-as-an-image",
+        "remote-template",
+    ],
+)
+def test_an_office_file_that_can_run_something_is_refused(build, words):
+    with pytest.raises(uploads.UploadError) as caught:
+        uploads.detect_type(build(), "bao-cao.docx")
+    message = str(caught.value)
+    assert "bao-cao.docx" in message and words in message
+
+
+@pytest.mark.nodb
+def test_ordinary_office_files_with_a_chart_or_printer_settings_are_kept():
+    assert uploads.detect_type(files.docx_with_chart_workbook(), "bieu-do.docx") is uploads.DOCX
+    assert uploads.detect_type(files.xlsx_with_printer_settings(), "bang.xlsx") is uploads.XLSX
+
+
+def test_a_refused_docx_is_not_kept_and_the_clerk_is_told_why(desk):
+    draft_id = _draft(desk)
+    response = _upload(desk, draft_id, files.docx_with_macros(), "ke-hoach.docm")
+    assert response.status_code == 422
+    assert "có macro (VBA)" in response.get_data(as_text=True)
+    assert _names(draft_id) == []

@@ -13,7 +13,10 @@ it sits in the file (every object of the cross-reference table is read, not only
 pages reach). An encrypted PDF that opens without a password (protected only against printing
 or editing, as offices often send them) is decrypted with the empty password, checked the same
 way and kept as it is; one that needs a password to open is refused, since the offices could
-not read it and nobody could check it.
+not read it and nobody could check it. A Word or Excel file is refused if it carries a VBA
+project or declares a macro-enabled content type (a .docm under another name), ActiveX, an OLE
+object or anything embedded other than a macro-free Office package (a chart's workbook), a
+program under any name, or a template or object fetched from outside when it is opened.
 
 Files live under ``DISPATCH_DATA_DIR/uploads/<draft id>/attachments/``; the draft's letter
 source lists them by name in ``meta.attachments``, and ``letter_root`` tells ``build_letter``
@@ -265,15 +268,27 @@ def _office_type(data: bytes, name: str) -> FileType:
         if declared > budget:
             raise UploadError(_bomb(name))
         # The sizes in the ZIP's directory are the file's own claim: inflate every part,
-        # counting, and stop as soon as the real total passes the budget.
+        # counting, and stop as soon as the real total passes the budget. On the way, note
+        # any part that is a program and keep the relationship parts to read below.
         total = 0
+        relationships: dict[str, bytes] = {}
         try:
             for info in entries:
+                first = True
+                kept = bytearray()
+                keep = info.filename.lower().endswith(".rels")
                 with archive.open(info) as part:
                     while chunk := part.read(1024 * 1024):
+                        if first and chunk.startswith(_PROGRAM_MAGIC):
+                            raise UploadError(_active_office(name, _OFFICE_PROGRAM))
+                        first = False
                         total += len(chunk)
                         if total > budget:
                             raise UploadError(_bomb(name))
+                        if keep and len(kept) <= MAX_CONTENT_TYPES:
+                            kept += chunk
+                if keep:
+                    relationships[info.filename] = bytes(kept)
             content_types = archive.read("[Content_Types].xml")
         except KeyError as exc:
             raise UploadError(refused) from exc
@@ -286,6 +301,10 @@ def _office_type(data: bytes, name: str) -> FileType:
         root = ET.fromstring(content_types)
     except ET.ParseError as exc:
         raise UploadError(refused) from exc
+    declared_types = [element.get("ContentType", "") for element in root]
+    found = _office_active_content(names, declared_types, relationships)
+    if found is not None:
+        raise UploadError(_active_office(name, found))
     for element in root:
         if not element.tag.endswith("Override"):
             continue
@@ -294,6 +313,79 @@ def _office_type(data: bytes, name: str) -> FileType:
         if file_type is not None and part in names:
             return file_type
     raise UploadError(refused)
+
+
+# What a Word or Excel file may not carry to the offices, as the clerk is told.
+_OFFICE_MACRO = "có macro (VBA)"
+_OFFICE_ACTIVEX = "có điều khiển ActiveX"
+_OFFICE_EMBEDDED = "có đối tượng nhúng (OLE) hoặc tệp chạy được bên trong"
+_OFFICE_PROGRAM = "có một chương trình chạy được bên trong"
+_OFFICE_EXTERNAL = "liên kết tới mẫu hoặc đối tượng bên ngoài, được tải về khi mở tệp"
+_PROGRAM_MAGIC = (b"MZ", b"\x7fELF")
+# Content types (lower case) that only macro-enabled or active documents declare.
+_ACTIVE_CONTENT_TYPES = (
+    ("macroenabled", _OFFICE_MACRO),
+    ("vbaproject", _OFFICE_MACRO),
+    ("vbadata", _OFFICE_MACRO),
+    ("activex", _OFFICE_ACTIVEX),
+    ("oleobject", _OFFICE_EMBEDDED),
+)
+# Embedded packages Word and Excel keep for charts and linked tables, which cannot hold macros.
+_EMBEDDED_PACKAGES = (".docx", ".xlsx", ".pptx")
+# Relationship types (their last segment) that run or fetch something.
+_ACTIVE_RELATIONSHIPS = {
+    "vbaproject": _OFFICE_MACRO,
+    "wordvbadata": _OFFICE_MACRO,
+    "activexcontrol": _OFFICE_ACTIVEX,
+    "activexcontrolbinary": _OFFICE_ACTIVEX,
+    "oleobject": _OFFICE_EMBEDDED,
+}
+# … and those that, pointing outside the file, are fetched when it is opened.
+_EXTERNAL_RELATIONSHIPS = frozenset(
+    {"attachedtemplate", "oleobject", "subdocument", "frame", "package", "control"}
+)
+
+
+def _office_active_content(
+    names: set[str], content_types: list[str], relationships: dict[str, bytes]
+) -> str | None:
+    """What a DOCX/XLSX holds that runs or fetches something when opened, or None: a VBA
+    project, a macro-enabled content type (a .docm under another name), ActiveX, an OLE object
+    or anything else embedded but a macro-free Office package, a link to an outside template."""
+    for part in names:
+        lowered = part.lower()
+        if lowered.endswith(("vbaproject.bin", "vbadata.xml")):
+            return _OFFICE_MACRO
+        if "/activex/" in f"/{lowered}":
+            return _OFFICE_ACTIVEX
+        if "/embeddings/" in f"/{lowered}" and not lowered.endswith(_EMBEDDED_PACKAGES):
+            return _OFFICE_EMBEDDED
+    for content_type in content_types:
+        lowered = content_type.lower()
+        for marker, found in _ACTIVE_CONTENT_TYPES:
+            if marker in lowered:
+                return found
+    for data in relationships.values():
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError:
+            return _OFFICE_EMBEDDED  # Word would not open it either; nothing to check it by
+        for element in root:
+            kind = (element.get("Type") or "").rstrip("/").rsplit("/", 1)[-1].lower()
+            if kind in _ACTIVE_RELATIONSHIPS:
+                return _ACTIVE_RELATIONSHIPS[kind]
+            external = (element.get("TargetMode") or "").lower() == "external"
+            if external and kind in _EXTERNAL_RELATIONSHIPS:
+                return _OFFICE_EXTERNAL
+    return None
+
+
+def _active_office(name: str, found: str) -> str:
+    return (
+        f"Tệp “{name}” bị từ chối: tài liệu {found}. Tệp gửi tới các nơi nhận không được chứa gì "
+        "tự chạy khi mở; hãy lưu lại thành tệp Word (.docx) hoặc Excel (.xlsx) thường, bỏ macro "
+        "và đối tượng nhúng, rồi tải lên lại."
+    )
 
 
 def _bomb(name: str) -> str:
