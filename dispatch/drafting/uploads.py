@@ -18,6 +18,12 @@ project or declares a macro-enabled content type (a .docm under another name), A
 object or anything embedded other than a macro-free Office package (a chart's workbook), a
 program under any name, or a template or object fetched from outside when it is opened.
 
+A letter goes out as one e-mail per office carrying its PDF, its DOCX and every attachment, so
+their total is capped (``DISPATCH_MAIL_MAX_BYTES``, 20 MB by default): a file is refused when,
+with the draft's other files and ``LETTER_ALLOWANCE`` kept for the letter's own documents
+(which exist only once it is numbered), the e-mail would pass the cap. The composer shows the
+room left (``mail_room``); issuing checks the real total again once the letter is rendered.
+
 Files live under ``DISPATCH_DATA_DIR/uploads/<draft id>/attachments/``; the draft's letter
 source lists them by name in ``meta.attachments``, and ``letter_root`` tells ``build_letter``
 (and so issuing, which archives them with the letter) to look for them there.
@@ -54,6 +60,11 @@ from dispatch.text import refused_characters_message, without_refused_characters
 UPLOADS_FOLDER = "uploads"
 ATTACHMENTS_FOLDER = "attachments"  # build_letter looks for attachments in <root>/attachments
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+DEFAULT_MAIL_MAX_BYTES = 20 * 1024 * 1024
+# Kept for the letter's PDF and DOCX when an attachment is added, before they exist: the 2021
+# letter with its two appendices renders to 60 KB in all; a long letter with tables stays far
+# below this.
+LETTER_ALLOWANCE = 1024 * 1024
 
 # Zip bombs: a DOCX/XLSX may inflate to at most this much in all, at most RATIO times its size,
 # and hold at most this many parts. Real office files stay far below (a text-heavy DOCX
@@ -435,6 +446,53 @@ def human_size(size: int) -> str:
     return f"{size} byte"
 
 
+def mail_max_bytes() -> int:
+    """The largest letter e-mail, in bytes of files (``DISPATCH_MAIL_MAX_BYTES``)."""
+    return int(current_app.config.get("DISPATCH_MAIL_MAX_BYTES") or DEFAULT_MAIL_MAX_BYTES)
+
+
+@dataclass(frozen=True)
+class MailRoom:
+    """How much of one letter e-mail a draft's files take, and what is left for more."""
+
+    limit: int  # the cap of one e-mail
+    letter: int  # kept for the letter's PDF and DOCX
+    attachments: int  # the draft's files
+
+    @property
+    def left(self) -> int:
+        """Bytes a further attachment may still have."""
+        return max(self.limit - self.letter - self.attachments, 0)
+
+    @property
+    def over(self) -> bool:
+        """Whether the draft's files already leave too little room for the letter."""
+        return self.letter + self.attachments > self.limit
+
+    def describe(self) -> str:
+        """The room as the composer states it (Vietnamese)."""
+        return (
+            f"Mỗi thư gửi tới nơi nhận (công văn PDF, DOCX và các tệp gửi kèm) tối đa "
+            f"{human_size(self.limit)}; các tệp đã tải lên chiếm {human_size(self.attachments)}, "
+            f"còn trống {human_size(self.left)} cho tệp gửi kèm "
+            f"(đã dành {human_size(self.letter)} cho bản PDF và DOCX của công văn)."
+        )
+
+    def over_message(self) -> str:
+        """Why the draft cannot go out as it is (Vietnamese)."""
+        return (
+            f"Các tệp gửi kèm chiếm {human_size(self.attachments)}: cùng công văn (PDF, DOCX), "
+            f"thư gửi đi sẽ vượt giới hạn {human_size(self.limit)} của một thư. "
+            "Hãy gỡ bớt hoặc nén tệp gửi kèm."
+        )
+
+
+def mail_room(dispatch_id: int | None, names: list[str]) -> MailRoom:
+    """The room a draft's files (``names``, as its source lists them) leave in one e-mail."""
+    used = sum(f.size for f in stored_files(dispatch_id, names)) if dispatch_id else 0
+    return MailRoom(limit=mail_max_bytes(), letter=LETTER_ALLOWANCE, attachments=used)
+
+
 def too_large_message() -> str:
     """What a clerk is told when a request is over the size limit."""
     return (
@@ -553,8 +611,18 @@ def add_attachment(
         raise UploadError(
             f"Tệp “{shown}” dài {human_size(len(data))}, vượt giới hạn {human_size(max_upload())}."
         )
-    file_type = detect_type(data, shown)
     names = attachments_of(dispatch.source)
+    # With the dispatch locked, so two uploads at once cannot both take the last room.
+    room = mail_room(dispatch_id, names)
+    if len(data) > room.left:
+        raise UploadError(
+            f"Không thêm được tệp “{shown}” ({human_size(len(data))}): mỗi thư gửi tới nơi nhận "
+            f"tối đa {human_size(room.limit)}, gồm công văn (dành {human_size(room.letter)} cho "
+            f"bản PDF và DOCX) và các tệp gửi kèm; các tệp đã tải lên chiếm "
+            f"{human_size(room.attachments)}, chỉ còn trống {human_size(room.left)}. Các tệp đã "
+            "tải lên vẫn được giữ; hãy nén hoặc chia nhỏ tệp này, hoặc gỡ bớt tệp khác."
+        )
+    file_type = detect_type(data, shown)
     adopt_project_attachments(dispatch_id, names)
     folder = attachments_dir(dispatch_id)
     taken = {n.casefold() for n in names} | {p.name.casefold() for p in folder.iterdir()}
