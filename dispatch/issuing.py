@@ -75,6 +75,10 @@ class ArchiveUnavailable(IssueError, ArchiveError):
     """The archive folder cannot be written: nothing was issued."""
 
 
+class MailTooLarge(IssueError):
+    """The letter's e-mail (PDF, DOCX and attachments) would pass DISPATCH_MAIL_MAX_BYTES."""
+
+
 @dataclass(frozen=True)
 class IssueResult:
     """What issuing did, for the CLI and the web to report."""
@@ -164,7 +168,7 @@ def _refuse_oversized_mail(dispatch_id: int, files: list[tuple[str, str, str, by
     if total <= limit:
         return
     count = sum(1 for kind, *_ in files if kind == "attachment")
-    raise IssueError(
+    raise MailTooLarge(
         f"Không ban hành được công văn mã {dispatch_id}: mỗi thư gửi tới nơi nhận sẽ dài "
         f"{human_size(total)} (bản PDF {human_size(sizes['pdf'])}, bản DOCX "
         f"{human_size(sizes['docx'])}, {count} tệp gửi kèm {human_size(sizes['attachment'])}), "

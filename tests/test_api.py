@@ -719,3 +719,27 @@ def test_attachments_do_not_tell_which_server_paths_exist(
     for message in (first, second):
         assert str(PROJECT_ROOT) not in message and "/root" not in message
     assert db.session.execute(select(Dispatch)).first() is None
+
+
+def test_issuing_through_the_api_refuses_an_email_over_the_limit(
+    client, api_headers, seeded, server_clock, app, tmp_path, monkeypatch
+):
+    import dispatch.config
+    from tests.fixtures.files import png_bytes
+
+    project = tmp_path / "project"
+    (project / "attachments").mkdir(parents=True)
+    (project / "attachments" / "ban-do.png").write_bytes(png_bytes(2 * 1024 * 1024))
+    monkeypatch.setattr(dispatch.config, "PROJECT_ROOT", project)
+    app.config["DISPATCH_MAIL_MAX_BYTES"] = 2 * 1024 * 1024
+    headers = api_headers[Role.CLERK]
+    payload = seed_payload()
+    payload["meta"]["attachments"] = ["ban-do.png"]
+    created = client.post("/api/dispatches", json=payload, headers=headers)
+    assert created.status_code == 201, created.status_code
+    dispatch_id = created.get_json()["id"]
+    response = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    body = assert_json_error(response, 422)
+    assert "vượt giới hạn 2 MB" in body["message"] and body["field"] == "meta.attachments"
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    assert actions("register.number_taken") == []

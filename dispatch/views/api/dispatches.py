@@ -138,6 +138,8 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
     at = clock.now()
     try:
         issuing.issue_dispatch(dispatch_id, actor=user, at=at)
+    except issuing.MailTooLarge as exc:  # the attachments are the thing to change
+        abort(422, message=str(exc), field="meta.attachments")
     except issuing.IssueError as exc:  # AlreadyIssued, ArchiveUnavailable …
         abort(409, message=str(exc))
     except LetterSourceError as exc:
