@@ -317,6 +317,15 @@ def test_what_only_starts_like_a_pdf_is_refused(data):
         (files.pdf_with_launch_link, "chạy chương trình"),
         (files.pdf_with_embedded_file, "tệp nhúng"),
         (files.pdf_with_hidden_javascript, "JavaScript"),
+        (
+            lambda: files.raw_pdf(
+                b"<< /Type /Catalog /Pages 2 0 R /OpenAction << /S 4 0 R /F (cmd.exe) >> >>",
+                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>",
+                b"/Launch",
+            ),
+            "chạy chương trình",
+        ),
         (lambda: files.encrypted_pdf("", javascript=True), "JavaScript"),
     ],
     ids=[
@@ -326,6 +335,7 @@ def test_what_only_starts_like_a_pdf_is_refused(data):
         "launch-link",
         "embedded-program",
         "unreferenced-escaped-javascript",
+        "launch-named-by-reference",
         "javascript-in-a-pdf-without-password",
     ],
 )

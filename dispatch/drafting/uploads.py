@@ -250,8 +250,11 @@ def _pdf_active_content(reader: Any, name: str) -> str | None:
             for key, value in dict.items(item):  # unresolved: references are followed above
                 if key in _PDF_REFUSED_KEYS:
                     return _PDF_REFUSED_KEYS[key]
-                if key in _PDF_NAME_KEYS and str(value) in _PDF_REFUSED_NAMES:
-                    return _PDF_REFUSED_NAMES[str(value)]
+                if key in _PDF_NAME_KEYS:
+                    # "/S 5 0 R" with object 5 being /Launch acts all the same.
+                    named = str(value.get_object() if isinstance(value, IndirectObject) else value)
+                    if named in _PDF_REFUSED_NAMES:
+                        return _PDF_REFUSED_NAMES[named]
                 pending.append(value)
         elif isinstance(item, ArrayObject):
             pending.extend(list.__iter__(item))
