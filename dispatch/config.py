@@ -135,5 +135,12 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "MAX_CONTENT_LENGTH": _int(
             "DISPATCH_MAX_UPLOAD", env.get("DISPATCH_MAX_UPLOAD"), 20 * 1024 * 1024
         ),
+        # The largest letter e-mail, in bytes of files: the letter's PDF and DOCX and every
+        # attachment, as each office receives them. Checked at upload and again at issuing. On
+        # the wire the files are base64, a third larger: the relay must accept about 1.4 times
+        # this.
+        "DISPATCH_MAIL_MAX_BYTES": _int(
+            "DISPATCH_MAIL_MAX_BYTES", env.get("DISPATCH_MAIL_MAX_BYTES"), 20 * 1024 * 1024
+        ),
     }
     return config

@@ -42,7 +42,7 @@ from dispatch.drafting.drafts import (
     DraftError,
     lock_dispatch,
 )
-from dispatch.drafting.uploads import letter_root
+from dispatch.drafting.uploads import human_size, letter_root, mail_max_bytes
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import build_letter, source_from_json
@@ -73,6 +73,10 @@ class AlreadyIssued(IssueError, DispatchFrozen):
 
 class ArchiveUnavailable(IssueError, ArchiveError):
     """The archive folder cannot be written: nothing was issued."""
+
+
+class MailTooLarge(IssueError):
+    """The letter's e-mail (PDF, DOCX and attachments) would pass DISPATCH_MAIL_MAX_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,27 @@ def _refuse_backdating(register: str, year: int, at: dt.datetime) -> None:
             f"số {last.number:02d}/{last.symbol} ban hành lúc {format_local(last.issued_at)}. "
             "Số trong sổ đăng ký phải theo thứ tự thời gian."
         )
+
+
+def _refuse_oversized_mail(dispatch_id: int, files: list[tuple[str, str, str, bytes]]) -> None:
+    """Refuse a letter whose e-mail (its PDF, DOCX and attachments, as every office receives
+    them) would pass ``DISPATCH_MAIL_MAX_BYTES``. Checked here as well as at upload: only now
+    do the rendered documents exist, and the cap or the files may have changed since."""
+    limit = mail_max_bytes()
+    sizes = {kind: 0 for kind in ("pdf", "docx", "attachment")}
+    for kind, _, _, data in files:
+        sizes[kind] += len(data)
+    total = sum(sizes.values())
+    if total <= limit:
+        return
+    count = sum(1 for kind, *_ in files if kind == "attachment")
+    raise MailTooLarge(
+        f"Không ban hành được công văn mã {dispatch_id}: mỗi thư gửi tới nơi nhận sẽ dài "
+        f"{human_size(total)} (bản PDF {human_size(sizes['pdf'])}, bản DOCX "
+        f"{human_size(sizes['docx'])}, {count} tệp gửi kèm {human_size(sizes['attachment'])}), "
+        f"vượt giới hạn {human_size(limit)} của một thư. Chưa lấy số nào; hãy gỡ bớt hoặc nén "
+        "tệp gửi kèm rồi ban hành lại."
+    )
 
 
 def base_filename(symbol: str, number: int, issued_on: dt.date) -> str:
@@ -257,6 +282,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             name = _unique_name(attachment.name, taken)
             taken.add(name)
             files.append(("attachment", name, attachment.media_type, data))
+        _refuse_oversized_mail(dispatch_id, files)
 
         archived: list[ArchivedFile] = []
         for kind, name, media_type, data in files:

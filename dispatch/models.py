@@ -112,15 +112,25 @@ class User(UserMixin, db.Model):
         return self.active
 
 
+class TokenScope(StrEnum):
+    """What an API token may do, within what its owner's role allows."""
+
+    READ = "read"  # GET only
+    WRITE = "write"  # also POST, PUT, PATCH, DELETE
+
+
 class ApiToken(db.Model):
-    """A bearer token for the JSON API; only its SHA-256 is kept."""
+    """A bearer token for the JSON API; only its SHA-256 is kept. It stops working at
+    ``expires_at`` or when revoked, whichever comes first."""
 
     __tablename__ = "api_token"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[TokenScope] = mapped_column(_enum(TokenScope))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -44,6 +44,12 @@ def refused_characters_message(text: str) -> str | None:
     )
 
 
+def without_refused_characters(text: str) -> str:
+    """``text`` without the characters ``refused_characters`` names (to show a refused value
+    safely, or to keep a display copy of a value that is refused elsewhere)."""
+    return "".join(c for c in text if c not in BIDI_CONTROLS and unicodedata.category(c) != "Cs")
+
+
 def without_controls(text: str, keep: str = "") -> str:
     """Drop control characters (other than those in ``keep``) a browser or a paste may carry."""
     return "".join(c for c in text if c in keep or unicodedata.category(c)[0] != "C")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dispatch.extensions import db
 from dispatch.letters.source import read_source, source_to_json
@@ -15,7 +15,8 @@ from tests.fixtures.reminders import build_issued_dispatch
 from tests.letter_samples import SEED_FOLDER
 
 GROUP = "so-tttt-2021"
-ISSUE_AT = "2021-11-15T09:00:00+07:00"
+# The server's clock during the tests that issue: the bundled directory is 2021's.
+SERVER_NOW = dt.datetime(2021, 11, 15, 2, 0, tzinfo=dt.UTC)  # 09:00 in Hà Nội
 
 
 def seed_payload(**changes) -> dict:
@@ -35,6 +36,13 @@ def assert_json_error(response, code: int) -> dict:
     assert isinstance(body["message"], str) and body["message"]
     assert "<html" not in response.get_data(as_text=True)
     return body
+
+
+@pytest.fixture()
+def server_clock(fixed_now) -> dt.datetime:
+    """The app's clock stands at ``SERVER_NOW``: over HTTP, that is when a letter is issued."""
+    fixed_now(SERVER_NOW)
+    return SERVER_NOW
 
 
 def actions(action: str) -> list[AuditEntry]:
@@ -227,7 +235,7 @@ def test_the_directory_lists_the_offices(client, api_headers, seeded):
 # --- Create, read, issue ---------------------------------------------------------------------
 
 
-def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded):
+def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded, server_clock):
     headers = api_headers[Role.LEADER]
     body = assert_json_error(
         client.post("/api/dispatches", json=seed_payload(), headers=headers), 403
@@ -238,14 +246,14 @@ def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded):
     draft = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.CLERK])
     dispatch_id = draft.get_json()["id"]
     assert_json_error(
-        client.post(f"/api/dispatches/{dispatch_id}/issue", json={"at": ISSUE_AT}, headers=headers),
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers),
         403,
     )
     assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
     assert actions("dispatch.issued") == []
 
 
-def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, seeded):
+def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, seeded, server_clock):
     headers = api_headers[Role.CLERK]
     response = client.post("/api/dispatches", json=seed_payload(), headers=headers)
     assert response.status_code == 201, response.get_data(as_text=True)
@@ -262,21 +270,20 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     assert read.status_code == 200
     assert read.get_json()["id"] == draft["id"]
 
-    response = client.post(
-        f"/api/dispatches/{draft['id']}/issue", json={"at": ISSUE_AT}, headers=headers
-    )
+    response = client.post(f"/api/dispatches/{draft['id']}/issue", json={}, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     issued = response.get_json()
     assert issued["status"] == "issued"
     assert issued["number"] == "01/THH-VP"
     assert issued["issued_on"] == "15/11/2021"
+    assert dt.datetime.fromisoformat(issued["issued_at"]) == SERVER_NOW
     assert issued["pdf_sha256"] and len(issued["documents"]) >= 2
     [entry] = actions("dispatch.issued")
     assert entry.actor == "chuyenvien.web@thh.example"
 
     # The API gives exactly what ``dispatch status --json`` gives (at the same moment).
     read = client.get(f"/api/dispatches/{draft['id']}", headers=headers).get_json()
-    report = status.status_report(draft["id"], at=dt.datetime.now(dt.UTC))
+    report = status.status_report(draft["id"], at=SERVER_NOW)
     assert set(read) == set(report)
     assert set(read["recipients"][0]) == set(report["recipients"][0])
     assert read["counts"] == report["counts"]
@@ -304,26 +311,47 @@ def test_an_admin_may_issue_too_and_issue_accepts_no_body(client, api_headers, s
     assert actions("dispatch.issued")[0].actor == "quantri@thh.example"
 
 
-def test_issue_refuses_a_bad_moment_and_an_unknown_dispatch(client, api_headers, seeded):
+def test_issue_refuses_an_unknown_dispatch_and_unknown_fields(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
+        "id"
+    ]
+    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
+    body = assert_json_error(
+        client.post(
+            f"/api/dispatches/{dispatch_id}/issue",
+            json={"when": "2021-11-15T09:00"},
+            headers=headers,
+        ),
+        422,
+    )
+    assert body["field"] == "when"
+
+
+@pytest.mark.parametrize("moment", ["1999-06-01T09:00", "2021-11-15T09:00:00+07:00", "hôm qua"])
+def test_over_http_a_letter_is_issued_at_the_servers_time_not_at_one_it_is_given(
+    client, api_headers, seeded, server_clock, moment
+):
     headers = api_headers[Role.CLERK]
     dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
         "id"
     ]
     body = assert_json_error(
-        client.post(
-            f"/api/dispatches/{dispatch_id}/issue", json={"at": "hôm qua"}, headers=headers
-        ),
-        422,
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json={"at": moment}, headers=headers),
+        400,
     )
     assert body["field"] == "at"
-    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
-    body = assert_json_error(
-        client.post(
-            f"/api/dispatches/{dispatch_id}/issue", json={"when": ISSUE_AT}, headers=headers
-        ),
-        422,
-    )
-    assert body["field"] == "when"
+    assert "giờ của máy chủ" in body["message"] and "--at" in body["message"]
+    db.session.expire_all()
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    assert actions("register.number_taken") == [] and actions("dispatch.issued") == []
+
+    # Without a moment it is issued now, by the server's clock, and audited at that moment.
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    assert issued.status_code == 200, issued.get_data(as_text=True)
+    assert dt.datetime.fromisoformat(issued.get_json()["issued_at"]) == SERVER_NOW
+    [entry] = actions("dispatch.issued")
+    assert entry.at == SERVER_NOW
 
 
 @pytest.mark.parametrize(
@@ -482,3 +510,236 @@ def test_tokens_cannot_be_made_for_an_inactive_user(runner, role_users):
     result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example"])
     assert result.exit_code != 0
     assert "đã bị khoá" in result.output
+
+
+# --- Expiry and scope ----------------------------------------------------------------------------
+
+CREATED = dt.datetime(2021, 11, 1, 1, 0, tzinfo=dt.UTC)
+
+
+def _token(email: str, *, scope: str = "write", **kwargs) -> str:
+    from dispatch.accounts import api_tokens
+
+    new = api_tokens.create_token(email, scope=scope, actor="system", at=CREATED, **kwargs)
+    db.session.commit()
+    return new.plain
+
+
+def test_a_token_expires_after_90_days_by_default(client, role_users, fixed_now):
+    token = _token("chuyenvien.web@thh.example")
+    headers = {"Authorization": f"Bearer {token}"}
+    [row] = db.session.execute(select(ApiToken)).scalars().all()
+    assert row.expires_at == CREATED + dt.timedelta(days=90)
+
+    fixed_now(row.expires_at - dt.timedelta(seconds=1))
+    assert client.get("/api/dispatches", headers=headers).status_code == 200
+    fixed_now(row.expires_at)
+    response = client.get("/api/dispatches", headers=headers)
+    body = assert_json_error(response, 401)
+    assert "đã hết hạn" in body["message"] and "30/01/2022" in body["message"]
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    # An expired token is not noted as used.
+    db.session.expire_all()
+    assert db.session.get(ApiToken, row.id).last_used_at == row.expires_at - dt.timedelta(seconds=1)
+
+
+def test_a_token_may_be_given_a_shorter_or_longer_life_within_limits(role_users):
+    from dispatch.accounts import api_tokens
+
+    _token("chuyenvien.web@thh.example", valid_for=dt.timedelta(days=7))
+    [row] = db.session.execute(select(ApiToken)).scalars().all()
+    assert row.expires_at == CREATED + dt.timedelta(days=7)
+    for days in (0, -1, api_tokens.MAX_VALIDITY_DAYS + 1):
+        with pytest.raises(api_tokens.TokenError, match="ngày"):
+            api_tokens.create_token(
+                "chuyenvien.web@thh.example",
+                scope="read",
+                valid_for=dt.timedelta(days=days),
+                actor="system",
+                at=CREATED,
+            )
+    with pytest.raises(api_tokens.TokenError, match="read"):
+        api_tokens.create_token(
+            "chuyenvien.web@thh.example", scope="admin", actor="system", at=CREATED
+        )
+
+
+def test_a_read_token_may_only_read(client, role_users, seeded, server_clock):
+    write = {"Authorization": f"Bearer {_token('chuyenvien.web@thh.example')}"}
+    read = {"Authorization": f"Bearer {_token('chuyenvien.web@thh.example', scope='read')}"}
+    dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=write).get_json()[
+        "id"
+    ]
+
+    assert client.get("/api/dispatches", headers=read).status_code == 200
+    assert client.get(f"/api/dispatches/{dispatch_id}", headers=read).status_code == 200
+    assert client.get("/api/directory", headers=read).status_code == 200
+    for method, path, payload in (
+        ("post", "/api/dispatches", seed_payload()),
+        ("post", f"/api/dispatches/{dispatch_id}/issue", {}),
+        ("put", f"/api/dispatches/{dispatch_id}", {}),
+        ("delete", f"/api/dispatches/{dispatch_id}", None),
+    ):
+        response = getattr(client, method)(path, json=payload, headers=read)
+        body = assert_json_error(response, 403)
+        assert "chỉ có quyền đọc" in body["message"], (method, path)
+    assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 1
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+
+    # The same clerk's write token may change things.
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=write)
+    assert issued.status_code == 200, issued.status_code
+
+
+def test_scope_and_expiry_are_audited_and_listed(runner, client, role_users, fixed_now):
+    fixed_now(CREATED)
+    result = runner.invoke(
+        args=[
+            "tokens",
+            "create",
+            "chuyenvien.web@thh.example",
+            "--scope",
+            "write",
+            "--days",
+            "30",
+            "--at",
+            "2021-11-01T08:00",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "đọc và ghi" in result.output and "01/12/2021 08:00" in result.output
+    [created] = actions("api_token.created")
+    assert created.details["scope"] == "write"
+    assert created.details["expires_at"] == "2021-12-01T01:00:00+00:00"
+
+    # Without --scope a token only reads; without --days it lasts 90 days.
+    result = runner.invoke(
+        args=["tokens", "create", "lanhdao@thh.example", "--at", "2021-11-01T08:00"]
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.split()[-1]
+    assert "chỉ đọc" in result.output and "30/01/2022 08:00" in result.output
+    assert actions("api_token.created")[1].details["scope"] == "read"
+
+    listed = runner.invoke(args=["tokens", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert "lanhdao@thh.example" in lines[0] and "chỉ đọc" in lines[0]
+    assert "hết hạn 30/01/2022 08:00" in lines[0] and "còn hiệu lực" in lines[0]
+    assert "chuyenvien.web@thh.example" in lines[1] and "đọc và ghi" in lines[1]
+    assert token not in listed.output
+
+    fixed_now(dt.datetime(2021, 12, 2, tzinfo=dt.UTC))
+    listed = runner.invoke(args=["tokens", "list"])
+    assert "đã hết hạn" in listed.output.splitlines()[1]
+    assert "còn hiệu lực" in listed.output.splitlines()[0]
+
+
+def test_the_tokens_command_refuses_a_bad_scope_or_life(runner, role_users):
+    for args in (["--scope", "admin"], ["--days", "0"], ["--days", "400"]):
+        result = runner.invoke(args=["tokens", "create", "chuyenvien.web@thh.example", *args])
+        assert result.exit_code != 0, args
+    assert db.session.execute(select(ApiToken)).first() is None
+
+
+@pytest.mark.nodb
+def test_tokens_made_before_scopes_keep_writing_and_expire_90_days_after_the_upgrade(tmp_path):
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from dispatch import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.db'}",
+            "SECRET_KEY": "x",
+            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    with app.app_context():
+        upgrade(revision="0001")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO user_account (id, email, name, role, active, created_at) "
+                    "VALUES (1, 'cu@thh.example', '', 'clerk', 1, '2021-11-01 01:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_token (user_id, token_hash, created_at) "
+                    "VALUES (1, :hash, '2021-11-01 01:00:00')"
+                ),
+                {"hash": "a" * 64},
+            )
+        before = dt.datetime.now(dt.UTC)
+        upgrade()
+        [token] = db.session.execute(select(ApiToken)).scalars().all()
+        assert token.scope.value == "write"
+        assert (
+            before + dt.timedelta(days=89)
+            < token.expires_at
+            <= (dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
+        )
+        db.session.remove()
+        db.engine.dispose()
+
+
+# --- Attachments name no server path -----------------------------------------------------------
+
+
+def _attachment_error(client, headers, name: str) -> str:
+    payload = seed_payload()
+    payload["meta"]["attachments"] = [name]
+    body = assert_json_error(client.post("/api/dispatches", json=payload, headers=headers), 422)
+    assert body["field"] == "meta.attachments.0" or body["field"].startswith("meta")
+    return body["message"]
+
+
+@pytest.mark.parametrize(
+    ("there", "not_there"),
+    [
+        ("../README.md", "../KHONG-CO.md"),
+        ("../../../../../../../../etc/passwd", "../../../../../../../../etc/khong-co"),
+        ("../dispatch/__init__.py", "../dispatch/khong_co.py"),
+        ("attachments/../../setup.cfg", "attachments/../../khong-co.cfg"),
+    ],
+)
+def test_attachments_do_not_tell_which_server_paths_exist(
+    client, api_headers, seeded, there, not_there
+):
+    from dispatch.config import PROJECT_ROOT
+
+    headers = api_headers[Role.CLERK]
+    first = _attachment_error(client, headers, there)
+    second = _attachment_error(client, headers, not_there)
+    assert first.replace(there, "…") == second.replace(not_there, "…"), (first, second)
+    assert "không tìm thấy" in first
+    for message in (first, second):
+        assert str(PROJECT_ROOT) not in message and "/root" not in message
+    assert db.session.execute(select(Dispatch)).first() is None
+
+
+def test_issuing_through_the_api_refuses_an_email_over_the_limit(
+    client, api_headers, seeded, server_clock, app, tmp_path, monkeypatch
+):
+    import dispatch.config
+    from tests.fixtures.files import png_bytes
+
+    project = tmp_path / "project"
+    (project / "attachments").mkdir(parents=True)
+    (project / "attachments" / "ban-do.png").write_bytes(png_bytes(2 * 1024 * 1024))
+    monkeypatch.setattr(dispatch.config, "PROJECT_ROOT", project)
+    app.config["DISPATCH_MAIL_MAX_BYTES"] = 2 * 1024 * 1024
+    headers = api_headers[Role.CLERK]
+    payload = seed_payload()
+    payload["meta"]["attachments"] = ["ban-do.png"]
+    created = client.post("/api/dispatches", json=payload, headers=headers)
+    assert created.status_code == 201, created.status_code
+    dispatch_id = created.get_json()["id"]
+    response = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    body = assert_json_error(response, 422)
+    assert "vượt giới hạn 2 MB" in body["message"] and body["field"] == "meta.attachments"
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    assert actions("register.number_taken") == []

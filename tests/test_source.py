@@ -762,3 +762,18 @@ def test_any_text_gives_a_letter_or_a_source_error(tmp_path_factory, text: str) 
         assert error.line is None or error.line >= 1
     else:
         assert isinstance(letter, Letter)
+
+
+def test_a_link_out_of_attachments_reads_as_a_missing_file(
+    write_letter, letter_project: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "bi-mat.txt"
+    secret.write_text("không gửi đi")
+    (letter_project / "attachments" / "lien-ket.txt").symlink_to(secret)
+    (letter_project / "attachments" / "lien-ket-hong.txt").symlink_to(tmp_path / "khong-co.txt")
+    messages = []
+    for name in ("lien-ket.txt", "lien-ket-hong.txt"):
+        error = _error(write_letter(_front(add=f"attachments:\n  - {name}\n")), letter_project)
+        messages.append(error.message.replace(name, "…"))
+        assert str(secret) not in str(error) and "khong-co.txt" not in error.message
+    assert messages[0] == messages[1] and "không tìm thấy" in messages[0]

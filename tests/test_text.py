@@ -214,3 +214,62 @@ def test_an_office_name_with_a_bidi_control_is_refused_by_import_and_form(seeded
             at=SEEN_AT,
         )
     assert "U+202E" in caught.value.errors["name"]
+
+
+def test_a_user_name_with_a_bidi_control_is_refused(db_app, runner):
+    from dispatch.accounts import users
+    from dispatch.models import Role, User
+
+    with pytest.raises(users.UserError, match="U\\+202E"):
+        users.create_user(
+            "vanthu@thh.example",
+            role=Role.CLERK,
+            password=None,
+            at=SEEN_AT,
+            actor="system",
+            name=f"Nguyễn Văn{RLO} Thư",
+        )
+    db.session.rollback()
+    result = runner.invoke(
+        args=[
+            "users",
+            "create",
+            "vanthu@thh.example",
+            "--role",
+            "clerk",
+            "--name",
+            f"Trần{RLO}\u2066 Thị Hà",
+            "--password",
+            "mat-khau-du-dai-2021",
+        ]
+    )
+    assert result.exit_code != 0 and "U+202E, U+2066" in result.output
+    assert db.session.query(User).count() == 0
+
+
+def test_a_subject_typed_with_a_bidi_control_is_flagged_and_never_listed_reordered(desk):
+    from tests.fixtures.clerks import draft_id_from, post_form, valid_fields
+
+    subject = f"triển khai {RLO}fdp.exe"
+    response = post_form(
+        desk.clerk,
+        "/dispatches/new",
+        valid_fields(subject=subject),
+        token_from="/dispatches/new",
+    )
+    draft_id = draft_id_from(response)
+    # The composer keeps what was typed, shows what is wrong with it, and will not issue it.
+    page = desk.clerk.get(f"/dispatches/{draft_id}/edit").get_data(as_text=True)
+    assert "U+202E" in page
+    post_form(desk.clerk, f"/dispatches/{draft_id}/issue", {})
+    from dispatch.models import AuditEntry, Dispatch, DispatchStatus
+
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).status is DispatchStatus.DRAFT
+    # The lists and the audit log, which other people read, never carry the character.
+    home = desk.clerk.get("/").get_data(as_text=True)
+    assert "triển khai fdp.exe" in home and RLO not in home
+    assert RLO not in desk.leader.get("/lanh-dao/").get_data(as_text=True)
+    assert RLO not in db.session.get(Dispatch, draft_id).subject
+    entry = db.session.query(AuditEntry).filter_by(action="dispatch.drafted").one()
+    assert RLO not in entry.details["subject"]

@@ -24,6 +24,7 @@ from dispatch import audit
 from dispatch.accounts import sessions
 from dispatch.extensions import db
 from dispatch.models import Role, User
+from dispatch.text import clean_line, refused_characters_message
 
 MIN_PASSWORD_LENGTH = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
@@ -94,11 +95,13 @@ def create_user(
         raise UserError(f"Vai trò {role!r} không hợp lệ; chọn một trong: {allowed}.") from exc
     if find_user(email) is not None:
         raise UserError(f"Người dùng {email} đã có.")
+    if refused := refused_characters_message(name):
+        raise UserError(f"Họ và tên {refused}.")
     if password is not None:
         check_password_rules(password)
     user = User(
         email=email,
-        name=name.strip(),
+        name=clean_line(name),
         role=role,
         password_hash=None if password is None else hash_password(password),
         active=True,

@@ -9,7 +9,7 @@ import click
 from dispatch import clock
 from dispatch.accounts import api_tokens, users
 from dispatch.cli import options
-from dispatch.models import Role
+from dispatch.models import Role, TokenScope
 from dispatch.transaction import unit_of_work
 
 CLI_ACTOR = "system"
@@ -32,17 +32,36 @@ def tokens_group() -> None:
 
 @tokens_group.command("create")
 @click.argument("email")
+@click.option(
+    "--scope",
+    type=click.Choice([scope.value for scope in TokenScope]),
+    default=TokenScope.READ.value,
+    show_default=True,
+    help="read: GET only; write: may also create and issue dispatches (clerk, admin).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, api_tokens.MAX_VALIDITY_DAYS),
+    default=api_tokens.DEFAULT_VALIDITY_DAYS,
+    show_default=True,
+    help="How many days the token works, from its creation.",
+)
 @at_option
-def create_command(email: str, at: dt.datetime) -> None:
+def create_command(email: str, scope: str, days: int, at: dt.datetime) -> None:
     """Create a token for the user EMAIL; it is printed once, as the last word of the output."""
     try:
         with unit_of_work():
-            new = api_tokens.create_token(email, actor=CLI_ACTOR, at=at)
+            new = api_tokens.create_token(
+                email, scope=scope, valid_for=dt.timedelta(days=days), actor=CLI_ACTOR, at=at
+            )
     except api_tokens.TokenError as exc:
         raise click.ClickException(str(exc)) from exc
+    token = new.token
     click.echo(
-        f"Đã tạo mã truy cập API số {new.token.id} cho {new.token.user.email} "
-        f"({_role(new.token.user.role)}). Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
+        f"Đã tạo mã truy cập API số {token.id} cho {token.user.email} "
+        f"({_role(token.user.role)}), quyền {api_tokens.SCOPE_LABELS[token.scope]}, "
+        f"hết hạn {clock.format_local(token.expires_at)}. "
+        "Mã chỉ hiển thị một lần, hãy lưu lại ngay:"
     )
     click.echo(new.plain)
 
@@ -50,7 +69,9 @@ def create_command(email: str, at: dt.datetime) -> None:
 @tokens_group.command("list")
 @click.argument("email", required=False)
 def list_command(email: str | None) -> None:
-    """List tokens (id, owner, created, last used, revoked), optionally of one user."""
+    """List tokens (id, owner, scope, created, expiry, last used, state), optionally of one
+    user."""
+    now = clock.now()
     try:
         tokens = api_tokens.list_tokens(email)
     except api_tokens.TokenError as exc:
@@ -62,10 +83,15 @@ def list_command(email: str | None) -> None:
         state = "còn hiệu lực"
         if token.revoked_at is not None:
             state = f"thu hồi {clock.format_local(token.revoked_at)}"
+        elif api_tokens.is_expired(token, now):
+            state = "đã hết hạn"
         used = clock.format_local(token.last_used_at) or "chưa dùng"
         click.echo(
             f"{token.id}\t{token.user.email}\t{_role(token.user.role)}\t"
-            f"tạo {clock.format_local(token.created_at)}\tdùng lần cuối {used}\t{state}"
+            f"{api_tokens.SCOPE_LABELS[token.scope]}\t"
+            f"tạo {clock.format_local(token.created_at)}\t"
+            f"hết hạn {clock.format_local(token.expires_at)}\t"
+            f"dùng lần cuối {used}\t{state}"
         )
 
 

@@ -57,6 +57,7 @@ from dispatch.models import (
     RecipientGroup,
     User,
 )
+from dispatch.text import without_refused_characters
 
 # What an issued dispatch may never change: the letter as numbered, dated and sent.
 FROZEN_FIELDS = (
@@ -175,7 +176,12 @@ def _set_recipients(dispatch: Dispatch, orgs: list[Organisation]) -> bool:
 
 
 def _text(value: Any, limit: int) -> str:
-    return " ".join(value.split())[:limit] if isinstance(value, str) else ""
+    """A value typed into the composer as the draft's columns keep it for lists and the audit
+    log: one line, without the characters that would reorder how it reads there (the letter
+    source keeps it as typed, and the composer shows what is wrong with it)."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(without_refused_characters(value).split())[:limit]
 
 
 def _source_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

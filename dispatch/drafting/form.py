@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from dispatch.clock import local
 from dispatch.directory import offices
-from dispatch.drafting import drafts
+from dispatch.drafting import drafts, uploads
 from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.model import Authority, Letter
@@ -545,12 +545,16 @@ def save_draft(
 
 
 def draft_errors(dispatch: Dispatch, project_root: Path | None = None) -> dict[str, str]:
-    """What blocks issuing this draft: the letter's problems and a missing recipient list."""
+    """What blocks issuing this draft: the letter's problems, a missing recipient list, and
+    attachments that leave the letter e-mail no room under its cap."""
     errors = validate(dispatch.source or {}, project_root=project_root)
     if not dispatch.recipients:
         errors["recipients"] = (
             "Chưa chọn nơi nhận: chọn một nhóm hoặc đánh dấu ít nhất một cơ quan."
         )
+    room = uploads.mail_room(dispatch.id, uploads.attachments_of(dispatch.source))
+    if room.over and "attachments" not in errors:
+        errors["attachments"] = room.over_message()
     return errors
 
 

@@ -6,6 +6,24 @@ under a budget so that a zip bomb is refused before anyone opens it). The name t
 and its Content-Type say nothing: an EXE called ``bao-cao.pdf`` is refused, a PNG called
 ``so-do.pdf`` is accepted as ``so-do.png``.
 
+What is sent to every office must not run anything there. A PDF is parsed (pypdf), not
+recognised by its first bytes: what does not parse, or has no page, is refused, and so is one
+that holds JavaScript, a Launch action, an embedded file, an XFA form or rich media, wherever
+it sits in the file (every object of the cross-reference table is read, not only those the
+pages reach). An encrypted PDF that opens without a password (protected only against printing
+or editing, as offices often send them) is decrypted with the empty password, checked the same
+way and kept as it is; one that needs a password to open is refused, since the offices could
+not read it and nobody could check it. A Word or Excel file is refused if it carries a VBA
+project or declares a macro-enabled content type (a .docm under another name), ActiveX, an OLE
+object or anything embedded other than a macro-free Office package (a chart's workbook), a
+program under any name, or a template or object fetched from outside when it is opened.
+
+A letter goes out as one e-mail per office carrying its PDF, its DOCX and every attachment, so
+their total is capped (``DISPATCH_MAIL_MAX_BYTES``, 20 MB by default): a file is refused when,
+with the draft's other files and ``LETTER_ALLOWANCE`` kept for the letter's own documents
+(which exist only once it is numbered), the e-mail would pass the cap. The composer shows the
+room left (``mail_room``); issuing checks the real total again once the letter is rendered.
+
 Files live under ``DISPATCH_DATA_DIR/uploads/<draft id>/attachments/``; the draft's letter
 source lists them by name in ``meta.attachments``, and ``letter_root`` tells ``build_letter``
 (and so issuing, which archives them with the letter) to look for them there.
@@ -21,6 +39,7 @@ import re
 import shutil
 import tempfile
 import unicodedata
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Mapping
@@ -36,10 +55,16 @@ from dispatch.audit import actor_name
 from dispatch.drafting.drafts import ensure_editable, list_attachments, lock_dispatch
 from dispatch.extensions import db
 from dispatch.models import User
+from dispatch.text import refused_characters_message, without_refused_characters
 
 UPLOADS_FOLDER = "uploads"
 ATTACHMENTS_FOLDER = "attachments"  # build_letter looks for attachments in <root>/attachments
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+DEFAULT_MAIL_MAX_BYTES = 20 * 1024 * 1024
+# Kept for the letter's PDF and DOCX when an attachment is added, before they exist: the 2021
+# letter with its two appendices renders to 60 KB in all; a long letter with tables stays far
+# below this.
+LETTER_ALLOWANCE = 1024 * 1024
 
 # Zip bombs: a DOCX/XLSX may inflate to at most this much in all, at most RATIO times its size,
 # and hold at most this many parts. Real office files stay far below (a text-heavy DOCX
@@ -104,9 +129,10 @@ class StoredFile:
 
 
 def detect_type(data: bytes, name: str = "tệp") -> FileType:
-    """The type of a file from its first bytes (and, for ZIPs, their parts); ``UploadError``
-    for anything else, a zip bomb included."""
+    """The type of a file from its first bytes (and, for PDFs and ZIPs, what they hold);
+    ``UploadError`` for anything else, a zip bomb or a PDF that runs code included."""
     if data.startswith(b"%PDF-"):
+        _check_pdf(data, name)
         return PDF
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return PNG
@@ -123,6 +149,119 @@ def detect_type(data: bytes, name: str = "tệp") -> FileType:
         f"Tệp “{name}” không được chấp nhận: chỉ nhận tệp {ACCEPTED}, kiểm tra theo nội dung "
         f"tệp chứ không theo tên.{what}"
     )
+
+
+# --- PDF ----------------------------------------------------------------------------------------
+
+# Objects read at most: a real document has a few thousand; this bounds the time a crafted one
+# can take.
+MAX_PDF_OBJECTS = 500_000
+_PDF_JAVASCRIPT = "có mã JavaScript"
+_PDF_LAUNCH = "có lệnh chạy chương trình (Launch)"
+_PDF_EMBEDDED = "có tệp nhúng bên trong (EmbeddedFile)"
+_PDF_XFA = "có biểu mẫu XFA (có thể chứa mã lệnh)"
+_PDF_RICH_MEDIA = "có nội dung đa phương tiện tự chạy (RichMedia)"
+# Keys whose presence alone says what a PDF carries …
+_PDF_REFUSED_KEYS = {
+    "/JS": _PDF_JAVASCRIPT,
+    "/JavaScript": _PDF_JAVASCRIPT,
+    "/EmbeddedFiles": _PDF_EMBEDDED,
+    "/EF": _PDF_EMBEDDED,
+    "/XFA": _PDF_XFA,
+    "/RichMediaContent": _PDF_RICH_MEDIA,
+    "/RichMediaSettings": _PDF_RICH_MEDIA,
+}
+# … and names that do as the value of /S (an action), /Type or /Subtype.
+_PDF_REFUSED_NAMES = {
+    "/JavaScript": _PDF_JAVASCRIPT,
+    "/Launch": _PDF_LAUNCH,
+    "/ImportData": _PDF_EMBEDDED,
+    "/GoToE": _PDF_EMBEDDED,
+    "/EmbeddedFile": _PDF_EMBEDDED,
+    "/FileAttachment": _PDF_EMBEDDED,
+    "/RichMedia": _PDF_RICH_MEDIA,
+    "/RichMediaExecute": _PDF_RICH_MEDIA,
+}
+_PDF_NAME_KEYS = ("/S", "/Type", "/Subtype")
+
+
+def _check_pdf(data: bytes, name: str) -> None:
+    """Refuse a PDF that does not parse, has no page, needs a password or can run something."""
+    from pypdf import PasswordType, PdfReader
+
+    unreadable = (
+        f"Tệp “{name}” không được chấp nhận: nội dung không phải tài liệu PDF đọc được (tệp hỏng, "
+        "bị cắt dở hoặc chỉ giả dạng PDF). Hãy xuất lại tài liệu ra PDF rồi tải lên lại."
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pypdf warns about every small flaw it repairs
+            reader = PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+                raise UploadError(
+                    f"Tệp “{name}” được đặt mật khẩu để mở: nơi nhận không đọc được và hệ thống "
+                    "không kiểm tra được nội dung. Hãy gỡ mật khẩu rồi tải lên lại."
+                )
+            if len(reader.pages) < 1:
+                raise UploadError(unreadable)
+            found = _pdf_active_content(reader, name)
+    except UploadError:
+        raise
+    except Exception as exc:  # whatever pypdf cannot read, no office should be sent
+        raise UploadError(unreadable) from exc
+    if found is not None:
+        raise UploadError(
+            f"Tệp “{name}” bị từ chối: tài liệu PDF {found}. Tệp gửi tới các nơi nhận không được "
+            "chứa nội dung tự chạy hay tệp ẩn bên trong; hãy in lại tài liệu ra PDF (chọn máy in "
+            "“Microsoft Print to PDF” hoặc “Lưu dưới dạng PDF”) rồi tải lên lại."
+        )
+
+
+def _pdf_active_content(reader: Any, name: str) -> str | None:
+    """What a PDF holds that can run or carry a file (a Vietnamese phrase), or None.
+
+    Every object is read: those reachable from the trailer and every one the cross-reference
+    tables list, so that an object no page refers to (which a viewer rebuilding a damaged file
+    may still find) is checked too. Names arrive decoded (``/J#61vaScript`` is ``/JavaScript``).
+    """
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    pending: list[Any] = [reader.trailer]
+    for generation, numbers in reader.xref.items():
+        pending.extend(IndirectObject(number, generation, reader) for number in numbers)
+    pending.extend(IndirectObject(number, 0, reader) for number in reader.xref_objStm)
+    seen: set[tuple[int, int]] = set()
+    visited = 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, IndirectObject):
+            key = (item.idnum, item.generation)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = item.get_object()
+        visited += 1
+        if visited > MAX_PDF_OBJECTS:
+            raise UploadError(
+                f"Tệp “{name}” bị từ chối: tài liệu PDF có cấu trúc phức tạp bất thường, không "
+                "kiểm tra được. Hãy in lại tài liệu ra PDF rồi tải lên lại."
+            )
+        if isinstance(item, DictionaryObject):  # streams too: their dictionary is what acts
+            for key, value in dict.items(item):  # unresolved: references are followed above
+                if key in _PDF_REFUSED_KEYS:
+                    return _PDF_REFUSED_KEYS[key]
+                if key in _PDF_NAME_KEYS:
+                    # "/S 5 0 R" with object 5 being /Launch acts all the same.
+                    named = str(value.get_object() if isinstance(value, IndirectObject) else value)
+                    if named in _PDF_REFUSED_NAMES:
+                        return _PDF_REFUSED_NAMES[named]
+                pending.append(value)
+        elif isinstance(item, ArrayObject):
+            pending.extend(list.__iter__(item))
+    return None
+
+
+# --- Word and Excel -----------------------------------------------------------------------------
 
 
 def _office_type(data: bytes, name: str) -> FileType:
@@ -143,15 +282,27 @@ def _office_type(data: bytes, name: str) -> FileType:
         if declared > budget:
             raise UploadError(_bomb(name))
         # The sizes in the ZIP's directory are the file's own claim: inflate every part,
-        # counting, and stop as soon as the real total passes the budget.
+        # counting, and stop as soon as the real total passes the budget. On the way, note
+        # any part that is a program and keep the relationship parts to read below.
         total = 0
+        relationships: dict[str, bytes] = {}
         try:
             for info in entries:
+                first = True
+                kept = bytearray()
+                keep = info.filename.lower().endswith(".rels")
                 with archive.open(info) as part:
                     while chunk := part.read(1024 * 1024):
+                        if first and chunk.startswith(_PROGRAM_MAGIC):
+                            raise UploadError(_active_office(name, _OFFICE_PROGRAM))
+                        first = False
                         total += len(chunk)
                         if total > budget:
                             raise UploadError(_bomb(name))
+                        if keep and len(kept) <= MAX_CONTENT_TYPES:
+                            kept += chunk
+                if keep:
+                    relationships[info.filename] = bytes(kept)
             content_types = archive.read("[Content_Types].xml")
         except KeyError as exc:
             raise UploadError(refused) from exc
@@ -164,6 +315,10 @@ def _office_type(data: bytes, name: str) -> FileType:
         root = ET.fromstring(content_types)
     except ET.ParseError as exc:
         raise UploadError(refused) from exc
+    declared_types = [element.get("ContentType", "") for element in root]
+    found = _office_active_content(names, declared_types, relationships)
+    if found is not None:
+        raise UploadError(_active_office(name, found))
     for element in root:
         if not element.tag.endswith("Override"):
             continue
@@ -172,6 +327,79 @@ def _office_type(data: bytes, name: str) -> FileType:
         if file_type is not None and part in names:
             return file_type
     raise UploadError(refused)
+
+
+# What a Word or Excel file may not carry to the offices, as the clerk is told.
+_OFFICE_MACRO = "có macro (VBA)"
+_OFFICE_ACTIVEX = "có điều khiển ActiveX"
+_OFFICE_EMBEDDED = "có đối tượng nhúng (OLE) hoặc tệp chạy được bên trong"
+_OFFICE_PROGRAM = "có một chương trình chạy được bên trong"
+_OFFICE_EXTERNAL = "liên kết tới mẫu hoặc đối tượng bên ngoài, được tải về khi mở tệp"
+_PROGRAM_MAGIC = (b"MZ", b"\x7fELF")
+# Content types (lower case) that only macro-enabled or active documents declare.
+_ACTIVE_CONTENT_TYPES = (
+    ("macroenabled", _OFFICE_MACRO),
+    ("vbaproject", _OFFICE_MACRO),
+    ("vbadata", _OFFICE_MACRO),
+    ("activex", _OFFICE_ACTIVEX),
+    ("oleobject", _OFFICE_EMBEDDED),
+)
+# Embedded packages Word and Excel keep for charts and linked tables, which cannot hold macros.
+_EMBEDDED_PACKAGES = (".docx", ".xlsx", ".pptx")
+# Relationship types (their last segment) that run or fetch something.
+_ACTIVE_RELATIONSHIPS = {
+    "vbaproject": _OFFICE_MACRO,
+    "wordvbadata": _OFFICE_MACRO,
+    "activexcontrol": _OFFICE_ACTIVEX,
+    "activexcontrolbinary": _OFFICE_ACTIVEX,
+    "oleobject": _OFFICE_EMBEDDED,
+}
+# … and those that, pointing outside the file, are fetched when it is opened.
+_EXTERNAL_RELATIONSHIPS = frozenset(
+    {"attachedtemplate", "oleobject", "subdocument", "frame", "package", "control"}
+)
+
+
+def _office_active_content(
+    names: set[str], content_types: list[str], relationships: dict[str, bytes]
+) -> str | None:
+    """What a DOCX/XLSX holds that runs or fetches something when opened, or None: a VBA
+    project, a macro-enabled content type (a .docm under another name), ActiveX, an OLE object
+    or anything else embedded but a macro-free Office package, a link to an outside template."""
+    for part in names:
+        lowered = part.lower()
+        if lowered.endswith(("vbaproject.bin", "vbadata.xml")):
+            return _OFFICE_MACRO
+        if "/activex/" in f"/{lowered}":
+            return _OFFICE_ACTIVEX
+        if "/embeddings/" in f"/{lowered}" and not lowered.endswith(_EMBEDDED_PACKAGES):
+            return _OFFICE_EMBEDDED
+    for content_type in content_types:
+        lowered = content_type.lower()
+        for marker, found in _ACTIVE_CONTENT_TYPES:
+            if marker in lowered:
+                return found
+    for data in relationships.values():
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError:
+            return _OFFICE_EMBEDDED  # Word would not open it either; nothing to check it by
+        for element in root:
+            kind = (element.get("Type") or "").rstrip("/").rsplit("/", 1)[-1].lower()
+            if kind in _ACTIVE_RELATIONSHIPS:
+                return _ACTIVE_RELATIONSHIPS[kind]
+            external = (element.get("TargetMode") or "").lower() == "external"
+            if external and kind in _EXTERNAL_RELATIONSHIPS:
+                return _OFFICE_EXTERNAL
+    return None
+
+
+def _active_office(name: str, found: str) -> str:
+    return (
+        f"Tệp “{name}” bị từ chối: tài liệu {found}. Tệp gửi tới các nơi nhận không được chứa gì "
+        "tự chạy khi mở; hãy lưu lại thành tệp Word (.docx) hoặc Excel (.xlsx) thường, bỏ macro "
+        "và đối tượng nhúng, rồi tải lên lại."
+    )
 
 
 def _bomb(name: str) -> str:
@@ -219,6 +447,53 @@ def human_size(size: int) -> str:
     if size >= 1024:
         return f"{size / 1024:.0f} KB"
     return f"{size} byte"
+
+
+def mail_max_bytes() -> int:
+    """The largest letter e-mail, in bytes of files (``DISPATCH_MAIL_MAX_BYTES``)."""
+    return int(current_app.config.get("DISPATCH_MAIL_MAX_BYTES") or DEFAULT_MAIL_MAX_BYTES)
+
+
+@dataclass(frozen=True)
+class MailRoom:
+    """How much of one letter e-mail a draft's files take, and what is left for more."""
+
+    limit: int  # the cap of one e-mail
+    letter: int  # kept for the letter's PDF and DOCX
+    attachments: int  # the draft's files
+
+    @property
+    def left(self) -> int:
+        """Bytes a further attachment may still have."""
+        return max(self.limit - self.letter - self.attachments, 0)
+
+    @property
+    def over(self) -> bool:
+        """Whether the draft's files already leave too little room for the letter."""
+        return self.letter + self.attachments > self.limit
+
+    def describe(self) -> str:
+        """The room as the composer states it (Vietnamese)."""
+        return (
+            f"Mỗi thư gửi tới nơi nhận (công văn PDF, DOCX và các tệp gửi kèm) tối đa "
+            f"{human_size(self.limit)}; các tệp đã tải lên chiếm {human_size(self.attachments)}, "
+            f"còn trống {human_size(self.left)} cho tệp gửi kèm "
+            f"(đã dành {human_size(self.letter)} cho bản PDF và DOCX của công văn)."
+        )
+
+    def over_message(self) -> str:
+        """Why the draft cannot go out as it is (Vietnamese)."""
+        return (
+            f"Các tệp gửi kèm chiếm {human_size(self.attachments)}: cùng công văn (PDF, DOCX), "
+            f"thư gửi đi sẽ vượt giới hạn {human_size(self.limit)} của một thư. "
+            "Hãy gỡ bớt hoặc nén tệp gửi kèm."
+        )
+
+
+def mail_room(dispatch_id: int | None, names: list[str]) -> MailRoom:
+    """The room a draft's files (``names``, as its source lists them) leave in one e-mail."""
+    used = sum(f.size for f in stored_files(dispatch_id, names)) if dispatch_id else 0
+    return MailRoom(limit=mail_max_bytes(), letter=LETTER_ALLOWANCE, attachments=used)
 
 
 def too_large_message() -> str:
@@ -328,12 +603,29 @@ def add_attachment(
     dispatch = lock_dispatch(dispatch_id)
     ensure_editable(dispatch)
     shown = unicodedata.normalize("NFC", re.split(r"[/\\]", filename or "")[-1]) or "tệp"
+    if refused := refused_characters_message(shown):
+        # "bao-cao<U+202E>fdp.docx" reads "bao-caoxcod.pdf" in a mail client: a Word file
+        # dressed as a PDF. The message shows the name without the characters.
+        raise UploadError(
+            f"Tên tệp “{without_refused_characters(shown)}” {refused}; "
+            "hãy đổi tên tệp rồi tải lên lại."
+        )
     if len(data) > max_upload():
         raise UploadError(
             f"Tệp “{shown}” dài {human_size(len(data))}, vượt giới hạn {human_size(max_upload())}."
         )
-    file_type = detect_type(data, shown)
     names = attachments_of(dispatch.source)
+    # With the dispatch locked, so two uploads at once cannot both take the last room.
+    room = mail_room(dispatch_id, names)
+    if len(data) > room.left:
+        raise UploadError(
+            f"Không thêm được tệp “{shown}” ({human_size(len(data))}): mỗi thư gửi tới nơi nhận "
+            f"tối đa {human_size(room.limit)}, gồm công văn (dành {human_size(room.letter)} cho "
+            f"bản PDF và DOCX) và các tệp gửi kèm; các tệp đã tải lên chiếm "
+            f"{human_size(room.attachments)}, chỉ còn trống {human_size(room.left)}. Các tệp đã "
+            "tải lên vẫn được giữ; hãy nén hoặc chia nhỏ tệp này, hoặc gỡ bớt tệp khác."
+        )
+    file_type = detect_type(data, shown)
     adopt_project_attachments(dispatch_id, names)
     folder = attachments_dir(dispatch_id)
     taken = {n.casefold() for n in names} | {p.name.casefold() for p in folder.iterdir()}

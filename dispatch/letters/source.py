@@ -14,6 +14,7 @@ import copy
 import datetime as dt
 import difflib
 import mimetypes
+import os
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -680,13 +681,18 @@ def _urgency(where: _Where, value: Any) -> Urgency | None:
 
 
 def _attachments(where: _Where, value: Any, project_root: Path) -> tuple[Attachment, ...]:
-    """The files under attachments/ the letter carries; each must exist and be a file."""
+    """The files under attachments/ the letter carries; each must exist and be a file.
+
+    A name that leads out of attachments/ (``..``, a link) gets the same answer as a file that
+    is not there, and nothing outside attachments/ is ever looked at: the API takes these names
+    from anyone with a token, and its answers must not tell which paths exist on the server.
+    """
     path: KeyPath = ("attachments",)
     if value is None:
         return ()
     if not isinstance(value, list):
         raise where.key(path, _wrong_type(path, "một danh sách đường dẫn tệp"))
-    folder = (project_root / "attachments").resolve()
+    folder = Path(os.path.abspath(project_root / "attachments"))
     found: list[Attachment] = []
     seen: set[Path] = set()
     for index, item in enumerate(value):
@@ -695,19 +701,26 @@ def _attachments(where: _Where, value: Any, project_root: Path) -> tuple[Attachm
         relative = Path(name)
         if relative.is_absolute():
             raise where.key(item_path, f'"{name}": ghi đường dẫn tương đối trong attachments/')
+        missing = where.key(item_path, f'không tìm thấy tệp gửi kèm "{name}" trong attachments/')
         # "ma-qr.png" means attachments/ma-qr.png even if the root happens to hold such a file.
-        candidates = [project_root / "attachments" / relative, project_root / relative]
+        # Only the candidates that stay in attachments/ by their spelling alone are looked up.
+        candidates = [
+            candidate
+            for candidate in (
+                Path(os.path.abspath(folder / relative)),
+                Path(os.path.abspath(folder.parent / relative)),
+            )
+            if candidate.is_relative_to(folder) and candidate != folder
+        ]
         try:
             file = next((c for c in candidates if c.exists()), None)
             resolved = file.resolve() if file is not None else None
             is_file = resolved is not None and resolved.is_file()
         except (OSError, ValueError) as exc:  # a NUL byte or an over-long name
             raise where.key(item_path, f'tên tệp gửi kèm "{name}" không hợp lệ') from exc
-        if resolved is None:
-            raise where.key(item_path, f'không tìm thấy tệp gửi kèm "{name}" trong attachments/')
-        if not resolved.is_relative_to(folder):
-            # Letters are sent to 63 provinces: only files put in attachments/ may leave.
-            raise where.key(item_path, f'tệp gửi kèm "{name}" phải nằm trong thư mục attachments/')
+        # A link inside attachments/ that points out of it is, for a letter, no file at all.
+        if resolved is None or not resolved.is_relative_to(folder.resolve()):
+            raise missing
         if not is_file:
             raise where.key(item_path, f'"{name}" không phải là tệp')
         if resolved in seen:

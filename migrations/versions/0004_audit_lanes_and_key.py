@@ -1,7 +1,7 @@
 """Audit log: lanes and a key
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-05 06:00:00
 
 Each entry now belongs to one of several chains (``lane``), so that writers in different lanes
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

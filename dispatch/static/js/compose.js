@@ -339,9 +339,11 @@
     });
   }
 
-  // Files: refuse one over the limit before sending it (the server refuses it too).
+  // Files: refuse what is over the limit of a request, or over the room left in the e-mail,
+  // before sending it (the server refuses it too, and keeps the files already uploaded).
   var fileInput = document.getElementById("f-attachment");
   var maxUpload = parseInt(form.getAttribute("data-max-upload"), 10) || 0;
+  var mailRoom = parseInt(form.getAttribute("data-mail-room"), 10);
   if (fileInput && maxUpload) {
     fileInput.addEventListener("change", function () {
       var total = 0;
@@ -350,15 +352,18 @@
       });
       var wrapper = fieldWrapper("attachments");
       var error = document.getElementById("f-attachment-loi");
-      if (total > maxUpload) {
+      var overRoom = !isNaN(mailRoom) && total > mailRoom;
+      if (total > maxUpload || overRoom) {
         if (!error) {
           error = document.createElement("p");
           error.className = "field-error";
           error.id = "f-attachment-loi";
           fileInput.parentNode.insertBefore(error, fileInput);
         }
-        error.textContent =
-          "Tệp quá lớn: mỗi lần gửi tối đa " + form.getAttribute("data-max-upload-text") + ".";
+        error.textContent = overRoom && total <= maxUpload
+          ? "Tệp quá lớn: thư gửi đi chỉ còn trống " + form.getAttribute("data-mail-room-text") +
+            " cho tệp gửi kèm."
+          : "Tệp quá lớn: mỗi lần gửi tối đa " + form.getAttribute("data-max-upload-text") + ".";
         fileInput.value = "";
         fileInput.setAttribute("aria-invalid", "true");
         fileInput.setAttribute("aria-describedby", "f-attachment-goi-y f-attachment-loi");

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from dispatch import clock
 from dispatch.accounts import api_tokens, auth
 from dispatch.extensions import csrf
-from dispatch.models import Role, User
+from dispatch.models import Role, TokenScope, User
 from dispatch.transaction import unit_of_work
 from dispatch.views.api.schemas import ErrorSchema
 
@@ -44,6 +44,11 @@ BEARER_SCHEME = {
 }
 CHANGE_ROLES = (Role.CLERK, Role.ADMIN)
 LEADER_READ_ONLY = "Tài khoản lãnh đạo chỉ được xem, không được thay đổi dữ liệu."
+READ_TOKEN_ONLY = (
+    "Mã truy cập này chỉ có quyền đọc (phạm vi read): chỉ dùng được cho yêu cầu GET. "
+    "Muốn tạo hoặc ban hành công văn, hãy dùng mã có quyền ghi "
+    "(dispatch tokens create EMAIL --scope write)."
+)
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # The error codes each kind of operation can answer, documented on every operation.
@@ -89,14 +94,20 @@ def authenticate_token() -> Any:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return _unauthorized("Thiếu mã truy cập: gửi tiêu đề 'Authorization: Bearer <mã>'.")
-    with unit_of_work():  # keeps the note of when the token was last used
-        user = api_tokens.user_for_token(token, clock.now())
-    if user is None:
-        return _unauthorized("Mã truy cập không hợp lệ hoặc đã bị thu hồi.", "invalid_token")
+    try:
+        with unit_of_work():  # keeps the note of when the token was last used
+            found = api_tokens.token_for(token, clock.now())
+    except api_tokens.TokenRefused as exc:
+        return _unauthorized(str(exc), "invalid_token")
+    user = found.user
     g.api_user = user
-    if request.method not in _READ_METHODS and user.role not in CHANGE_ROLES:
-        # Before the body is parsed: a leader learns nothing about what a change would need.
-        abort(403, message=LEADER_READ_ONLY)
+    if request.method not in _READ_METHODS:
+        # Before the body is parsed: a leader or a read token learns nothing about what a
+        # change would need.
+        if user.role not in CHANGE_ROLES:
+            abort(403, message=LEADER_READ_ONLY)
+        if found.scope is not TokenScope.WRITE:
+            abort(403, message=READ_TOKEN_ONLY)
     return None
 
 

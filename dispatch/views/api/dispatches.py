@@ -113,23 +113,33 @@ def get_dispatch(dispatch_id: int) -> dict[str, Any]:
     return _report(dispatch_id)
 
 
+# Over HTTP a letter is issued when the server receives the request: a moment chosen by the
+# caller would let any clerk's token number a letter out of order and stamp its audit entries
+# in another year. Replaying a moment is the CLI's job (``dispatch issue --at``).
+SERVER_TIME_ONLY = (
+    "Không được gửi trường “at”: qua API, công văn được ban hành theo giờ của máy chủ lúc nhận "
+    "yêu cầu. Muốn ghi lại một lần ban hành ở thời điểm khác, hãy dùng lệnh "
+    "“dispatch issue --at” trên máy chủ."
+)
+
+
 @bp.route("/dispatches/<int:dispatch_id>/issue", methods=["POST"])
 @bp.arguments(IssueArgs, required=False)
 @bp.response(200, StatusReportSchema)
-@documented_errors(*CHANGE_ERRORS)
+@documented_errors(400, *CHANGE_ERRORS)
 def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
-    """Issue a draft: take its number, archive the letter and queue the e-mails (clerk, admin)."""
+    """Issue a draft now (the server's time): take its number, archive the letter and queue
+    the e-mails (clerk, admin). A body naming a moment (``at``) is refused with a 400."""
     user = require_change()
+    if "at" in payload:
+        abort(400, message=SERVER_TIME_ONLY, field="at")
     if db.session.get(Dispatch, dispatch_id) is None:
         abort(404, message=f"Không có công văn mã {dispatch_id}.")
     at = clock.now()
-    if payload.get("at"):
-        try:
-            at = clock.parse_moment(payload["at"])
-        except ValueError:
-            abort(422, message="Thời điểm không hợp lệ, cần dạng ISO-8601.", field="at")
     try:
         issuing.issue_dispatch(dispatch_id, actor=user, at=at)
+    except issuing.MailTooLarge as exc:  # the attachments are the thing to change
+        abort(422, message=str(exc), field="meta.attachments")
     except issuing.IssueError as exc:  # AlreadyIssued, ArchiveUnavailable …
         abort(409, message=str(exc))
     except LetterSourceError as exc:

@@ -134,13 +134,20 @@ class LetterSourceSchema(InputSchema):
 
 
 class IssueArgs(InputSchema):
-    """When to issue (default: now); without an offset, Vietnam time."""
+    """Issuing takes no parameters: the letter is issued at the server's time.
 
-    at = ma.fields.String(
-        load_default=None,
+    ``at`` is declared only so that sending it gets its own clear 400 rather than the generic
+    "unknown field": the moment of issue is never the caller's to choose.
+    """
+
+    at = ma.fields.Raw(
         allow_none=True,
-        error_messages=vi_messages(),
-        metadata={"description": "Thời điểm ban hành, ISO-8601", "example": "2021-11-15T09:00"},
+        metadata={
+            "description": (
+                "Không được gửi (trả về lỗi 400): công văn được ban hành theo giờ của máy chủ."
+            ),
+            "deprecated": True,
+        },
     )
 
 

@@ -144,6 +144,7 @@ def _compose_page(
             missing_files=missing,
             max_upload=uploads.max_upload(),
             max_upload_text=uploads.human_size(uploads.max_upload()),
+            mail_room=uploads.mail_room(dispatch.id if dispatch else None, attachment_names),
             accepted=uploads.ACCEPTED,
             authority_choices=compose_form.AUTHORITY_CHOICES,
             urgency_choices=compose_form.URGENCY_CHOICES,
