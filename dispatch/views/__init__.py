@@ -23,6 +23,9 @@ def register_blueprints(app: Flask) -> None:
 
     # Before any rule is added: every <int:…> of every blueprint gets the bound.
     app.url_map.converters["int"] = IdConverter
+    from dispatch.views import params
+
+    app.before_request(params.refuse_nul_bytes)
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)

@@ -41,6 +41,7 @@ from dispatch.views.clerks.common import (
     signed_in_user,
 )
 from dispatch.views.downloads import send_document
+from dispatch.views.params import int_arg
 
 # --- Composing ---------------------------------------------------------------------------------
 
@@ -263,7 +264,8 @@ def edit(dispatch_id: int) -> Any:
         dispatch,
         _form_for(dispatch),
         errors=errors,
-        slots=request.args.get("slots", type=int),
+        # How many empty appendix slots to show: page state, so an odd value shows the usual.
+        slots=int_arg("slots", None, low=0, high=compose_form.MAX_APPENDICES, strict=False),
         query=compose_form.clean_text(request.args.get("q", "")),
     )
 
