@@ -489,12 +489,43 @@ def test_repeated_404s_from_one_address_get_429(issued, make_app):
     assert "Quá nhiều yêu cầu" in response.get_data(as_text=True)
     assert int(response.headers["Retry-After"]) > 0
     _assert_secure(response)
-    # Blocked addresses get nothing, not even with a real link; others are unaffected.
-    assert guesser.get(f"/r/{issued.tokens[0]}").status_code == 429
-    assert guesser.get(f"/r/{issued.tokens[0]}/files/1").status_code == 429
+    # Every unknown link from the blocked address is refused: tokens, files, other addresses.
+    assert guesser.get(f"/r/{_forged_token()}/files/1").status_code == 429
+    assert guesser.get(f"/r/{issued.tokens[0]}/files/khong-co.pdf").status_code == 429
+    assert guesser.get("/r/a/b").status_code == 429
     office = app.test_client()
     office.environ_base["REMOTE_ADDR"] = "198.51.100.20"
     assert office.get(f"/r/{issued.tokens[0]}").status_code == 200
+
+
+def test_valid_links_keep_working_from_an_address_blocked_for_unknown_ones(issued, make_app):
+    # Offices behind one NAT share an address: one mistyped bookmark must not lock them all out.
+    app = make_app(DISPATCH_LINK_404_LIMIT=3, DISPATCH_LINK_404_WINDOW=600)
+    shared = app.test_client()
+    shared.environ_base["REMOTE_ADDR"] = "203.0.113.8"
+    for _ in range(3):
+        assert shared.get(f"/r/{_forged_token()}").status_code == 404
+    assert shared.get(f"/r/{_forged_token()}").status_code == 429
+
+    token = issued.tokens[0]
+    page = open_page(shared, token)
+    assert page.status_code == 200
+    document_id = issued.documents[issued.pdf_name]
+    download = shared.get(f"/r/{token}/files/{document_id}")
+    assert download.status_code == 200
+    assert download.data == issued.files[issued.pdf_name]
+    confirmed = shared.post(
+        f"/r/{token}",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "name": "Nguyễn Văn An",
+            "position": "Chánh Văn phòng",
+        },
+    )
+    assert confirmed.status_code == 303
+    assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
+    # Still blocked for guesses, and a valid link counts no miss and lifts nothing.
+    assert shared.get(f"/r/{_forged_token()}").status_code == 429
 
 
 @pytest.mark.nodb

@@ -583,8 +583,12 @@ def test_guessing_links_by_posting_is_throttled_too(issued, app):
 
     assert codes == [404] * 5 + [429] * 2
     assert int(response.headers["Retry-After"]) > 0
-    # Blocked, even the real link answers 429 to this address until the window passes.
-    assert open_page(guesser, issued.tokens[0]).status_code == 429
+    # Blocked for guesses only: the real link still opens and confirms from this address.
+    assert open_page(guesser, issued.tokens[0]).status_code == 200
+    confirmed = guesser.post(
+        f"/r/{issued.tokens[0]}", data={"csrf_token": token, "name": "A", "position": "B"}
+    )
+    assert confirmed.status_code == 303
 
 
 # --- CSRF and roles on every route that changes something --------------------------------------

@@ -252,6 +252,15 @@ def _blocked() -> Response | None:
     return None if retry_after is None else _too_many(retry_after)
 
 
+def _unknown_link() -> Response:
+    """A link that opens nothing: 429 to an address that guessed too often, else the counted 404.
+
+    Only unknown links are throttled. A valid link works from any address, blocked or not:
+    offices behind one NAT share an address, and one mistyped bookmark must not lock them out.
+    """
+    return _blocked() or _not_found()
+
+
 # --- Routes ---------------------------------------------------------------------------------
 
 
@@ -272,11 +281,9 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 @bp.route("/r/<token>", methods=["GET", "POST"])
 def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
-    if (blocked := _blocked()) is not None:
-        return blocked
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
-        return _not_found()
+        return _unknown_link()
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     form = ConfirmationForm()
@@ -311,12 +318,10 @@ def letter(token: str) -> Any:
 @bp.get("/r/<token>/files/<ref>")
 def download(token: str, ref: str) -> Response:
     """One archived file of the recipient's letter, by document id or file name."""
-    if (blocked := _blocked()) is not None:
-        return blocked
     recipient = acknowledgements.find_recipient(token)
     document = None if recipient is None else acknowledgements.find_document(recipient, ref)
     if recipient is None or document is None:
-        return _not_found()
+        return _unknown_link()
     try:
         data = archive.read_archived(document.path, document.sha256)
     except archive.ArchiveError:
@@ -337,7 +342,7 @@ def download(token: str, ref: str) -> Response:
 @bp.route("/r/<path:rest>", methods=["GET", "POST"])
 def unknown(rest: str) -> Response:
     """Any other address under /r/ is a link that does not exist: same answer, same count."""
-    return _blocked() or _not_found()
+    return _unknown_link()
 
 
 def init_app(app: Flask) -> None:
