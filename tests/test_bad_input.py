@@ -54,6 +54,7 @@ from dispatch.models import (
 )
 from tests.fixtures.acknowledgements import open_page
 from tests.fixtures.database import SMALL_LETTER
+from tests.fixtures.routes import RouteArguments, is_api, route_urls
 from tests.fixtures.smtp import ISSUED_AT
 from tests.fixtures.web import csrf_token_from
 from tests.letter_samples import SEED_FOLDER
@@ -847,58 +848,24 @@ def _recording_request_class(base):
 
 @dataclass
 class Territory:
-    """Everything the GET routes can be pointed at: a draft, an issued dispatch and its parts."""
+    """Every GET route's arguments, and who asks: the admin, or an admin's API token."""
 
-    values: dict[str, list[str]]
+    routes: RouteArguments
     admin: object
     api_headers: dict[str, str]
-    openapi: dict
+
+    @property
+    def openapi(self) -> dict:
+        return self.routes.openapi
 
 
 @pytest.fixture()
-def territory(app, issued, letter_folder, role_users, role_clients, api_headers) -> Territory:
-    from dispatch.drafting import drafts
-    from tests.fixtures.acknowledgements import CODES
-    from tests.fixtures.dispatches import DRAFT_AT, group_of
-
-    draft = drafts.create_draft(
-        letter_folder(subject="dự thảo để thử"),
-        group_code=group_of(CODES),
-        actor=None,
-        at=DRAFT_AT,
-    )
-    db.session.commit()
-    office = db.session.execute(select(Organisation).limit(1)).scalar_one()
-    css = next(Path(app.static_folder).rglob("*.css")).relative_to(app.static_folder)
-    document_id = next(iter(issued.documents.values()))
-    values = {
-        "dispatch_id": [str(issued.dispatch_id), str(draft.id)],
-        "document_id": [str(document_id)],
-        "recipient_id": [str(issued.recipient_ids[0])],
-        "org_id": [str(office.id)],
-        "user_id": [str(role_users[Role.CLERK].id)],
-        "token": [issued.tokens[0]],
-        "ref": [str(document_id)],
-        "rest": ["x1"],
-        "filename": [css.as_posix()],
-    }
-    openapi = app.test_client().get("/api/openapi.json").get_json()
-    return Territory(values, role_clients[Role.ADMIN], api_headers[Role.ADMIN], openapi)
+def territory(route_arguments, role_clients, api_headers) -> Territory:
+    return Territory(route_arguments, role_clients[Role.ADMIN], api_headers[Role.ADMIN])
 
 
 def _get_urls(app, territory: Territory):
-    """Every GET route of the app, built with each value its arguments can take."""
-    for rule in app.url_map.iter_rules():
-        if "GET" not in rule.methods:
-            continue
-        names = sorted(rule.arguments - set(rule.defaults or {}))
-        combinations = [{}]
-        for name in names:
-            combinations = [
-                {**combo, name: value} for combo in combinations for value in territory.values[name]
-            ]
-        for combo in combinations:
-            yield rule, rule.build(combo, append_unknown=False)[1]
+    return route_urls(app, territory.routes, "GET")
 
 
 def _openapi_query_names(territory: Territory, rule) -> set[str]:
@@ -908,7 +875,7 @@ def _openapi_query_names(territory: Territory, rule) -> set[str]:
 
 
 def _fetch(app, territory: Territory, rule, url: str, query: str = ""):
-    api = _is_api(rule)
+    api = is_api(rule)
     client = app.test_client() if api else territory.admin
     headers = territory.api_headers if api else {}
     response = client.get(url + (f"?{query}" if query else ""), headers=headers)
@@ -1004,7 +971,7 @@ def _json_fields(territory: Territory) -> list[tuple[str, str, tuple[str, ...]]]
 @pytest.mark.parametrize("kind", sorted(HOSTILE_JSON_VALUES))
 def test_no_json_field_of_the_api_makes_a_500(app, territory, kind):
     value = HOSTILE_JSON_VALUES[kind]
-    draft_id = territory.values["dispatch_id"][1]
+    draft_id = str(territory.routes.draft_id)
     base = {
         **payload("Cục Tin học hoá đề nghị Quý Sở phối hợp.\n\nTrân trọng./.\n"),
         "appendices": [{"title": "Phụ lục", "body": "Nội dung của phụ lục./."}],
