@@ -41,6 +41,7 @@ from dispatch.views.clerks.common import (
     signed_in_user,
 )
 from dispatch.views.downloads import send_document
+from dispatch.views.headers import frameable
 from dispatch.views.params import int_arg
 
 # --- Composing ---------------------------------------------------------------------------------
@@ -329,6 +330,7 @@ def autosave(dispatch_id: int) -> Any:
 
 
 @bp.get("/dispatches/<int:dispatch_id>/preview.pdf")
+@frameable  # shown in the composer's frame
 @role_required(*CHANGE_ROLES)
 def preview(dispatch_id: int) -> Any:
     """The draft as a PDF with a blank number and day; an issued one's archived PDF."""
