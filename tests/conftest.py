@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.fixtures.evidence",
     "tests.fixtures.clerks",
     "tests.fixtures.browser",
+    "tests.fixtures.routes",
 ]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

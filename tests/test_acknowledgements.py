@@ -9,11 +9,12 @@ import re
 import secrets
 import threading
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 
 from dispatch import audit, create_app
 from dispatch.extensions import db
@@ -182,6 +183,137 @@ def test_opened_events_are_throttled_to_one_a_minute_per_browser(issued):
     assert len(_events(recipient.id, "opened")) == 4
     assert _recipient(recipient.id).opened_at == t0
     assert len(_audit("recipient.opened")) == 1
+
+
+# --- Reads that do not depend on their bookkeeping -------------------------------------------
+
+
+@contextmanager
+def refused_event_inserts():
+    """The database refuses every new recipient event, as a full disk would, until the block
+    ends: a real trigger (PostgreSQL or SQLite), not a patched function."""
+    with db.engine.begin() as conn:
+        if db.engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "RAISE EXCEPTION 'could not extend file: No space left on device' "
+                    "USING ERRCODE = 'disk_full'; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_event BEFORE INSERT ON recipient_event "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_event BEFORE INSERT ON recipient_event "
+                    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+                )
+            )
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        with db.engine.begin() as conn:
+            if db.engine.dialect.name == "postgresql":
+                conn.execute(text("DROP TRIGGER refuse_event ON recipient_event"))
+                conn.execute(text("DROP FUNCTION refuse_event()"))
+            else:
+                conn.execute(text("DROP TRIGGER refuse_event"))
+
+
+def test_the_page_and_the_file_are_served_when_their_bookkeeping_fails(
+    issued, client, fixed_now, caplog
+):
+    token, recipient_id = issued.tokens[0], issued.recipient_ids[0]
+    pdf = issued.documents[issued.pdf_name]
+    opened_at = ISSUED_AT + dt.timedelta(hours=1)
+    downloaded_at = opened_at + dt.timedelta(minutes=5)
+
+    with refused_event_inserts():
+        fixed_now(opened_at)
+        page = client.get(f"/r/{token}", headers={"User-Agent": "Firefox"})
+        fixed_now(downloaded_at)
+        download = client.get(f"/r/{token}/files/{pdf}", headers={"User-Agent": "Firefox"})
+
+        assert page.status_code == 200
+        assert "Sở Thông tin và Truyền thông thành phố Hà Nội" in page.get_data(as_text=True)
+        _assert_secure(page)
+        assert download.status_code == 200
+        assert download.data == issued.files[issued.pdf_name]
+        # Nothing was written, and the failures are in the log.
+        assert _recipient(recipient_id).opened_at is None
+        assert _events(recipient_id, "opened") == [] == _events(recipient_id, "downloaded")
+        assert "kept to record later" in caplog.text
+
+    # The next link request that can write records what was missed, at the moments it happened.
+    fixed_now(downloaded_at + dt.timedelta(hours=2))
+    assert client.get(f"/r/{issued.tokens[1]}").status_code == 200
+
+    recipient = _recipient(recipient_id)
+    assert recipient.opened_at == opened_at
+    [opened] = _events(recipient_id, "opened")
+    assert (opened.at, opened.user_agent) == (opened_at, "Firefox")
+    [downloaded] = _events(recipient_id, "downloaded")
+    assert (downloaded.at, downloaded.detail) == (downloaded_at, issued.pdf_name)
+    first_open = _audit("recipient.opened")[0]
+    assert (first_open.object_id, first_open.at) == (str(recipient_id), opened_at)
+    assert first_open.details == {"via": "page"}
+    [audited_download] = _audit("recipient.downloaded")
+    assert audited_download.at == downloaded_at
+    assert len(_events(issued.recipient_ids[1], "opened")) == 1
+    assert audit.verify_chain() == []
+    # Recorded once: a later request does not record them again.
+    assert client.get(f"/r/{issued.tokens[2]}").status_code == 200
+    assert len(_events(recipient_id, "opened")) == 1
+    assert len(_events(recipient_id, "downloaded")) == 1
+
+
+def test_a_confirmation_records_what_was_missed_before_it(issued, client, fixed_now):
+    opened_at = ISSUED_AT + dt.timedelta(hours=1)
+    with refused_event_inserts():
+        fixed_now(opened_at)
+        assert open_page(client, issued.tokens[0]).status_code == 200
+    fixed_now(opened_at + dt.timedelta(minutes=3))
+    assert confirm(client, issued.tokens[1], "Nguyễn Văn An", "Chánh Văn phòng").status_code == 303
+
+    assert _recipient(issued.recipient_ids[0]).opened_at == opened_at
+    assert [event.at for event in _events(issued.recipient_ids[0], "opened")] == [opened_at]
+
+
+def _statements_of(client, url: str, user_agent: str) -> list[str]:
+    db.session.expunge_all()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        response = client.get(url, headers={"User-Agent": user_agent})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert response.status_code == 200
+    return statements
+
+
+def test_a_link_page_reads_what_it_shows_before_it_writes(issued, client):
+    token = issued.tokens[0]
+    pdf = issued.documents[issued.pdf_name]
+    client.get(f"/r/{token}")  # the first opening, audited
+
+    # Opened again (another browser): find the link and its letter, list the files, check for a
+    # recent identical opening, add the event. No reload of what was read before the commit.
+    page = _statements_of(client, f"/r/{token}", "Chrome")
+    assert len(page) <= 4, page
+    assert sum(s.lstrip().upper().startswith("SELECT") for s in page) <= 3, page
+    # A download: the link, the file, the event and its audit entry (its lane's lock, end).
+    download = _statements_of(client, f"/r/{token}/files/{pdf}", "Chrome")
+    assert len(download) <= (6 if db.engine.dialect.name == "postgresql" else 5), download
 
 
 # --- Downloads --------------------------------------------------------------------------------
@@ -489,12 +621,43 @@ def test_repeated_404s_from_one_address_get_429(issued, make_app):
     assert "Quá nhiều yêu cầu" in response.get_data(as_text=True)
     assert int(response.headers["Retry-After"]) > 0
     _assert_secure(response)
-    # Blocked addresses get nothing, not even with a real link; others are unaffected.
-    assert guesser.get(f"/r/{issued.tokens[0]}").status_code == 429
-    assert guesser.get(f"/r/{issued.tokens[0]}/files/1").status_code == 429
+    # Every unknown link from the blocked address is refused: tokens, files, other addresses.
+    assert guesser.get(f"/r/{_forged_token()}/files/1").status_code == 429
+    assert guesser.get(f"/r/{issued.tokens[0]}/files/khong-co.pdf").status_code == 429
+    assert guesser.get("/r/a/b").status_code == 429
     office = app.test_client()
     office.environ_base["REMOTE_ADDR"] = "198.51.100.20"
     assert office.get(f"/r/{issued.tokens[0]}").status_code == 200
+
+
+def test_valid_links_keep_working_from_an_address_blocked_for_unknown_ones(issued, make_app):
+    # Offices behind one NAT share an address: one mistyped bookmark must not lock them all out.
+    app = make_app(DISPATCH_LINK_404_LIMIT=3, DISPATCH_LINK_404_WINDOW=600)
+    shared = app.test_client()
+    shared.environ_base["REMOTE_ADDR"] = "203.0.113.8"
+    for _ in range(3):
+        assert shared.get(f"/r/{_forged_token()}").status_code == 404
+    assert shared.get(f"/r/{_forged_token()}").status_code == 429
+
+    token = issued.tokens[0]
+    page = open_page(shared, token)
+    assert page.status_code == 200
+    document_id = issued.documents[issued.pdf_name]
+    download = shared.get(f"/r/{token}/files/{document_id}")
+    assert download.status_code == 200
+    assert download.data == issued.files[issued.pdf_name]
+    confirmed = shared.post(
+        f"/r/{token}",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "name": "Nguyễn Văn An",
+            "position": "Chánh Văn phòng",
+        },
+    )
+    assert confirmed.status_code == 303
+    assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
+    # Still blocked for guesses, and a valid link counts no miss and lifts nothing.
+    assert shared.get(f"/r/{_forged_token()}").status_code == 429
 
 
 @pytest.mark.nodb

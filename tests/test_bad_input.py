@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import unicodedata
+from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.routing.converters import NumberConverter
 
 from dispatch.config import PROJECT_ROOT
@@ -52,6 +54,7 @@ from dispatch.models import (
 )
 from tests.fixtures.acknowledgements import open_page
 from tests.fixtures.database import SMALL_LETTER
+from tests.fixtures.routes import RouteArguments, is_api, route_urls
 from tests.fixtures.smtp import ISSUED_AT
 from tests.fixtures.web import csrf_token_from
 from tests.letter_samples import SEED_FOLDER
@@ -579,8 +582,12 @@ def test_guessing_links_by_posting_is_throttled_too(issued, app):
 
     assert codes == [404] * 5 + [429] * 2
     assert int(response.headers["Retry-After"]) > 0
-    # Blocked, even the real link answers 429 to this address until the window passes.
-    assert open_page(guesser, issued.tokens[0]).status_code == 429
+    # Blocked for guesses only: the real link still opens and confirms from this address.
+    assert open_page(guesser, issued.tokens[0]).status_code == 200
+    confirmed = guesser.post(
+        f"/r/{issued.tokens[0]}", data={"csrf_token": token, "name": "A", "position": "B"}
+    )
+    assert confirmed.status_code == 303
 
 
 # --- CSRF and roles on every route that changes something --------------------------------------
@@ -786,3 +793,263 @@ def test_the_directory_page_refuses_line_breaks_and_oversized_files_in_vietnames
     assert EVIL not in json.dumps(
         [[o.email, *o.cc] for o in db.session.execute(select(Organisation)).scalars()]
     )
+
+
+# --- Numbers past 64 bits, lone surrogates, NUL bytes, huge strings: a 4xx, never a 500 ---------
+
+# Query strings as they arrive on the wire (already percent-encoded): a lone surrogate cannot be
+# sent as UTF-8, so it comes as its CESU-8 bytes, which no UTF-8 decoder accepts.
+HOSTILE_QUERY_VALUES = {
+    "past-64-bits": "99999999999999999999",
+    "negative-past-64-bits": "-99999999999999999999",
+    "negative": "-1",
+    "zero": "0",
+    "lone-surrogate": "%ED%A0%80",
+    "nul": "%00",
+    "long-digits": "9" * 5000,
+    "long-text": "x" * 20000,
+}
+# Parameters every list-like route is fuzzed with, whether or not it reads them today.
+COMMON_QUERY_PARAMETERS = {"page", "per_page", "page_size"}
+
+
+class _RecordingArgs(ImmutableMultiDict):
+    """Query parameters that note which names the view asked for (in ``read``)."""
+
+    read: set[str] = set()  # noqa: RUF012  (replaced by the test before each request)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None, type=None):
+        self.read.add(key)
+        return super().get(key, default, type)
+
+    def getlist(self, key, type=None):
+        self.read.add(key)
+        return super().getlist(key, type)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def _recording_request_class(base):
+    class RecordingRequest(base):
+        @property
+        def args(self):
+            return _RecordingArgs(super().args)
+
+    return RecordingRequest
+
+
+@dataclass
+class Territory:
+    """Every GET route's arguments, and who asks: the admin, or an admin's API token."""
+
+    routes: RouteArguments
+    admin: object
+    api_headers: dict[str, str]
+
+    @property
+    def openapi(self) -> dict:
+        return self.routes.openapi
+
+
+@pytest.fixture()
+def territory(route_arguments, role_clients, api_headers) -> Territory:
+    return Territory(route_arguments, role_clients[Role.ADMIN], api_headers[Role.ADMIN])
+
+
+def _get_urls(app, territory: Territory):
+    return route_urls(app, territory.routes, "GET")
+
+
+def _openapi_query_names(territory: Territory, rule) -> set[str]:
+    path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+    operation = territory.openapi["paths"].get(path, {}).get("get", {})
+    return {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+
+
+def _fetch(app, territory: Territory, rule, url: str, query: str = ""):
+    api = is_api(rule)
+    client = app.test_client() if api else territory.admin
+    headers = territory.api_headers if api else {}
+    response = client.get(url + (f"?{query}" if query else ""), headers=headers)
+    response.close()  # a static file is streamed from an open file
+    return response
+
+
+def test_every_get_route_is_reached_by_the_fuzzing(app, territory):
+    endpoints = {rule.endpoint for rule, _ in _get_urls(app, territory)}
+    assert {"clerks.home", "leadership.dispatches", "api.list_dispatches", "static"} <= endpoints
+    assert {"provinces.letter", "provinces.download", "clerks.register_page"} <= endpoints
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_QUERY_VALUES))
+def test_no_query_parameter_of_any_get_route_makes_a_500(app, territory, kind):
+    value = HOSTILE_QUERY_VALUES[kind]
+    plain = app.request_class
+    app.request_class = _recording_request_class(plain)
+    fuzzed = []
+    try:
+        for rule, url in _get_urls(app, territory):
+            # Which parameters the route reads, learnt from a plain request to it.
+            _RecordingArgs.read = read = set()
+            response = _fetch(app, territory, rule, url)
+            assert response.status_code < 500, (url, response.status_code)
+            names = read | COMMON_QUERY_PARAMETERS | _openapi_query_names(territory, rule)
+            for name in sorted(names):
+                response = _fetch(app, territory, rule, url, f"{name}={value}")
+                assert response.status_code < 500, (url, name, kind, response.status_code)
+                fuzzed.append((rule.endpoint, name))
+    finally:
+        app.request_class = plain
+    read_by = {endpoint: set() for endpoint, _ in fuzzed}
+    for endpoint, name in fuzzed:
+        read_by[endpoint].add(name)
+    # The recording found what the views read, and the API's schemas were included.
+    assert {"status"} <= read_by["clerks.home"]
+    assert {"year"} <= read_by["clerks.register_page"]
+    assert {"sort", "dir"} <= read_by["leadership.dispatch_page"]
+    assert {"q", "on", "group"} <= read_by["api.get_directory"]
+
+
+def test_a_page_number_past_64_bits_is_a_400_in_vietnamese(clerk_client, db_app):
+    for page in ("99999999999999999999", "0", "-3", "hai", "1.5"):
+        response = clerk_client.get(f"/?page={page}")
+        assert response.status_code == 400, page
+        html = response.get_data(as_text=True)
+        assert "Tham số “page” phải là số nguyên từ 1 đến 1.000.000." in html, page
+        assert 'lang="vi"' in html
+    assert clerk_client.get("/?page=1").status_code == 200
+    # The leaders' list shows its last page past the end, however far (test_leadership).
+    assert clerk_client.get("/lanh-dao/?page=99999999999999999999").status_code == 200
+
+
+# Values every JSON field of the API is set to in turn.
+HOSTILE_JSON_VALUES = {
+    "past-64-bits": 2**70,
+    "negative-past-64-bits": -(2**70),
+    "negative": -1,
+    "lone-surrogate": "tiêu đề \ud800 lạc",
+    "lone-low-surrogate": "\udfff",
+    "nul": "có \x00 byte rỗng",
+    "long-text": "x" * 200_000,
+    "huge-float": 1e308,
+}
+
+
+def _json_fields(territory: Territory) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(method, path, field path) for every field of every API operation's JSON body, and of
+    the metadata of a letter."""
+    found = []
+    schemas = territory.openapi["components"]["schemas"]
+    for path, item in territory.openapi["paths"].items():
+        for method, operation in item.items():
+            if method not in {"post", "put", "patch", "delete"}:
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+            if not ref:
+                continue
+            schema = schemas[ref.rsplit("/", 1)[1]]
+            for name in schema.get("properties", {}):
+                found.append((method.upper(), path, (name,)))
+                if name == "meta":
+                    found.extend((method.upper(), path, ("meta", key)) for key in small_meta())
+                if name == "appendices":
+                    found.extend(
+                        (method.upper(), path, ("appendices", 0, key)) for key in ("title", "body")
+                    )
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_JSON_VALUES))
+def test_no_json_field_of_the_api_makes_a_500(app, territory, kind):
+    value = HOSTILE_JSON_VALUES[kind]
+    draft_id = str(territory.routes.draft_id)
+    base = {
+        **payload("Cục Tin học hoá đề nghị Quý Sở phối hợp.\n\nTrân trọng./.\n"),
+        "appendices": [{"title": "Phụ lục", "body": "Nội dung của phụ lục./."}],
+    }
+    client = app.test_client()
+    as_sent = _post_json(client, territory.api_headers, base)
+    assert as_sent.status_code == 201, as_sent.get_data(as_text=True)  # each change is the cause
+    fields = _json_fields(territory)
+    assert ("POST", "/api/dispatches", ("meta", "subject")) in fields
+    assert any(path.endswith("/issue") for _, path, _ in fields)
+    for method, path, field in fields:
+        url = path.replace("{dispatch_id}", draft_id)
+        body = base if url == "/api/dispatches" else {"at": "2021-11-15T09:00"}
+        # json.dumps escapes a lone surrogate as \ud800, which is how such a body arrives.
+        data = json.dumps(_with(body, field, value))
+        response = client.open(
+            url,
+            method=method,
+            data=data,
+            content_type="application/json",
+            headers=territory.api_headers,
+        )
+        assert response.status_code < 500, (method, url, field, kind, response.status_code)
+        assert response.mimetype == "application/json"
+    db.session.rollback()
+
+
+def _post_json(client, headers, data: dict):
+    # json.dumps escapes a lone surrogate as \ud800, which is how such a body arrives.
+    return client.post(
+        "/api/dispatches", data=json.dumps(data), content_type="application/json", headers=headers
+    )
+
+
+def test_a_lone_surrogate_in_the_subject_is_a_422_in_vietnamese(client, api_headers, seeded):
+    headers = api_headers[Role.CLERK]
+    response = _post_json(client, headers, payload("Trân trọng./.\n", subject="thử \ud800 nghiệm"))
+
+    assert response.status_code == 422, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["field"] == "meta.subject"
+    assert body["errors"] == {"meta.subject": ["Chuỗi chứa ký tự Unicode không hợp lệ (U+D800)."]}
+    assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 0
+
+
+@pytest.mark.parametrize(
+    ("where", "field"), [((), "_schema"), (("meta",), "meta"), (("appendices", 0), "appendices.0")]
+)
+def test_a_lone_surrogate_in_a_field_name_is_a_422_in_vietnamese(
+    client, api_headers, seeded, where, field
+):
+    data = {**payload("Trân trọng./.\n"), "appendices": [{"title": "A", "body": "B"}]}
+    target = data
+    for key in where:
+        target = target[key]
+    target["t\udc00n"] = "giá trị"
+
+    response = _post_json(client, api_headers[Role.CLERK], data)
+
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["errors"] == {
+        field: ["Tên trường chứa ký tự Unicode không hợp lệ (U+DC00)."]
+    }
+
+
+def test_a_nul_byte_in_a_query_or_a_json_field_is_refused_in_vietnamese(
+    client, clerk_client, api_headers, seeded
+):
+    # PostgreSQL refuses a NUL in any text: it must never get that far.
+    page = clerk_client.get("/directory?q=H%00N")
+    assert page.status_code == 400
+    assert "Tham số “q” chứa ký tự rỗng NUL (U+0000)" in page.get_data(as_text=True)
+    listed = client.get("/api/directory?q=%00", headers=api_headers[Role.CLERK])
+    assert listed.status_code == 400 and listed.get_json()["field"] == "q"
+
+    response = _post_json(
+        client, api_headers[Role.CLERK], payload("Trân trọng./.\n", subject="thử\x00")
+    )
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == {
+        "meta.subject": ["Chuỗi chứa ký tự rỗng NUL (U+0000), không được phép."]
+    }
+    assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 0

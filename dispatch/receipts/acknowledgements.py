@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from dispatch import audit
@@ -92,14 +93,16 @@ def _clip(value: str | None, limit: int) -> str | None:
 
 
 def find_recipient(token: str) -> DispatchRecipient | None:
-    """The recipient whose link this token is, on an issued dispatch; None for any other token."""
+    """The recipient whose link this token is, on an issued dispatch (loaded with it, in one
+    query); None for any other token."""
     if not is_well_formed(token):
         return None
     # Looking up the SHA-256 rather than comparing tokens leaks nothing through timing: the
     # attacker does not control the hash being compared.
     return db.session.execute(
         select(DispatchRecipient)
-        .join(Dispatch, Dispatch.id == DispatchRecipient.dispatch_id)
+        .join(DispatchRecipient.dispatch)
+        .options(contains_eager(DispatchRecipient.dispatch))
         .where(
             DispatchRecipient.token_hash == hash_token(token),
             Dispatch.status.in_(_LIVE_STATUSES),
@@ -113,7 +116,12 @@ def _actor(recipient: DispatchRecipient) -> str:
 
 
 def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> bool:
-    """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did."""
+    """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did.
+
+    A recipient already read as opened costs no query: ``opened_at`` is never unset.
+    """
+    if recipient.opened_at is not None:
+        return False
     table = DispatchRecipient.__table__
     result = db.session.execute(
         update(table)
@@ -122,6 +130,8 @@ def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> boo
     )
     if result.rowcount != 1:
         return False
+    # Read again when next asked for (no query now): the caller may have shown it already.
+    db.session.expire(recipient, ["opened_at"])
     audit.record_recipient(
         "recipient.opened",
         recipient,
@@ -221,7 +231,47 @@ def record_download(
         details={"document_id": document.id, "filename": document.filename, "ip": ip},
     )
     db.session.flush()
-    db.session.refresh(recipient)
+
+
+@dataclass(frozen=True)
+class LinkVisit:
+    """A use of a link to record, now or later: the page opened, or (``document_id``) a file
+    downloaded, with the moment it happened and who asked."""
+
+    recipient_id: int
+    at: dt.datetime
+    ip: str | None
+    user_agent: str | None
+    document_id: int | None = None
+
+    def describe(self) -> str:
+        """For the log: what, whose, when."""
+        what = "opened" if self.document_id is None else f"downloaded {self.document_id}"
+        return f"recipient {self.recipient_id} {what} at {self.at.isoformat()}"
+
+
+def record_visit(
+    visit: LinkVisit,
+    recipient: DispatchRecipient | None = None,
+    document: Document | None = None,
+) -> None:
+    """Record ``visit`` at its own moment (``record_opened`` or ``record_download``).
+
+    ``recipient`` and ``document`` are the rows already read, if any; otherwise they are looked
+    up, and a visit whose recipient or file no longer exists records nothing.
+    """
+    if recipient is None:
+        recipient = db.session.get(DispatchRecipient, visit.recipient_id)
+    if recipient is None:
+        return
+    common = {"ip": visit.ip, "user_agent": visit.user_agent, "at": visit.at}
+    if visit.document_id is None:
+        record_opened(recipient, **common)
+        return
+    if document is None:
+        document = db.session.get(Document, visit.document_id)
+    if document is not None:
+        record_download(recipient, document, **common)
 
 
 def acknowledge(

@@ -19,6 +19,8 @@ STATUS_LABELS = {
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+# The highest page number a list is asked for (a larger OFFSET is no use and may overflow).
+MAX_PAGE = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,10 @@ def register_blueprints(app: Flask) -> None:
 
     # Before any rule is added: every <int:…> of every blueprint gets the bound.
     app.url_map.converters["int"] = IdConverter
+    from dispatch.views import headers, params
+
+    app.before_request(params.refuse_nul_bytes)
+    headers.init_app(app)  # the security headers of every response
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)

@@ -17,6 +17,7 @@ from dispatch.accounts.auth import role_required
 from dispatch.models import Role
 from dispatch.reporting import dashboard, exports, status
 from dispatch.views.downloads import NO_STORE, add_file_routes, file_response
+from dispatch.views.params import page_arg
 
 bp = Blueprint("leadership", __name__, url_prefix="/lanh-dao")
 
@@ -47,7 +48,7 @@ def _dispatch_data(dispatch_id: int) -> dict[str, Any]:
 @role_required(*READ_ROLES)
 def dispatches() -> Any:
     """Every issued dispatch (or, with ``?loai=du-thao``, every draft) with its progress."""
-    page = request.args.get("page", 1, type=int) or 1
+    page = page_arg(clamp=True)  # past the end (however far): the last page
     drafts = request.args.get("loai") == "du-thao"
     listing_page = dashboard.dispatch_list(at=clock.now(), page=page, drafts=drafts)
     return render_template("leadership/list.html", listing=listing_page)

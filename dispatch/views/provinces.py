@@ -26,6 +26,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import SQLAlchemyError
 from wtforms import StringField, TextAreaField
 from wtforms.validators import ValidationError
 
@@ -106,6 +107,76 @@ def _throttle() -> NotFoundThrottle:
 
 def _client_key() -> str:
     return request.remote_addr or "-"
+
+
+# --- Bookkeeping that must not fail a read ------------------------------------------------------
+
+
+class PendingVisits:
+    """Visits whose recording the database refused (a full disk, say), kept in this process.
+
+    Opening the page or downloading a file is a read: the office gets its letter even when the
+    note that it did cannot be written. The note waits here and is written, at its own moment,
+    before the next link request's bookkeeping that the database accepts (``bookkeep``). Kept in
+    memory because a full disk refuses a file as well; bounded, the oldest given up (logged).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._visits: deque[acknowledgements.LinkVisit] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> list[acknowledgements.LinkVisit]:
+        """All waiting visits, oldest first; they are no longer kept."""
+        with self._lock:
+            visits = list(self._visits)
+            self._visits.clear()
+            return visits
+
+    def keep(self, visits: list[acknowledgements.LinkVisit]) -> None:
+        """Keep ``visits`` (oldest first) ahead of any that arrived meanwhile."""
+        with self._lock:
+            self._visits.extendleft(reversed(visits))
+            while len(self._visits) > self.limit:
+                lost = self._visits.popleft()
+                current_app.logger.error("gave up recording link visit: %s", lost.describe())
+
+    def __len__(self) -> int:
+        return len(self._visits)
+
+
+def _pending() -> PendingVisits:
+    return current_app.extensions["dispatch_pending_link_visits"]
+
+
+def bookkeep(
+    visit: acknowledgements.LinkVisit | None = None,
+    recipient: DispatchRecipient | None = None,
+    document: Document | None = None,
+) -> None:
+    """Record the visits still waiting, then ``visit`` (of the rows already read), oldest first,
+    each in its own transaction; if the database refuses one, log it and keep it and the rest
+    for the next request. Never raises for a database failure: the caller has a page to serve.
+    """
+    visits = _pending().take()
+    if visit is not None:
+        visits.append(visit)
+    for index, item in enumerate(visits):
+        try:
+            with unit_of_work():
+                if item is visit:
+                    acknowledgements.record_visit(item, recipient, document)
+                else:
+                    acknowledgements.record_visit(item)
+        except SQLAlchemyError:
+            current_app.logger.warning(
+                "could not record link visit (%s), kept to record later: %d waiting",
+                item.describe(),
+                len(visits) - index,
+                exc_info=True,
+            )
+            _pending().keep(visits[index:])
+            return
 
 
 # --- The form -------------------------------------------------------------------------------
@@ -252,6 +323,15 @@ def _blocked() -> Response | None:
     return None if retry_after is None else _too_many(retry_after)
 
 
+def _unknown_link() -> Response:
+    """A link that opens nothing: 429 to an address that guessed too often, else the counted 404.
+
+    Only unknown links are throttled. A valid link works from any address, blocked or not:
+    offices behind one NAT share an address, and one mistyped bookmark must not lock them out.
+    """
+    return _blocked() or _not_found()
+
+
 # --- Routes ---------------------------------------------------------------------------------
 
 
@@ -272,37 +352,38 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 @bp.route("/r/<token>", methods=["GET", "POST"])
 def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
-    if (blocked := _blocked()) is not None:
-        return blocked
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
-        return _not_found()
+        return _unknown_link()
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     form = ConfirmationForm()
+    if request.method == "GET":
+        # What the page shows is read first: the note that it was opened is bookkeeping, written
+        # after (and kept for later if the database refuses it), and nothing is read again.
+        page = _page_data(token, recipient)
+        bookkeep(acknowledgements.LinkVisit(recipient.id, at, ip, user_agent), recipient=recipient)
+        return render_template("provinces/letter.html", form=form, already=False, **page)
     already = False
-    if request.method == "POST":
-        if recipient.acknowledged_at is not None:
-            already = True
-        elif form.validate():
-            with unit_of_work():
-                result = acknowledgements.acknowledge(
-                    recipient,
-                    form.name.data,
-                    form.position.data,
-                    form.note.data,
-                    ip=ip,
-                    user_agent=user_agent,
-                    at=at,
-                    method=AcknowledgementMethod.LINK,
-                )
-            if result.recorded:
-                # Post/Redirect/Get: reloading the receipt must not post the form again.
-                return redirect(url_for("provinces.letter", token=token), code=303)
-            already = True
-    else:
+    if recipient.acknowledged_at is not None:
+        already = True
+    elif form.validate():
         with unit_of_work():
-            acknowledgements.record_opened(recipient, ip=ip, user_agent=user_agent, at=at)
+            result = acknowledgements.acknowledge(
+                recipient,
+                form.name.data,
+                form.position.data,
+                form.note.data,
+                ip=ip,
+                user_agent=user_agent,
+                at=at,
+                method=AcknowledgementMethod.LINK,
+            )
+        if result.recorded:
+            bookkeep()  # the database takes writes: record any visits still waiting
+            # Post/Redirect/Get: reloading the receipt must not post the form again.
+            return redirect(url_for("provinces.letter", token=token), code=303)
+        already = True
     return render_template(
         "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
     )
@@ -311,37 +392,37 @@ def letter(token: str) -> Any:
 @bp.get("/r/<token>/files/<ref>")
 def download(token: str, ref: str) -> Response:
     """One archived file of the recipient's letter, by document id or file name."""
-    if (blocked := _blocked()) is not None:
-        return blocked
     recipient = acknowledgements.find_recipient(token)
     document = None if recipient is None else acknowledgements.find_document(recipient, ref)
     if recipient is None or document is None:
-        return _not_found()
+        return _unknown_link()
     try:
         data = archive.read_archived(document.path, document.sha256)
     except archive.ArchiveError:
         current_app.logger.exception("archived file unavailable")
         return Response(render_template("provinces/file_unavailable.html"), status=500)
-    with unit_of_work():
-        acknowledgements.record_download(
-            recipient,
-            document,
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string,
-            at=clock.now(),
-        )
-    return file_response(data, document.media_type, document.filename)
+    response = file_response(data, document.media_type, document.filename)
+    visit = acknowledgements.LinkVisit(
+        recipient.id,
+        clock.now(),
+        request.remote_addr,
+        request.user_agent.string,
+        document_id=document.id,
+    )
+    bookkeep(visit, recipient=recipient, document=document)
+    return response
 
 
 @bp.route("/r/", defaults={"rest": ""}, methods=["GET", "POST"])
 @bp.route("/r/<path:rest>", methods=["GET", "POST"])
 def unknown(rest: str) -> Response:
     """Any other address under /r/ is a link that does not exist: same answer, same count."""
-    return _blocked() or _not_found()
+    return _unknown_link()
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint and its per-process guess throttle."""
+    """Register the blueprint, its per-process guess throttle and its waiting visits."""
+    app.extensions["dispatch_pending_link_visits"] = PendingVisits()
     app.extensions["dispatch_link_throttle"] = NotFoundThrottle(
         limit=int(app.config.get("DISPATCH_LINK_404_LIMIT", 20)),
         window=float(app.config.get("DISPATCH_LINK_404_WINDOW", 600)),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 import marshmallow as ma
 
 from dispatch.directory import offices
@@ -19,8 +23,63 @@ def vi_messages(**extra: str) -> dict[str, str]:
     }
 
 
+# JSON may spell half of a UTF-16 pair on its own ("\ud800"): Python decodes it to a string that
+# no UTF-8 encoder, database driver or JSON response can carry. And "\u0000" is a NUL byte, which
+# PostgreSQL refuses in any text column.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_message(text: str, what: str) -> str:
+    found = _UNSTORABLE.search(text)
+    assert found is not None
+    code = f"U+{ord(found.group()):04X}"
+    if found.group() == "\x00":
+        return f"{what} chứa ký tự rỗng NUL ({code}), không được phép."
+    return f"{what} chứa ký tự Unicode không hợp lệ ({code})."
+
+
+def unstorable_text_errors(data: Any) -> dict[Any, Any] | list[str]:
+    """Where ``data`` (decoded JSON) holds a lone surrogate or a NUL, as marshmallow errors.
+
+    Values are named by their path (``{"meta": {"subject": [...]}}``); a bad key is reported on
+    the object holding it (its name cannot be shown). Walked without recursion: JSON nests as
+    deep as its parser allowed.
+    """
+    errors: dict[Any, Any] = {}
+
+    def add(path: tuple[Any, ...], message: str) -> None:
+        target = errors
+        for part in path:
+            target = target.setdefault(part, {})
+        target.setdefault("_schema", []).append(message)
+
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                add(path, _unstorable_message(value, "Chuỗi"))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    add(path, _unstorable_message(key, "Tên trường"))
+                else:
+                    stack.append(((*path, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+    return _collapse(errors)
+
+
+def _collapse(errors: dict[Any, Any]) -> dict[Any, Any] | list[str]:
+    """marshmallow's shape: a field's messages as a list, an object's own under ``_schema``."""
+    if set(errors) == {"_schema"}:
+        return errors["_schema"]
+    return {key: _collapse(value) if key != "_schema" else value for key, value in errors.items()}
+
+
 class InputSchema(ma.Schema):
-    """A request's parameters or body: unknown fields refused, messages in Vietnamese."""
+    """A request's parameters or body: unknown fields refused, messages in Vietnamese, and no
+    string (or field name) let through that cannot be stored (``unstorable_text_errors``)."""
 
     class Meta:
         unknown = ma.RAISE
@@ -29,6 +88,14 @@ class InputSchema(ma.Schema):
         "unknown": "Trường không được hỗ trợ.",
         "type": "Dữ liệu phải là một đối tượng JSON.",
     }
+
+    @ma.pre_load
+    def refuse_unstorable_text(self, data: Any, **kwargs: Any) -> Any:
+        """Refuse text that cannot be encoded or stored before any field (or message) uses it."""
+        errors = unstorable_text_errors(data)
+        if errors:
+            raise ma.ValidationError(errors)
+        return data
 
 
 def _range(low: int, high: int) -> ma.validate.Range:
@@ -92,7 +159,7 @@ class DispatchListArgs(InputSchema):
     """Query parameters of the list."""
 
     page = ma.fields.Integer(
-        load_default=1, validate=_range(1, 1_000_000), error_messages=vi_messages()
+        load_default=1, validate=_range(1, listing.MAX_PAGE), error_messages=vi_messages()
     )
     page_size = ma.fields.Integer(
         load_default=listing.DEFAULT_PAGE_SIZE,

@@ -32,6 +32,7 @@ from dispatch.views.clerks.common import (
 )
 from dispatch.views.clerks.drafts import error_items
 from dispatch.views.downloads import send_document
+from dispatch.views.params import page_arg
 
 # --- The list ----------------------------------------------------------------------------------
 
@@ -40,7 +41,7 @@ from dispatch.views.downloads import send_document
 @role_required(*READ_ROLES)
 def home() -> Any:
     """The dispatches, newest first, by status tab, with how many recipients confirmed."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = page_arg()
     tab = request.args.get("status", "")
     try:
         chosen = DispatchStatus(tab) if tab else None

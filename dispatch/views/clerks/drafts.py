@@ -41,6 +41,8 @@ from dispatch.views.clerks.common import (
     signed_in_user,
 )
 from dispatch.views.downloads import send_document
+from dispatch.views.headers import frameable
+from dispatch.views.params import int_arg
 
 # --- Composing ---------------------------------------------------------------------------------
 
@@ -264,7 +266,8 @@ def edit(dispatch_id: int) -> Any:
         dispatch,
         _form_for(dispatch),
         errors=errors,
-        slots=request.args.get("slots", type=int),
+        # How many empty appendix slots to show: page state, so an odd value shows the usual.
+        slots=int_arg("slots", None, low=0, high=compose_form.MAX_APPENDICES, strict=False),
         query=compose_form.clean_text(request.args.get("q", "")),
     )
 
@@ -328,6 +331,7 @@ def autosave(dispatch_id: int) -> Any:
 
 
 @bp.get("/dispatches/<int:dispatch_id>/preview.pdf")
+@frameable  # shown in the composer's frame
 @role_required(*CHANGE_ROLES)
 def preview(dispatch_id: int) -> Any:
     """The draft as a PDF with a blank number and day; an issued one's archived PDF."""

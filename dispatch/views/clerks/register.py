@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import render_template, request
+from flask import render_template
 
 from dispatch import clock
 from dispatch.accounts.auth import role_required
 from dispatch.reporting import exports, register
 from dispatch.views.clerks.common import CHANGE_ROLES, bp
 from dispatch.views.downloads import add_file_routes, file_response
+from dispatch.views.params import int_arg
 
 
 def _register_year() -> int:
     # An absent or absurd year shows this year's register rather than an error.
-    year = request.args.get("year", type=int)
-    if year is None or not 2000 <= year <= 2100:
+    year = int_arg("year", None, low=2000, high=2100, strict=False)
+    if year is None:
         year = clock.local(clock.now()).year
     return year
 
