@@ -110,6 +110,19 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
             "DELIVERY_GIVE_UP_HOURS", env.get("DELIVERY_GIVE_UP_HOURS"), 24
         ),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        # Inbound mail (dispatch.inbound): each e-mail's envelope sender is this address with
+        # its own token ("bounces+<token>@domain"), so bounces find their message; replies go
+        # to the Reply-To mailbox; the scheduler polls DISPATCH_IMAP_URL for both.
+        "DISPATCH_BOUNCE_ADDRESS": env.get("DISPATCH_BOUNCE_ADDRESS") or None,
+        "DISPATCH_REPLY_TO": env.get("DISPATCH_REPLY_TO") or None,
+        "DISPATCH_IMAP_URL": env.get("DISPATCH_IMAP_URL") or None,
+        "DISPATCH_IMAP_FILED": env.get("DISPATCH_IMAP_FILED") or "Dispatch-Processed",
+        "DISPATCH_IMAP_EVERY": _int("DISPATCH_IMAP_EVERY", env.get("DISPATCH_IMAP_EVERY"), 60),
+        "DISPATCH_INBOUND_MAX_BYTES": _int(
+            "DISPATCH_INBOUND_MAX_BYTES", env.get("DISPATCH_INBOUND_MAX_BYTES"), 40 * 1024 * 1024
+        ),
+        # Systems that post edXML status messages (POST /api/edxml/status) use API tokens.
+        "DISPATCH_ORGAN_ID": env.get("DISPATCH_ORGAN_ID") or "000.00.15.G14",
         # How many reverse proxies in front of the app to believe (X-Forwarded-For …); 0: none.
         "DISPATCH_TRUSTED_PROXIES": _int(
             "DISPATCH_TRUSTED_PROXIES", env.get("DISPATCH_TRUSTED_PROXIES"), 0
