@@ -116,7 +116,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "DISPATCH_BOUNCE_ADDRESS": env.get("DISPATCH_BOUNCE_ADDRESS") or None,
         "DISPATCH_REPLY_TO": env.get("DISPATCH_REPLY_TO") or None,
         "DISPATCH_IMAP_URL": env.get("DISPATCH_IMAP_URL") or None,
-        "DISPATCH_IMAP_FILED": env.get("DISPATCH_IMAP_FILED") or "Dispatch-Processed",
+        "DISPATCH_IMAP_CA_FILE": env.get("DISPATCH_IMAP_CA_FILE") or None,
+        # Where handled messages are moved; set it empty to leave them, flagged, where they are.
+        "DISPATCH_IMAP_FILED": env.get("DISPATCH_IMAP_FILED", "Dispatch-Processed"),
         "DISPATCH_IMAP_EVERY": _int("DISPATCH_IMAP_EVERY", env.get("DISPATCH_IMAP_EVERY"), 60),
         "DISPATCH_INBOUND_MAX_BYTES": _int(
             "DISPATCH_INBOUND_MAX_BYTES", env.get("DISPATCH_INBOUND_MAX_BYTES"), 40 * 1024 * 1024

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         directory,
         drafts,
         evidence,
+        inbound,
         letters,
         processes,
         reminders,
@@ -37,6 +38,7 @@ def init_app(app: Flask) -> None:
         *users.commands,
         *audit.commands,
         *evidence.commands,
+        *inbound.commands,
     ):
         app.cli.add_command(command)
 
