@@ -142,6 +142,13 @@ def deliver_now(dispatch_id: int) -> Any:
 
 # --- Watching delivery -------------------------------------------------------------------------
 
+# How a confirmation that did not come through the link reached us.
+ACK_METHOD_NOTES = {
+    "phone": " (qua điện thoại)",
+    "email": " (qua thư trả lời)",
+    "edxml": " (qua hệ thống quản lý văn bản, edXML)",
+}
+
 
 def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
     """A recipient of the report as the page shows it (times dd/mm/yyyy HH:MM, Vietnam)."""
@@ -156,10 +163,17 @@ def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
         if recipient["delivery"] in ("failed", "retrying")
         else ""
     )
+    row["delivery_detail_class"] = "muted smtp-reply"
+    if recipient["delivery"] == "bounced":
+        row["delivery_detail"] = recipient["bounce_reason"] or ""
+        row["delivery_detail_class"] = "reason-bad"
     if recipient["acknowledged_at"]:
         confirmed = row["acknowledged_at"]
-        if recipient["acknowledged_method"] == "phone":
-            confirmed += " (qua điện thoại)"
+        confirmed += ACK_METHOD_NOTES.get(recipient["acknowledged_method"] or "", "")
+    elif recipient["refused"]:
+        confirmed = "từ chối tiếp nhận"
+        if recipient["refusal_reason"]:
+            confirmed += f": {recipient['refusal_reason']}"
     elif recipient["overdue"]:
         confirmed = "quá hạn"
     else:
