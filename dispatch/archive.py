@@ -223,20 +223,22 @@ class ArchiveWriter:
 INBOUND_FOLDER = "inbound"
 
 
-def inbound_message_path(sha256: str, received_at: datetime.datetime) -> str:
-    """Where an inbound e-mail is kept as received, relative to the data folder: by month of
-    arrival (UTC), named by the SHA-256 of its bytes."""
+def inbound_message_path(sha256: str, received_at: datetime.datetime, suffix: str = ".eml") -> str:
+    """Where an inbound e-mail (or edXML file, ``suffix`` ".xml") is kept as received, relative
+    to the data folder: by month of arrival (UTC), named by the SHA-256 of its bytes."""
     month = received_at.astimezone(datetime.UTC).strftime("%Y-%m")
-    return f"{INBOUND_FOLDER}/{month}/{sha256}.eml"
+    return f"{INBOUND_FOLDER}/{month}/{sha256}{suffix}"
 
 
-def keep_inbound(data: bytes, sha256: str, received_at: datetime.datetime) -> str:
+def keep_inbound(
+    data: bytes, sha256: str, received_at: datetime.datetime, suffix: str = ".eml"
+) -> str:
     """Keep an inbound message's exact bytes, read-only, written atomically; its path.
 
     Named by its SHA-256, so keeping the same message twice (a door that hands it over again)
     writes the same file: an existing one with the right bytes is left as it is.
     """
-    path = inbound_message_path(sha256, received_at)
+    path = inbound_message_path(sha256, received_at, suffix)
     target = data_dir() / path
     if target.is_file():
         with contextlib.suppress(ArchiveError):

@@ -126,7 +126,7 @@ def _report_for(row: OutboxMessage | None, classified: Classified) -> RecipientR
     return ordered[0] if ordered and row is not None else None
 
 
-def _insert(values: dict) -> int | None:
+def insert_inbound(values: dict) -> int | None:
     """INSERT the inbound row unless its SHA-256 is known; its id, or None (a duplicate)."""
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = InboundMessage.__table__
@@ -260,7 +260,7 @@ def handle_message(
     report = _report_for(row, classified) if classified.reports else None
     path = keep_inbound(raw, sha256, at)
     recipient_id = row.recipient_id if row is not None else None
-    inbound_id = _insert(
+    inbound_id = insert_inbound(
         {
             "received_at": at,
             "door": door,

@@ -265,3 +265,15 @@ class DirectorySchema(ma.Schema):
 
     items = ma.fields.List(ma.fields.Nested(OfficeSchema), required=True)
     total = ma.fields.Integer(required=True)
+
+
+class EdxmlStatusResultSchema(ma.Schema):
+    """What recording an edXML status message did."""
+
+    inbound_id = ma.fields.Integer(required=True)
+    duplicate = ma.fields.Boolean(required=True, metadata={"description": "Đã nhận trước đó"})
+    code = ma.fields.String(required=True, metadata={"example": "03"})
+    meaning = ma.fields.String(required=True, metadata={"example": "đã tiếp nhận"})
+    dispatch_id = ma.fields.Integer(allow_none=True)
+    recipient_id = ma.fields.Integer(allow_none=True)
+    changed = ma.fields.Boolean(required=True, metadata={"description": "Trạng thái đã thay đổi"})

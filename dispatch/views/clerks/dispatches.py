@@ -31,7 +31,7 @@ from dispatch.views.clerks.common import (
     signed_in_user,
 )
 from dispatch.views.clerks.drafts import error_items
-from dispatch.views.downloads import send_document
+from dispatch.views.downloads import file_response, send_document
 
 # --- The list ----------------------------------------------------------------------------------
 
@@ -252,3 +252,27 @@ def document(dispatch_id: int, document_id: int) -> Any:
     if found is None or found.dispatch_id != dispatch_id:
         abort(404)
     return send_document(found)
+
+
+@bp.get("/dispatches/<int:dispatch_id>/edxml.zip")
+@role_required(*READ_ROLES)
+def edxml_packages(dispatch_id: int) -> Any:
+    """The dispatch's edXML packages (QCVN 102:2016), one per recipient, in one zip."""
+    import io
+    import zipfile
+
+    from dispatch.edxml.exchange import packages
+    from dispatch.edxml.xml import EdxmlError
+
+    dispatch = dispatch_or_404(dispatch_id)
+    try:
+        files = packages(dispatch_id, at=clock.now())
+    except EdxmlError as exc:
+        flash(f"Chưa tạo được gói edXML: {exc}", "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files:
+            archive.writestr(name, data)
+    number = (dispatch.number_and_symbol or str(dispatch_id)).replace("/", "-")
+    return file_response(buffer.getvalue(), "application/zip", f"edXML-CV-{number}.zip")
