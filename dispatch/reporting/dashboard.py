@@ -219,7 +219,14 @@ def dispatch_list(
         filters = [Dispatch.status == DispatchStatus.DRAFT]
         order = (Dispatch.created_at.desc(), Dispatch.id.desc())
     else:
-        filters = [Dispatch.status.in_((DispatchStatus.ISSUED, DispatchStatus.COMPLETED))]
+        # Recalled and replaced letters stay on the list: leaders see what became of them.
+        issued = (
+            DispatchStatus.ISSUED,
+            DispatchStatus.COMPLETED,
+            DispatchStatus.RECALLED,
+            DispatchStatus.REPLACED,
+        )
+        filters = [Dispatch.status.in_(issued)]
         order = (Dispatch.issued_at.desc(), Dispatch.id.desc())
     total = db.session.execute(select(func.count(Dispatch.id)).where(*filters)).scalar_one()
     # A page past the end shows the last one (and a huge ?page= cannot overflow OFFSET).

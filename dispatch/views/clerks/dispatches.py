@@ -206,6 +206,8 @@ def status_data(dispatch_id: int) -> dict[str, Any]:
 @role_required(*READ_ROLES)
 def dispatch_detail(dispatch_id: int) -> Any:
     """One dispatch: number, subject, status, and every recipient's delivery and receipt."""
+    from dispatch.views.clerks.amendments import amendment_rows
+
     data = status_data(dispatch_id)
     dispatch = dispatch_or_404(dispatch_id)
     report = data["report"]
@@ -218,6 +220,8 @@ def dispatch_detail(dispatch_id: int) -> Any:
         in_flight=data["in_flight"],
         refresh_seconds=REFRESH_SECONDS,
         documents=list(dispatch.documents),
+        amendments=amendment_rows(dispatch_id),
+        can_amend=report["status"] in ("issued", "completed"),
     )
 
 
