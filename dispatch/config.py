@@ -123,8 +123,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "DISPATCH_INBOUND_MAX_BYTES": _int(
             "DISPATCH_INBOUND_MAX_BYTES", env.get("DISPATCH_INBOUND_MAX_BYTES"), 40 * 1024 * 1024
         ),
-        # Systems that post edXML status messages (POST /api/edxml/status) use API tokens.
-        "DISPATCH_ORGAN_ID": env.get("DISPATCH_ORGAN_ID") or "000.00.15.G14",
+        # This agency's mã định danh (QCVN 102, 13 characters) for edXML; no default: a wrong
+        # one would misaddress every package, so edXML export asks for it.
+        "DISPATCH_ORGAN_ID": env.get("DISPATCH_ORGAN_ID") or "",
         # How many reverse proxies in front of the app to believe (X-Forwarded-For …); 0: none.
         "DISPATCH_TRUSTED_PROXIES": _int(
             "DISPATCH_TRUSTED_PROXIES", env.get("DISPATCH_TRUSTED_PROXIES"), 0

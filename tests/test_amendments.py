@@ -234,3 +234,16 @@ def test_a_leader_may_decline_and_the_draft_stays_a_draft(sent, desk):
     amendments.request_recall(sent.id, reason="Sai địa chỉ nơi nhận.", actor=clerk, at=DECIDED)
     db.session.commit()
     assert db.session.execute(select(DispatchRecipient).limit(1)).scalar_one() is not None
+
+
+def test_the_register_keeps_a_recalled_letter_with_a_note(sent, desk):
+    from dispatch.reporting.register import build_register
+
+    amendment = amendments.request_recall(
+        sent.id, reason="Nhầm nơi nhận.", actor=desk.users[Role.CLERK], at=NEXT_DAY
+    )
+    db.session.commit()
+    amendments.approve(amendment.id, actor=desk.users[Role.LEADER], at=DECIDED)
+    register = build_register(2021)
+    text = repr(register)
+    assert "01/THH-VP" in text and "02/THH-VP" in text and "Đã thu hồi" in text

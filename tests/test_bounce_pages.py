@@ -231,3 +231,14 @@ def test_an_admin_sees_the_unmatched_mail(db_app, desk):
     assert "Thư lạc" in html and "nguoi-la@example.com" in html
     assert desk.clerk.get("/admin/inbound").status_code == 403
     assert DeliveryStatus.BOUNCED.value == "bounced"
+
+
+def test_the_escalation_lists_a_bounced_office_with_its_state(bounced, smtp_app, smtp_server):
+    dispatch, _ = bounced
+    smtp_server.configure(smtp_app)
+    deadline = parse_moment("2021-11-18T17:05:00+07:00")
+    report = send_due_reminders(deadline)
+    assert report.escalations_queued == 1
+    assert deliver_due(deadline).sent == 1
+    escalation = smtp_server.messages[-1].email.get_body(("plain",)).get_content()
+    assert "Bị trả lại" in escalation and str(dispatch.number_and_symbol) in escalation

@@ -66,6 +66,7 @@ DELIVERY_LABELS = {
     DeliveryStatus.RETRYING: "Đang thử gửi lại",
     DeliveryStatus.FAILED: "Gửi thất bại",
     DeliveryStatus.CANCELLED: "Đã huỷ",
+    DeliveryStatus.BOUNCED: "Bị trả lại",
 }
 
 # Only for a source without its issuing agency (every real source names it).
