@@ -10,6 +10,7 @@ what was written, so the archive holds only documents the database knows.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import os
 import re
@@ -217,3 +218,50 @@ class ArchiveWriter:
             if folder.exists() and not any(folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)
         self._created_folders.clear()
+
+
+INBOUND_FOLDER = "inbound"
+
+
+def inbound_message_path(sha256: str, received_at: datetime.datetime, suffix: str = ".eml") -> str:
+    """Where an inbound e-mail (or edXML file, ``suffix`` ".xml") is kept as received, relative
+    to the data folder: by month of arrival (UTC), named by the SHA-256 of its bytes."""
+    month = received_at.astimezone(datetime.UTC).strftime("%Y-%m")
+    return f"{INBOUND_FOLDER}/{month}/{sha256}{suffix}"
+
+
+def keep_inbound(
+    data: bytes, sha256: str, received_at: datetime.datetime, suffix: str = ".eml"
+) -> str:
+    """Keep an inbound message's exact bytes, read-only, written atomically; its path.
+
+    Named by its SHA-256, so keeping the same message twice (a door that hands it over again)
+    writes the same file: an existing one with the right bytes is left as it is.
+    """
+    path = inbound_message_path(sha256, received_at, suffix)
+    target = data_dir() / path
+    if target.is_file():
+        with contextlib.suppress(ArchiveError):
+            read_archived(path, sha256)
+            return path
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, READ_ONLY)
+            os.replace(tmp_name, target)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        _fsync_dir(folder)
+    except OSError as exc:
+        raise ArchiveError(
+            f"Không ghi được thư đến vào lưu trữ {target}: {exc.strerror}. "
+            "Kiểm tra DISPATCH_DATA_DIR, quyền ghi và dung lượng đĩa."
+        ) from exc
+    return path

@@ -110,6 +110,22 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
             "DELIVERY_GIVE_UP_HOURS", env.get("DELIVERY_GIVE_UP_HOURS"), 24
         ),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        # Inbound mail (dispatch.inbound): each e-mail's envelope sender is this address with
+        # its own token ("bounces+<token>@domain"), so bounces find their message; replies go
+        # to the Reply-To mailbox; the scheduler polls DISPATCH_IMAP_URL for both.
+        "DISPATCH_BOUNCE_ADDRESS": env.get("DISPATCH_BOUNCE_ADDRESS") or None,
+        "DISPATCH_REPLY_TO": env.get("DISPATCH_REPLY_TO") or None,
+        "DISPATCH_IMAP_URL": env.get("DISPATCH_IMAP_URL") or None,
+        "DISPATCH_IMAP_CA_FILE": env.get("DISPATCH_IMAP_CA_FILE") or None,
+        # Where handled messages are moved; set it empty to leave them, flagged, where they are.
+        "DISPATCH_IMAP_FILED": env.get("DISPATCH_IMAP_FILED", "Dispatch-Processed"),
+        "DISPATCH_IMAP_EVERY": _int("DISPATCH_IMAP_EVERY", env.get("DISPATCH_IMAP_EVERY"), 60),
+        "DISPATCH_INBOUND_MAX_BYTES": _int(
+            "DISPATCH_INBOUND_MAX_BYTES", env.get("DISPATCH_INBOUND_MAX_BYTES"), 40 * 1024 * 1024
+        ),
+        # This agency's mã định danh (QCVN 102, 13 characters) for edXML; no default: a wrong
+        # one would misaddress every package, so edXML export asks for it.
+        "DISPATCH_ORGAN_ID": env.get("DISPATCH_ORGAN_ID") or "",
         # How many reverse proxies in front of the app to believe (X-Forwarded-For …); 0: none.
         "DISPATCH_TRUSTED_PROXIES": _int(
             "DISPATCH_TRUSTED_PROXIES", env.get("DISPATCH_TRUSTED_PROXIES"), 0

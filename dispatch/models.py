@@ -66,6 +66,9 @@ class DispatchStatus(StrEnum):
     DRAFT = "draft"
     ISSUED = "issued"
     COMPLETED = "completed"  # every recipient confirmed (or was closed by a clerk)
+    # Superseded by a later letter (dispatch.amendments): the issued letter itself is untouched.
+    RECALLED = "recalled"  # thu hồi: a recall letter was issued for it
+    REPLACED = "replaced"  # thay thế: a corrected letter with a new number replaces it
 
 
 class DeliveryStatus(StrEnum):
@@ -77,6 +80,9 @@ class DeliveryStatus(StrEnum):
     RETRYING = "retrying"  # a temporary failure; ``next_attempt_at`` says when
     FAILED = "failed"  # a permanent failure; ``last_error`` says why
     CANCELLED = "cancelled"  # no longer needed when its turn came (the office had confirmed)
+    # Accepted by the first server, then returned by a later one (a delivery status
+    # notification that it failed, found by dispatch.inbound); ``last_error`` says why.
+    BOUNCED = "bounced"
 
 
 class MessageKind(StrEnum):
@@ -92,6 +98,8 @@ class AcknowledgementMethod(StrEnum):
 
     LINK = "link"  # the recipient's personal link
     PHONE = "phone"  # recorded by a clerk on the recipient's word
+    EMAIL = "email"  # an e-mail reply that a clerk marked as the office's confirmation
+    EDXML = "edxml"  # an edXML status message 03 (đã tiếp nhận) from the office's system
 
 
 class User(UserMixin, db.Model):
@@ -326,6 +334,22 @@ class DispatchRecipient(db.Model):
     reminders_stopped: Mapped[bool] = mapped_column(default=False)
     overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
+    # The address bounced after the first server accepted it (dispatch.inbound): the status
+    # code, the reporting server's diagnostic and name, and which address. Cleared when a clerk
+    # corrects the address or resends; the inbound message and the audit log keep the history.
+    bounced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    bounced_address: Mapped[str | None] = mapped_column(sa.String(254))
+    bounce_status: Mapped[str | None] = mapped_column(sa.String(20))  # "5.1.1"
+    bounce_diagnostic: Mapped[str | None] = mapped_column(sa.Text)  # "smtp; 550 5.1.1 …"
+    bounce_reporter: Mapped[str | None] = mapped_column(sa.String(255))  # "dns; mx.example"
+    # The office's own system refused the letter (edXML status 02), with its reason.
+    refused_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    refused_by: Mapped[str | None] = mapped_column(sa.String(100))
+    refusal_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # How far the office's handling has got (edXML status 04 assigned, 05 in progress, 06 done).
+    processing_state: Mapped[str | None] = mapped_column(sa.String(20))
+    processing_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
     dispatch: Mapped[Dispatch] = relationship(back_populates="recipients")
     organisation: Mapped[Organisation] = relationship()
     messages: Mapped[list[OutboxMessage]] = relationship(
@@ -358,6 +382,9 @@ class OutboxMessage(db.Model):
     to_addrs: Mapped[list[str]] = mapped_column(sa.JSON)
     cc_addrs: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     message_id: Mapped[str] = mapped_column(sa.String(255), unique=True)  # stable across retries
+    # The opaque, unguessable id of this e-mail's own envelope sender (VERP,
+    # ``bounces+<token>@domain``, see dispatch.mail.verp): a bounce names its row without parsing.
+    bounce_token: Mapped[str | None] = mapped_column(sa.String(40), unique=True)
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus), default=DeliveryStatus.QUEUED
     )
@@ -456,3 +483,121 @@ class SchedulerHeartbeat(db.Model):
     pid: Mapped[int] = mapped_column()
     beat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_job: Mapped[str | None] = mapped_column(sa.String(100))
+
+
+class InboundKind(StrEnum):
+    """What an inbound e-mail (or edXML status) turned out to be."""
+
+    BOUNCE = "bounce"  # a delivery status notification: the message could not be delivered
+    DELAY = "delay"  # a DSN: delivery is delayed, still being tried
+    DELIVERED = "delivered"  # a DSN: delivered or relayed (asked for or not)
+    AUTO_REPLY = "auto_reply"  # RFC 3834 automatic reply, out-of-office: never a confirmation
+    REPLY = "reply"  # a person's reply
+    EDXML_STATUS = "edxml_status"  # an edXML status message (dispatch.edxml)
+
+
+class InboundMessage(db.Model):
+    """One message received (an e-mail through IMAP, the SMTP listener or a file, or an edXML
+    status), kept as received in the archive and classified once.
+
+    Unique by the SHA-256 of its bytes: a message handed over twice (a poller killed before it
+    filed the message, a relay that retries) is handled once. One with no recipient found is
+    kept and listed for an admin, never dropped.
+    """
+
+    __tablename__ = "inbound_message"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    door: Mapped[str] = mapped_column(sa.String(10))  # "imap", "smtp", "file", "api"
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    size: Mapped[int] = mapped_column()
+    archive_path: Mapped[str] = mapped_column(sa.String(500))  # relative to DISPATCH_DATA_DIR
+    envelope_from: Mapped[str | None] = mapped_column(sa.String(254))
+    envelope_to: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    header_message_id: Mapped[str | None] = mapped_column(sa.String(500))
+    from_address: Mapped[str | None] = mapped_column(sa.String(254))
+    from_name: Mapped[str | None] = mapped_column(sa.String(200))
+    subject: Mapped[str | None] = mapped_column(sa.String(500))
+    kind: Mapped[InboundKind] = mapped_column(_enum(InboundKind), index=True)
+    # How it was tied to what we sent ("verp", "in-reply-to", "references", "dsn-headers",
+    # "edxml"); None: not tied to anything (listed for an admin).
+    matched_by: Mapped[str | None] = mapped_column(sa.String(20))
+    outbox_message_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("outbox_message.id", ondelete="SET NULL"), index=True
+    )
+    recipient_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("dispatch_recipient.id", ondelete="SET NULL"), index=True
+    )
+    dispatch_id: Mapped[int | None] = mapped_column(index=True)
+    # For a DSN: the status code, the remote server's diagnostic, who reported it, for whom.
+    dsn_status: Mapped[str | None] = mapped_column(sa.String(20))
+    diagnostic: Mapped[str | None] = mapped_column(sa.Text)
+    reporting_mta: Mapped[str | None] = mapped_column(sa.String(255))
+    failed_recipient: Mapped[str | None] = mapped_column(sa.String(254))
+    excerpt: Mapped[str | None] = mapped_column(sa.Text)  # the start of a reply's text
+    details: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    # A reply a clerk marked as the office's confirmation of receipt.
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    confirmed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+
+    recipient: Mapped[DispatchRecipient | None] = relationship()
+    confirmed_by: Mapped[User | None] = relationship()
+
+
+class ImapCursor(db.Model):
+    """How far the IMAP poller has read a mailbox: the last UID handled under a UIDVALIDITY.
+
+    Written in the same transaction as the messages it covers, so a poller killed at any point
+    resumes where the database says; a message handled but not yet counted here is recognised
+    by its SHA-256 (``InboundMessage``) and not handled twice.
+    """
+
+    __tablename__ = "imap_cursor"
+
+    mailbox: Mapped[str] = mapped_column(sa.String(300), primary_key=True)  # user@host/INBOX
+    uidvalidity: Mapped[int] = mapped_column(sa.BigInteger)
+    last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class AmendmentKind(StrEnum):
+    """How an issued letter is corrected: never edited, recalled or replaced by a new one."""
+
+    RECALL = "recall"  # thu hồi
+    REPLACE = "replace"  # thay thế
+
+
+class AmendmentStatus(StrEnum):
+    """Where a request to recall or replace stands."""
+
+    REQUESTED = "requested"  # by a clerk, waiting for a leader
+    APPROVED = "approved"  # by a leader: the recall letter or the replacement is issued
+    REJECTED = "rejected"  # by a leader
+
+
+class DispatchAmendment(db.Model):
+    """A clerk's request, and a leader's decision, to recall or replace an issued dispatch.
+
+    ``new_id`` is the recall letter (made when approved) or the replacement (a draft the clerk
+    prepared). Nothing of the original is edited: it only becomes ``recalled``/``replaced``.
+    """
+
+    __tablename__ = "dispatch_amendment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[AmendmentKind] = mapped_column(_enum(AmendmentKind))
+    status: Mapped[AmendmentStatus] = mapped_column(_enum(AmendmentStatus), index=True)
+    original_id: Mapped[int] = mapped_column(sa.ForeignKey("dispatch.id"), index=True)
+    new_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispatch.id"), index=True)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(sa.Text)
+
+    original: Mapped[Dispatch] = relationship(foreign_keys=[original_id])
+    new: Mapped[Dispatch | None] = relationship(foreign_keys=[new_id])
+    requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])

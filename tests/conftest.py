@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.dispatches",
     "tests.fixtures.smtp",
+    "tests.fixtures.relay",
     "tests.fixtures.web",
     "tests.fixtures.leadership",
     "tests.fixtures.reminders",

@@ -600,6 +600,11 @@ PUBLIC = {
 }
 # Routes any signed-in user may post to.
 ANY_SIGNED_IN = {"auth.logout": "signing out", "auth.change_password": "one's own password"}
+# Routes only a leader may post to (deciding on a recall or a replacement): a clerk is refused.
+LEADERS_ONLY = {
+    "clerks.approve_amendment": "approving a recall or a replacement",
+    "clerks.reject_amendment": "declining it",
+}
 # The API's catch-all: 404/405 JSON for addresses that are not operations.
 API_CATCH_ALL = {"api.unknown", "api.unknown_root"}
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -653,6 +658,8 @@ def test_every_changing_route_refuses_leaders_and_signed_out_visitors(
 ):
     leader = role_clients[Role.LEADER]
     leader_csrf = csrf_token_from(leader.get("/").get_data(as_text=True))
+    clerk = role_clients[Role.CLERK]
+    clerk_csrf = csrf_token_from(clerk.get("/").get_data(as_text=True))
     anonymous = app.test_client()
     anonymous_csrf = csrf_token_from(anonymous.get("/login").get_data(as_text=True))
     checked = []
@@ -674,6 +681,11 @@ def test_every_changing_route_refuses_leaders_and_signed_out_visitors(
                 assert signed_out.status_code == 302, (where, signed_out.status_code)
                 assert urlsplit(signed_out.headers["Location"]).path == "/login", where
                 if rule.endpoint in ANY_SIGNED_IN:
+                    continue
+                if rule.endpoint in LEADERS_ONLY:
+                    as_clerk = clerk.open(url, method=method, data={"csrf_token": clerk_csrf})
+                    assert as_clerk.status_code == 403, (where, as_clerk.status_code)
+                    checked.append(where)
                     continue
                 as_leader = leader.open(url, method=method, data={"csrf_token": leader_csrf})
                 assert as_leader.status_code == 403, (where, as_leader.status_code)

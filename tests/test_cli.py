@@ -116,6 +116,8 @@ def test_issue_then_status_json(seeded, runner, app):
         "total": 63,
         "sent": 0,
         "failed": 0,
+        "bounced": 0,
+        "refused": 0,
         "opened": 0,
         "acknowledged": 0,
         "overdue": 0,

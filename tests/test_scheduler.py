@@ -41,7 +41,14 @@ def test_scheduler_jobs_are_importable_and_run_once_at_a_time():
     scheduler = sched.build_scheduler(sched.Intervals(deliver=60, remind=600, heartbeat=30))
     assert str(scheduler.timezone) == "Asia/Ho_Chi_Minh"
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"deliver_job", "remind_job", "heartbeat_job", "checkpoint_job"}
+    assert set(jobs) == {
+        "deliver_job",
+        "remind_job",
+        "heartbeat_job",
+        "checkpoint_job",
+        "imap_job",
+    }
+    assert jobs["imap_job"].func is sched.imap_job
     assert jobs["checkpoint_job"].trigger.interval == dt.timedelta(days=1)
     assert jobs["deliver_job"].func is sched.deliver_job
     assert jobs["remind_job"].func is sched.remind_job

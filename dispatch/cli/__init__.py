@@ -16,7 +16,9 @@ def init_app(app: Flask) -> None:
         delivery,
         directory,
         drafts,
+        edxml,
         evidence,
+        inbound,
         letters,
         processes,
         reminders,
@@ -34,9 +36,11 @@ def init_app(app: Flask) -> None:
         *directory.commands,
         *seed.commands,
         *drafts.commands,
+        *edxml.commands,
         *users.commands,
         *audit.commands,
         *evidence.commands,
+        *inbound.commands,
     ):
         app.cli.add_command(command)
 

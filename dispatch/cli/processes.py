@@ -53,6 +53,7 @@ def scheduler_command(
     code = run_scheduler(
         running_app(),
         Intervals(
+            imap=float(current_app.config.get("DISPATCH_IMAP_EVERY") or 60),
             deliver=deliver_every,
             remind=remind_every,
             heartbeat=heartbeat_every,

@@ -48,6 +48,7 @@ from dispatch.archive import ArchiveError, read_archived
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.mail.links import confirmation_url
+from dispatch.mail.verp import bounce_address
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
@@ -65,6 +66,7 @@ DELIVERY_LABELS = {
     DeliveryStatus.RETRYING: "Đang thử gửi lại",
     DeliveryStatus.FAILED: "Gửi thất bại",
     DeliveryStatus.CANCELLED: "Đã huỷ",
+    DeliveryStatus.BOUNCED: "Bị trả lại",
 }
 
 # Only for a source without its issuing agency (every real source names it).
@@ -620,4 +622,10 @@ def compose(
     )
     # Stable across retries, so a resend after a lost reply can be recognised as the same e-mail.
     message.msgId = row.message_id
+    reply_to = current_app.config.get("DISPATCH_REPLY_TO")
+    if reply_to:
+        message.reply_to = reply_to
+    # The envelope sender the sender passes to MAIL FROM: this row's own (VERP), so that a
+    # bounce names the row; None keeps the From address (no DISPATCH_BOUNCE_ADDRESS).
+    message.envelope_sender = bounce_address(getattr(row, "bounce_token", None), current_app.config)
     return message

@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dispatch.extensions import db
+from dispatch.mail.verp import new_token
 from dispatch.models import DeliveryStatus, MessageKind, OutboxMessage
 
 
@@ -48,6 +49,8 @@ def _values(
         "message_id": make_msgid(
             idstring=f"d{dispatch_id}.r{key}.{kind.value}.{sequence}", domain=message_domain()
         ),
+        # Its own envelope sender (dispatch.mail.verp): a bounce finds this row by it.
+        "bounce_token": new_token(),
         "status": DeliveryStatus.QUEUED,
         "attempts": 0,
         "next_attempt_at": at,

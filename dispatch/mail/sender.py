@@ -161,8 +161,10 @@ def _unique(addresses: object) -> list:
 def _envelope(message: Message, primary: list[str]) -> Envelope:
     """The SMTP envelope of a composed e-mail: ``primary`` are the addresses it is for (one of
     them refused fails it); a refused copy (Cc) is only noted."""
+    # The row's own bounce address when compose gave one (dispatch.mail.verp), else From.
+    mail_from = getattr(message, "envelope_sender", None) or message.sender
     return Envelope(
-        mail_from=_envelope_address(message.sender),
+        mail_from=_envelope_address(mail_from),
         rcpt_tos=tuple(_envelope_address(a) for a in _unique(message.send_to)),
         required=frozenset(_envelope_address(a).lower() for a in primary),
     )
@@ -330,6 +332,7 @@ class _Row:
     cc_addrs: list[str]
     message_id: str
     attempts: int
+    bounce_token: str | None = None  # its envelope sender's token (dispatch.mail.verp)
 
     @classmethod
     def of(cls, row: OutboxMessage) -> _Row:
@@ -344,6 +347,7 @@ class _Row:
             list(row.cc_addrs or []),
             row.message_id,
             row.attempts,
+            row.bounce_token,
         )
 
 
@@ -371,6 +375,7 @@ def _load_claimed(row_ids: list[int]) -> dict[int, tuple[_Row, _Recipient | None
             o.cc_addrs,
             o.message_id,
             o.attempts,
+            o.bounce_token,
             r.name,
             r.province_code,
             r.token_salt,
@@ -380,7 +385,9 @@ def _load_claimed(row_ids: list[int]) -> dict[int, tuple[_Row, _Recipient | None
     )
     loaded: dict[int, tuple[_Row, _Recipient | None]] = {}
     for found in db.session.execute(query):
-        row = _Row(*found[:6], found.cc_addrs or [], found.message_id, found.attempts)
+        row = _Row(
+            *found[:6], found.cc_addrs or [], found.message_id, found.attempts, found.bounce_token
+        )
         recipient = None
         if found.recipient_id is not None and found.name is not None:
             recipient = _Recipient(

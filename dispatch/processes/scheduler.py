@@ -61,6 +61,7 @@ class Intervals:
     remind: float = 600
     heartbeat: float = 60
     checkpoint: float = 24 * 3600
+    imap: float = 60
     standby_poll: float = 15
 
 
@@ -101,6 +102,25 @@ def remind_job() -> None:
             )
             deliver_due(at)
     _finished("remind")
+
+
+def imap_job() -> None:
+    """Read the inbound mailbox (DISPATCH_IMAP_URL): bounces, automatic and human replies."""
+    from dispatch.inbound.imap import ImapError, ImapSettings, poll_mailbox
+
+    app = _job_app()
+    with app.app_context(), unit_of_work():
+        settings = ImapSettings.from_config(app.config)
+        if settings is None:
+            return
+        try:
+            report = poll_mailbox(settings, now=clock.now)
+        except ImapError as exc:
+            log.error("inbound mailbox: %s", exc)  # tried again at the next interval
+            return
+        if report.handled or report.refiled:
+            log.info("inbound mailbox: %d new message(s) %s", report.handled, report.kinds)
+    _finished("imap")
 
 
 def checkpoint_job() -> None:
@@ -239,6 +259,7 @@ def build_scheduler(intervals: Intervals) -> BlockingScheduler:
         (deliver_job, intervals.deliver),
         (remind_job, intervals.remind),
         (checkpoint_job, intervals.checkpoint),
+        (imap_job, intervals.imap),
     ):
         scheduler.add_job(
             f"{func.__module__}:{func.__name__}",

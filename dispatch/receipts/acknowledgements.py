@@ -47,7 +47,13 @@ IP_MAX = 45
 OPENED_EVENT_INTERVAL = dt.timedelta(minutes=1)
 
 # A dispatch whose letter has gone out; a draft never has a working link.
-_LIVE_STATUSES = (DispatchStatus.ISSUED, DispatchStatus.COMPLETED)
+# A recalled or replaced letter's link still opens: the office reads there what became of it.
+_LIVE_STATUSES = (
+    DispatchStatus.ISSUED,
+    DispatchStatus.COMPLETED,
+    DispatchStatus.RECALLED,
+    DispatchStatus.REPLACED,
+)
 
 
 class AcknowledgementError(ValueError):

@@ -127,7 +127,22 @@ def _resend(
     **details: object,
 ) -> int:
     """Queue the letter again to the recipient's address (next sequence) and audit it with
-    ``details``; returns the sequence."""
+    ``details``; returns the sequence. A bounce on record is cleared: the new e-mail's own
+    fate (its own bounce, if it comes) decides from now on; the audit log keeps the old one."""
+    if recipient.bounced_at is not None:
+        details = {
+            **details,
+            "bounce_cleared": {
+                "address": recipient.bounced_address,
+                "status": recipient.bounce_status,
+                "at": recipient.bounced_at.isoformat(),
+            },
+        }
+        recipient.bounced_at = None
+        recipient.bounced_address = None
+        recipient.bounce_status = None
+        recipient.bounce_diagnostic = None
+        recipient.bounce_reporter = None
     sequence = _next_sequence(recipient.id)
     queued = outbox.enqueue(
         dispatch_id=recipient.dispatch_id,

@@ -56,6 +56,7 @@ class DispatchOutcome:
     reminded: list[str] = field(default_factory=list)  # province codes queued by this run
     already_reminded: int = 0  # due today but queued by an earlier (or concurrent) run
     not_delivered: int = 0  # unconfirmed, but the letter was never accepted: not reminded
+    # (nor is one whose address bounced, or whose office refused the letter)
     escalated: bool = False  # this run queued the escalation
     overdue: list[str] = field(default_factory=list)  # codes marked overdue by this run
     completed: bool = False  # this run found every recipient confirmed
@@ -217,7 +218,12 @@ def _remind(dispatch: Dispatch, day: int, at: dt.datetime, outcome: DispatchOutc
     outcome.day = day
     due = (
         _unconfirmed(dispatch.id)
-        .where(DispatchRecipient.reminders_stopped.is_(False))
+        .where(
+            DispatchRecipient.reminders_stopped.is_(False),
+            # A bounced address would only bounce again; a refusal is the office's answer.
+            DispatchRecipient.bounced_at.is_(None),
+            DispatchRecipient.refused_at.is_(None),
+        )
         .order_by(DispatchRecipient.id)  # one order everywhere: concurrent runs cannot deadlock
     )
     reminded = []

@@ -7,8 +7,10 @@ runs a count and one grouped query for the page; a dispatch runs ``status.status
 queries) and one join for the offices' regions and province names.
 
 One status per office, for the map, the table and the exports, by precedence (the first that
-holds wins): confirmed (đã xác nhận) > overdue (quá hạn) > failed (gửi lỗi) > opened (đã mở) >
-sent (đã gửi) > queued (chờ gửi: not sent yet, being sent or being retried). A province with
+holds wins): confirmed (đã xác nhận) > refused (từ chối tiếp nhận: the office's system refused
+it) > bounced (bị trả lại: accepted by the first server, returned by a later one) > overdue
+(quá hạn) > failed (gửi lỗi) > opened (đã mở) > sent (đã gửi) > queued (chờ gửi: not sent yet,
+being sent or being retried). A province with
 several offices shows "confirmed" only when all of them have confirmed, else the first status
 in that order among those that have not.
 """
@@ -35,6 +37,8 @@ PAGE_SIZE = 50
 # the table (so that status never depends on colour alone) and the label shown to people.
 STATUSES: tuple[dict[str, str], ...] = (
     {"key": "confirmed", "code": "XN", "label": "Đã xác nhận"},
+    {"key": "refused", "code": "TC", "label": "Từ chối tiếp nhận"},
+    {"key": "bounced", "code": "TL", "label": "Thư bị trả lại"},
     {"key": "overdue", "code": "QH", "label": "Quá hạn"},
     {"key": "failed", "code": "GL", "label": "Gửi lỗi"},
     {"key": "opened", "code": "ĐM", "label": "Đã mở"},
@@ -53,6 +57,14 @@ DELIVERY_LABELS = {
     "retrying": "Đang thử lại",
     "failed": "Gửi lỗi",
     "cancelled": "Đã huỷ",
+    "bounced": "Bị trả lại",
+}
+
+# How far the office's own handling has got (edXML status 04–06).
+PROCESSING_LABELS = {
+    "assigned": "Đã phân công xử lý",
+    "in_progress": "Đang xử lý",
+    "done": "Đã xử lý xong",
 }
 
 # The six socio-economic regions, north to south: "sort by region" follows the country's shape
@@ -79,6 +91,8 @@ SORT_LABELS = {
 DISPATCH_LIST_LABELS = {
     "draft": "Dự thảo",
     "completed": "Đã hoàn thành",
+    "recalled": "Đã thu hồi",
+    "replaced": "Đã bị thay thế",
     "all_confirmed": "Đã xác nhận đủ",
     "overdue": "Có đơn vị quá hạn",
     "waiting": "Đang chờ xác nhận",
@@ -183,6 +197,8 @@ def _list_state(status_value: str, total: int, acknowledged: int, overdue: int) 
         return "draft"
     if status_value == DispatchStatus.COMPLETED.value:
         return "completed"
+    if status_value in (DispatchStatus.RECALLED.value, DispatchStatus.REPLACED.value):
+        return status_value
     if not total:
         return "no_recipients"
     if acknowledged >= total:
@@ -203,7 +219,14 @@ def dispatch_list(
         filters = [Dispatch.status == DispatchStatus.DRAFT]
         order = (Dispatch.created_at.desc(), Dispatch.id.desc())
     else:
-        filters = [Dispatch.status.in_((DispatchStatus.ISSUED, DispatchStatus.COMPLETED))]
+        # Recalled and replaced letters stay on the list: leaders see what became of them.
+        issued = (
+            DispatchStatus.ISSUED,
+            DispatchStatus.COMPLETED,
+            DispatchStatus.RECALLED,
+            DispatchStatus.REPLACED,
+        )
+        filters = [Dispatch.status.in_(issued)]
         order = (Dispatch.issued_at.desc(), Dispatch.id.desc())
     total = db.session.execute(select(func.count(Dispatch.id)).where(*filters)).scalar_one()
     # A page past the end shows the last one (and a huge ?page= cannot overflow OFFSET).
@@ -297,6 +320,10 @@ def office_status(recipient: dict[str, Any]) -> str:
     """One office's status key by precedence (see the module docstring)."""
     if recipient["acknowledged_at"]:
         return "confirmed"
+    if recipient.get("refused"):
+        return "refused"
+    if recipient.get("delivery") == "bounced":
+        return "bounced"
     if recipient["overdue"]:
         return "overdue"
     if recipient["delivery"] == "failed":
@@ -347,6 +374,10 @@ def _office_rows(report: dict[str, Any], facts: dict[int, tuple[str, str]]) -> l
                 "delivery": recipient["delivery"],
                 "delivery_label": DELIVERY_LABELS.get(recipient["delivery"], "Không rõ"),
                 "smtp_reply": recipient["smtp_reply"] or "",
+                "bounce_reason": recipient.get("bounce_reason") or "",
+                "refusal_reason": recipient.get("refusal_reason") or "",
+                "processing_label": PROCESSING_LABELS.get(recipient.get("processing") or "", ""),
+                "replies": recipient.get("replies", 0),
                 "status": key,
                 "status_code": entry["code"],
                 "status_label": entry["label"],
@@ -572,16 +603,20 @@ def build_chart(
 
 
 def _count_items(counts: dict[str, int]) -> list[dict[str, Any]]:
+    # Bounced and refused offices are rare: counted on the page only when there are some.
     return [
         {"key": key, "label": label, "value": counts[key]}
         for key, label in (
             ("total", "Tổng số"),
             ("sent", "Đã gửi"),
             ("failed", "Gửi lỗi"),
+            ("bounced", "Bị trả lại"),
+            ("refused", "Từ chối"),
             ("opened", "Đã mở"),
             ("acknowledged", "Đã xác nhận"),
             ("overdue", "Quá hạn"),
         )
+        if counts[key] or key not in ("bounced", "refused")
     ]
 
 

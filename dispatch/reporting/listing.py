@@ -15,6 +15,8 @@ STATUS_LABELS = {
     DispatchStatus.DRAFT: "Dự thảo",
     DispatchStatus.ISSUED: "Đã ban hành",
     DispatchStatus.COMPLETED: "Đã hoàn thành",
+    DispatchStatus.RECALLED: "Đã thu hồi",
+    DispatchStatus.REPLACED: "Đã bị thay thế",
 }
 
 DEFAULT_PAGE_SIZE = 50

@@ -139,6 +139,10 @@ def _note(meta: dict[str, Any], status: DispatchStatus, failed: int) -> str:
         parts.append(URGENCIES[urgency.strip().lower()].value.capitalize())
     if status is DispatchStatus.COMPLETED:
         parts.append("Đã nhận đủ xác nhận")
+    if status is DispatchStatus.RECALLED:
+        parts.append("Đã thu hồi")
+    if status is DispatchStatus.REPLACED:
+        parts.append("Đã bị thay thế")
     if failed:
         parts.append(f"{failed} thư gửi lỗi")
     return "; ".join(parts)
@@ -162,7 +166,15 @@ def build_register(year: int, register: str | None = None) -> Register:
     """The register of ``year`` (one issuing body's, or every one's), in number order."""
     filters = [
         Dispatch.register_year == year,
-        Dispatch.status.in_((DispatchStatus.ISSUED, DispatchStatus.COMPLETED)),
+        # A recalled or replaced letter keeps its number: the register shows it, with a note.
+        Dispatch.status.in_(
+            (
+                DispatchStatus.ISSUED,
+                DispatchStatus.COMPLETED,
+                DispatchStatus.RECALLED,
+                DispatchStatus.REPLACED,
+            )
+        ),
     ]
     if register:
         filters.append(Dispatch.register == register)

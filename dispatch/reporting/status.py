@@ -1,8 +1,8 @@
 """Where a dispatch stands, as plain data: for ``dispatch status``, the web pages and the API.
 
 ``status_report`` runs a fixed number of queries whatever the number of recipients: the
-dispatch, its documents, and one query for the recipients joined to their latest LETTER message
-and their count of REMINDER messages sent.
+dispatch, its documents, and one query for the recipients joined to their latest LETTER message,
+their count of REMINDER messages sent and their count of replies and automatic replies received.
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
+from dispatch.inbound.reasons import bounce_reason
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
     DispatchRecipient,
     DispatchStatus,
     Document,
+    InboundKind,
+    InboundMessage,
     MessageKind,
     OutboxMessage,
 )
@@ -28,6 +31,8 @@ STATUS_LABELS = {
     DispatchStatus.DRAFT: "bản nháp",
     DispatchStatus.ISSUED: "đã ban hành",
     DispatchStatus.COMPLETED: "đã hoàn thành",
+    DispatchStatus.RECALLED: "đã thu hồi",
+    DispatchStatus.REPLACED: "đã bị thay thế",
 }
 DELIVERY_LABELS = {
     None: "chưa gửi",
@@ -36,6 +41,14 @@ DELIVERY_LABELS = {
     "retrying": "đang thử lại",
     "failed": "gửi lỗi",
     "cancelled": "đã huỷ",
+    "bounced": "bị trả lại",
+    "refused": "bị từ chối tiếp nhận",
+}
+# How far the office's own handling has got (edXML status 04, 05, 06).
+PROCESSING_LABELS = {
+    "assigned": "đã phân công xử lý",
+    "in_progress": "đang xử lý",
+    "done": "đã xử lý xong",
 }
 
 
@@ -92,6 +105,19 @@ def _recipient_rows(dispatch_id: int) -> list[Any]:
         .group_by(OutboxMessage.recipient_id)
         .subquery()
     )
+    # Replies and automatic replies received about each recipient (dispatch.inbound).
+    inbound = (
+        select(
+            InboundMessage.recipient_id.label("recipient_id"),
+            func.sum(case((InboundMessage.kind == InboundKind.REPLY, 1), else_=0)).label("replies"),
+            func.sum(case((InboundMessage.kind == InboundKind.AUTO_REPLY, 1), else_=0)).label(
+                "auto_replies"
+            ),
+        )
+        .where(InboundMessage.dispatch_id == dispatch_id, InboundMessage.recipient_id.is_not(None))
+        .group_by(InboundMessage.recipient_id)
+        .subquery()
+    )
     statement = (
         select(
             DispatchRecipient,
@@ -100,12 +126,15 @@ def _recipient_rows(dispatch_id: int) -> list[Any]:
             latest_letter.c.sent_at,
             latest_letter.c.last_error,
             func.coalesce(reminders.c.sent, 0),
+            func.coalesce(inbound.c.replies, 0),
+            func.coalesce(inbound.c.auto_replies, 0),
         )
         .outerjoin(
             latest_letter,
             (latest_letter.c.recipient_id == DispatchRecipient.id) & (latest_letter.c.rank == 1),
         )
         .outerjoin(reminders, reminders.c.recipient_id == DispatchRecipient.id)
+        .outerjoin(inbound, inbound.c.recipient_id == DispatchRecipient.id)
         .where(DispatchRecipient.dispatch_id == dispatch_id)
         .order_by(DispatchRecipient.province_code, DispatchRecipient.id)
     )
@@ -146,16 +175,38 @@ def status_report(dispatch_id: int, *, at: dt.datetime | None = None) -> dict[st
     )
 
     recipients: list[dict[str, Any]] = []
-    counts = {"total": 0, "sent": 0, "failed": 0, "opened": 0, "acknowledged": 0, "overdue": 0}
-    for recipient, status, smtp_reply, sent_at, last_error, reminders_sent in _recipient_rows(
-        dispatch_id
-    ):
+    counts = {
+        "total": 0,
+        "sent": 0,
+        "failed": 0,
+        "bounced": 0,
+        "refused": 0,
+        "opened": 0,
+        "acknowledged": 0,
+        "overdue": 0,
+    }
+    for (
+        recipient,
+        status,
+        smtp_reply,
+        sent_at,
+        last_error,
+        reminders_sent,
+        replies,
+        auto_replies,
+    ) in _recipient_rows(dispatch_id):
         status = _as_status(status)
+        # Accepted by the first server, then returned by a later one: the address bounced.
+        bounced = recipient.bounced_at is not None
+        refused = recipient.refused_at is not None
+        delivery = "bounced" if bounced else _delivery(status)
         acknowledged = recipient.acknowledged_at is not None
         overdue = not acknowledged and (recipient.overdue_at is not None or deadline_passed)
         counts["total"] += 1
-        counts["sent"] += status is DeliveryStatus.SENT
+        counts["sent"] += delivery == DeliveryStatus.SENT.value
         counts["failed"] += status is DeliveryStatus.FAILED
+        counts["bounced"] += bounced
+        counts["refused"] += refused
         counts["opened"] += recipient.opened_at is not None
         counts["acknowledged"] += acknowledged
         counts["overdue"] += overdue
@@ -166,7 +217,7 @@ def status_report(dispatch_id: int, *, at: dt.datetime | None = None) -> dict[st
                 "name": recipient.name,
                 "email": recipient.email,
                 "cc": list(recipient.cc or []),
-                "delivery": _delivery(status),
+                "delivery": delivery,
                 "smtp_reply": smtp_reply,
                 "last_error": last_error,
                 "sent_at": _iso(sent_at),
@@ -178,6 +229,22 @@ def status_report(dispatch_id: int, *, at: dt.datetime | None = None) -> dict[st
                 ),
                 "reminders": int(reminders_sent),
                 "overdue": overdue,
+                "bounced_at": _iso(recipient.bounced_at),
+                "bounce_reason": (
+                    bounce_reason(recipient.bounce_status, recipient.bounce_diagnostic)
+                    if bounced
+                    else None
+                ),
+                "bounce_status": recipient.bounce_status if bounced else None,
+                "bounce_diagnostic": recipient.bounce_diagnostic if bounced else None,
+                "bounce_reporter": recipient.bounce_reporter if bounced else None,
+                "refused": refused,
+                "refused_at": _iso(recipient.refused_at),
+                "refusal_reason": recipient.refusal_reason,
+                "processing": recipient.processing_state,
+                "processing_at": _iso(recipient.processing_at),
+                "replies": int(replies),
+                "auto_replies": int(auto_replies),
             }
         )
 
@@ -217,6 +284,7 @@ def format_report(report: dict[str, Any]) -> str:
     c = report["counts"]
     lines.append(
         f"Tổng số nơi nhận: {c['total']} | Đã gửi: {c['sent']} | Gửi lỗi: {c['failed']} | "
+        f"Bị trả lại: {c['bounced']} | Từ chối: {c['refused']} | "
         f"Đã mở: {c['opened']} | Đã xác nhận: {c['acknowledged']} | Quá hạn: {c['overdue']}"
     )
     lines.append("")
@@ -231,6 +299,10 @@ def format_report(report: dict[str, Any]) -> str:
         delivery = DELIVERY_LABELS.get(r["delivery"], r["delivery"] or "")
         if r["delivery"] == "failed" and r["smtp_reply"]:
             delivery += f" ({r['smtp_reply'][:40]})"
+        if r["delivery"] == "bounced" and r["bounce_status"]:
+            delivery += f" ({r['bounce_status']})"
+        if r["refused"]:
+            confirmed = "từ chối tiếp nhận"
         rows.append(
             (
                 r["code"],

@@ -221,3 +221,28 @@ def user_end_sessions(user_id: int) -> Any:
         lambda user: users.end_sessions(user, actor=_actor(), at=clock.now()),
         "Đã kết thúc mọi phiên đăng nhập của {email}.",
     )
+
+
+# --- Inbound mail tied to nothing we sent -----------------------------------------------------
+
+
+@bp.get("/inbound")
+@role_required(Role.ADMIN)
+def inbound_list() -> Any:
+    """Inbound messages that match no e-mail we sent: kept, never dropped, for an admin to read."""
+    from dispatch.inbound.handler import unmatched
+
+    rows = [
+        {
+            "id": message.id,
+            "received": clock.format_local(message.received_at),
+            "door": message.door,
+            "kind": message.kind.value,
+            "sender": message.from_address or message.envelope_from or "",
+            "subject": message.subject or "",
+            "excerpt": message.excerpt or message.diagnostic or "",
+            "path": message.archive_path,
+        }
+        for message in unmatched()
+    ]
+    return render_template("admin/inbound.html", rows=rows)

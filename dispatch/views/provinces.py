@@ -243,6 +243,8 @@ _KIND_LABELS = {
 _METHOD_LABELS = {
     AcknowledgementMethod.LINK: "qua đường liên kết",
     AcknowledgementMethod.PHONE: "qua điện thoại, do văn thư ghi nhận",
+    AcknowledgementMethod.EMAIL: "qua thư trả lời, do văn thư ghi nhận",
+    AcknowledgementMethod.EDXML: "qua hệ thống quản lý văn bản (edXML)",
 }
 
 
@@ -300,7 +302,35 @@ def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
         ],
         "receipt": _receipt(recipient, documents),
         "action": url_for("provinces.letter", token=token),
+        "notice": _amendment_notice(dispatch.id),
     }
+
+
+def _amendment_notice(dispatch_id: int) -> str | None:
+    """What became of this letter (recalled, replaced), or what this recall letter asks."""
+    from dispatch import amendments
+    from dispatch.models import AmendmentKind, AmendmentStatus
+
+    for amendment in amendments.amendments_of(dispatch_id):
+        if amendment.status is not AmendmentStatus.APPROVED or amendment.new is None:
+            continue
+        other = amendment.new.number_and_symbol
+        original = amendment.original.number_and_symbol
+        if amendment.original_id == dispatch_id and other:
+            if amendment.kind is AmendmentKind.RECALL:
+                return (
+                    f"Công văn này đã bị thu hồi bằng Công văn số {other}: không thực hiện "
+                    "nội dung của công văn này và huỷ văn bản đã nhận."
+                )
+            return f"Công văn này đã được thay thế bằng Công văn số {other}."
+        if amendment.new_id == dispatch_id and amendment.kind is AmendmentKind.RECALL:
+            return (
+                f"Đây là văn bản thu hồi Công văn số {original}. Xác nhận dưới đây là xác nhận "
+                "đã nhận văn bản này và đã huỷ Công văn bị thu hồi."
+            )
+        if amendment.new_id == dispatch_id:
+            return f"Công văn này thay thế Công văn số {original}."
+    return None
 
 
 # --- Responses that say nothing about the token -----------------------------------------------

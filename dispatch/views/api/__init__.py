@@ -14,11 +14,11 @@ from flask import Flask
 from flask_smorest import Api
 
 # Importing each module registers its operations on ``bp``.
-from dispatch.views.api import directory, dispatches
+from dispatch.views.api import directory, dispatches, edxml
 from dispatch.views.api.common import API_CONFIG, BEARER_SCHEME, bp
 from dispatch.views.api.schemas import ErrorSchema
 
-__all__ = ["directory", "dispatches", "init_app"]
+__all__ = ["directory", "dispatches", "edxml", "init_app"]
 
 
 class DispatchApi(Api):

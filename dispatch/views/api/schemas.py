@@ -234,6 +234,8 @@ class ReportCountsSchema(ma.Schema):
     total = ma.fields.Integer(required=True)
     sent = ma.fields.Integer(required=True)
     failed = ma.fields.Integer(required=True)
+    bounced = ma.fields.Integer(required=True, metadata={"description": "Thư bị trả lại"})
+    refused = ma.fields.Integer(required=True, metadata={"description": "Bị từ chối tiếp nhận"})
     opened = ma.fields.Integer(required=True)
     acknowledged = ma.fields.Integer(required=True)
     overdue = ma.fields.Integer(required=True)
@@ -249,7 +251,9 @@ class RecipientReportSchema(ma.Schema):
     cc = ma.fields.List(ma.fields.String(), required=True)
     delivery = ma.fields.String(
         allow_none=True,
-        metadata={"description": "queued, sent, retrying, failed, cancelled; null: chưa gửi"},
+        metadata={
+            "description": "queued, sent, retrying, failed, cancelled, bounced; null: chưa gửi"
+        },
     )
     smtp_reply = ma.fields.String(allow_none=True)
     last_error = ma.fields.String(allow_none=True)
@@ -262,6 +266,20 @@ class RecipientReportSchema(ma.Schema):
     acknowledged_method = ma.fields.String(allow_none=True, metadata={"example": "link"})
     reminders = ma.fields.Integer(required=True, metadata={"description": "Số lần đã nhắc"})
     overdue = ma.fields.Boolean(required=True)
+    bounced_at = ma.fields.String(allow_none=True, metadata={"description": "ISO-8601, giờ VN"})
+    bounce_reason = ma.fields.String(allow_none=True, metadata={"description": "Lý do trả lại"})
+    bounce_status = ma.fields.String(allow_none=True, metadata={"example": "5.1.1"})
+    bounce_diagnostic = ma.fields.String(allow_none=True)
+    bounce_reporter = ma.fields.String(allow_none=True)
+    refused = ma.fields.Boolean(required=True)
+    refused_at = ma.fields.String(allow_none=True, metadata={"description": "ISO-8601, giờ VN"})
+    refusal_reason = ma.fields.String(allow_none=True)
+    processing = ma.fields.String(
+        allow_none=True, metadata={"description": "assigned, in_progress, done (edXML 04–06)"}
+    )
+    processing_at = ma.fields.String(allow_none=True, metadata={"description": "ISO-8601"})
+    replies = ma.fields.Integer(required=True, metadata={"description": "Thư trả lời"})
+    auto_replies = ma.fields.Integer(required=True, metadata={"description": "Trả lời tự động"})
 
 
 class StatusReportSchema(ma.Schema):
@@ -321,3 +339,15 @@ class DirectorySchema(ma.Schema):
 
     items = ma.fields.List(ma.fields.Nested(OfficeSchema), required=True)
     total = ma.fields.Integer(required=True)
+
+
+class EdxmlStatusResultSchema(ma.Schema):
+    """What recording an edXML status message did."""
+
+    inbound_id = ma.fields.Integer(required=True)
+    duplicate = ma.fields.Boolean(required=True, metadata={"description": "Đã nhận trước đó"})
+    code = ma.fields.String(required=True, metadata={"example": "03"})
+    meaning = ma.fields.String(required=True, metadata={"example": "đã tiếp nhận"})
+    dispatch_id = ma.fields.Integer(allow_none=True)
+    recipient_id = ma.fields.Integer(allow_none=True)
+    changed = ma.fields.Boolean(required=True, metadata={"description": "Trạng thái đã thay đổi"})

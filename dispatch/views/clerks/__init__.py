@@ -13,7 +13,14 @@ autosave script sends it in the ``X-CSRFToken`` header).
 from __future__ import annotations
 
 # Importing each module registers its routes on ``bp``.
-from dispatch.views.clerks import directory, dispatches, drafts, recipients, register
+from dispatch.views.clerks import (
+    amendments,
+    directory,
+    dispatches,
+    drafts,
+    recipients,
+    register,
+)
 from dispatch.views.clerks.common import bp
 
-__all__ = ["bp", "directory", "dispatches", "drafts", "recipients", "register"]
+__all__ = ["amendments", "bp", "directory", "dispatches", "drafts", "recipients", "register"]

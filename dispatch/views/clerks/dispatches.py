@@ -31,7 +31,7 @@ from dispatch.views.clerks.common import (
     signed_in_user,
 )
 from dispatch.views.clerks.drafts import error_items
-from dispatch.views.downloads import send_document
+from dispatch.views.downloads import file_response, send_document
 from dispatch.views.params import page_arg
 
 # --- The list ----------------------------------------------------------------------------------
@@ -143,6 +143,13 @@ def deliver_now(dispatch_id: int) -> Any:
 
 # --- Watching delivery -------------------------------------------------------------------------
 
+# How a confirmation that did not come through the link reached us.
+ACK_METHOD_NOTES = {
+    "phone": " (qua điện thoại)",
+    "email": " (qua thư trả lời)",
+    "edxml": " (qua hệ thống quản lý văn bản, edXML)",
+}
+
 
 def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
     """A recipient of the report as the page shows it (times dd/mm/yyyy HH:MM, Vietnam)."""
@@ -157,10 +164,17 @@ def _recipient_row(recipient: dict[str, Any], stopped: bool) -> dict[str, Any]:
         if recipient["delivery"] in ("failed", "retrying")
         else ""
     )
+    row["delivery_detail_class"] = "muted smtp-reply"
+    if recipient["delivery"] == "bounced":
+        row["delivery_detail"] = recipient["bounce_reason"] or ""
+        row["delivery_detail_class"] = "reason-bad"
     if recipient["acknowledged_at"]:
         confirmed = row["acknowledged_at"]
-        if recipient["acknowledged_method"] == "phone":
-            confirmed += " (qua điện thoại)"
+        confirmed += ACK_METHOD_NOTES.get(recipient["acknowledged_method"] or "", "")
+    elif recipient["refused"]:
+        confirmed = "từ chối tiếp nhận"
+        if recipient["refusal_reason"]:
+            confirmed += f": {recipient['refusal_reason']}"
     elif recipient["overdue"]:
         confirmed = "quá hạn"
     else:
@@ -193,6 +207,8 @@ def status_data(dispatch_id: int) -> dict[str, Any]:
 @role_required(*READ_ROLES)
 def dispatch_detail(dispatch_id: int) -> Any:
     """One dispatch: number, subject, status, and every recipient's delivery and receipt."""
+    from dispatch.views.clerks.amendments import amendment_rows
+
     data = status_data(dispatch_id)
     dispatch = dispatch_or_404(dispatch_id)
     report = data["report"]
@@ -205,6 +221,8 @@ def dispatch_detail(dispatch_id: int) -> Any:
         in_flight=data["in_flight"],
         refresh_seconds=REFRESH_SECONDS,
         documents=list(dispatch.documents),
+        amendments=amendment_rows(dispatch_id),
+        can_amend=report["status"] in ("issued", "completed"),
     )
 
 
@@ -239,3 +257,27 @@ def document(dispatch_id: int, document_id: int) -> Any:
     if found is None or found.dispatch_id != dispatch_id:
         abort(404)
     return send_document(found)
+
+
+@bp.get("/dispatches/<int:dispatch_id>/edxml.zip")
+@role_required(*READ_ROLES)
+def edxml_packages(dispatch_id: int) -> Any:
+    """The dispatch's edXML packages (QCVN 102:2016), one per recipient, in one zip."""
+    import io
+    import zipfile
+
+    from dispatch.edxml.exchange import packages
+    from dispatch.edxml.xml import EdxmlError
+
+    dispatch = dispatch_or_404(dispatch_id)
+    try:
+        files = packages(dispatch_id, at=clock.now())
+    except EdxmlError as exc:
+        flash(f"Chưa tạo được gói edXML: {exc}", "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files:
+            archive.writestr(name, data)
+    number = (dispatch.number_and_symbol or str(dispatch_id)).replace("/", "-")
+    return file_response(buffer.getvalue(), "application/zip", f"edXML-CV-{number}.zip")

@@ -8,15 +8,53 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from dispatch import clock
+from dispatch import archive, clock
 from dispatch.accounts.auth import role_required
 from dispatch.extensions import db
-from dispatch.models import DispatchRecipient
+from dispatch.inbound import handler as inbound
+from dispatch.models import DispatchRecipient, InboundMessage
 from dispatch.receipts import recipient_actions
 from dispatch.reporting import status
 from dispatch.transaction import unit_of_work
-from dispatch.views.clerks.common import CHANGE_ROLES, bp, signed_in_user
+from dispatch.views.clerks.common import CHANGE_ROLES, READ_ROLES, bp, signed_in_user
 from dispatch.views.clerks.dispatches import status_data
+from dispatch.views.downloads import NOSNIFF, file_response
+
+# What the recipient's history calls each kind of message received.
+INBOUND_LABELS = {
+    "bounce": "Thư bị trả lại",
+    "delay": "Báo chậm chuyển thư",
+    "delivered": "Báo đã chuyển thư",
+    "auto_reply": "Trả lời tự động (không tính là xác nhận)",
+    "reply": "Thư trả lời",
+    "edxml_status": "Trạng thái từ hệ thống văn bản (edXML)",
+}
+
+
+def _inbound_rows(recipient: DispatchRecipient) -> list[dict[str, Any]]:
+    """The messages received about the recipient, as the page shows them."""
+    rows = []
+    for message in inbound.for_recipient(recipient.id):
+        kind = message.kind.value
+        rows.append(
+            {
+                "id": message.id,
+                "kind": kind,
+                "label": INBOUND_LABELS.get(kind, kind),
+                "received": clock.format_local(message.received_at),
+                "sender": message.from_name or message.from_address or "",
+                "subject": message.subject or "",
+                "excerpt": message.excerpt or message.diagnostic or "",
+                "confirmed": message.confirmed_at is not None,
+                "confirmed_by": (message.confirmed_by.email if message.confirmed_by else ""),
+                "can_confirm": kind == "reply"
+                and message.confirmed_at is None
+                and recipient.acknowledged_at is None,
+                "name": message.from_name or "",
+            }
+        )
+    return rows
+
 
 # --- Per-recipient actions ---------------------------------------------------------------------
 
@@ -45,6 +83,7 @@ def _recipient_page(
             recipient=recipient,
             row=row,
             messages=list(recipient.messages),  # oldest first (the relationship's order)
+            received=_inbound_rows(recipient),
             errors=errors or {},
             values=values or {},
             message=message,
@@ -150,3 +189,49 @@ def reminders(dispatch_id: int, recipient_id: int) -> Any:
         return "Đã dừng nhắc việc cho nơi nhận này." if stop else "Đã bật lại nhắc việc."
 
     return _act(recipient, {}, change)
+
+
+def _inbound_or_404(recipient: DispatchRecipient, inbound_id: int) -> InboundMessage:
+    message = db.session.get(InboundMessage, inbound_id)
+    if message is None or message.recipient_id != recipient.id:
+        abort(404)
+    return message
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/received/<int:inbound_id>")
+@role_required(*CHANGE_ROLES)
+def confirm_by_reply(dispatch_id: int, recipient_id: int, inbound_id: int) -> Any:
+    """Record an office's e-mail reply as its confirmation of receipt (the clerk marks it)."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    message = _inbound_or_404(recipient, inbound_id)
+    values = {key: request.form.get(key, "") for key in ("reply_name", "reply_position")}
+
+    def change() -> str:
+        try:
+            inbound.mark_reply_as_confirmation(
+                message,
+                name=values["reply_name"],
+                position=values["reply_position"],
+                actor=signed_in_user(),
+                at=clock.now(),
+            )
+        except inbound.InboundError as exc:
+            raise recipient_actions.RecipientActionError(
+                "Chưa ghi nhận được thư trả lời là xác nhận.", {"reply": str(exc)}
+            ) from exc
+        return "Đã ghi nhận thư trả lời là xác nhận đã nhận công văn."
+
+    return _act(recipient, values, change)
+
+
+@bp.get("/dispatches/<int:dispatch_id>/recipients/<int:recipient_id>/received/<int:inbound_id>.eml")
+@role_required(*READ_ROLES)
+def received_eml(dispatch_id: int, recipient_id: int, inbound_id: int) -> Any:
+    """A message received about the recipient, exactly as it was received."""
+    recipient = _recipient_or_404(dispatch_id, recipient_id)
+    message = _inbound_or_404(recipient, inbound_id)
+    try:
+        data = archive.read_archived(message.archive_path, message.sha256)
+    except archive.ArchiveError:
+        abort(404)
+    return file_response(data, "message/rfc822", f"thu-den-{message.id}.eml", headers=NOSNIFF)

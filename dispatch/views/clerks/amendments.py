@@ -1,0 +1,148 @@
+"""Recall and replacement on the dispatch page: a clerk asks, a leader approves or declines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, redirect, request, url_for
+from flask_login import current_user
+
+from dispatch import amendments, clock
+from dispatch.accounts.auth import role_required
+from dispatch.drafting.drafts import DraftError
+from dispatch.letters.source import LetterSourceError
+from dispatch.models import DispatchAmendment, Role
+from dispatch.transaction import unit_of_work
+from dispatch.views.clerks.common import CHANGE_ROLES, bp, dispatch_or_404, signed_in_user
+
+
+def amendment_rows(dispatch_id: int) -> list[dict[str, Any]]:
+    """The requests that concern a dispatch, as the page shows them."""
+    rows = []
+    role = getattr(current_user, "role", None)
+    for amendment in amendments.amendments_of(dispatch_id):
+        original, new = amendment.original, amendment.new
+        is_original = amendment.original_id == dispatch_id
+        issued_new = new is not None and new.number_and_symbol is not None
+        rows.append(
+            {
+                "id": amendment.id,
+                "kind": amendment.kind.value,
+                "label": amendments.LABELS[amendment.kind],
+                "status": amendment.status.value,
+                "status_label": amendments.STATUS_LABELS[amendment.status],
+                "reason": amendment.reason,
+                "requested_by": amendment.requested_by.email if amendment.requested_by else "",
+                "requested_at": clock.format_local(amendment.requested_at),
+                "decided_by": amendment.decided_by.email if amendment.decided_by else "",
+                "decided_at": clock.format_local(amendment.decided_at),
+                "note": amendment.decision_note or "",
+                "is_original": is_original,
+                "other_id": (amendment.new_id if is_original else amendment.original_id),
+                "other_number": (
+                    (new.number_and_symbol or "bản nháp")
+                    if is_original and new
+                    else (original.number_and_symbol or "")
+                    if not is_original
+                    else ""
+                ),
+                "other_label": (
+                    f"công văn số {new.number_and_symbol}"
+                    if issued_new and new is not None
+                    else "bản nháp văn bản mới"
+                ),
+                "can_decide": role is Role.LEADER
+                and amendment.status.value in ("requested", "approved")
+                and (new is None or new.status.value == "draft"),
+            }
+        )
+    return rows
+
+
+@bp.post("/dispatches/<int:dispatch_id>/recall")
+@role_required(*CHANGE_ROLES)
+def request_recall(dispatch_id: int) -> Any:
+    """A clerk asks a leader to recall this dispatch."""
+    dispatch_or_404(dispatch_id)
+    try:
+        with unit_of_work():
+            amendments.request_recall(
+                dispatch_id,
+                reason=request.form.get("reason", ""),
+                actor=signed_in_user(),
+                at=clock.now(),
+            )
+    except (amendments.AmendmentError, DraftError) as exc:
+        flash(str(exc), "error")
+    else:
+        flash("Đã gửi đề nghị thu hồi; chờ lãnh đạo duyệt.", "info")
+    return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+
+
+@bp.post("/dispatches/<int:dispatch_id>/replace")
+@role_required(*CHANGE_ROLES)
+def start_replacement(dispatch_id: int) -> Any:
+    """A clerk drafts a corrected letter to replace this dispatch."""
+    dispatch_or_404(dispatch_id)
+    try:
+        with unit_of_work():
+            amendment = amendments.start_replacement(
+                dispatch_id,
+                reason=request.form.get("reason", ""),
+                actor=signed_in_user(),
+                at=clock.now(),
+            )
+            draft_id = amendment.new_id
+    except (amendments.AmendmentError, DraftError) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    flash(
+        "Đã tạo bản nháp văn bản thay thế: sửa nội dung cần đính chính; lãnh đạo duyệt thì "
+        "văn bản được ban hành với số mới.",
+        "info",
+    )
+    return redirect(url_for("clerks.edit", dispatch_id=draft_id), code=303)
+
+
+def _back(amendment_id: int) -> Any:
+    from dispatch.extensions import db
+
+    amendment = db.session.get(DispatchAmendment, amendment_id)
+    target = amendment.original_id if amendment is not None else None
+    if target is None:
+        return redirect(url_for("clerks.home"), code=303)
+    return redirect(url_for("clerks.dispatch_detail", dispatch_id=target), code=303)
+
+
+@bp.post("/amendments/<int:amendment_id>/approve")
+@role_required(Role.LEADER)
+def approve_amendment(amendment_id: int) -> Any:
+    """A leader approves: the recall letter or the replacement is issued with a new number."""
+    try:
+        approved = amendments.approve(amendment_id, actor=signed_in_user(), at=clock.now())
+    except (amendments.AmendmentError, DraftError) as exc:
+        flash(str(exc), "error")
+    except LetterSourceError as exc:
+        flash(f"Văn bản thay thế còn lỗi, chưa ban hành được: {exc.message}", "error")
+    else:
+        flash(f"Đã duyệt; đã ban hành công văn số {approved.number}.", "info")
+    return _back(amendment_id)
+
+
+@bp.post("/amendments/<int:amendment_id>/reject")
+@role_required(Role.LEADER)
+def reject_amendment(amendment_id: int) -> Any:
+    """A leader declines the request."""
+    try:
+        with unit_of_work():
+            amendments.reject(
+                amendment_id,
+                note=request.form.get("note", ""),
+                actor=signed_in_user(),
+                at=clock.now(),
+            )
+    except amendments.AmendmentError as exc:
+        flash(str(exc), "error")
+    else:
+        flash("Đã không duyệt đề nghị.", "info")
+    return _back(amendment_id)

@@ -1,0 +1,249 @@
+"""Recall and replacement: a clerk asks, a leader approves, a new numbered letter goes out, and
+nothing that was issued is edited or deleted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from sqlalchemy import select
+
+from dispatch import amendments
+from dispatch.archive import read_archived
+from dispatch.clock import VN
+from dispatch.drafting import drafts
+from dispatch.edxml.exchange import package_for
+from dispatch.edxml.package import RECALL, REPLACE
+from dispatch.extensions import db
+from dispatch.mail.sender import deliver_due
+from dispatch.models import (
+    AuditEntry,
+    DeliveryStatus,
+    Dispatch,
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+    MessageKind,
+    OutboxMessage,
+    Role,
+)
+from dispatch.receipts.acknowledgements import acknowledge, find_recipient
+from dispatch.receipts.reminders import send_due_reminders
+from tests.fixtures.clerks import post_form
+from tests.fixtures.smtp import ISSUED_AT
+
+SENT = ISSUED_AT + dt.timedelta(minutes=1)
+NEXT_DAY = dt.datetime(2021, 11, 16, 9, 0, tzinfo=VN)
+DECIDED = dt.datetime(2021, 11, 16, 10, 0, tzinfo=VN)
+OUR_ID = "000.00.15.G14"
+
+
+def _frozen(dispatch_id: int) -> dict:
+    """Everything issuing froze about a dispatch, and its archived bytes."""
+    db.session.expire_all()
+    dispatch = db.session.get(Dispatch, dispatch_id)
+    documents = db.session.execute(
+        select(Document).where(Document.dispatch_id == dispatch_id).order_by(Document.id)
+    ).scalars()
+    return {
+        "fields": {
+            name: getattr(dispatch, name)
+            for name in ("source", "subject", "symbol", "number", "issued_on", "issued_at")
+        },
+        "documents": [(d.filename, d.sha256, read_archived(d.path, d.sha256)) for d in documents],
+    }
+
+
+def _token_of(message) -> str:
+    body = message.email.get_body(("plain",)).get_content()
+    (token,) = set(re.findall(r"/r/([A-Za-z0-9_-]{43})", body))
+    return token
+
+
+@pytest.fixture()
+def sent(smtp_app, smtp_server, outbox_dispatch, desk):
+    """A dispatch issued to three offices and delivered; the desk's clerk and leader."""
+    smtp_app.config["DISPATCH_ORGAN_ID"] = OUR_ID
+    dispatch = outbox_dispatch(codes=["01", "79", "96"])
+    assert deliver_due(SENT).sent == 3
+    db.session.expire_all()
+    return db.session.get(Dispatch, dispatch.id)
+
+
+def test_a_recall_is_approved_by_a_leader_issued_sent_and_confirmed(
+    sent, desk, smtp_server, client
+):
+    clerk, leader = desk.users[Role.CLERK], desk.users[Role.LEADER]
+    before = _frozen(sent.id)
+    # A reminder already waiting for the original is cancelled by the recall.
+    send_due_reminders(NEXT_DAY)
+    db.session.commit()
+    waiting = (
+        db.session.execute(
+            select(OutboxMessage).where(
+                OutboxMessage.dispatch_id == sent.id, OutboxMessage.kind == MessageKind.REMINDER
+            )
+        )
+        .scalars()
+        .all()
+    )
+    assert len(waiting) == 3
+
+    amendment = amendments.request_recall(
+        sent.id, reason="Nhầm số liệu tại mục 2.", actor=clerk, at=NEXT_DAY
+    )
+    db.session.commit()
+    with pytest.raises(amendments.AmendmentError, match="đang xử lý"):
+        amendments.request_recall(sent.id, reason="Lần nữa", actor=clerk, at=NEXT_DAY)
+    db.session.rollback()
+    with pytest.raises(amendments.AmendmentError, match="Chỉ lãnh đạo"):
+        amendments.approve(amendment.id, actor=clerk, at=DECIDED)
+    db.session.rollback()
+
+    approved = amendments.approve(amendment.id, actor=leader, at=DECIDED)
+    db.session.expire_all()
+    recall = db.session.get(Dispatch, approved.new_id)
+    original = db.session.get(Dispatch, sent.id)
+    assert recall.status is DispatchStatus.ISSUED and approved.number == "02/THH-VP"
+    assert recall.subject.startswith("thu hồi Công văn số 01/THH-VP ngày 15/11/2021 về việc ")
+    assert "Lý do thu hồi: Nhầm số liệu tại mục 2." in recall.source["body"]
+    assert "xác nhận đã huỷ" in recall.source["body"]
+    assert sorted(r.province_code for r in recall.recipients) == ["01", "79", "96"]
+    assert original.status is DispatchStatus.RECALLED
+    # Nothing that was issued changed: the letter, its number, its files.
+    assert _frozen(sent.id) == before
+    assert {m.status for m in waiting if db.session.refresh(m) is None} == {
+        DeliveryStatus.CANCELLED
+    }
+    actions = [
+        e.action
+        for e in db.session.execute(
+            select(AuditEntry).where(AuditEntry.dispatch_id == sent.id).order_by(AuditEntry.id)
+        ).scalars()
+    ]
+    for action in ("dispatch.recall_requested", "dispatch.amendment_approved", "dispatch.recalled"):
+        assert action in actions
+    # No more reminders for the recalled letter.
+    later = send_due_reminders(dt.datetime(2021, 11, 17, 9, 0, tzinfo=VN))
+    assert sent.id not in [o.dispatch_id for o in later.outcomes]
+
+    # The recall letter goes to each office; each is asked to confirm it deleted the letter.
+    report = deliver_due(DECIDED + dt.timedelta(minutes=1))
+    assert report.sent == 3
+    recall_mail = smtp_server.messages[-1]
+    assert "thu hồi Công văn số 01/THH-VP" in str(recall_mail.email["Subject"])
+    token = _token_of(recall_mail)
+    page = client.get(f"/r/{token}").get_data(as_text=True)
+    assert "Đây là văn bản thu hồi Công văn số 01/THH-VP" in page
+    recipient = find_recipient(token)
+    acknowledge(recipient, "Lê Văn Cường", "Văn thư", "Đã xoá", None, None, DECIDED)
+    db.session.commit()
+    assert find_recipient(token).acknowledged_by == "Lê Văn Cường"
+    # The original's own link still opens and says it was recalled.
+    first = next(m for m in smtp_server.messages if m.rcpt_tos == recall_mail.rcpt_tos)
+    old_page = client.get(f"/r/{_token_of(first)}").get_data(as_text=True)
+    assert "Công văn này đã bị thu hồi bằng Công văn số 02/THH-VP" in old_page
+
+    # Both letters name each other, on the page and in edXML (business type 1).
+    html = desk.clerk.get(f"/dispatches/{sent.id}").get_data(as_text=True)
+    assert "Đề nghị thu hồi" in html and "công văn số 02/THH-VP" in html
+    package = package_for(recall, recall.recipients[0], at=DECIDED)
+    assert package.business_type == RECALL
+    assert package.response_for.document_id == f"{OUR_ID},2021/11/15,01/THH-VP"
+    assert package.business_reason == "Nhầm số liệu tại mục 2."
+    # A recalled letter cannot be recalled or replaced again.
+    with pytest.raises(amendments.AmendmentError, match="Chỉ công văn đã ban hành"):
+        amendments.request_recall(sent.id, reason="x", actor=clerk, at=DECIDED)
+
+
+def test_a_replacement_through_the_web_gets_a_new_number_and_links_both(sent, desk):
+    before = _frozen(sent.id)
+    url = f"/dispatches/{sent.id}"
+    response = post_form(
+        desk.clerk, f"{url}/replace", {"reason": "Sai hạn báo cáo."}, token_from=url
+    )
+    assert response.status_code == 303 and response.headers["Location"].endswith("/edit")
+    draft_id = int(re.search(r"/dispatches/(\d+)/edit", response.headers["Location"]).group(1))
+    draft = db.session.get(Dispatch, draft_id)
+    assert draft.status is DispatchStatus.DRAFT
+    assert draft.source["body"] == sent.source["body"]
+    assert [d for d in draft.source["meta"].get("attachments", [])]  # the carried file too
+    # The clerk corrects the letter in the draft.
+    corrected = dict(draft.source)
+    corrected["body"] = sent.source["body"].replace("phối hợp thực hiện", "phối hợp báo cáo")
+    drafts.save_as_typed(
+        draft_id, corrected, group_code=None, recipient_ids=None,
+        actor=desk.users[Role.CLERK], at=NEXT_DAY,
+    )  # fmt: skip
+    db.session.commit()
+    # A clerk cannot approve; a leader can.
+    (amendment_id,) = re.findall(
+        r'data-amendment-id="(\d+)"', desk.clerk.get(url).get_data(as_text=True)
+    )
+    assert desk.clerk.post(f"/amendments/{amendment_id}/approve").status_code in (400, 403)
+    leader_page = desk.leader.get(url).get_data(as_text=True)
+    assert "Duyệt và ban hành" in leader_page
+    approved = post_form(desk.leader, f"/amendments/{amendment_id}/approve", {}, token_from=url)
+    assert approved.status_code == 303
+    db.session.expire_all()
+    new = db.session.get(Dispatch, draft_id)
+    original = db.session.get(Dispatch, sent.id)
+    assert new.status is DispatchStatus.ISSUED
+    # A number of its own in the register (issued today, so in today's year's register).
+    assert (new.register_year, new.number) != (original.register_year, original.number)
+    assert original.status is DispatchStatus.REPLACED
+    assert _frozen(sent.id) == before
+    assert "phối hợp báo cáo" in new.source["body"]
+    queued = (
+        db.session.execute(
+            select(OutboxMessage).where(
+                OutboxMessage.dispatch_id == new.id, OutboxMessage.kind == MessageKind.LETTER
+            )
+        )
+        .scalars()
+        .all()
+    )
+    assert len(queued) == 3  # the offices are asked to confirm the new letter
+    html = desk.clerk.get(f"/dispatches/{new.id}").get_data(as_text=True)
+    assert "Văn bản này thay thế công văn số" in html and "01/THH-VP" in html
+    package = package_for(new, new.recipients[0], at=DECIDED)
+    assert package.business_type == REPLACE
+    assert package.response_for.code == "01/THH-VP"
+    listing = desk.leader.get("/lanh-dao/").get_data(as_text=True)
+    assert "Đã bị thay thế" in listing
+
+
+def test_a_leader_may_decline_and_the_draft_stays_a_draft(sent, desk):
+    clerk, leader = desk.users[Role.CLERK], desk.users[Role.LEADER]
+    amendment = amendments.start_replacement(
+        sent.id, reason="Đổi người ký.", actor=clerk, at=NEXT_DAY
+    )
+    db.session.commit()
+    amendments.reject(amendment.id, note="Không cần thay thế.", actor=leader, at=DECIDED)
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Dispatch, sent.id).status is DispatchStatus.ISSUED
+    assert db.session.get(Dispatch, amendment.new_id).status is DispatchStatus.DRAFT
+    with pytest.raises(amendments.AmendmentError, match="đã bị từ chối"):
+        amendments.approve(amendment.id, actor=leader, at=DECIDED)
+    with pytest.raises(amendments.AmendmentError, match="nêu lý do"):
+        amendments.request_recall(sent.id, reason="  ", actor=clerk, at=DECIDED)
+    db.session.rollback()
+    # After a refusal a new request may be made.
+    amendments.request_recall(sent.id, reason="Sai địa chỉ nơi nhận.", actor=clerk, at=DECIDED)
+    db.session.commit()
+    assert db.session.execute(select(DispatchRecipient).limit(1)).scalar_one() is not None
+
+
+def test_the_register_keeps_a_recalled_letter_with_a_note(sent, desk):
+    from dispatch.reporting.register import build_register
+
+    amendment = amendments.request_recall(
+        sent.id, reason="Nhầm nơi nhận.", actor=desk.users[Role.CLERK], at=NEXT_DAY
+    )
+    db.session.commit()
+    amendments.approve(amendment.id, actor=desk.users[Role.LEADER], at=DECIDED)
+    register = build_register(2021)
+    text = repr(register)
+    assert "01/THH-VP" in text and "02/THH-VP" in text and "Đã thu hồi" in text
