@@ -154,6 +154,27 @@ def test_a_refused_sender_leaves_every_message_for_later(smtp_server):
     assert smtp_server.handler.mail_commands == 1 and smtp_server.messages == []
 
 
+def test_a_451_to_our_sender_gives_the_relay_up_for_the_batch_no_fault_of_a_message(
+    smtp_server,
+):
+    smtp_server.handler.fail_mail = 1
+    smtp_server.handler.fail_mail_reply = "451 4.3.2 System not accepting network messages"
+    with session_for(smtp_server) as session:
+        with pytest.raises(SendFailure) as refused:
+            session.send(envelope(), message(1))
+        assert refused.value.server_wide and refused.value.before_data
+        assert not refused.value.permanent
+        assert session.unreachable is None
+        assert session.given_up == (
+            "sender refused for now: MAIL FROM: 451 4.3.2 System not accepting network messages"
+        )
+        # The next message is not even offered.
+        with pytest.raises(SendFailure) as held:
+            session.send(envelope(), message(2))
+        assert held.value.server_wide and held.value.before_data
+    assert smtp_server.handler.mail_commands == 1 and smtp_server.messages == []
+
+
 def test_a_server_that_is_down_is_tried_once_per_batch(dead_smtp_port):
     session = SmtpSession(SmtpSettings(port=dead_smtp_port, timeout=5))
     with session:

@@ -31,7 +31,14 @@ def deliver_command(at: dt.datetime, limit: int | None) -> None:
         line += f"; đã huỷ (không còn cần gửi): {report.cancelled}"
     if report.skipped:
         line += f"; do tiến trình khác gửi: {report.skipped}"
+    if report.released:
+        line += f"; để lại cho lần gửi sau: {report.released}"
     click.echo(line + ".")
+    if report.held_back:
+        click.echo(
+            f"Máy chủ thư tạm ngừng nhận ({report.held_back}): "
+            "các thư còn lại giữ nguyên trong hàng đợi, gửi ở lần chạy sau."
+        )
     for error in report.errors:
         click.echo(f"  - {error}", err=True)
 

@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from flask import current_app
 from flask_mail import Message, email_dispatched, sanitize_address
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import joinedload
 
@@ -127,6 +127,8 @@ class DeliveryReport:
     skipped: int = 0  # claimed, then taken over by another sender before its turn
     connections: int = 0  # SMTP connections opened
     claimed: int = 0
+    released: int = 0  # claimed, then given back untried: the relay was given up for this run
+    held_back: str | None = None  # why the relay was given up, leaving the rest for later
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -302,6 +304,60 @@ class _Claim:
             self.ours = _renew(rest, self.claimed_at, self.worker, now)
             self.claimed_at = now
         return row_id in self.ours
+
+
+def _release(row_ids: list[int], claim: _Claim, moment: dt.datetime, reason: str) -> int:
+    """Give back our claim on ``row_ids``, none of them handed over, and commit: each goes back
+    to where it was (``queued``, or ``retrying`` after an earlier failed attempt), due at once,
+    the attempt its claim counted not spent; audited as ``message.released``. How many."""
+    if not row_ids:
+        return 0
+    released = db.session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(row_ids),
+            OutboxMessage.status == DeliveryStatus.SENDING,
+            OutboxMessage.claimed_by == claim.worker,
+            OutboxMessage.claimed_at == claim.claimed_at,
+        )
+        .values(
+            status=case(
+                (OutboxMessage.attempts > 1, DeliveryStatus.RETRYING),
+                else_=DeliveryStatus.QUEUED,
+            ),
+            attempts=OutboxMessage.attempts - 1,
+            claimed_at=None,
+            claimed_by=None,
+        )
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.attempts,
+            OutboxMessage.message_id,
+            OutboxMessage.dispatch_id,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    audit.record_many(
+        [
+            {
+                "action": "message.released",
+                "actor": ACTOR,
+                "at": moment,
+                "object_type": "outbox_message",
+                "object_id": row.id,
+                "dispatch_id": row.dispatch_id,
+                "details": {
+                    "worker": claim.worker,
+                    "message_id": row.message_id,
+                    "attempt": row.attempts + 1,  # the claim's, not counted
+                    "reason": reason,
+                },
+            }
+            for row in sorted(released, key=lambda row: row.id)
+        ]
+    )
+    db.session.commit()
+    return len(released)
 
 
 # --- Outcomes --------------------------------------------------------------------------------
@@ -708,7 +764,8 @@ def _hand_over_message(
     try:
         handover = session.hand_over(composed.envelope, composed.data, meanwhile=outcome_commit)
     except SendFailure as failure:
-        _commit_failure(row_id, failure, worker, moment, report)
+        if not failure.server_wide:  # else left for a later run with the rest (``_release``)
+            _commit_failure(row_id, failure, worker, moment, report)
         return None
     return _AwaitingReply(composed, handover)
 
@@ -825,7 +882,7 @@ def _send_claimed(
     if loaded is None:
         return  # the database failed: the rows stay claimed and go after the lease
     awaiting: _AwaitingReply | None = None
-    for row_id in [*claimed, None]:
+    for position, row_id in enumerate([*claimed, None]):
         composed = None
         if row_id in loaded:
             compose_next = partial(
@@ -845,6 +902,15 @@ def _send_claimed(
             )
             awaiting = _guarded(composed.row.id, report, hand_over, abandon)
         _finish_committing(outcome_commit)  # done already, unless nothing was handed over
+        if session.given_up is not None and row_id is not None:
+            # The relay is given up for this run: this row and the rest go back untried.
+            report.held_back = session.given_up
+            left = claimed[position:]
+            released = _guarded(
+                left[0], report, partial(_release, left, claim, moment(), session.given_up)
+            )
+            report.released += released or 0
+            return
 
 
 def deliver_due(
@@ -894,6 +960,6 @@ def _deliver_batches(
             break
         report.claimed += len(claimed)
         _send_claimed(claimed, claimed_at, session, archiver, worker, moment, report)
-        if session.unreachable is not None:
+        if session.unreachable is not None or session.given_up is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
     report.connections = session.connections

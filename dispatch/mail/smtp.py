@@ -97,6 +97,9 @@ class SendFailure(Exception):
         self.connection_lost = connection_lost
         self.reply = reply  # the server's answer, when it gave one
         self.before_data = before_data  # nothing of the message reached the server
+        # The relay refused (or stalled) for every message alike, not for this one: nothing of
+        # it was sent, and it is no attempt of its own (``SmtpSession.given_up``).
+        self.server_wide = False
         # The conversation is still in step: after RSET the connection can carry the next one.
         self.keeps_connection = not connection_lost
 
@@ -177,6 +180,10 @@ class SmtpSession:
         self.settings = settings
         self.smtp: smtplib.SMTP | None = None
         self.unreachable: str | None = None  # set once connecting failed: no retry this batch
+        # Set when the relay is given up for this run without any fault of a message: it
+        # answered our MAIL FROM with a temporary refusal (a server-wide condition). What has
+        # not been handed over is left for a later run, no attempt spent.
+        self.given_up: str | None = None
         self.connections = 0
 
     def __enter__(self) -> SmtpSession:
@@ -287,6 +294,8 @@ class SmtpSession:
             return Handover(reply="250 not sent: MAIL_SUPPRESS_SEND is on")
         if self.unreachable is not None:
             raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
+        if self.given_up is not None:
+            raise self._given_up_failure()
         for attempt in (1, 2):
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
@@ -301,6 +310,11 @@ class SmtpSession:
                 raise
             return Handover(refused, smtp)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _given_up_failure(self) -> SendFailure:
+        failure = SendFailure(self.given_up or "", permanent=False, before_data=True)
+        failure.server_wide = True
+        return failure
 
     def read_reply(self, handover: Handover) -> str:
         """The server's reply to the data of ``handover``, or ``SendFailure``."""
@@ -340,7 +354,12 @@ class SmtpSession:
                 failure = failure_from_reply(step, code, text)
                 failure.permanent = False  # our sender refused: no fault of this message
                 failure.before_data = True
-                if code != 421:
+                if 400 <= code < 500 and code != 421:
+                    # "Not now" to our sender (451 …), a condition of the whole server: this
+                    # message and every other stay queued for a later run, no attempt spent.
+                    self.given_up = f"sender refused for now: {failure.reason}"
+                    failure.server_wide = True
+                elif code != 421:
                     # Every other message would be refused too: leave them for a later run.
                     self.unreachable = f"sender refused: {failure.reason}"
                 raise failure
