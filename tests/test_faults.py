@@ -248,6 +248,36 @@ def test_550_for_one_address_fails_it_with_the_reason_and_sends_the_rest(
     assert_nothing_lost(smtp_server, failed=[refused])
 
 
+def test_a_stalled_relay_is_given_up_after_two_time_outs_and_the_rest_waits(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(6)
+    smtp_app.config["MAIL_TIMEOUT"] = 0.5
+    handler = smtp_server.handler
+    handler.delay = 10.0  # every DATA held far beyond the time-out
+
+    stalled = deliver_due(AT)
+
+    # Two time-outs in a row, then the relay is left alone for this run: not one time-out per
+    # message (63 × MAIL_TIMEOUT for a letter to the provinces).
+    assert handler.data_commands == 2
+    assert (stalled.sent, stalled.retrying, stalled.failed, stalled.released) == (0, 2, 0, 4)
+    assert "2 time-outs in a row" in stalled.held_back
+    rows = _rows()
+    timed_out = [row for row in rows if row.status is DeliveryStatus.RETRYING]
+    assert [row.attempts for row in timed_out] == [1, 1]
+    assert all("timed out" in row.last_error for row in timed_out)
+    untried = [row for row in rows if row.status is DeliveryStatus.QUEUED]
+    assert len(untried) == 4 and {row.attempts for row in untried} == {0}
+
+    handler.wait_until(lambda h: h.holding == 0)
+    handler.delay = 0
+    back = deliver_due(AT + dt.timedelta(minutes=5))
+
+    assert (back.sent, back.retrying, back.failed) == (6, 0, 0)
+    assert_nothing_lost(smtp_server)
+
+
 # --- Process faults --------------------------------------------------------------------------
 
 

@@ -130,6 +130,34 @@ def test_a_reply_slower_than_the_timeout_is_a_lost_connection_never_a_resend(smt
     assert smtp_server.messages == []  # the server saw its client leave before answering
 
 
+def test_two_time_outs_in_a_row_give_the_relay_up_and_an_answer_in_between_does_not(
+    smtp_server,
+):
+    handler = smtp_server.handler
+    handler.delay = 3.0
+    with session_for(smtp_server, timeout=0.3) as session:
+        with pytest.raises(SendFailure) as first:
+            session.send(envelope(), message(1))
+        assert first.value.timed_out and session.given_up is None
+        # An answer in between (here a 451) starts the count again.
+        handler.delay, handler.fail_data = 0.0, 1
+        with pytest.raises(SendFailure) as answered:
+            session.send(envelope(), message(2))
+        assert not answered.value.timed_out and session.stalls == 0
+        handler.delay = 3.0
+        for number in (3, 4):
+            with pytest.raises(SendFailure) as late:
+                session.send(envelope(), message(number))
+            # Its data had left: the message itself is retried like any other time-out.
+            assert late.value.timed_out and not late.value.server_wide
+        assert session.given_up.startswith("relay stalled: 2 time-outs in a row (DATA: ")
+        with pytest.raises(SendFailure) as held:
+            session.send(envelope(), message(5))
+        assert held.value.server_wide
+    handler.wait_until(lambda h: h.holding == 0)
+    assert handler.data_commands == 4 and smtp_server.messages == []
+
+
 def test_a_closed_connection_found_before_the_data_is_replaced_once(smtp_server):
     # The server closes the kept-open connection at the second MAIL FROM (a limit per
     # connection): nothing of that message was sent, so it goes on a new connection.

@@ -37,6 +37,9 @@ from typing import Any
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 25
 DEFAULT_TIMEOUT = 30.0
+# Time-outs in a row after which the relay is given up for the run: a stalled relay would
+# otherwise hold every message of the batch for MAIL_TIMEOUT each.
+STALLS_BEFORE_GIVING_UP = 2
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class SendFailure(Exception):
         # The relay refused (or stalled) for every message alike, not for this one: nothing of
         # it was sent, and it is no attempt of its own (``SmtpSession.given_up``).
         self.server_wide = False
+        self.timed_out = False  # the server did not answer within MAIL_TIMEOUT
         # The conversation is still in step: after RSET the connection can carry the next one.
         self.keeps_connection = not connection_lost
 
@@ -155,8 +159,20 @@ def failure_from_exception(exc: BaseException, step: str, *, before_data: bool) 
         failure = SendFailure(
             f"{step}: connection lost: {_describe(exc)}", permanent=False, connection_lost=True
         )
+        failure.timed_out = _timed_out(exc)
     failure.before_data = before_data
     return failure
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a socket time-out (smtplib reports
+    one as a closed connection)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 @dataclass
@@ -181,9 +197,11 @@ class SmtpSession:
         self.smtp: smtplib.SMTP | None = None
         self.unreachable: str | None = None  # set once connecting failed: no retry this batch
         # Set when the relay is given up for this run without any fault of a message: it
-        # answered our MAIL FROM with a temporary refusal (a server-wide condition). What has
-        # not been handed over is left for a later run, no attempt spent.
+        # answered our MAIL FROM with a temporary refusal (a server-wide condition), or it let
+        # STALLS_BEFORE_GIVING_UP messages in a row time out. What has not been handed over is
+        # left for a later run, no attempt spent.
         self.given_up: str | None = None
+        self.stalls = 0  # messages in a row that timed out
         self.connections = 0
 
     def __enter__(self) -> SmtpSession:
@@ -302,7 +320,14 @@ class SmtpSession:
             try:
                 refused = self._transact(smtp, envelope, data, work)
             except SendFailure as failure:
-                if attempt == 1 and reused and failure.connection_lost and failure.before_data:
+                self._count_stall(failure)
+                if (
+                    attempt == 1
+                    and reused
+                    and failure.connection_lost
+                    and failure.before_data
+                    and self.given_up is None
+                ):
                     # A kept-open connection the server had closed (idle time-out, a limit per
                     # connection): nothing of this message was sent, so try a new one, once.
                     self._drop()
@@ -310,6 +335,18 @@ class SmtpSession:
                 raise
             return Handover(refused, smtp)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _count_stall(self, failure: SendFailure) -> None:
+        """Count a message's time-out (an answer resets the count); give the relay up for the
+        run at ``STALLS_BEFORE_GIVING_UP`` in a row."""
+        if not failure.timed_out:
+            self.stalls = 0
+            return
+        self.stalls += 1
+        if self.stalls >= STALLS_BEFORE_GIVING_UP and self.given_up is None:
+            self.given_up = f"relay stalled: {self.stalls} time-outs in a row ({failure.reason})"
+            # Timed out before its data: nothing of it reached the server, no attempt spent.
+            failure.server_wide = failure.before_data
 
     def _given_up_failure(self) -> SendFailure:
         failure = SendFailure(self.given_up or "", permanent=False, before_data=True)
@@ -329,7 +366,9 @@ class SmtpSession:
         except _CONVERSATION_ERRORS as exc:
             failure = failure_from_exception(exc, "DATA", before_data=False)
             self._settle(smtp, failure)
+            self._count_stall(failure)
             raise failure from exc
+        self.stalls = 0
         reply = _reply(code, text)
         if handover.refused:
             reply += " (copy refused: " + "; ".join(handover.refused) + ")"
