@@ -106,12 +106,12 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     hand_over = smtp.SmtpSession.hand_over
     begun = []
 
-    def hand_over_counting(self, envelope, data, meanwhile=None):
+    def hand_over_counting(self, envelope, data):
         headers = BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True)
         begun.append("".join(headers["Message-ID"].split()))
         if len(begun) == 2:
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
-        return hand_over(self, envelope, data, meanwhile)
+        return hand_over(self, envelope, data)
 
     monkeypatch.setattr(smtp.SmtpSession, "hand_over", hand_over_counting)
     report = sender.deliver_due(AT)
@@ -158,6 +158,56 @@ def test_each_outcome_is_committed_before_the_next_message_reaches_the_server(
     assert recorded_before == [0, 1, 2, 3, 4]
     assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
     assert audit.verify_chain() == []
+
+
+def test_each_250_is_on_record_before_the_next_message_is_even_composed(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    """The window in which a killed sender leaves an accepted message without its record (to
+    go again after the lease) spans the server's 250 and its commit, and nothing else: no
+    message is with the server while the next one is composed."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    dispatch = outbox_dispatch(5)
+    db.session.commit()
+    observer = create_engine(smtp_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+    handed_over, replies, seen = [], [], []
+    hand_over, read_reply, compose_message = (
+        smtp.SmtpSession.hand_over,
+        smtp.SmtpSession.read_reply,
+        sender.compose,
+    )
+
+    def counting_hand_over(self, *args, **kwargs):
+        handed_over.append(1)
+        return hand_over(self, *args, **kwargs)
+
+    def counting_read_reply(self, handover):
+        reply = read_reply(self, handover)
+        replies.append(reply)
+        return reply
+
+    def composing(row, **kwargs):
+        with observer.connect() as conn:
+            recorded = conn.execute(
+                text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
+            ).scalar_one()
+        seen.append((len(handed_over), len(replies), recorded, len(smtp_server.messages)))
+        return compose_message(row, **kwargs)
+
+    monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
+    monkeypatch.setattr(smtp.SmtpSession, "read_reply", counting_read_reply)
+    monkeypatch.setattr(sender, "compose", composing)
+    try:
+        report = sender.deliver_due(AT)
+    finally:
+        observer.dispose()
+
+    assert report.sent == 5
+    # When each e-mail was composed, every earlier one had been answered and recorded.
+    assert seen == [(n, n, n, n) for n in range(5)]
+    assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
 
 
 # --- Composing: what a dispatch's e-mails share ------------------------------------------------

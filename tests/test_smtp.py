@@ -4,7 +4,6 @@ server or the connection answered, and whether the connection carries the next m
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -212,28 +211,6 @@ def test_a_server_that_is_down_is_tried_once_per_batch(dead_smtp_port):
             assert down.value.connection_lost and not down.value.permanent
             assert down.value.reason.startswith(f"cannot connect to 127.0.0.1:{dead_smtp_port}: ")
     assert session.connections == 0
-
-
-def test_the_callers_work_runs_between_commands_and_to_its_end_before_the_data(smtp_server):
-    done: list[int] = []
-
-    def work(steps: int) -> Iterator[None]:
-        for _ in range(steps):
-            # While the server answers a command, nothing of this message has been accepted.
-            done.append(len(smtp_server.messages))
-            yield
-
-    with session_for(smtp_server) as session:
-        session.send(envelope(), message(1))
-        # MAIL, RCPT and DATA: a step after each, and the remaining two before the data.
-        handover = session.hand_over(envelope(), message(2), meanwhile=work(5))
-        assert done == [1] * 5
-        session.read_reply(handover)
-        # Refused before its data: the work is still run to its end.
-        smtp_server.handler.reject[COPY] = "550 5.1.1 no such mailbox"
-        with pytest.raises(SendFailure):
-            session.hand_over(envelope(COPY, required=(COPY,)), message(3), meanwhile=work(4))
-    assert len(done) == 9
 
 
 def test_suppressed_sending_answers_at_once_and_connects_to_nothing(dead_smtp_port):

@@ -18,24 +18,23 @@ that a crash loses at most the message in flight:
    ``RENEW_AFTER`` after its claim was last confirmed, nine minutes inside the lease. Rows are
    claimed ``CLAIM_BATCH`` at a time and each batch is sent before the next is claimed, so the
    first message leaves at once, claims stay fresh during a long run, and memory does not grow
-   with the outbox. While the server reads and checks a message's data, the next message is
-   composed; only then is the server's reply read: the two sides work at once.
-3. **Record** each outcome as soon as the reply is read, while the next message's envelope is
-   exchanged, and commit it before that message's data leaves (the outcome's commit is the
-   ``meanwhile`` of ``SmtpSession.hand_over``, which runs it to its end before any byte of the
-   data): the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a timeout →
-   ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour, ``failed``
-   after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx →
-   ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an escalation
-   with nobody left to chase, becomes ``cancelled``.
+   with the outbox.
+3. **Record** each outcome as soon as the reply is read, and commit it before the next message
+   is composed: the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a
+   timeout → ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour,
+   ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a
+   5xx → ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an
+   escalation with nobody left to chase, becomes ``cancelled``. When the relay is given up for
+   the run (it refuses our sender for now, or stalls), the rows not handed over go back to the
+   queue untried (``_release``).
 
 **Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
-before the next message's data leaves. What is left is the message the server may accept
-without the sender knowing: one whose data has left and whose reply has not been read and
-committed yet (a few milliseconds per message, while the next one is composed and the next
-envelope exchanged). A sender killed then leaves that one row in ``sending``, and after the
-lease it is sent again with the SAME Message-ID (``OutboxMessage.message_id``), which lets the
-receiving side recognise the copy; every other row is either on record or was never handed over.
+before the next message is composed. What is left is the message the server may accept without
+the sender knowing: one whose data has left and whose reply has not been read and committed yet
+(from the server's 250 to that commit: reading one reply, writing one row and its audit entry).
+A sender killed then leaves that one row in ``sending``, and after the lease it is sent again
+with the SAME Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise
+the copy; every other row is either on record or was never handed over.
 
 Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time, so claims and
 ``sent_at`` stay truthful during a long batch while ``--at`` can still replay any moment.
@@ -52,7 +51,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
@@ -482,10 +481,9 @@ _MARK_SENT = (
 )
 
 
-def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[None]:
+def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
     """Mark the row sent with the server's reply and the SHA-256 of the exact bytes accepted,
-    then audit it (the hash goes into the hash-chained entry too), a statement per step; the
-    caller commits."""
+    then audit it (the hash goes into the hash-chained entry too); the caller commits."""
     db.session.execute(
         _MARK_SENT,
         {
@@ -496,7 +494,6 @@ def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[No
             "sent_path": sent_message_path(row.dispatch_id, row.id),
         },
     )
-    yield
     _audit(
         row,
         "message.sent",
@@ -506,12 +503,6 @@ def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[No
         sha256=sent.composed.sha256,
         size=len(sent.composed.data),
     )
-
-
-def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
-    """``_marking_sent`` in one go."""
-    for _ in _marking_sent(row, sent, worker):
-        pass
 
 
 class _AcceptedMessageArchiver:
@@ -750,19 +741,16 @@ def _hand_over_message(
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-    outcome_commit: Iterator[None] | None = None,
 ) -> _AwaitingReply | None:
-    """Give the composed e-mail's data to the server while the previous outcome is committed
-    (``outcome_commit``, finished before the data leaves); None if it was refused before its
-    data or taken over by another sender while it was being composed."""
+    """Give the composed e-mail's data to the server; None if it was refused before its data
+    or taken over by another sender while it was being composed."""
     row_id = composed.row.id
     if not claim.holds(row_id, moment()):
-        _finish_committing(outcome_commit)
         report.skipped += 1
         log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
     try:
-        handover = session.hand_over(composed.envelope, composed.data, meanwhile=outcome_commit)
+        handover = session.hand_over(composed.envelope, composed.data)
     except SendFailure as failure:
         if not failure.server_wide:  # else left for a later run with the rest (``_release``)
             _commit_failure(row_id, failure, worker, moment, report)
@@ -794,45 +782,28 @@ def _read_reply(
     return _AnsweredMessage(awaiting.composed, moment(), reply=reply)
 
 
-def _committing_outcome(
+def _record_outcome(
     answered: _AnsweredMessage,
     archiver: _AcceptedMessageArchiver,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-) -> Iterator[None]:
-    """Commit the outcome of an answered e-mail, a statement at a time, for ``hand_over`` to
-    run while the server answers the next message's envelope; archive its bytes once it is
-    committed.
-
-    Never raises: an unexpected error is logged and leaves the row in ``sending`` (tried again
-    after the lease), as ``_guarded`` does.
-    """
+) -> None:
+    """Commit the outcome of an answered e-mail, then queue its bytes to be kept if it was
+    accepted. Never raises: an unexpected error is logged and leaves the row in ``sending``
+    (tried again after the lease), as ``_guarded`` does."""
     row = answered.composed.row
     try:
         if answered.failure is not None:
             _commit_failure(row.id, answered.failure, worker, moment, report)
             return
-        try:
-            yield from _marking_sent(row, answered, worker)
-            yield
-            db.session.commit()
-        except OperationalError:
-            # The database blinked: record it the patient way, retrying.
-            db.session.rollback()
-            _commit_with_retries(row.id, lambda: _mark_sent(row, answered, worker))
+        _commit_with_retries(row.id, lambda: _mark_sent(row, answered, worker))
         archiver.keep(row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256)
         report.sent += 1
     except Exception:
         db.session.rollback()
         log.exception("outbox row %s: unexpected error; left for a later run", row.id)
         report.errors.append(f"row {row.id}: unexpected error")
-
-
-def _finish_committing(outcome_commit: Iterator[None] | None) -> None:
-    """Run what is left of an outcome's commit (nothing, once a hand-over has run it)."""
-    for _ in outcome_commit or ():
-        pass
 
 
 def _guarded(
@@ -863,15 +834,12 @@ def _send_claimed(
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> None:
-    """Send the claimed rows in order, one message always with the server.
+    """Send the claimed rows in order, one message at a time: compose it, hand it over, read
+    the server's reply and commit the outcome, and only then compose the next one.
 
-    For each message: compose it while the server reads the previous one, read the server's
-    reply to that previous one, then hand this one over while that reply is committed (a
-    statement after each envelope command, while the server answers it). The commit is done
-    before any byte of this message's data leaves: an outcome is on record before the next
-    message can be accepted, so a sender killed at any point has at most the one message it
-    was handing over or waiting on without a record (sent again, with the same Message-ID,
-    after the lease).
+    So an accepted message is without its record only from the server's 250 to that commit
+    (the time to read the reply and write one row and its audit entry): a sender killed
+    meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
     """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
@@ -881,36 +849,40 @@ def _send_claimed(
     loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
     if loaded is None:
         return  # the database failed: the rows stay claimed and go after the lease
-    awaiting: _AwaitingReply | None = None
-    for position, row_id in enumerate([*claimed, None]):
-        composed = None
-        if row_id in loaded:
-            compose_next = partial(
-                _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
-            )
-            composed = _guarded(row_id, report, compose_next)
-        outcome_commit = None
-        if awaiting is not None:
-            read = partial(_read_reply, awaiting, session, moment)
-            answered = _guarded(awaiting.composed.row.id, report, read, abandon)
-            if answered is not None:
-                outcome_commit = _committing_outcome(answered, archiver, worker, moment, report)
-            awaiting = None
-        if composed is not None:
-            hand_over = partial(
-                _hand_over_message, composed, claim, session, worker, moment, report, outcome_commit
-            )
-            awaiting = _guarded(composed.row.id, report, hand_over, abandon)
-        _finish_committing(outcome_commit)  # done already, unless nothing was handed over
-        if session.given_up is not None and row_id is not None:
-            # The relay is given up for this run: this row and the rest go back untried.
-            report.held_back = session.given_up
-            left = claimed[position:]
-            released = _guarded(
-                left[0], report, partial(_release, left, claim, moment(), session.given_up)
-            )
-            report.released += released or 0
+
+    def give_back(left: list[int]) -> None:
+        # The relay is given up for this run: what was not handed over goes back untried.
+        assert session.given_up is not None
+        report.held_back = session.given_up
+        release = partial(_release, left, claim, moment(), session.given_up)
+        report.released += _guarded(left[0], report, release) or 0
+
+    for position, row_id in enumerate(claimed):
+        if session.given_up is not None:
+            give_back(claimed[position:])
             return
+        if row_id not in loaded:
+            continue
+        compose_next = partial(
+            _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
+        )
+        composed = _guarded(row_id, report, compose_next)
+        if composed is None:
+            continue
+        hand_over = partial(_hand_over_message, composed, claim, session, worker, moment, report)
+        awaiting = _guarded(row_id, report, hand_over, abandon)
+        if awaiting is None:
+            if session.given_up is not None:  # refused with the server: this one too
+                give_back(claimed[position:])
+                return
+            continue
+        answered = _guarded(
+            row_id, report, partial(_read_reply, awaiting, session, moment), abandon
+        )
+        if answered is not None:
+            _record_outcome(answered, archiver, worker, moment, report)
+    if session.given_up is not None:
+        report.held_back = session.given_up
 
 
 def deliver_due(

@@ -5,15 +5,15 @@ The sender (``dispatch.mail.sender``) gives it an envelope and the exact bytes o
 is told what the server, or the connection, answered; what that means for a row is decided
 there.
 
-A message goes in two calls, so that the server and the sender work at once:
+A message goes in two calls:
 
 * ``SmtpSession.hand_over`` sends MAIL FROM, one RCPT TO per address and DATA, then the data to
-  its last byte, without reading the server's final reply. Its ``meanwhile`` is the caller's
-  work, run one step after each envelope command is sent, while the server answers it (the
-  sender commits the previous message's outcome so). **That work is always run to its end
-  before any byte of this message's data leaves**, whether the message goes, is refused or the
-  connection fails.
+  its last byte, without reading the server's final reply.
 * ``SmtpSession.read_reply`` reads the reply to the data: the server's 250, or ``SendFailure``.
+
+The sender calls them back to back and records the reply before it composes the next message
+(``dispatch.mail.sender``); they are two so that a refusal before the data and the answer to
+the data stay apart.
 
 **Never twice what may have been accepted.** A message is tried again on a new connection only
 when nothing of it reached the server (a kept-open connection found closed before its data);
@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -286,28 +286,10 @@ class SmtpSession:
         """Send a message; return the server's reply to its data, or raise ``SendFailure``."""
         return self.read_reply(self.hand_over(envelope, data))
 
-    def hand_over(
-        self, envelope: Envelope, data: bytes, meanwhile: Iterator[object] | None = None
-    ) -> Handover:
-        """Give the server a message's data to its last byte, without waiting for the reply.
-
-        The server reads and checks the data while the caller prepares the next message, then
-        ``read_reply`` reads the answer. Raises ``SendFailure`` when the message is refused
-        before its data (a required address refused, the sender refused, the connection lost).
-
-        ``meanwhile``: the caller's work, one step run after each envelope command (MAIL, RCPT,
-        DATA) is sent, while the server answers it. It is always run to its end, and before any
-        byte of this message's data leaves.
-        """
-        work = _WorkWhileServerAnswers(meanwhile)
-        try:
-            return self._hand_over(envelope, data, work)
-        finally:
-            work.run_rest()
-
-    def _hand_over(
-        self, envelope: Envelope, data: bytes, work: _WorkWhileServerAnswers
-    ) -> Handover:
+    def hand_over(self, envelope: Envelope, data: bytes) -> Handover:
+        """Give the server a message's data to its last byte, without waiting for the reply
+        (``read_reply`` reads it). Raises ``SendFailure`` when the message is refused before its
+        data (a required address refused, the sender refused, the connection lost)."""
         if self.settings.suppress:
             return Handover(reply="250 not sent: MAIL_SUPPRESS_SEND is on")
         if self.unreachable is not None:
@@ -318,7 +300,7 @@ class SmtpSession:
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
             try:
-                refused = self._transact(smtp, envelope, data, work)
+                refused = self._transact(smtp, envelope, data)
             except SendFailure as failure:
                 self._count_stall(failure)
                 if (
@@ -374,20 +356,12 @@ class SmtpSession:
             reply += " (copy refused: " + "; ".join(handover.refused) + ")"
         return reply
 
-    def _transact(
-        self,
-        smtp: smtplib.SMTP,
-        envelope: Envelope,
-        data: bytes,
-        work: _WorkWhileServerAnswers,
-    ) -> list[str]:
+    def _transact(self, smtp: smtplib.SMTP, envelope: Envelope, data: bytes) -> list[str]:
         """One MAIL/RCPT/DATA transaction up to the data's last byte (``read_reply`` reads the
-        answer); the refused copies, or ``SendFailure``. A step of ``work`` runs while the
-        server answers each command (``smtplib``'s ``mail`` and ``rcpt``, split in two)."""
+        answer); the refused copies, or ``SendFailure``."""
         step = "MAIL FROM"
         try:
             smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope.mail_from)}")
-            work.run_step()
             code, text = smtp.getreply()
             if code != 250:
                 failure = failure_from_reply(step, code, text)
@@ -406,7 +380,6 @@ class SmtpSession:
             for address in envelope.rcpt_tos:
                 step = f"RCPT TO:<{address}>"
                 smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
-                work.run_step()
                 code, text = smtp.getreply()
                 if code in (250, 251):
                     continue
@@ -416,7 +389,7 @@ class SmtpSession:
                     raise failure
                 refused.append(f"<{address}> {_reply(code, text)}")
             step = "DATA"
-            _send_data(smtp, data, work)
+            _send_data(smtp, data)
         except _CONVERSATION_ERRORS as exc:
             failure = failure_from_exception(exc, step, before_data=step != "DATA")
             self._settle(smtp, failure)
@@ -426,38 +399,16 @@ class SmtpSession:
         return refused
 
 
-class _WorkWhileServerAnswers:
-    """The caller's work (``hand_over``'s ``meanwhile``), run a step each time an envelope
-    command is sent, and run to its end before the data leaves."""
-
-    def __init__(self, work: Iterator[object] | None) -> None:
-        self._work = work
-
-    def run_step(self) -> None:
-        """Run the next step, if any is left."""
-        if self._work is not None and next(self._work, _DONE) is _DONE:
-            self._work = None
-
-    def run_rest(self) -> None:
-        """Run every step left; nothing runs afterwards."""
-        work, self._work = self._work, None
-        for _ in work or ():
-            pass
-
-
-_DONE = object()
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def _send_data(smtp: smtplib.SMTP, data: bytes, work: _WorkWhileServerAnswers) -> None:
+def _send_data(smtp: smtplib.SMTP, data: bytes) -> None:
     """DATA and the message, exactly as ``smtplib.SMTP.data`` sends them, but without reading
-    the final reply (``SmtpSession.read_reply`` does); ``work`` is finished before the data."""
+    the final reply (``SmtpSession.read_reply`` does)."""
     smtp.putcmd("data")
-    work.run_step()
     code, text = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, text)
-    work.run_rest()
     quoted = data
     if data.startswith(b".") or b"\n." in data:  # base64 lines never need it: skip the scan
         quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2
