@@ -8,7 +8,7 @@ import logging
 import click
 from flask.cli import with_appcontext
 
-from dispatch.cli.options import at_option
+from dispatch.cli.options import CliError, at_option
 from dispatch.transaction import unit_of_work
 
 
@@ -41,6 +41,8 @@ def deliver_command(at: dt.datetime, limit: int | None) -> None:
         )
     for error in report.errors:
         click.echo(f"  - {error}", err=True)
+    if report.stopped:
+        raise CliError(f"Đã dừng gửi: {report.stopped}. Các thư chưa gửi để lại cho lần chạy sau.")
 
 
 commands = (deliver_command,)

@@ -60,7 +60,7 @@ from typing import TypeVar
 from flask import current_app
 from flask_mail import Message, email_dispatched, sanitize_address
 from sqlalchemy import and_, bindparam, case, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import joinedload
 
 from dispatch import audit
@@ -97,7 +97,12 @@ FIRST_BACKOFF = dt.timedelta(minutes=1)
 MAX_BACKOFF = dt.timedelta(hours=1)
 DEFAULT_MAX_ATTEMPTS = 30
 DEFAULT_GIVE_UP_HOURS = 24
+# An outcome the database does not take at once is tried again this many times (1, 2, 3, 4 s
+# apart: a blink, a locked SQLite file) while nothing else is handed over; after that the run
+# stops, and goes on trying to record that one outcome until OUTCOME_PATIENCE has passed. Well
+# inside the lease: no other sender can have taken the row over (and sent it again) by then.
 OUTCOME_COMMIT_ATTEMPTS = 5
+OUTCOME_PATIENCE = dt.timedelta(minutes=5)
 # Rows claimed at a time: each batch is sent before the next is claimed.
 CLAIM_BATCH = 100
 
@@ -126,8 +131,11 @@ class DeliveryReport:
     skipped: int = 0  # claimed, then taken over by another sender before its turn
     connections: int = 0  # SMTP connections opened
     claimed: int = 0
-    released: int = 0  # claimed, then given back untried: the relay was given up for this run
+    released: int = 0  # claimed, then given back untried: the relay was given up, or the run
     held_back: str | None = None  # why the relay was given up, leaving the rest for later
+    # Why the run stopped before its end (Vietnamese, for the clerk): its database did not take
+    # an outcome, so nothing else was handed over. None when it ran to its end.
+    stopped: str | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -604,23 +612,67 @@ def _apply_failure(
     return DeliveryStatus.RETRYING
 
 
-def _commit_with_retries(row_id: int, apply: Callable[[], None]) -> None:
-    """Apply an accepted message's outcome and commit it, retrying if the database blinks.
+class _Stop(Exception):
+    """The run stops here: the database failed it, and nothing else may be handed over.
 
-    Losing this commit would leave the row in ``sending`` and the message would go out again
-    after the lease, so a locked SQLite file or a dropped PostgreSQL connection gets retried.
+    ``reason``: what the clerk is told (Vietnamese). ``unrecorded``: the row whose message the
+    server may have accepted without it being on record (it goes again after the lease).
     """
-    for attempt in range(1, OUTCOME_COMMIT_ATTEMPTS + 1):
+
+    def __init__(self, reason: str, unrecorded: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unrecorded = unrecorded
+
+
+def _database_error(exc: BaseException) -> str:
+    """The driver's own first line about a database error (refused, terminated, locked …)."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
+def _commit_outcome(row_id: int, apply: Callable[[], _T]) -> _T:
+    """Apply a message's outcome and commit it; what ``apply`` returned.
+
+    Losing this commit would leave the row in ``sending``, and an accepted message would go out
+    again after the lease: a database error is tried again (``OUTCOME_COMMIT_ATTEMPTS`` times
+    quickly). Whatever happens, nothing else is handed over meanwhile; if the database did not
+    take it at once, the run stops (``_Stop``) once it is recorded, or once ``OUTCOME_PATIENCE``
+    has passed without.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            apply()
+            result = apply()
             db.session.commit()
-            return
-        except OperationalError:
+        except DBAPIError as exc:
             db.session.rollback()
-            if attempt == OUTCOME_COMMIT_ATTEMPTS:
-                raise
-            log.warning("outbox row %s: recording the outcome failed; retrying", row_id)
-            time.sleep(attempt)
+            waited = time.monotonic() - started
+            if attempt == 1:
+                log.warning(
+                    "outbox row %s: the database did not take its outcome (%s); nothing else "
+                    "is handed over until it does",
+                    row_id,
+                    _database_error(exc),
+                )
+            if waited >= OUTCOME_PATIENCE.total_seconds():
+                raise _Stop(
+                    f"không ghi được kết quả gửi của thư (mã hàng đợi {row_id}) vào cơ sở dữ "
+                    f"liệu sau {waited:.0f} giây ({_database_error(exc)}); thư này có thể được "
+                    f"gửi lại một lần sau {LEASE.seconds // 60} phút",
+                    unrecorded=row_id,
+                ) from exc
+            time.sleep(min(attempt, 5))
+            continue
+        if attempt > OUTCOME_COMMIT_ATTEMPTS:
+            waited = time.monotonic() - started
+            raise _Stop(
+                f"cơ sở dữ liệu không ghi được kết quả gửi trong {waited:.0f} giây; kết quả "
+                "đã được ghi khi cơ sở dữ liệu trở lại"
+            )
+        return result
 
 
 def _cancel_reason(row: OutboxMessage) -> str | None:
@@ -668,11 +720,14 @@ def _commit_failure(
     report: DeliveryReport,
 ) -> None:
     """Record a message that did not go (retry later, or failed for good) and commit."""
-    row = db.session.get(OutboxMessage, row_id, populate_existing=True)
-    assert row is not None
-    status = _apply_failure(row, failure, moment(), worker)
-    db.session.commit()
-    report.errors.append(f"{row.message_id}: {failure.reason}")
+
+    def apply() -> tuple[DeliveryStatus, str]:
+        row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+        assert row is not None
+        return _apply_failure(row, failure, moment(), worker), row.message_id
+
+    status, message_id = _commit_outcome(row_id, apply)
+    report.errors.append(f"{message_id}: {failure.reason}")
     if status is DeliveryStatus.FAILED:
         report.failed += 1
     else:
@@ -790,16 +845,27 @@ def _record_outcome(
     report: DeliveryReport,
 ) -> None:
     """Commit the outcome of an answered e-mail, then queue its bytes to be kept if it was
-    accepted. Never raises: an unexpected error is logged and leaves the row in ``sending``
-    (tried again after the lease), as ``_guarded`` does."""
+    accepted. Raises ``_Stop`` when the database did not take it at once; any other error is
+    logged and leaves the row in ``sending`` (tried again after the lease), as ``_guarded``
+    does."""
     row = answered.composed.row
     try:
         if answered.failure is not None:
             _commit_failure(row.id, answered.failure, worker, moment, report)
             return
-        _commit_with_retries(row.id, lambda: _mark_sent(row, answered, worker))
+        try:
+            _commit_outcome(row.id, lambda: _mark_sent(row, answered, worker))
+        except _Stop as stop:
+            if stop.unrecorded is None:  # on record after all
+                archiver.keep(
+                    row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256
+                )
+                report.sent += 1
+            raise
         archiver.keep(row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256)
         report.sent += 1
+    except _Stop:
+        raise
     except Exception:
         db.session.rollback()
         log.exception("outbox row %s: unexpected error; left for a later run", row.id)
@@ -813,9 +879,20 @@ def _guarded(
     on_error: Callable[[], None] | None = None,
 ) -> _T | None:
     """Run one step for a row; an unexpected error leaves the row in ``sending`` (tried again
-    after the lease), calls ``on_error``, and the run goes on with the next row."""
+    after the lease), calls ``on_error``, and the run goes on with the next row. A database
+    error stops the run (``_Stop``): nothing may be handed over that could not be recorded."""
     try:
         return step()
+    except _Stop:
+        if on_error is not None:
+            on_error()
+        raise
+    except DBAPIError as exc:
+        db.session.rollback()
+        if on_error is not None:
+            on_error()
+        log.warning("outbox row %s: database error: %s", row_id, _database_error(exc))
+        raise _Stop(f"lỗi cơ sở dữ liệu ({_database_error(exc)})") from exc
     except Exception:
         db.session.rollback()
         if on_error is not None:
@@ -840,49 +917,67 @@ def _send_claimed(
     So an accepted message is without its record only from the server's 250 to that commit
     (the time to read the reply and write one row and its audit entry): a sender killed
     meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
+    When the database fails the run (``_Stop``) or the relay is given up, the rows nothing of
+    which reached the server go back to the queue untried (``_give_back``).
     """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
     abandon = session.abandon
     cache = ComposeCache()  # per batch: a file changed meanwhile is seen by the next batch
     claim = _Claim(claimed, claimed_at, worker)
-    loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
-    if loaded is None:
-        return  # the database failed: the rows stay claimed and go after the lease
-
-    def give_back(left: list[int]) -> None:
-        # The relay is given up for this run: what was not handed over goes back untried.
-        assert session.given_up is not None
-        report.held_back = session.given_up
-        release = partial(_release, left, claim, moment(), session.given_up)
-        report.released += _guarded(left[0], report, release) or 0
-
-    for position, row_id in enumerate(claimed):
-        if session.given_up is not None:
-            give_back(claimed[position:])
-            return
-        if row_id not in loaded:
-            continue
-        compose_next = partial(
-            _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
-        )
-        composed = _guarded(row_id, report, compose_next)
-        if composed is None:
-            continue
-        hand_over = partial(_hand_over_message, composed, claim, session, worker, moment, report)
-        awaiting = _guarded(row_id, report, hand_over, abandon)
-        if awaiting is None:
-            if session.given_up is not None:  # refused with the server: this one too
-                give_back(claimed[position:])
-                return
-            continue
-        answered = _guarded(
-            row_id, report, partial(_read_reply, awaiting, session, moment), abandon
-        )
-        if answered is not None:
-            _record_outcome(answered, archiver, worker, moment, report)
+    untried = 0  # claimed[untried:]: rows nothing of which has reached the server
+    try:
+        loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
+        if loaded is None:
+            return  # the rows stay claimed and go after the lease
+        for position, row_id in enumerate(claimed):
+            untried = position
+            if session.given_up is not None:
+                break
+            if row_id not in loaded:
+                continue
+            compose_next = partial(
+                _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
+            )
+            composed = _guarded(row_id, report, compose_next)
+            if composed is None:
+                continue
+            untried = position + 1
+            hand_over = partial(
+                _hand_over_message, composed, claim, session, worker, moment, report
+            )
+            awaiting = _guarded(row_id, report, hand_over, abandon)
+            if awaiting is None:
+                if session.given_up is not None:  # refused with the whole server: untried
+                    untried = position
+                    break
+                continue
+            read = partial(_read_reply, awaiting, session, moment)
+            answered = _guarded(row_id, report, read, abandon)
+            if answered is not None:
+                _record_outcome(answered, archiver, worker, moment, report)
+        else:
+            untried = len(claimed)
+    except _Stop as stop:
+        report.stopped = stop.reason
+        reason = "the run stopped: the database did not take an outcome"
+        _give_back(claimed[untried:], claim, moment(), reason, report)
+        return
     if session.given_up is not None:
         report.held_back = session.given_up
+        _give_back(claimed[untried:], claim, moment(), session.given_up, report)
+
+
+def _give_back(
+    row_ids: list[int], claim: _Claim, moment: dt.datetime, reason: str, report: DeliveryReport
+) -> None:
+    """Release the rows of a run that stops before them (``_release``), if the database lets
+    us: otherwise they stay claimed, and go after the lease."""
+    try:
+        report.released += _release(row_ids, claim, moment, reason)
+    except DBAPIError as exc:
+        db.session.rollback()
+        log.warning("claims not released (%s): they go after the lease", _database_error(exc))
 
 
 def deliver_due(
@@ -934,4 +1029,6 @@ def _deliver_batches(
         _send_claimed(claimed, claimed_at, session, archiver, worker, moment, report)
         if session.unreachable is not None or session.given_up is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
+        if report.stopped is not None:
+            break  # the database failed the run: claim nothing more
     report.connections = session.connections
