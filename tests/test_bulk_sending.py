@@ -165,7 +165,7 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
 ):
     """The window in which a killed sender leaves an accepted message without its record (to
     go again after the lease) spans the server's 250 and its commit, and nothing else: no
-    message is with the server while the next one is composed."""
+    message is with the server while another one is composed."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -204,10 +204,69 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
     finally:
         observer.dispose()
 
-    assert report.sent == 5
-    # When each e-mail was composed, every earlier one had been answered and recorded.
-    assert seen == [(n, n, n, n) for n in range(5)]
+    assert report.sent == 5 and len(seen) == 5
+    # Whenever an e-mail was composed, every one handed over before had been answered, and
+    # every one the server had accepted was recorded.
+    assert all(
+        handed == answered == recorded == accepted for handed, answered, recorded, accepted in seen
+    ), seen
     assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
+
+
+def test_each_message_is_kept_before_the_server_has_its_data(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    dispatch = outbox_dispatch(4)
+    ids = {row.message_id: row.id for row in outbox_rows(dispatch.id)}
+    folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch.id}/sent"
+    # A temporary file a killed sender left behind, read-only, for the third message.
+    folder.mkdir(parents=True)
+    leftover = folder / f".tmp-{sorted(ids.values())[2]}.eml"
+    leftover.write_bytes(b"half an e-mail")
+    leftover.chmod(0o444)
+    handler = smtp_server.handler
+    accept = handler.handle_DATA
+    kept_when_received = []
+
+    async def handle_data(server, session, envelope):
+        headers = BytesParser(policy=policy.compat32).parsebytes(
+            envelope.original_content, headersonly=True
+        )
+        row_id = ids["".join(headers["Message-ID"].split())]
+        kept = (folder / f"{row_id}.eml").read_bytes()
+        kept_when_received.append(
+            kept.replace(b"\r\n", b"\n") == envelope.original_content.replace(b"\r\n", b"\n")
+        )
+        return await accept(server, session, envelope)
+
+    monkeypatch.setattr(handler, "handle_DATA", handle_data)
+    report = sender.deliver_due(AT)
+
+    assert report.sent == 4
+    # When the server had each message's data, its exact bytes were already in the archive.
+    assert kept_when_received == [True] * 4
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.eml" for i in ids.values())
+    for row in outbox_rows(dispatch.id):
+        assert hashlib.sha256((folder / f"{row.id}.eml").read_bytes()).hexdigest() == (
+            row.sent_sha256
+        )
+
+
+def test_nothing_goes_without_its_copy_kept(smtp_app, smtp_server, outbox_dispatch):
+    dispatch = outbox_dispatch(3)
+    # The sent folder cannot be made: a file is in its way.
+    folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch.id}"
+    (folder / "sent").write_text("not a folder")
+
+    result = smtp_app.test_cli_runner().invoke(
+        args=["deliver", "--at", "2021-11-15T08:31:00+07:00"]
+    )
+
+    assert result.exit_code == 1
+    assert "Lỗi: Đã dừng gửi: không lưu được bản thư sẽ gửi vào kho lưu trữ" in result.output
+    assert smtp_server.handler.mail_commands == 0 and smtp_server.messages == []
+    rows = outbox_rows(dispatch.id)
+    assert [(r.status.value, r.attempts) for r in rows] == [("queued", 0)] * 3
 
 
 # --- Composing: what a dispatch's e-mails share ------------------------------------------------

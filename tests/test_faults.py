@@ -17,7 +17,9 @@ database and at the controlled aiosmtpd server of ``tests/fixtures/smtp.py``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -324,6 +326,67 @@ def test_sender_killed_mid_batch_and_restarted(smtp_app, smtp_server, outbox_dis
         select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "message.claimed")
     ).scalar_one()
     assert taken_over == 10 + (10 - accepted)  # the orphans were claimed twice, on record
+
+
+def _same_bytes(kept: bytes, received: bytes) -> bool:
+    """The kept e-mail is what the server received (which reads its lines ending in CRLF)."""
+    return kept.replace(b"\r\n", b"\n") == received.replace(b"\r\n", b"\n")
+
+
+def assert_every_sent_message_kept(app, smtp_server: SmtpServer) -> None:
+    """Each row on record as sent has its kept copy under ``sent_path``, with the SHA-256 on
+    record, byte for byte a message the server received under its Message-ID."""
+    root = Path(app.config["DISPATCH_DATA_DIR"])
+    received: dict[str, list[bytes]] = {}
+    for message in smtp_server.messages:
+        received.setdefault(message.message_id or "", []).append(message.raw)
+    for row in _rows():
+        if row.status is not DeliveryStatus.SENT:
+            continue
+        path = root / row.sent_path
+        assert path.is_file(), f"row {row.id} sent, but no kept copy at {row.sent_path}"
+        kept = path.read_bytes()
+        assert hashlib.sha256(kept).hexdigest() == row.sent_sha256, f"row {row.id}"
+        assert any(_same_bytes(kept, raw) for raw in received[row.message_id]), f"row {row.id}"
+
+
+@pytest.mark.slow
+def test_a_sender_killed_at_random_points_keeps_the_copy_of_every_message_it_recorded(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    dispatch_id = outbox_dispatch(30).id
+    _release_database()
+    env = _env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    rng = random.Random(20211115)
+    at = AT
+    kills = 0
+    for _ in range(8):
+        accepted = len(handler.messages)
+        sender = _start(env, log, "deliver", "--at", _iso(at))
+        try:
+            # A few milliseconds after the server accepted a message: wherever its record,
+            # its kept copy and the next message happen to be.
+            handler.wait_until(lambda h, n=accepted: len(h.messages) > n, timeout=WAIT)
+            time.sleep(rng.uniform(0, 0.006))
+            sender.send_signal(signal.SIGKILL)
+        finally:
+            sender.wait(timeout=WAIT)
+        kills += sender.returncode == -signal.SIGKILL
+        handler.wait_until(lambda h: h.holding == 0)
+        assert_every_sent_message_kept(smtp_app, smtp_server)
+        at += LEASE + dt.timedelta(minutes=1)  # what it left in sending is taken over next
+    assert kills >= 6, log.read_text()
+
+    _run(env, log, "deliver", "--at", _iso(at))
+
+    assert {row.status for row in _rows()} == {DeliveryStatus.SENT}
+    assert_every_sent_message_kept(smtp_app, smtp_server)
+    # A temporary file a kill left behind was taken up by the next write of its message.
+    sent_folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch_id}/sent"
+    assert sorted(p.name for p in sent_folder.iterdir() if p.name.startswith(".")) == []
+    assert audit.verify_chain() == []
 
 
 def _terminate_backends(url: str, application_name: str) -> int:

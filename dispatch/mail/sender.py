@@ -46,12 +46,11 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import queue
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
@@ -65,10 +64,12 @@ from sqlalchemy.orm import joinedload
 
 from dispatch import audit
 from dispatch.archive import (
+    ArchivedFile,
     ArchiveError,
     ArchiveWriter,
     sent_message_name,
     sent_message_path,
+    sent_message_temporary_name,
     sent_messages_writer,
 )
 from dispatch.extensions import db
@@ -304,11 +305,11 @@ class _Claim:
         self.ours = set(row_ids)
 
     def holds(self, row_id: int, now: dt.datetime) -> bool:
-        """Whether ``row_id`` may be sent at ``now``: renews the rest of the batch first when
-        the claim is ``RENEW_AFTER`` old (a database error leaves the claim to renew later)."""
+        """Whether ``row_id`` may be sent at ``now``: renews what is left of the batch first
+        when the claim is ``RENEW_AFTER`` old."""
         if now - self.claimed_at >= RENEW_AFTER:
-            rest = self.row_ids[self.row_ids.index(row_id) :]
-            self.ours = _renew(rest, self.claimed_at, self.worker, now)
+            # Every row of the batch still ours and in ``sending`` (the settled ones are not).
+            self.ours = _renew(self.row_ids, self.claimed_at, self.worker, now)
             self.claimed_at = now
         return row_id in self.ours
 
@@ -513,63 +514,41 @@ def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
     )
 
 
-class _AcceptedMessageArchiver:
-    """Keeps accepted messages' bytes from a thread of its own, in the order they were sent.
+class _KeptCopies:
+    """Writes each e-mail's exact bytes to the archive before any of them leaves, from a thread
+    of its own.
 
-    After its outcome is committed, not before: the commit is what keeps a message from being
-    sent twice, and a file that could not be written is only missing from the evidence (its
-    SHA-256 is on record). Each file is written and fsynced (milliseconds of waiting on a
-    disk): done inline, that wait was added to every message (bench/issue_63); here it overlaps
-    with sending the next ones, and each folder's entries are made durable once, at ``close``,
-    which waits for the last file, so a run returns with every file written. A sender killed
-    meanwhile leaves the last few files unwritten, which is what a failed write already means.
+    The copy (``sent_message_path``) is written under a temporary name, fsynced, renamed into
+    place and its folder fsynced before the e-mail is handed over (``_hand_over_message`` waits
+    for it): a row on record as sent has its copy whatever stops the sender, and the SHA-256 on
+    record is that copy's. The temporary name is fixed per e-mail, so one that a killed sender
+    left behind is replaced when the e-mail is next written. A copy whose e-mail does not go
+    after all (refused, or never handed over) is replaced at the next try; only a row recorded
+    as sent points to its copy. The sender composes one e-mail ahead, so the writing (waiting on
+    a disk, milliseconds on a shared one) overlaps with sending the previous e-mail.
     """
 
     def __init__(self) -> None:
-        self._app = current_app._get_current_object()  # type: ignore[attr-defined]
-        # Bounded: if the disk falls behind, sending waits rather than memory growing (16
-        # e-mails of ~100 KB; 64 showed as the sender's memory growing with the run's size).
-        self._queue: queue.Queue[tuple[int, int, bytes, str] | None] = queue.Queue(maxsize=16)
-        self._thread: threading.Thread | None = None  # started with the first file
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-copies")
         self._writers: dict[int, ArchiveWriter] = {}
 
-    def _keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
-        writer = self._writers.get(dispatch_id)
-        if writer is None:
-            writer = self._writers[dispatch_id] = sent_messages_writer(dispatch_id)
-        try:
-            writer.write(sent_message_name(row_id), data, sha256=sha256, sync_folder=False)
-        except ArchiveError as exc:
-            log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
-
-    def _run(self) -> None:
-        with self._app.app_context():
-            while (item := self._queue.get()) is not None:
-                try:
-                    self._keep(*item)
-                except Exception:  # never lose the thread: the next files still get written
-                    log.exception("outbox row %s: keeping its bytes failed", item[1])
-            for writer in self._writers.values():
-                try:
-                    writer.sync_folder()
-                except ArchiveError as exc:
-                    log.error("sent e-mails of a dispatch may not be kept: %s", exc)
-
-    def keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
-        """Queue a sent message's bytes (with their SHA-256) to be kept."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="dispatch-sent-archive", daemon=True
-            )
-            self._thread.start()
-        self._queue.put((dispatch_id, row_id, data, sha256))
+    def start(self, composed: _Composed) -> Future[ArchivedFile]:
+        """Start writing the composed e-mail's copy."""
+        row = composed.row
+        writer = self._writers.get(row.dispatch_id)
+        if writer is None:  # here: it reads the app's configuration
+            writer = self._writers[row.dispatch_id] = sent_messages_writer(row.dispatch_id)
+        return self._thread.submit(
+            writer.write,
+            sent_message_name(row.id),
+            composed.data,
+            sha256=composed.sha256,
+            temporary=sent_message_temporary_name(row.id),
+        )
 
     def close(self) -> None:
-        """Write what is queued, make it durable, then stop the thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        """Finish the copy being written, then stop the thread."""
+        self._thread.shutdown(wait=True)
 
 
 def _apply_failure(
@@ -699,9 +678,9 @@ class _Composed:
     row: _Row
     message: Message
     envelope: Envelope
-    # Serialised, and hashed, while the server was still reading the previous message.
-    data: bytes
+    data: bytes  # the exact bytes handed over, and kept
     sha256: str
+    kept: Future[ArchivedFile] | None = None  # their copy in the archive, being written
 
 
 @dataclass
@@ -789,6 +768,17 @@ def _compose_claimed(
     return _Composed(row, message, envelope, data, hashlib.sha256(data).hexdigest())
 
 
+def _wait_until_kept(composed: _Composed) -> None:
+    """Wait for the composed e-mail's copy to be durable; ``_Stop`` if it cannot be kept:
+    nothing goes without its copy."""
+    if composed.kept is None:
+        return
+    try:
+        composed.kept.result()
+    except ArchiveError as exc:
+        raise _Stop(f"không lưu được bản thư sẽ gửi vào kho lưu trữ ({exc})") from exc
+
+
 def _hand_over_message(
     composed: _Composed,
     claim: _Claim,
@@ -839,13 +829,12 @@ def _read_reply(
 
 def _record_outcome(
     answered: _AnsweredMessage,
-    archiver: _AcceptedMessageArchiver,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> None:
-    """Commit the outcome of an answered e-mail, then queue its bytes to be kept if it was
-    accepted. Raises ``_Stop`` when the database did not take it at once; any other error is
+    """Commit the outcome of an answered e-mail (its copy was kept before it left). Raises
+    ``_Stop`` when the database did not take it at once; any other error is
     logged and leaves the row in ``sending`` (tried again after the lease), as ``_guarded``
     does."""
     row = answered.composed.row
@@ -857,12 +846,8 @@ def _record_outcome(
             _commit_outcome(row.id, lambda: _mark_sent(row, answered, worker))
         except _Stop as stop:
             if stop.unrecorded is None:  # on record after all
-                archiver.keep(
-                    row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256
-                )
                 report.sent += 1
             raise
-        archiver.keep(row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256)
         report.sent += 1
     except _Stop:
         raise
@@ -906,19 +891,21 @@ def _send_claimed(
     claimed: list[int],
     claimed_at: dt.datetime,
     session: SmtpSession,
-    archiver: _AcceptedMessageArchiver,
+    copies: _KeptCopies,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
 ) -> None:
-    """Send the claimed rows in order, one message at a time: compose it, hand it over, read
-    the server's reply and commit the outcome, and only then compose the next one.
+    """Send the claimed rows in order, one message at a time: hand it over once its copy is
+    kept, read the server's reply and commit the outcome, then the next one.
 
     So an accepted message is without its record only from the server's 250 to that commit
     (the time to read the reply and write one row and its audit entry): a sender killed
     meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
-    When the database fails the run (``_Stop``) or the relay is given up, the rows nothing of
-    which reached the server go back to the queue untried (``_give_back``).
+    The next e-mail is composed, and its copy written, before this one is handed over: outside
+    that window, and while the disk works on the copy. When the run stops (``_Stop``) or the
+    relay is given up, the rows nothing of which reached the server go back to the queue
+    untried (``_give_back``).
     """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
@@ -926,6 +913,20 @@ def _send_claimed(
     cache = ComposeCache()  # per batch: a file changed meanwhile is seen by the next batch
     claim = _Claim(claimed, claimed_at, worker)
     untried = 0  # claimed[untried:]: rows nothing of which has reached the server
+    composed: dict[int, _Composed | None] = {}  # by position: ready, or settled without going
+
+    def compose_at(position: int, loaded: dict[int, tuple[_Row, _Recipient | None]]) -> None:
+        if position >= len(claimed) or position in composed:
+            return
+        row_id = claimed[position]
+        ready = None
+        if row_id in loaded:
+            step = partial(_compose_claimed, loaded[row_id], claim, cache, worker, moment, report)
+            ready = _guarded(row_id, report, step)
+            if ready is not None:
+                ready.kept = copies.start(ready)
+        composed[position] = ready
+
     try:
         loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
         if loaded is None:
@@ -934,18 +935,14 @@ def _send_claimed(
             untried = position
             if session.given_up is not None:
                 break
-            if row_id not in loaded:
+            compose_at(position, loaded)
+            ready = composed.pop(position)
+            if ready is None:
                 continue
-            compose_next = partial(
-                _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
-            )
-            composed = _guarded(row_id, report, compose_next)
-            if composed is None:
-                continue
+            compose_at(position + 1, loaded)  # one ahead
+            _wait_until_kept(ready)
             untried = position + 1
-            hand_over = partial(
-                _hand_over_message, composed, claim, session, worker, moment, report
-            )
+            hand_over = partial(_hand_over_message, ready, claim, session, worker, moment, report)
             awaiting = _guarded(row_id, report, hand_over, abandon)
             if awaiting is None:
                 if session.given_up is not None:  # refused with the whole server: untried
@@ -955,12 +952,12 @@ def _send_claimed(
             read = partial(_read_reply, awaiting, session, moment)
             answered = _guarded(row_id, report, read, abandon)
             if answered is not None:
-                _record_outcome(answered, archiver, worker, moment, report)
+                _record_outcome(answered, worker, moment, report)
         else:
             untried = len(claimed)
     except _Stop as stop:
         report.stopped = stop.reason
-        reason = "the run stopped: the database did not take an outcome"
+        reason = "the run stopped: the database or the archive failed it"
         _give_back(claimed[untried:], claim, moment(), reason, report)
         return
     if session.given_up is not None:
@@ -999,12 +996,12 @@ def deliver_due(
     # Read from the configuration at each run, so a changed setting needs no restart.
     settings = SmtpSettings.from_config(current_app.config, testing=current_app.testing)
     session = SmtpSession(settings)  # connects at its first message
-    archiver = _AcceptedMessageArchiver()
+    copies = _KeptCopies()
     try:
         with session:
-            _deliver_batches(at, limit, worker, moment, session, archiver, report)
+            _deliver_batches(at, limit, worker, moment, session, copies, report)
     finally:
-        archiver.close()
+        copies.close()
     return report
 
 
@@ -1014,7 +1011,7 @@ def _deliver_batches(
     worker: str,
     moment: Callable[[], dt.datetime],
     session: SmtpSession,
-    archiver: _AcceptedMessageArchiver,
+    copies: _KeptCopies,
     report: DeliveryReport,
 ) -> None:
     """Claim and send batches until nothing is due at ``at`` or ``limit`` rows were claimed."""
@@ -1026,7 +1023,7 @@ def _deliver_batches(
         if not claimed:
             break
         report.claimed += len(claimed)
-        _send_claimed(claimed, claimed_at, session, archiver, worker, moment, report)
+        _send_claimed(claimed, claimed_at, session, copies, worker, moment, report)
         if session.unreachable is not None or session.given_up is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
         if report.stopped is not None:
