@@ -552,6 +552,42 @@ def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
 
 
 @pytest.mark.slow
+def test_a_sender_asked_to_stop_ends_once_the_message_in_hand_is_recorded(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    outbox_dispatch(12)
+    db.session.commit()
+    db.session.close()
+    env = _dispatch_env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    handler.delay = 0.3
+
+    sender = _run_deliver(env, "2021-11-15T08:31:00+07:00", log)
+    try:
+        # SIGTERM (systemd's stop, a time-out) while the server holds a message.
+        handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
+        sender.send_signal(signal.SIGTERM)
+    finally:
+        sender.wait(timeout=60)
+
+    output = log.read_text()
+    assert sender.returncode == 1, output
+    assert "Lỗi: Đã dừng gửi: tiến trình được yêu cầu dừng" in output
+    # The message in hand was answered and recorded; the rest is back in the queue, due now.
+    accepted = len(handler.messages)
+    assert 4 <= accepted < 12
+    states = statuses()
+    assert (states.count("sent"), states.count("queued")) == (accepted, 12 - accepted)
+    handler.delay = 0
+    after = _run_deliver(env, "2021-11-15T08:32:00+07:00", log)
+    assert after.wait(timeout=120) == 0, log.read_text()
+    assert statuses() == ["sent"] * 12
+    assert set(handler.message_ids().values()) == {1}
+    assert audit.verify_chain() == []
+
+
+@pytest.mark.slow
 def test_two_senders_at_once_send_each_message_once(
     smtp_app, smtp_server, outbox_dispatch, tmp_path
 ):

@@ -48,6 +48,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -591,8 +592,12 @@ def _apply_failure(
     return DeliveryStatus.RETRYING
 
 
+_STOP_REQUESTED = "tiến trình được yêu cầu dừng; thư đang gửi dở đã được ghi nhận"
+
+
 class _Stop(Exception):
-    """The run stops here: the database failed it, and nothing else may be handed over.
+    """The run stops here (the database or the archive failed it, or the process was asked to
+    end), and nothing else may be handed over.
 
     ``reason``: what the clerk is told (Vietnamese). ``unrecorded``: the row whose message the
     server may have accepted without it being on record (it goes again after the lease).
@@ -895,6 +900,7 @@ def _send_claimed(
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
+    stop: threading.Event | None = None,
 ) -> None:
     """Send the claimed rows in order, one message at a time: hand it over once its copy is
     kept, read the server's reply and commit the outcome, then the next one.
@@ -935,6 +941,8 @@ def _send_claimed(
             untried = position
             if session.given_up is not None:
                 break
+            if stop is not None and stop.is_set():
+                raise _Stop(_STOP_REQUESTED)
             compose_at(position, loaded)
             ready = composed.pop(position)
             if ready is None:
@@ -957,7 +965,11 @@ def _send_claimed(
             untried = len(claimed)
     except _Stop as stop:
         report.stopped = stop.reason
-        reason = "the run stopped: the database or the archive failed it"
+        reason = "the run stopped: " + (
+            "asked to"
+            if stop.reason == _STOP_REQUESTED
+            else "the database or the archive failed it"
+        )
         _give_back(claimed[untried:], claim, moment(), reason, report)
         return
     if session.given_up is not None:
@@ -978,13 +990,18 @@ def _give_back(
 
 
 def deliver_due(
-    at: dt.datetime, limit: int | None = None, worker: str | None = None
+    at: dt.datetime,
+    limit: int | None = None,
+    worker: str | None = None,
+    stop: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send the outbox rows due at ``at``; commits on its own, each outcome before the next leaves.
 
     At most ``limit`` rows, over one SMTP connection. Claims, renewals and outcomes are each
     committed here, so a sender killed at any point leaves at most one message without a
     record (see the module's docstring); the caller's ``unit_of_work`` only ends the session.
+    ``stop``, once set (a signal asking the process to end), ends the run after the outcome of
+    the message in hand is recorded: the rest goes back to the queue, and nothing is sent twice.
     """
     worker = worker or default_worker()
     started = time.monotonic()
@@ -999,7 +1016,7 @@ def deliver_due(
     copies = _KeptCopies()
     try:
         with session:
-            _deliver_batches(at, limit, worker, moment, session, copies, report)
+            _deliver_batches(at, limit, worker, moment, session, copies, report, stop)
     finally:
         copies.close()
     return report
@@ -1013,9 +1030,13 @@ def _deliver_batches(
     session: SmtpSession,
     copies: _KeptCopies,
     report: DeliveryReport,
+    stop: threading.Event | None,
 ) -> None:
     """Claim and send batches until nothing is due at ``at`` or ``limit`` rows were claimed."""
     while limit is None or report.claimed < limit:
+        if stop is not None and stop.is_set():
+            report.stopped = _STOP_REQUESTED
+            break
         size = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - report.claimed)
         # Due at ``at`` (what failed during this run waits for a later run), claimed now.
         claimed_at = moment()
@@ -1023,7 +1044,7 @@ def _deliver_batches(
         if not claimed:
             break
         report.claimed += len(claimed)
-        _send_claimed(claimed, claimed_at, session, copies, worker, moment, report)
+        _send_claimed(claimed, claimed_at, session, copies, worker, moment, report, stop)
         if session.unreachable is not None or session.given_up is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
         if report.stopped is not None:
