@@ -97,6 +97,12 @@ def sent_message_name(outbox_id: int) -> str:
     return f"{outbox_id}.eml"
 
 
+def sent_message_temporary_name(outbox_id: int) -> str:
+    """The temporary name an e-mail's copy is written under before it is renamed into place:
+    fixed, so that one a killed sender left behind is replaced by the next write."""
+    return f".tmp-{outbox_id}.eml"
+
+
 def sent_message_path(dispatch_id: int, outbox_id: int) -> str:
     """Where the exact bytes of an accepted e-mail are kept, relative to the data folder."""
     return f"{dispatch_folder(dispatch_id)}/{SENT_FOLDER}/{sent_message_name(outbox_id)}"
@@ -156,20 +162,35 @@ class ArchiveWriter:
         self._folder_made = True
 
     def write(
-        self, filename: str, data: bytes, *, sha256: str | None = None, sync_folder: bool = True
+        self,
+        filename: str,
+        data: bytes,
+        *,
+        sha256: str | None = None,
+        sync_folder: bool = True,
+        temporary: str | None = None,
     ) -> ArchivedFile:
         """Write ``data`` under ``filename`` atomically and read-only; return what was written.
 
         ``sha256``: the data's, when the caller has it already. ``sync_folder=False`` leaves the
         folder's entry to ``sync_folder()`` (once after many files): until then a crash may lose
-        the name of a file whose bytes are on disk.
+        the name of a file whose bytes are on disk. ``temporary``: the name to write under
+        before the rename (a file left under it by a writer that died is replaced), instead of
+        a new random one.
         """
         filename = safe_filename(filename)
         self._make_folder()
         target = self.folder / filename
         tmp_name: str | None = None
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
+            if temporary is None:
+                fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
+            else:
+                leftover = str(self.folder / temporary)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+                fd = os.open(leftover, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                tmp_name = leftover
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

@@ -106,12 +106,12 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     hand_over = smtp.SmtpSession.hand_over
     begun = []
 
-    def hand_over_counting(self, envelope, data, meanwhile=None):
+    def hand_over_counting(self, envelope, data):
         headers = BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True)
         begun.append("".join(headers["Message-ID"].split()))
         if len(begun) == 2:
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
-        return hand_over(self, envelope, data, meanwhile)
+        return hand_over(self, envelope, data)
 
     monkeypatch.setattr(smtp.SmtpSession, "hand_over", hand_over_counting)
     report = sender.deliver_due(AT)
@@ -158,6 +158,115 @@ def test_each_outcome_is_committed_before_the_next_message_reaches_the_server(
     assert recorded_before == [0, 1, 2, 3, 4]
     assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
     assert audit.verify_chain() == []
+
+
+def test_each_250_is_on_record_before_the_next_message_is_even_composed(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    """The window in which a killed sender leaves an accepted message without its record (to
+    go again after the lease) spans the server's 250 and its commit, and nothing else: no
+    message is with the server while another one is composed."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    dispatch = outbox_dispatch(5)
+    db.session.commit()
+    observer = create_engine(smtp_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+    handed_over, replies, seen = [], [], []
+    hand_over, read_reply, compose_message = (
+        smtp.SmtpSession.hand_over,
+        smtp.SmtpSession.read_reply,
+        sender.compose,
+    )
+
+    def counting_hand_over(self, *args, **kwargs):
+        handed_over.append(1)
+        return hand_over(self, *args, **kwargs)
+
+    def counting_read_reply(self, handover):
+        reply = read_reply(self, handover)
+        replies.append(reply)
+        return reply
+
+    def composing(row, **kwargs):
+        with observer.connect() as conn:
+            recorded = conn.execute(
+                text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
+            ).scalar_one()
+        seen.append((len(handed_over), len(replies), recorded, len(smtp_server.messages)))
+        return compose_message(row, **kwargs)
+
+    monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
+    monkeypatch.setattr(smtp.SmtpSession, "read_reply", counting_read_reply)
+    monkeypatch.setattr(sender, "compose", composing)
+    try:
+        report = sender.deliver_due(AT)
+    finally:
+        observer.dispose()
+
+    assert report.sent == 5 and len(seen) == 5
+    # Whenever an e-mail was composed, every one handed over before had been answered, and
+    # every one the server had accepted was recorded.
+    assert all(
+        handed == answered == recorded == accepted for handed, answered, recorded, accepted in seen
+    ), seen
+    assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
+
+
+def test_each_message_is_kept_before_the_server_has_its_data(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    dispatch = outbox_dispatch(4)
+    ids = {row.message_id: row.id for row in outbox_rows(dispatch.id)}
+    folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch.id}/sent"
+    # A temporary file a killed sender left behind, read-only, for the third message.
+    folder.mkdir(parents=True)
+    leftover = folder / f".tmp-{sorted(ids.values())[2]}.eml"
+    leftover.write_bytes(b"half an e-mail")
+    leftover.chmod(0o444)
+    handler = smtp_server.handler
+    accept = handler.handle_DATA
+    kept_when_received = []
+
+    async def handle_data(server, session, envelope):
+        headers = BytesParser(policy=policy.compat32).parsebytes(
+            envelope.original_content, headersonly=True
+        )
+        row_id = ids["".join(headers["Message-ID"].split())]
+        kept = (folder / f"{row_id}.eml").read_bytes()
+        kept_when_received.append(
+            kept.replace(b"\r\n", b"\n") == envelope.original_content.replace(b"\r\n", b"\n")
+        )
+        return await accept(server, session, envelope)
+
+    monkeypatch.setattr(handler, "handle_DATA", handle_data)
+    report = sender.deliver_due(AT)
+
+    assert report.sent == 4
+    # When the server had each message's data, its exact bytes were already in the archive.
+    assert kept_when_received == [True] * 4
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.eml" for i in ids.values())
+    for row in outbox_rows(dispatch.id):
+        assert hashlib.sha256((folder / f"{row.id}.eml").read_bytes()).hexdigest() == (
+            row.sent_sha256
+        )
+
+
+def test_nothing_goes_without_its_copy_kept(smtp_app, smtp_server, outbox_dispatch):
+    dispatch = outbox_dispatch(3)
+    # The sent folder cannot be made: a file is in its way.
+    folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch.id}"
+    (folder / "sent").write_text("not a folder")
+
+    result = smtp_app.test_cli_runner().invoke(
+        args=["deliver", "--at", "2021-11-15T08:31:00+07:00"]
+    )
+
+    assert result.exit_code == 1
+    assert "Lỗi: Đã dừng gửi: không lưu được bản thư sẽ gửi vào kho lưu trữ" in result.output
+    assert smtp_server.handler.mail_commands == 0 and smtp_server.messages == []
+    rows = outbox_rows(dispatch.id)
+    assert [(r.status.value, r.attempts) for r in rows] == [("queued", 0)] * 3
 
 
 # --- Composing: what a dispatch's e-mails share ------------------------------------------------

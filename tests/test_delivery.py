@@ -249,6 +249,49 @@ def test_a_refused_sender_leaves_the_batch_for_later_not_failed(
     assert deliver_due(AT + dt.timedelta(minutes=5)).sent == 3
 
 
+def test_a_451_to_our_sender_leaves_the_batch_queued_without_spending_attempts(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(3)
+    smtp_server.handler.fail_mail = 1
+    smtp_server.handler.fail_mail_reply = "451 4.3.2 System not accepting network messages"
+
+    report = deliver_due(AT)
+
+    # A server-wide condition, no fault of any message: nothing is counted as an attempt.
+    assert (report.sent, report.retrying, report.failed, report.released) == (0, 0, 0, 3)
+    assert "451 4.3.2" in report.held_back
+    assert smtp_server.handler.mail_commands == 1 and smtp_server.handler.data_commands == 0
+    for row in rows():
+        assert row.status is DeliveryStatus.QUEUED
+        assert (row.attempts, row.claimed_by, row.last_error) == (0, None, None)
+    assert audit_actions("message.released") == 3
+    assert audit_actions("message.retrying") == 0
+    assert audit.verify_chain() == []
+    # Due again at once: the next run sends them, each on its first attempt.
+    later = deliver_due(AT + dt.timedelta(minutes=1))
+    assert later.sent == 3
+    assert {row.attempts for row in rows()} == {1}
+    assert set(smtp_server.handler.message_ids().values()) == {1}
+
+
+def test_a_row_retrying_before_a_451_to_our_sender_stays_retrying(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(1)
+    smtp_server.handler.fail_data = 1
+    assert deliver_due(AT).retrying == 1
+    smtp_server.handler.fail_mail = 1
+    smtp_server.handler.fail_mail_reply = "451 4.3.2 try later"
+
+    report = deliver_due(AT + dt.timedelta(minutes=5))
+
+    assert (report.retrying, report.released) == (0, 1)
+    (row,) = rows()
+    assert (row.status, row.attempts) == (DeliveryStatus.RETRYING, 1)
+    assert row.last_error.startswith("DATA: 451")  # the earlier attempt's reason, kept
+
+
 def test_gives_up_after_a_day_of_temporary_failures(smtp_app, smtp_server, outbox_dispatch):
     outbox_dispatch(1)
     smtp_server.handler.fail_data = 1
@@ -505,6 +548,42 @@ def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert len(counts) == 12, counts
     assert set(counts.values()) == {1}, counts
     assert counts.keys() == {row.message_id for row in rows()}
+    assert audit.verify_chain() == []
+
+
+@pytest.mark.slow
+def test_a_sender_asked_to_stop_ends_once_the_message_in_hand_is_recorded(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    outbox_dispatch(12)
+    db.session.commit()
+    db.session.close()
+    env = _dispatch_env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    handler.delay = 0.3
+
+    sender = _run_deliver(env, "2021-11-15T08:31:00+07:00", log)
+    try:
+        # SIGTERM (systemd's stop, a time-out) while the server holds a message.
+        handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
+        sender.send_signal(signal.SIGTERM)
+    finally:
+        sender.wait(timeout=60)
+
+    output = log.read_text()
+    assert sender.returncode == 1, output
+    assert "Lỗi: Đã dừng gửi: tiến trình được yêu cầu dừng" in output
+    # The message in hand was answered and recorded; the rest is back in the queue, due now.
+    accepted = len(handler.messages)
+    assert 4 <= accepted < 12
+    states = statuses()
+    assert (states.count("sent"), states.count("queued")) == (accepted, 12 - accepted)
+    handler.delay = 0
+    after = _run_deliver(env, "2021-11-15T08:32:00+07:00", log)
+    assert after.wait(timeout=120) == 0, log.read_text()
+    assert statuses() == ["sent"] * 12
+    assert set(handler.message_ids().values()) == {1}
     assert audit.verify_chain() == []
 
 

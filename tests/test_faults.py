@@ -17,17 +17,20 @@ database and at the controlled aiosmtpd server of ``tests/fixtures/smtp.py``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.pool import NullPool
 
 from dispatch import audit
@@ -248,6 +251,36 @@ def test_550_for_one_address_fails_it_with_the_reason_and_sends_the_rest(
     assert_nothing_lost(smtp_server, failed=[refused])
 
 
+def test_a_stalled_relay_is_given_up_after_two_time_outs_and_the_rest_waits(
+    smtp_app, smtp_server, outbox_dispatch
+):
+    outbox_dispatch(6)
+    smtp_app.config["MAIL_TIMEOUT"] = 0.5
+    handler = smtp_server.handler
+    handler.delay = 10.0  # every DATA held far beyond the time-out
+
+    stalled = deliver_due(AT)
+
+    # Two time-outs in a row, then the relay is left alone for this run: not one time-out per
+    # message (63 × MAIL_TIMEOUT for a letter to the provinces).
+    assert handler.data_commands == 2
+    assert (stalled.sent, stalled.retrying, stalled.failed, stalled.released) == (0, 2, 0, 4)
+    assert "2 time-outs in a row" in stalled.held_back
+    rows = _rows()
+    timed_out = [row for row in rows if row.status is DeliveryStatus.RETRYING]
+    assert [row.attempts for row in timed_out] == [1, 1]
+    assert all("timed out" in row.last_error for row in timed_out)
+    untried = [row for row in rows if row.status is DeliveryStatus.QUEUED]
+    assert len(untried) == 4 and {row.attempts for row in untried} == {0}
+
+    handler.wait_until(lambda h: h.holding == 0)
+    handler.delay = 0
+    back = deliver_due(AT + dt.timedelta(minutes=5))
+
+    assert (back.sent, back.retrying, back.failed) == (6, 0, 0)
+    assert_nothing_lost(smtp_server)
+
+
 # --- Process faults --------------------------------------------------------------------------
 
 
@@ -293,6 +326,67 @@ def test_sender_killed_mid_batch_and_restarted(smtp_app, smtp_server, outbox_dis
         select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "message.claimed")
     ).scalar_one()
     assert taken_over == 10 + (10 - accepted)  # the orphans were claimed twice, on record
+
+
+def _same_bytes(kept: bytes, received: bytes) -> bool:
+    """The kept e-mail is what the server received (which reads its lines ending in CRLF)."""
+    return kept.replace(b"\r\n", b"\n") == received.replace(b"\r\n", b"\n")
+
+
+def assert_every_sent_message_kept(app, smtp_server: SmtpServer) -> None:
+    """Each row on record as sent has its kept copy under ``sent_path``, with the SHA-256 on
+    record, byte for byte a message the server received under its Message-ID."""
+    root = Path(app.config["DISPATCH_DATA_DIR"])
+    received: dict[str, list[bytes]] = {}
+    for message in smtp_server.messages:
+        received.setdefault(message.message_id or "", []).append(message.raw)
+    for row in _rows():
+        if row.status is not DeliveryStatus.SENT:
+            continue
+        path = root / row.sent_path
+        assert path.is_file(), f"row {row.id} sent, but no kept copy at {row.sent_path}"
+        kept = path.read_bytes()
+        assert hashlib.sha256(kept).hexdigest() == row.sent_sha256, f"row {row.id}"
+        assert any(_same_bytes(kept, raw) for raw in received[row.message_id]), f"row {row.id}"
+
+
+@pytest.mark.slow
+def test_a_sender_killed_at_random_points_keeps_the_copy_of_every_message_it_recorded(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    dispatch_id = outbox_dispatch(30).id
+    _release_database()
+    env = _env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    rng = random.Random(20211115)
+    at = AT
+    kills = 0
+    for _ in range(8):
+        accepted = len(handler.messages)
+        sender = _start(env, log, "deliver", "--at", _iso(at))
+        try:
+            # A few milliseconds after the server accepted a message: wherever its record,
+            # its kept copy and the next message happen to be.
+            handler.wait_until(lambda h, n=accepted: len(h.messages) > n, timeout=WAIT)
+            time.sleep(rng.uniform(0, 0.006))
+            sender.send_signal(signal.SIGKILL)
+        finally:
+            sender.wait(timeout=WAIT)
+        kills += sender.returncode == -signal.SIGKILL
+        handler.wait_until(lambda h: h.holding == 0)
+        assert_every_sent_message_kept(smtp_app, smtp_server)
+        at += LEASE + dt.timedelta(minutes=1)  # what it left in sending is taken over next
+    assert kills >= 6, log.read_text()
+
+    _run(env, log, "deliver", "--at", _iso(at))
+
+    assert {row.status for row in _rows()} == {DeliveryStatus.SENT}
+    assert_every_sent_message_kept(smtp_app, smtp_server)
+    # A temporary file a kill left behind was taken up by the next write of its message.
+    sent_folder = Path(smtp_app.config["DISPATCH_DATA_DIR"]) / f"dispatches/{dispatch_id}/sent"
+    assert sorted(p.name for p in sent_folder.iterdir() if p.name.startswith(".")) == []
+    assert audit.verify_chain() == []
 
 
 def _terminate_backends(url: str, application_name: str) -> int:
@@ -346,6 +440,140 @@ def test_database_connection_dropped_mid_job(smtp_app, smtp_server, outbox_dispa
 
     assert len(handler.messages) == 8, log.read_text()
     assert_nothing_lost(smtp_server)
+
+
+class _DatabaseOutage:
+    """The test database refusing every connection for ``seconds``: new connections are
+    disallowed (``ALLOW_CONNECTIONS false``) and the open ones ended (``pg_terminate_backend``),
+    from a superuser connection to another database, as a failover or a crash would."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        self.name = make_url(url).database
+        self.admin = create_engine(
+            make_url(url).set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+        self.seconds = seconds
+        self.began: float | None = None
+        self.ended = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def begin(self) -> None:
+        """Cut the database off, and let it back in after ``seconds``."""
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": self.name},
+            )
+        self.began = time.monotonic()
+        self._timer = threading.Timer(self.seconds, self.end)
+        self._timer.start()
+
+    def end(self) -> None:
+        """Let connections in again (whether or not the outage began)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS true'))
+        self.ended.set()
+
+
+@on_postgres
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_database_unreachable_for_30_s_mid_batch_stops_the_sender_and_sends_nothing_twice(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    outbox_dispatch(8)
+    _release_database()
+    outage = _DatabaseOutage(smtp_app.config["SQLALCHEMY_DATABASE_URI"], seconds=30)
+    env = _env(smtp_app, smtp_server, tmp_path)
+    log = tmp_path / "deliver.log"
+    handler = smtp_server.handler
+    accept = handler.handle_DATA
+
+    async def handle_DATA(server, session, envelope):  # aiosmtpd's hook name
+        reply = await accept(server, session, envelope)
+        if reply.startswith("250") and len(handler.messages) == 3 and outage.began is None:
+            # The third message is accepted; before the sender hears so, its database goes.
+            outage.begin()
+        return reply
+
+    handler.handle_DATA = handle_DATA  # type: ignore[method-assign]
+    try:
+        sender = _start(env, log, "deliver", "--at", _iso(AT))
+        status = sender.wait(timeout=WAIT)
+    finally:
+        outage.end()  # always: the database must take connections again
+    assert outage.began is not None, "the outage never began"
+    stopped_after = time.monotonic() - outage.began
+
+    # It handed nothing over while it could not record the third message's 250, waited for
+    # the database, recorded it, then stopped and said so.
+    output = log.read_text()
+    assert status == 1, output
+    assert stopped_after >= 30
+    assert len(handler.messages) == 3
+    (line,) = [line for line in output.splitlines() if line.startswith("Lỗi: ")]
+    assert "Đã dừng gửi" in line and "cơ sở dữ liệu" in line, output
+    assert "Traceback" not in output
+    states = Counter(row.status for row in _rows())
+    assert states == {DeliveryStatus.SENT: 3, DeliveryStatus.QUEUED: 5}, states
+
+    # What it had not handed over is due at once: the next run sends it, each message once.
+    _run(env, log, "deliver", "--at", _iso(AT + dt.timedelta(minutes=2)))
+    assert len(handler.messages) == 8, log.read_text()
+    assert_nothing_lost(smtp_server)
+
+
+@pytest.mark.skipif(
+    os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="holds SQLite's write lock (PostgreSQL: the outage test above)",
+)
+@pytest.mark.slow
+def test_an_outcome_the_database_never_takes_stops_the_run_and_goes_again_after_the_lease(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    import sqlite3
+
+    from dispatch.mail import sender
+
+    outbox_dispatch(5)
+    _release_database()
+    monkeypatch.setattr(sender, "OUTCOME_PATIENCE", dt.timedelta(0))  # give up at the first try
+    path = make_url(smtp_app.config["SQLALCHEMY_DATABASE_URI"]).database
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    handler = smtp_server.handler
+    accept = handler.handle_DATA
+
+    async def handle_DATA(server, session, envelope):  # aiosmtpd's hook name
+        reply = await accept(server, session, envelope)
+        if reply.startswith("250") and len(handler.messages) == 2 and not blocker.in_transaction:
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        return reply
+
+    handler.handle_DATA = handle_DATA  # type: ignore[method-assign]
+    try:
+        stopped = deliver_due(AT)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    assert "có thể được gửi lại một lần sau 10 phút" in stopped.stopped
+    assert (stopped.sent, len(handler.messages)) == (1, 2)
+    states = [row.status for row in _rows()]
+    assert states == [DeliveryStatus.SENT] + [DeliveryStatus.SENDING] * 4  # all claimed still
+
+    # After the lease the unrecorded one goes again, with its Message-ID: the one copy an
+    # outage longer than OUTCOME_PATIENCE can cost. The rest go once.
+    handler.handle_DATA = accept  # type: ignore[method-assign]
+    assert deliver_due(AT + LEASE + dt.timedelta(minutes=1)).sent == 4
+    counts = handler.message_ids()
+    assert sorted(counts.values()) == [1, 1, 1, 1, 2]
+    assert counts[_rows()[1].message_id] == 2
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ server or the connection answered, and whether the connection carries the next m
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -130,6 +129,34 @@ def test_a_reply_slower_than_the_timeout_is_a_lost_connection_never_a_resend(smt
     assert smtp_server.messages == []  # the server saw its client leave before answering
 
 
+def test_two_time_outs_in_a_row_give_the_relay_up_and_an_answer_in_between_does_not(
+    smtp_server,
+):
+    handler = smtp_server.handler
+    handler.delay = 3.0
+    with session_for(smtp_server, timeout=0.3) as session:
+        with pytest.raises(SendFailure) as first:
+            session.send(envelope(), message(1))
+        assert first.value.timed_out and session.given_up is None
+        # An answer in between (here a 451) starts the count again.
+        handler.delay, handler.fail_data = 0.0, 1
+        with pytest.raises(SendFailure) as answered:
+            session.send(envelope(), message(2))
+        assert not answered.value.timed_out and session.stalls == 0
+        handler.delay = 3.0
+        for number in (3, 4):
+            with pytest.raises(SendFailure) as late:
+                session.send(envelope(), message(number))
+            # Its data had left: the message itself is retried like any other time-out.
+            assert late.value.timed_out and not late.value.server_wide
+        assert session.given_up.startswith("relay stalled: 2 time-outs in a row (DATA: ")
+        with pytest.raises(SendFailure) as held:
+            session.send(envelope(), message(5))
+        assert held.value.server_wide
+    handler.wait_until(lambda h: h.holding == 0)
+    assert handler.data_commands == 4 and smtp_server.messages == []
+
+
 def test_a_closed_connection_found_before_the_data_is_replaced_once(smtp_server):
     # The server closes the kept-open connection at the second MAIL FROM (a limit per
     # connection): nothing of that message was sent, so it goes on a new connection.
@@ -154,6 +181,27 @@ def test_a_refused_sender_leaves_every_message_for_later(smtp_server):
     assert smtp_server.handler.mail_commands == 1 and smtp_server.messages == []
 
 
+def test_a_451_to_our_sender_gives_the_relay_up_for_the_batch_no_fault_of_a_message(
+    smtp_server,
+):
+    smtp_server.handler.fail_mail = 1
+    smtp_server.handler.fail_mail_reply = "451 4.3.2 System not accepting network messages"
+    with session_for(smtp_server) as session:
+        with pytest.raises(SendFailure) as refused:
+            session.send(envelope(), message(1))
+        assert refused.value.server_wide and refused.value.before_data
+        assert not refused.value.permanent
+        assert session.unreachable is None
+        assert session.given_up == (
+            "sender refused for now: MAIL FROM: 451 4.3.2 System not accepting network messages"
+        )
+        # The next message is not even offered.
+        with pytest.raises(SendFailure) as held:
+            session.send(envelope(), message(2))
+        assert held.value.server_wide and held.value.before_data
+    assert smtp_server.handler.mail_commands == 1 and smtp_server.messages == []
+
+
 def test_a_server_that_is_down_is_tried_once_per_batch(dead_smtp_port):
     session = SmtpSession(SmtpSettings(port=dead_smtp_port, timeout=5))
     with session:
@@ -163,28 +211,6 @@ def test_a_server_that_is_down_is_tried_once_per_batch(dead_smtp_port):
             assert down.value.connection_lost and not down.value.permanent
             assert down.value.reason.startswith(f"cannot connect to 127.0.0.1:{dead_smtp_port}: ")
     assert session.connections == 0
-
-
-def test_the_callers_work_runs_between_commands_and_to_its_end_before_the_data(smtp_server):
-    done: list[int] = []
-
-    def work(steps: int) -> Iterator[None]:
-        for _ in range(steps):
-            # While the server answers a command, nothing of this message has been accepted.
-            done.append(len(smtp_server.messages))
-            yield
-
-    with session_for(smtp_server) as session:
-        session.send(envelope(), message(1))
-        # MAIL, RCPT and DATA: a step after each, and the remaining two before the data.
-        handover = session.hand_over(envelope(), message(2), meanwhile=work(5))
-        assert done == [1] * 5
-        session.read_reply(handover)
-        # Refused before its data: the work is still run to its end.
-        smtp_server.handler.reject[COPY] = "550 5.1.1 no such mailbox"
-        with pytest.raises(SendFailure):
-            session.hand_over(envelope(COPY, required=(COPY,)), message(3), meanwhile=work(4))
-    assert len(done) == 9
 
 
 def test_suppressed_sending_answers_at_once_and_connects_to_nothing(dead_smtp_port):

@@ -45,6 +45,7 @@ def remind_command(at: dt.datetime, no_deliver: bool) -> None:
     click.echo(f"Số đơn vị quá hạn: {report.overdue_marked}")
     if report.not_delivered:
         click.echo(f"Số đơn vị chưa nhận được văn bản (không nhắc): {report.not_delivered}")
+    stopped = None
     if not no_deliver:
         from dispatch.mail.sender import deliver_due
 
@@ -56,9 +57,15 @@ def remind_command(at: dt.datetime, no_deliver: bool) -> None:
         )
         for error in delivery.errors:
             click.echo(f"  lỗi gửi: {error}", err=True)
+        stopped = delivery.stopped
+        if stopped:
+            click.echo(
+                f"Lỗi: Đã dừng gửi: {stopped}. Các thư chưa gửi để lại cho lần chạy sau.",
+                err=True,
+            )
     for dispatch_id, error in report.errors:
         click.echo(f"Lỗi khi xử lý công văn mã {dispatch_id}: {error}", err=True)
-    if report.errors:
+    if report.errors or stopped:
         sys.exit(1)
 
 

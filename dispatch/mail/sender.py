@@ -18,24 +18,23 @@ that a crash loses at most the message in flight:
    ``RENEW_AFTER`` after its claim was last confirmed, nine minutes inside the lease. Rows are
    claimed ``CLAIM_BATCH`` at a time and each batch is sent before the next is claimed, so the
    first message leaves at once, claims stay fresh during a long run, and memory does not grow
-   with the outbox. While the server reads and checks a message's data, the next message is
-   composed; only then is the server's reply read: the two sides work at once.
-3. **Record** each outcome as soon as the reply is read, while the next message's envelope is
-   exchanged, and commit it before that message's data leaves (the outcome's commit is the
-   ``meanwhile`` of ``SmtpSession.hand_over``, which runs it to its end before any byte of the
-   data): the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a timeout →
-   ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour, ``failed``
-   after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a 5xx →
-   ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an escalation
-   with nobody left to chase, becomes ``cancelled``.
+   with the outbox.
+3. **Record** each outcome as soon as the reply is read, and commit it before the next message
+   is composed: the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a
+   timeout → ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour,
+   ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a
+   5xx → ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an
+   escalation with nobody left to chase, becomes ``cancelled``. When the relay is given up for
+   the run (it refuses our sender for now, or stalls), the rows not handed over go back to the
+   queue untried (``_release``).
 
 **Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
-before the next message's data leaves. What is left is the message the server may accept
-without the sender knowing: one whose data has left and whose reply has not been read and
-committed yet (a few milliseconds per message, while the next one is composed and the next
-envelope exchanged). A sender killed then leaves that one row in ``sending``, and after the
-lease it is sent again with the SAME Message-ID (``OutboxMessage.message_id``), which lets the
-receiving side recognise the copy; every other row is either on record or was never handed over.
+before the next message is composed. What is left is the message the server may accept without
+the sender knowing: one whose data has left and whose reply has not been read and committed yet
+(from the server's 250 to that commit: reading one reply, writing one row and its audit entry).
+A sender killed then leaves that one row in ``sending``, and after the lease it is sent again
+with the SAME Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise
+the copy; every other row is either on record or was never handed over.
 
 Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time, so claims and
 ``sent_at`` stay truthful during a long batch while ``--at`` can still replay any moment.
@@ -47,12 +46,12 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import queue
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
@@ -60,16 +59,18 @@ from typing import TypeVar
 
 from flask import current_app
 from flask_mail import Message, email_dispatched, sanitize_address
-from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import joinedload
 
 from dispatch import audit
 from dispatch.archive import (
+    ArchivedFile,
     ArchiveError,
     ArchiveWriter,
     sent_message_name,
     sent_message_path,
+    sent_message_temporary_name,
     sent_messages_writer,
 )
 from dispatch.extensions import db
@@ -98,7 +99,12 @@ FIRST_BACKOFF = dt.timedelta(minutes=1)
 MAX_BACKOFF = dt.timedelta(hours=1)
 DEFAULT_MAX_ATTEMPTS = 30
 DEFAULT_GIVE_UP_HOURS = 24
+# An outcome the database does not take at once is tried again this many times (1, 2, 3, 4 s
+# apart: a blink, a locked SQLite file) while nothing else is handed over; after that the run
+# stops, and goes on trying to record that one outcome until OUTCOME_PATIENCE has passed. Well
+# inside the lease: no other sender can have taken the row over (and sent it again) by then.
 OUTCOME_COMMIT_ATTEMPTS = 5
+OUTCOME_PATIENCE = dt.timedelta(minutes=5)
 # Rows claimed at a time: each batch is sent before the next is claimed.
 CLAIM_BATCH = 100
 
@@ -127,6 +133,11 @@ class DeliveryReport:
     skipped: int = 0  # claimed, then taken over by another sender before its turn
     connections: int = 0  # SMTP connections opened
     claimed: int = 0
+    released: int = 0  # claimed, then given back untried: the relay was given up, or the run
+    held_back: str | None = None  # why the relay was given up, leaving the rest for later
+    # Why the run stopped before its end (Vietnamese, for the clerk): its database did not take
+    # an outcome, so nothing else was handed over. None when it ran to its end.
+    stopped: str | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -297,13 +308,67 @@ class _Claim:
         self.ours = set(row_ids)
 
     def holds(self, row_id: int, now: dt.datetime) -> bool:
-        """Whether ``row_id`` may be sent at ``now``: renews the rest of the batch first when
-        the claim is ``RENEW_AFTER`` old (a database error leaves the claim to renew later)."""
+        """Whether ``row_id`` may be sent at ``now``: renews what is left of the batch first
+        when the claim is ``RENEW_AFTER`` old."""
         if now - self.claimed_at >= RENEW_AFTER:
-            rest = self.row_ids[self.row_ids.index(row_id) :]
-            self.ours = _renew(rest, self.claimed_at, self.worker, now)
+            # Every row of the batch still ours and in ``sending`` (the settled ones are not).
+            self.ours = _renew(self.row_ids, self.claimed_at, self.worker, now)
             self.claimed_at = now
         return row_id in self.ours
+
+
+def _release(row_ids: list[int], claim: _Claim, moment: dt.datetime, reason: str) -> int:
+    """Give back our claim on ``row_ids``, none of them handed over, and commit: each goes back
+    to where it was (``queued``, or ``retrying`` after an earlier failed attempt), due at once,
+    the attempt its claim counted not spent; audited as ``message.released``. How many."""
+    if not row_ids:
+        return 0
+    released = db.session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(row_ids),
+            OutboxMessage.status == DeliveryStatus.SENDING,
+            OutboxMessage.claimed_by == claim.worker,
+            OutboxMessage.claimed_at == claim.claimed_at,
+        )
+        .values(
+            status=case(
+                (OutboxMessage.attempts > 1, DeliveryStatus.RETRYING),
+                else_=DeliveryStatus.QUEUED,
+            ),
+            attempts=OutboxMessage.attempts - 1,
+            claimed_at=None,
+            claimed_by=None,
+        )
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.attempts,
+            OutboxMessage.message_id,
+            OutboxMessage.dispatch_id,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    audit.record_many(
+        [
+            {
+                "action": "message.released",
+                "actor": ACTOR,
+                "at": moment,
+                "object_type": "outbox_message",
+                "object_id": row.id,
+                "dispatch_id": row.dispatch_id,
+                "details": {
+                    "worker": claim.worker,
+                    "message_id": row.message_id,
+                    "attempt": row.attempts + 1,  # the claim's, not counted
+                    "reason": reason,
+                },
+            }
+            for row in sorted(released, key=lambda row: row.id)
+        ]
+    )
+    db.session.commit()
+    return len(released)
 
 
 # --- Outcomes --------------------------------------------------------------------------------
@@ -433,10 +498,9 @@ _MARK_SENT = (
 )
 
 
-def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[None]:
+def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
     """Mark the row sent with the server's reply and the SHA-256 of the exact bytes accepted,
-    then audit it (the hash goes into the hash-chained entry too), a statement per step; the
-    caller commits."""
+    then audit it (the hash goes into the hash-chained entry too); the caller commits."""
     db.session.execute(
         _MARK_SENT,
         {
@@ -447,7 +511,6 @@ def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[No
             "sent_path": sent_message_path(row.dispatch_id, row.id),
         },
     )
-    yield
     _audit(
         row,
         "message.sent",
@@ -459,69 +522,41 @@ def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[No
     )
 
 
-def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
-    """``_marking_sent`` in one go."""
-    for _ in _marking_sent(row, sent, worker):
-        pass
+class _KeptCopies:
+    """Writes each e-mail's exact bytes to the archive before any of them leaves, from a thread
+    of its own.
 
-
-class _AcceptedMessageArchiver:
-    """Keeps accepted messages' bytes from a thread of its own, in the order they were sent.
-
-    After its outcome is committed, not before: the commit is what keeps a message from being
-    sent twice, and a file that could not be written is only missing from the evidence (its
-    SHA-256 is on record). Each file is written and fsynced (milliseconds of waiting on a
-    disk): done inline, that wait was added to every message (bench/issue_63); here it overlaps
-    with sending the next ones, and each folder's entries are made durable once, at ``close``,
-    which waits for the last file, so a run returns with every file written. A sender killed
-    meanwhile leaves the last few files unwritten, which is what a failed write already means.
+    The copy (``sent_message_path``) is written under a temporary name, fsynced, renamed into
+    place and its folder fsynced before the e-mail is handed over (``_hand_over_message`` waits
+    for it): a row on record as sent has its copy whatever stops the sender, and the SHA-256 on
+    record is that copy's. The temporary name is fixed per e-mail, so one that a killed sender
+    left behind is replaced when the e-mail is next written. A copy whose e-mail does not go
+    after all (refused, or never handed over) is replaced at the next try; only a row recorded
+    as sent points to its copy. The sender composes one e-mail ahead, so the writing (waiting on
+    a disk, milliseconds on a shared one) overlaps with sending the previous e-mail.
     """
 
     def __init__(self) -> None:
-        self._app = current_app._get_current_object()  # type: ignore[attr-defined]
-        # Bounded: if the disk falls behind, sending waits rather than memory growing (16
-        # e-mails of ~100 KB; 64 showed as the sender's memory growing with the run's size).
-        self._queue: queue.Queue[tuple[int, int, bytes, str] | None] = queue.Queue(maxsize=16)
-        self._thread: threading.Thread | None = None  # started with the first file
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-copies")
         self._writers: dict[int, ArchiveWriter] = {}
 
-    def _keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
-        writer = self._writers.get(dispatch_id)
-        if writer is None:
-            writer = self._writers[dispatch_id] = sent_messages_writer(dispatch_id)
-        try:
-            writer.write(sent_message_name(row_id), data, sha256=sha256, sync_folder=False)
-        except ArchiveError as exc:
-            log.error("outbox row %s: sent, but its bytes could not be kept: %s", row_id, exc)
-
-    def _run(self) -> None:
-        with self._app.app_context():
-            while (item := self._queue.get()) is not None:
-                try:
-                    self._keep(*item)
-                except Exception:  # never lose the thread: the next files still get written
-                    log.exception("outbox row %s: keeping its bytes failed", item[1])
-            for writer in self._writers.values():
-                try:
-                    writer.sync_folder()
-                except ArchiveError as exc:
-                    log.error("sent e-mails of a dispatch may not be kept: %s", exc)
-
-    def keep(self, dispatch_id: int, row_id: int, data: bytes, sha256: str) -> None:
-        """Queue a sent message's bytes (with their SHA-256) to be kept."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="dispatch-sent-archive", daemon=True
-            )
-            self._thread.start()
-        self._queue.put((dispatch_id, row_id, data, sha256))
+    def start(self, composed: _Composed) -> Future[ArchivedFile]:
+        """Start writing the composed e-mail's copy."""
+        row = composed.row
+        writer = self._writers.get(row.dispatch_id)
+        if writer is None:  # here: it reads the app's configuration
+            writer = self._writers[row.dispatch_id] = sent_messages_writer(row.dispatch_id)
+        return self._thread.submit(
+            writer.write,
+            sent_message_name(row.id),
+            composed.data,
+            sha256=composed.sha256,
+            temporary=sent_message_temporary_name(row.id),
+        )
 
     def close(self) -> None:
-        """Write what is queued, make it durable, then stop the thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        """Finish the copy being written, then stop the thread."""
+        self._thread.shutdown(wait=True)
 
 
 def _apply_failure(
@@ -564,23 +599,71 @@ def _apply_failure(
     return DeliveryStatus.RETRYING
 
 
-def _commit_with_retries(row_id: int, apply: Callable[[], None]) -> None:
-    """Apply an accepted message's outcome and commit it, retrying if the database blinks.
+_STOP_REQUESTED = "tiến trình được yêu cầu dừng; thư đang gửi dở đã được ghi nhận"
 
-    Losing this commit would leave the row in ``sending`` and the message would go out again
-    after the lease, so a locked SQLite file or a dropped PostgreSQL connection gets retried.
+
+class _Stop(Exception):
+    """The run stops here (the database or the archive failed it, or the process was asked to
+    end), and nothing else may be handed over.
+
+    ``reason``: what the clerk is told (Vietnamese). ``unrecorded``: the row whose message the
+    server may have accepted without it being on record (it goes again after the lease).
     """
-    for attempt in range(1, OUTCOME_COMMIT_ATTEMPTS + 1):
+
+    def __init__(self, reason: str, unrecorded: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unrecorded = unrecorded
+
+
+def _database_error(exc: BaseException) -> str:
+    """The driver's own first line about a database error (refused, terminated, locked …)."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
+def _commit_outcome(row_id: int, apply: Callable[[], _T]) -> _T:
+    """Apply a message's outcome and commit it; what ``apply`` returned.
+
+    Losing this commit would leave the row in ``sending``, and an accepted message would go out
+    again after the lease: a database error is tried again (``OUTCOME_COMMIT_ATTEMPTS`` times
+    quickly). Whatever happens, nothing else is handed over meanwhile; if the database did not
+    take it at once, the run stops (``_Stop``) once it is recorded, or once ``OUTCOME_PATIENCE``
+    has passed without.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            apply()
+            result = apply()
             db.session.commit()
-            return
-        except OperationalError:
+        except DBAPIError as exc:
             db.session.rollback()
-            if attempt == OUTCOME_COMMIT_ATTEMPTS:
-                raise
-            log.warning("outbox row %s: recording the outcome failed; retrying", row_id)
-            time.sleep(attempt)
+            waited = time.monotonic() - started
+            if attempt == 1:
+                log.warning(
+                    "outbox row %s: the database did not take its outcome (%s); nothing else "
+                    "is handed over until it does",
+                    row_id,
+                    _database_error(exc),
+                )
+            if waited >= OUTCOME_PATIENCE.total_seconds():
+                raise _Stop(
+                    f"không ghi được kết quả gửi của thư (mã hàng đợi {row_id}) vào cơ sở dữ "
+                    f"liệu sau {waited:.0f} giây ({_database_error(exc)}); thư này có thể được "
+                    f"gửi lại một lần sau {LEASE.seconds // 60} phút",
+                    unrecorded=row_id,
+                ) from exc
+            time.sleep(min(attempt, 5))
+            continue
+        if attempt > OUTCOME_COMMIT_ATTEMPTS:
+            waited = time.monotonic() - started
+            raise _Stop(
+                f"cơ sở dữ liệu không ghi được kết quả gửi trong {waited:.0f} giây; kết quả "
+                "đã được ghi khi cơ sở dữ liệu trở lại"
+            )
+        return result
 
 
 def _cancel_reason(row: OutboxMessage) -> str | None:
@@ -607,9 +690,9 @@ class _Composed:
     row: _Row
     message: Message
     envelope: Envelope
-    # Serialised, and hashed, while the server was still reading the previous message.
-    data: bytes
+    data: bytes  # the exact bytes handed over, and kept
     sha256: str
+    kept: Future[ArchivedFile] | None = None  # their copy in the archive, being written
 
 
 @dataclass
@@ -628,11 +711,14 @@ def _commit_failure(
     report: DeliveryReport,
 ) -> None:
     """Record a message that did not go (retry later, or failed for good) and commit."""
-    row = db.session.get(OutboxMessage, row_id, populate_existing=True)
-    assert row is not None
-    status = _apply_failure(row, failure, moment(), worker)
-    db.session.commit()
-    report.errors.append(f"{row.message_id}: {failure.reason}")
+
+    def apply() -> tuple[DeliveryStatus, str]:
+        row = db.session.get(OutboxMessage, row_id, populate_existing=True)
+        assert row is not None
+        return _apply_failure(row, failure, moment(), worker), row.message_id
+
+    status, message_id = _commit_outcome(row_id, apply)
+    report.errors.append(f"{message_id}: {failure.reason}")
     if status is DeliveryStatus.FAILED:
         report.failed += 1
     else:
@@ -694,6 +780,17 @@ def _compose_claimed(
     return _Composed(row, message, envelope, data, hashlib.sha256(data).hexdigest())
 
 
+def _wait_until_kept(composed: _Composed) -> None:
+    """Wait for the composed e-mail's copy to be durable; ``_Stop`` if it cannot be kept:
+    nothing goes without its copy."""
+    if composed.kept is None:
+        return
+    try:
+        composed.kept.result()
+    except ArchiveError as exc:
+        raise _Stop(f"không lưu được bản thư sẽ gửi vào kho lưu trữ ({exc})") from exc
+
+
 def _hand_over_message(
     composed: _Composed,
     claim: _Claim,
@@ -701,21 +798,19 @@ def _hand_over_message(
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-    outcome_commit: Iterator[None] | None = None,
 ) -> _AwaitingReply | None:
-    """Give the composed e-mail's data to the server while the previous outcome is committed
-    (``outcome_commit``, finished before the data leaves); None if it was refused before its
-    data or taken over by another sender while it was being composed."""
+    """Give the composed e-mail's data to the server; None if it was refused before its data
+    or taken over by another sender while it was being composed."""
     row_id = composed.row.id
     if not claim.holds(row_id, moment()):
-        _finish_committing(outcome_commit)
         report.skipped += 1
         log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
     try:
-        handover = session.hand_over(composed.envelope, composed.data, meanwhile=outcome_commit)
+        handover = session.hand_over(composed.envelope, composed.data)
     except SendFailure as failure:
-        _commit_failure(row_id, failure, worker, moment, report)
+        if not failure.server_wide:  # else left for a later run with the rest (``_release``)
+            _commit_failure(row_id, failure, worker, moment, report)
         return None
     return _AwaitingReply(composed, handover)
 
@@ -744,45 +839,34 @@ def _read_reply(
     return _AnsweredMessage(awaiting.composed, moment(), reply=reply)
 
 
-def _committing_outcome(
+def _record_outcome(
     answered: _AnsweredMessage,
-    archiver: _AcceptedMessageArchiver,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-) -> Iterator[None]:
-    """Commit the outcome of an answered e-mail, a statement at a time, for ``hand_over`` to
-    run while the server answers the next message's envelope; archive its bytes once it is
-    committed.
-
-    Never raises: an unexpected error is logged and leaves the row in ``sending`` (tried again
-    after the lease), as ``_guarded`` does.
-    """
+) -> None:
+    """Commit the outcome of an answered e-mail (its copy was kept before it left). Raises
+    ``_Stop`` when the database did not take it at once; any other error is
+    logged and leaves the row in ``sending`` (tried again after the lease), as ``_guarded``
+    does."""
     row = answered.composed.row
     try:
         if answered.failure is not None:
             _commit_failure(row.id, answered.failure, worker, moment, report)
             return
         try:
-            yield from _marking_sent(row, answered, worker)
-            yield
-            db.session.commit()
-        except OperationalError:
-            # The database blinked: record it the patient way, retrying.
-            db.session.rollback()
-            _commit_with_retries(row.id, lambda: _mark_sent(row, answered, worker))
-        archiver.keep(row.dispatch_id, row.id, answered.composed.data, answered.composed.sha256)
+            _commit_outcome(row.id, lambda: _mark_sent(row, answered, worker))
+        except _Stop as stop:
+            if stop.unrecorded is None:  # on record after all
+                report.sent += 1
+            raise
         report.sent += 1
+    except _Stop:
+        raise
     except Exception:
         db.session.rollback()
         log.exception("outbox row %s: unexpected error; left for a later run", row.id)
         report.errors.append(f"row {row.id}: unexpected error")
-
-
-def _finish_committing(outcome_commit: Iterator[None] | None) -> None:
-    """Run what is left of an outcome's commit (nothing, once a hand-over has run it)."""
-    for _ in outcome_commit or ():
-        pass
 
 
 def _guarded(
@@ -792,9 +876,20 @@ def _guarded(
     on_error: Callable[[], None] | None = None,
 ) -> _T | None:
     """Run one step for a row; an unexpected error leaves the row in ``sending`` (tried again
-    after the lease), calls ``on_error``, and the run goes on with the next row."""
+    after the lease), calls ``on_error``, and the run goes on with the next row. A database
+    error stops the run (``_Stop``): nothing may be handed over that could not be recorded."""
     try:
         return step()
+    except _Stop:
+        if on_error is not None:
+            on_error()
+        raise
+    except DBAPIError as exc:
+        db.session.rollback()
+        if on_error is not None:
+            on_error()
+        log.warning("outbox row %s: database error: %s", row_id, _database_error(exc))
+        raise _Stop(f"lỗi cơ sở dữ liệu ({_database_error(exc)})") from exc
     except Exception:
         db.session.rollback()
         if on_error is not None:
@@ -808,60 +903,112 @@ def _send_claimed(
     claimed: list[int],
     claimed_at: dt.datetime,
     session: SmtpSession,
-    archiver: _AcceptedMessageArchiver,
+    copies: _KeptCopies,
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Send the claimed rows in order, one message always with the server.
+    """Send the claimed rows in order, one message at a time: hand it over once its copy is
+    kept, read the server's reply and commit the outcome, then the next one.
 
-    For each message: compose it while the server reads the previous one, read the server's
-    reply to that previous one, then hand this one over while that reply is committed (a
-    statement after each envelope command, while the server answers it). The commit is done
-    before any byte of this message's data leaves: an outcome is on record before the next
-    message can be accepted, so a sender killed at any point has at most the one message it
-    was handing over or waiting on without a record (sent again, with the same Message-ID,
-    after the lease).
+    So an accepted message is without its record only from the server's 250 to that commit
+    (the time to read the reply and write one row and its audit entry): a sender killed
+    meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
+    The next e-mail is composed, and its copy written, before this one is handed over: outside
+    that window, and while the disk works on the copy. When the run stops (``_Stop``) or the
+    relay is given up, the rows nothing of which reached the server go back to the queue
+    untried (``_give_back``).
     """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
     abandon = session.abandon
     cache = ComposeCache()  # per batch: a file changed meanwhile is seen by the next batch
     claim = _Claim(claimed, claimed_at, worker)
-    loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
-    if loaded is None:
-        return  # the database failed: the rows stay claimed and go after the lease
-    awaiting: _AwaitingReply | None = None
-    for row_id in [*claimed, None]:
-        composed = None
+    untried = 0  # claimed[untried:]: rows nothing of which has reached the server
+    composed: dict[int, _Composed | None] = {}  # by position: ready, or settled without going
+
+    def compose_at(position: int, loaded: dict[int, tuple[_Row, _Recipient | None]]) -> None:
+        if position >= len(claimed) or position in composed:
+            return
+        row_id = claimed[position]
+        ready = None
         if row_id in loaded:
-            compose_next = partial(
-                _compose_claimed, loaded[row_id], claim, cache, worker, moment, report
-            )
-            composed = _guarded(row_id, report, compose_next)
-        outcome_commit = None
-        if awaiting is not None:
+            step = partial(_compose_claimed, loaded[row_id], claim, cache, worker, moment, report)
+            ready = _guarded(row_id, report, step)
+            if ready is not None:
+                ready.kept = copies.start(ready)
+        composed[position] = ready
+
+    try:
+        loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
+        if loaded is None:
+            return  # the rows stay claimed and go after the lease
+        for position, row_id in enumerate(claimed):
+            untried = position
+            if session.given_up is not None:
+                break
+            if stop is not None and stop.is_set():
+                raise _Stop(_STOP_REQUESTED)
+            compose_at(position, loaded)
+            ready = composed.pop(position)
+            if ready is None:
+                continue
+            compose_at(position + 1, loaded)  # one ahead
+            _wait_until_kept(ready)
+            untried = position + 1
+            hand_over = partial(_hand_over_message, ready, claim, session, worker, moment, report)
+            awaiting = _guarded(row_id, report, hand_over, abandon)
+            if awaiting is None:
+                if session.given_up is not None:  # refused with the whole server: untried
+                    untried = position
+                    break
+                continue
             read = partial(_read_reply, awaiting, session, moment)
-            answered = _guarded(awaiting.composed.row.id, report, read, abandon)
+            answered = _guarded(row_id, report, read, abandon)
             if answered is not None:
-                outcome_commit = _committing_outcome(answered, archiver, worker, moment, report)
-            awaiting = None
-        if composed is not None:
-            hand_over = partial(
-                _hand_over_message, composed, claim, session, worker, moment, report, outcome_commit
-            )
-            awaiting = _guarded(composed.row.id, report, hand_over, abandon)
-        _finish_committing(outcome_commit)  # done already, unless nothing was handed over
+                _record_outcome(answered, worker, moment, report)
+        else:
+            untried = len(claimed)
+    except _Stop as stop:
+        report.stopped = stop.reason
+        reason = "the run stopped: " + (
+            "asked to"
+            if stop.reason == _STOP_REQUESTED
+            else "the database or the archive failed it"
+        )
+        _give_back(claimed[untried:], claim, moment(), reason, report)
+        return
+    if session.given_up is not None:
+        report.held_back = session.given_up
+        _give_back(claimed[untried:], claim, moment(), session.given_up, report)
+
+
+def _give_back(
+    row_ids: list[int], claim: _Claim, moment: dt.datetime, reason: str, report: DeliveryReport
+) -> None:
+    """Release the rows of a run that stops before them (``_release``), if the database lets
+    us: otherwise they stay claimed, and go after the lease."""
+    try:
+        report.released += _release(row_ids, claim, moment, reason)
+    except DBAPIError as exc:
+        db.session.rollback()
+        log.warning("claims not released (%s): they go after the lease", _database_error(exc))
 
 
 def deliver_due(
-    at: dt.datetime, limit: int | None = None, worker: str | None = None
+    at: dt.datetime,
+    limit: int | None = None,
+    worker: str | None = None,
+    stop: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send the outbox rows due at ``at``; commits on its own, each outcome before the next leaves.
 
     At most ``limit`` rows, over one SMTP connection. Claims, renewals and outcomes are each
     committed here, so a sender killed at any point leaves at most one message without a
     record (see the module's docstring); the caller's ``unit_of_work`` only ends the session.
+    ``stop``, once set (a signal asking the process to end), ends the run after the outcome of
+    the message in hand is recorded: the rest goes back to the queue, and nothing is sent twice.
     """
     worker = worker or default_worker()
     started = time.monotonic()
@@ -873,12 +1020,12 @@ def deliver_due(
     # Read from the configuration at each run, so a changed setting needs no restart.
     settings = SmtpSettings.from_config(current_app.config, testing=current_app.testing)
     session = SmtpSession(settings)  # connects at its first message
-    archiver = _AcceptedMessageArchiver()
+    copies = _KeptCopies()
     try:
         with session:
-            _deliver_batches(at, limit, worker, moment, session, archiver, report)
+            _deliver_batches(at, limit, worker, moment, session, copies, report, stop)
     finally:
-        archiver.close()
+        copies.close()
     return report
 
 
@@ -888,11 +1035,15 @@ def _deliver_batches(
     worker: str,
     moment: Callable[[], dt.datetime],
     session: SmtpSession,
-    archiver: _AcceptedMessageArchiver,
+    copies: _KeptCopies,
     report: DeliveryReport,
+    stop: threading.Event | None,
 ) -> None:
     """Claim and send batches until nothing is due at ``at`` or ``limit`` rows were claimed."""
     while limit is None or report.claimed < limit:
+        if stop is not None and stop.is_set():
+            report.stopped = _STOP_REQUESTED
+            break
         size = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - report.claimed)
         # Due at ``at`` (what failed during this run waits for a later run), claimed now.
         claimed_at = moment()
@@ -900,7 +1051,9 @@ def _deliver_batches(
         if not claimed:
             break
         report.claimed += len(claimed)
-        _send_claimed(claimed, claimed_at, session, archiver, worker, moment, report)
-        if session.unreachable is not None:
+        _send_claimed(claimed, claimed_at, session, copies, worker, moment, report, stop)
+        if session.unreachable is not None or session.given_up is not None:
             break  # the server is down or refuses our sender: leave the rest queued for later
+        if report.stopped is not None:
+            break  # the database failed the run: claim nothing more
     report.connections = session.connections

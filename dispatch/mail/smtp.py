@@ -5,15 +5,15 @@ The sender (``dispatch.mail.sender``) gives it an envelope and the exact bytes o
 is told what the server, or the connection, answered; what that means for a row is decided
 there.
 
-A message goes in two calls, so that the server and the sender work at once:
+A message goes in two calls:
 
 * ``SmtpSession.hand_over`` sends MAIL FROM, one RCPT TO per address and DATA, then the data to
-  its last byte, without reading the server's final reply. Its ``meanwhile`` is the caller's
-  work, run one step after each envelope command is sent, while the server answers it (the
-  sender commits the previous message's outcome so). **That work is always run to its end
-  before any byte of this message's data leaves**, whether the message goes, is refused or the
-  connection fails.
+  its last byte, without reading the server's final reply.
 * ``SmtpSession.read_reply`` reads the reply to the data: the server's 250, or ``SendFailure``.
+
+The sender calls them back to back and records the reply before it composes the next message
+(``dispatch.mail.sender``); they are two so that a refusal before the data and the answer to
+the data stay apart.
 
 **Never twice what may have been accepted.** A message is tried again on a new connection only
 when nothing of it reached the server (a kept-open connection found closed before its data);
@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -37,6 +37,9 @@ from typing import Any
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 25
 DEFAULT_TIMEOUT = 30.0
+# Time-outs in a row after which the relay is given up for the run: a stalled relay would
+# otherwise hold every message of the batch for MAIL_TIMEOUT each.
+STALLS_BEFORE_GIVING_UP = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class SendFailure(Exception):
         self.connection_lost = connection_lost
         self.reply = reply  # the server's answer, when it gave one
         self.before_data = before_data  # nothing of the message reached the server
+        # The relay refused (or stalled) for every message alike, not for this one: nothing of
+        # it was sent, and it is no attempt of its own (``SmtpSession.given_up``).
+        self.server_wide = False
+        self.timed_out = False  # the server did not answer within MAIL_TIMEOUT
         # The conversation is still in step: after RSET the connection can carry the next one.
         self.keeps_connection = not connection_lost
 
@@ -152,8 +159,20 @@ def failure_from_exception(exc: BaseException, step: str, *, before_data: bool) 
         failure = SendFailure(
             f"{step}: connection lost: {_describe(exc)}", permanent=False, connection_lost=True
         )
+        failure.timed_out = _timed_out(exc)
     failure.before_data = before_data
     return failure
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a socket time-out (smtplib reports
+    one as a closed connection)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 @dataclass
@@ -177,6 +196,12 @@ class SmtpSession:
         self.settings = settings
         self.smtp: smtplib.SMTP | None = None
         self.unreachable: str | None = None  # set once connecting failed: no retry this batch
+        # Set when the relay is given up for this run without any fault of a message: it
+        # answered our MAIL FROM with a temporary refusal (a server-wide condition), or it let
+        # STALLS_BEFORE_GIVING_UP messages in a row time out. What has not been handed over is
+        # left for a later run, no attempt spent.
+        self.given_up: str | None = None
+        self.stalls = 0  # messages in a row that timed out
         self.connections = 0
 
     def __enter__(self) -> SmtpSession:
@@ -261,39 +286,30 @@ class SmtpSession:
         """Send a message; return the server's reply to its data, or raise ``SendFailure``."""
         return self.read_reply(self.hand_over(envelope, data))
 
-    def hand_over(
-        self, envelope: Envelope, data: bytes, meanwhile: Iterator[object] | None = None
-    ) -> Handover:
-        """Give the server a message's data to its last byte, without waiting for the reply.
-
-        The server reads and checks the data while the caller prepares the next message, then
-        ``read_reply`` reads the answer. Raises ``SendFailure`` when the message is refused
-        before its data (a required address refused, the sender refused, the connection lost).
-
-        ``meanwhile``: the caller's work, one step run after each envelope command (MAIL, RCPT,
-        DATA) is sent, while the server answers it. It is always run to its end, and before any
-        byte of this message's data leaves.
-        """
-        work = _WorkWhileServerAnswers(meanwhile)
-        try:
-            return self._hand_over(envelope, data, work)
-        finally:
-            work.run_rest()
-
-    def _hand_over(
-        self, envelope: Envelope, data: bytes, work: _WorkWhileServerAnswers
-    ) -> Handover:
+    def hand_over(self, envelope: Envelope, data: bytes) -> Handover:
+        """Give the server a message's data to its last byte, without waiting for the reply
+        (``read_reply`` reads it). Raises ``SendFailure`` when the message is refused before its
+        data (a required address refused, the sender refused, the connection lost)."""
         if self.settings.suppress:
             return Handover(reply="250 not sent: MAIL_SUPPRESS_SEND is on")
         if self.unreachable is not None:
             raise SendFailure(self.unreachable, permanent=False, connection_lost=True)
+        if self.given_up is not None:
+            raise self._given_up_failure()
         for attempt in (1, 2):
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
             try:
-                refused = self._transact(smtp, envelope, data, work)
+                refused = self._transact(smtp, envelope, data)
             except SendFailure as failure:
-                if attempt == 1 and reused and failure.connection_lost and failure.before_data:
+                self._count_stall(failure)
+                if (
+                    attempt == 1
+                    and reused
+                    and failure.connection_lost
+                    and failure.before_data
+                    and self.given_up is None
+                ):
                     # A kept-open connection the server had closed (idle time-out, a limit per
                     # connection): nothing of this message was sent, so try a new one, once.
                     self._drop()
@@ -301,6 +317,23 @@ class SmtpSession:
                 raise
             return Handover(refused, smtp)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _count_stall(self, failure: SendFailure) -> None:
+        """Count a message's time-out (an answer resets the count); give the relay up for the
+        run at ``STALLS_BEFORE_GIVING_UP`` in a row."""
+        if not failure.timed_out:
+            self.stalls = 0
+            return
+        self.stalls += 1
+        if self.stalls >= STALLS_BEFORE_GIVING_UP and self.given_up is None:
+            self.given_up = f"relay stalled: {self.stalls} time-outs in a row ({failure.reason})"
+            # Timed out before its data: nothing of it reached the server, no attempt spent.
+            failure.server_wide = failure.before_data
+
+    def _given_up_failure(self) -> SendFailure:
+        failure = SendFailure(self.given_up or "", permanent=False, before_data=True)
+        failure.server_wide = True
+        return failure
 
     def read_reply(self, handover: Handover) -> str:
         """The server's reply to the data of ``handover``, or ``SendFailure``."""
@@ -315,32 +348,31 @@ class SmtpSession:
         except _CONVERSATION_ERRORS as exc:
             failure = failure_from_exception(exc, "DATA", before_data=False)
             self._settle(smtp, failure)
+            self._count_stall(failure)
             raise failure from exc
+        self.stalls = 0
         reply = _reply(code, text)
         if handover.refused:
             reply += " (copy refused: " + "; ".join(handover.refused) + ")"
         return reply
 
-    def _transact(
-        self,
-        smtp: smtplib.SMTP,
-        envelope: Envelope,
-        data: bytes,
-        work: _WorkWhileServerAnswers,
-    ) -> list[str]:
+    def _transact(self, smtp: smtplib.SMTP, envelope: Envelope, data: bytes) -> list[str]:
         """One MAIL/RCPT/DATA transaction up to the data's last byte (``read_reply`` reads the
-        answer); the refused copies, or ``SendFailure``. A step of ``work`` runs while the
-        server answers each command (``smtplib``'s ``mail`` and ``rcpt``, split in two)."""
+        answer); the refused copies, or ``SendFailure``."""
         step = "MAIL FROM"
         try:
             smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope.mail_from)}")
-            work.run_step()
             code, text = smtp.getreply()
             if code != 250:
                 failure = failure_from_reply(step, code, text)
                 failure.permanent = False  # our sender refused: no fault of this message
                 failure.before_data = True
-                if code != 421:
+                if 400 <= code < 500 and code != 421:
+                    # "Not now" to our sender (451 …), a condition of the whole server: this
+                    # message and every other stay queued for a later run, no attempt spent.
+                    self.given_up = f"sender refused for now: {failure.reason}"
+                    failure.server_wide = True
+                elif code != 421:
                     # Every other message would be refused too: leave them for a later run.
                     self.unreachable = f"sender refused: {failure.reason}"
                 raise failure
@@ -348,7 +380,6 @@ class SmtpSession:
             for address in envelope.rcpt_tos:
                 step = f"RCPT TO:<{address}>"
                 smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
-                work.run_step()
                 code, text = smtp.getreply()
                 if code in (250, 251):
                     continue
@@ -358,7 +389,7 @@ class SmtpSession:
                     raise failure
                 refused.append(f"<{address}> {_reply(code, text)}")
             step = "DATA"
-            _send_data(smtp, data, work)
+            _send_data(smtp, data)
         except _CONVERSATION_ERRORS as exc:
             failure = failure_from_exception(exc, step, before_data=step != "DATA")
             self._settle(smtp, failure)
@@ -368,38 +399,16 @@ class SmtpSession:
         return refused
 
 
-class _WorkWhileServerAnswers:
-    """The caller's work (``hand_over``'s ``meanwhile``), run a step each time an envelope
-    command is sent, and run to its end before the data leaves."""
-
-    def __init__(self, work: Iterator[object] | None) -> None:
-        self._work = work
-
-    def run_step(self) -> None:
-        """Run the next step, if any is left."""
-        if self._work is not None and next(self._work, _DONE) is _DONE:
-            self._work = None
-
-    def run_rest(self) -> None:
-        """Run every step left; nothing runs afterwards."""
-        work, self._work = self._work, None
-        for _ in work or ():
-            pass
-
-
-_DONE = object()
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def _send_data(smtp: smtplib.SMTP, data: bytes, work: _WorkWhileServerAnswers) -> None:
+def _send_data(smtp: smtplib.SMTP, data: bytes) -> None:
     """DATA and the message, exactly as ``smtplib.SMTP.data`` sends them, but without reading
-    the final reply (``SmtpSession.read_reply`` does); ``work`` is finished before the data."""
+    the final reply (``SmtpSession.read_reply`` does)."""
     smtp.putcmd("data")
-    work.run_step()
     code, text = smtp.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, text)
-    work.run_rest()
     quoted = data
     if data.startswith(b".") or b"\n." in data:  # base64 lines never need it: skip the scan
         quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2

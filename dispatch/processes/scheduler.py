@@ -82,7 +82,9 @@ def deliver_job() -> None:
     from dispatch.mail.sender import deliver_due
 
     with _job_app().app_context(), unit_of_work():
-        deliver_due(clock.now())
+        report = deliver_due(clock.now())
+    if report.stopped:
+        log.error("sending stopped: %s", report.stopped)
     _finished("deliver")
 
 
@@ -100,7 +102,9 @@ def remind_job() -> None:
                 report.reminders_queued,
                 report.escalations_queued,
             )
-            deliver_due(at)
+            delivery = deliver_due(at)
+            if delivery.stopped:
+                log.error("sending stopped: %s", delivery.stopped)
     _finished("remind")
 
 

@@ -61,6 +61,7 @@ DELIVERY_ACTIONS = (
     "message.retrying",
     "message.failed",
     "message.cancelled",
+    "message.released",
 )
 
 

@@ -138,6 +138,8 @@ def deliver_now(dispatch_id: int) -> Any:
         if not report.claimed:
             parts = ["không có thư nào đang chờ gửi"]
         flash("Gửi ngay: " + ", ".join(parts) + ".", "info")
+        if report.stopped:
+            flash(f"Đã dừng gửi: {report.stopped}. Các thư chưa gửi sẽ được gửi sau.", "error")
     return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
 
 
