@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -356,7 +357,8 @@ def write_checkpoint(at: dt.datetime) -> Path:
     folder = _checkpoint_folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"checkpoint-{at.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    temporary = path.with_suffix(".tmp")
+    # Two schedulers (a standby taking over) may write in the same second: each its own file.
+    temporary = path.with_name(f".{path.stem}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     with temporary.open("wb") as handle:
         handle.write(_checkpoint_body(payload))
         handle.flush()
