@@ -76,6 +76,12 @@ def test_a_recall_is_approved_by_a_leader_issued_sent_and_confirmed(
 ):
     clerk, leader = desk.users[Role.CLERK], desk.users[Role.LEADER]
     before = _frozen(sent.id)
+    # Each office reads the original first: what the page keeps of the issued letter between
+    # requests must not hide, later, that it was recalled.
+    for message in list(smtp_server.messages):
+        page = client.get(f"/r/{_token_of(message)}").get_data(as_text=True)
+        assert "Số hiệu" in page or "01/THH-VP" in page
+        assert "đã bị thu hồi" not in page
     # A reminder already waiting for the original is cancelled by the recall.
     send_due_reminders(NEXT_DAY)
     db.session.commit()

@@ -11,6 +11,7 @@ import datetime as dt
 import unicodedata
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
@@ -105,10 +106,12 @@ def find_recipient(token: str) -> DispatchRecipient | None:
         return None
     # Looking up the SHA-256 rather than comparing tokens leaks nothing through timing: the
     # attacker does not control the hash being compared.
+    # The letter source (a large JSON document) is not read here: what the page needs of it
+    # is in ``issued_letter``, read once per process.
     return db.session.execute(
         select(DispatchRecipient)
         .join(DispatchRecipient.dispatch)
-        .options(contains_eager(DispatchRecipient.dispatch))
+        .options(contains_eager(DispatchRecipient.dispatch).defer(Dispatch.source))
         .where(
             DispatchRecipient.token_hash == hash_token(token),
             Dispatch.status.in_(_LIVE_STATUSES),
@@ -183,15 +186,78 @@ def record_opened(
     return True
 
 
-def documents_of(recipient: DispatchRecipient) -> list[Document]:
-    """The archived files of the recipient's dispatch, in the order they were archived."""
-    return list(
-        db.session.execute(
-            select(Document)
-            .where(Document.dispatch_id == recipient.dispatch_id)
-            .order_by(Document.id)
+@dataclass(frozen=True)
+class IssuedFile:
+    """One archived file of an issued dispatch, as its link page lists it."""
+
+    id: int
+    kind: str
+    filename: str
+    size: int | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IssuedLetter:
+    """What a link page shows of its dispatch that can no longer change once it is issued: the
+    frozen letter, its archived files, and what it is to another letter (a recall or a
+    replacement is issued only after its amendment is approved). Whether the letter itself was
+    later recalled or replaced is not here: that is read from its status on every request."""
+
+    issuing_agency: str
+    files: tuple[IssuedFile, ...]
+    successor_of: tuple[str, str] | None  # (kind, number of the original) for a recall/replacement
+
+
+def _issuing_agency(source: object) -> str:
+    """The issuing agency from the frozen source (``source_to_json``: under "meta")."""
+    if not isinstance(source, dict):
+        return ""
+    for holder in (source.get("meta"), source):
+        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
+            return holder["issuing_agency"]
+    return ""
+
+
+# Kept per process in the app (by dispatch id and moment of issue), at most this many letters:
+# a process serving many letters keeps the most recently read ones.
+_ISSUED_LETTERS_MAX = 256
+
+
+def issued_letter(dispatch: Dispatch) -> IssuedLetter:
+    """The frozen facts of an issued ``dispatch`` (read from the database once per process)."""
+    cache = current_app.extensions.setdefault("dispatch_issued_letters", {})
+    key = (dispatch.id, dispatch.issued_at)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    from dispatch.models import AmendmentStatus, DispatchAmendment
+
+    files = tuple(
+        IssuedFile(d.id, d.kind, d.filename, d.size, d.sha256)
+        for d in db.session.execute(
+            select(Document).where(Document.dispatch_id == dispatch.id).order_by(Document.id)
         ).scalars()
     )
+    amendment = db.session.execute(
+        select(DispatchAmendment)
+        .where(
+            DispatchAmendment.new_id == dispatch.id,
+            DispatchAmendment.status == AmendmentStatus.APPROVED,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+    successor_of = (
+        None
+        if amendment is None
+        else (amendment.kind.value, amendment.original.number_and_symbol or "")
+    )
+    letter = IssuedLetter(_issuing_agency(dispatch.source), files, successor_of)
+    if dispatch.status in _LIVE_STATUSES:
+        if len(cache) >= _ISSUED_LETTERS_MAX:
+            cache.pop(next(iter(cache)))
+        cache[key] = letter
+    return letter
 
 
 def find_document(recipient: DispatchRecipient, ref: str) -> Document | None:

@@ -31,7 +31,14 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from dispatch import archive, clock
-from dispatch.models import AcknowledgementMethod, DispatchRecipient, Document
+from dispatch.models import (
+    AcknowledgementMethod,
+    AmendmentKind,
+    Dispatch,
+    DispatchRecipient,
+    DispatchStatus,
+    Document,
+)
 from dispatch.receipts import acknowledgements
 from dispatch.text import clean_line, clean_note
 from dispatch.transaction import unit_of_work
@@ -256,20 +263,12 @@ def _size(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB".replace(".", ",")
 
 
-def _issuing_agency(source: dict[str, Any] | None) -> str:
-    """The issuing agency from the frozen source (``source_to_json``: under "meta")."""
-    if not isinstance(source, dict):
-        return ""
-    for holder in (source.get("meta"), source):
-        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
-            return holder["issuing_agency"]
-    return ""
-
-
-def _receipt(recipient: DispatchRecipient, documents: list[Document]) -> Receipt | None:
+def _receipt(
+    recipient: DispatchRecipient, files: tuple[acknowledgements.IssuedFile, ...]
+) -> Receipt | None:
     if recipient.acknowledged_at is None:
         return None
-    pdf = next((d for d in documents if d.kind == "pdf"), None)
+    pdf = next((f for f in files if f.kind == "pdf"), None)
     method = recipient.acknowledged_method or AcknowledgementMethod.LINK
     return Receipt(
         at=clock.format_local(recipient.acknowledged_at),
@@ -283,54 +282,57 @@ def _receipt(recipient: DispatchRecipient, documents: list[Document]) -> Receipt
 def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
     """Plain data for the letter's page (templates never see ORM objects)."""
     dispatch = recipient.dispatch
-    documents = acknowledgements.documents_of(recipient)
+    letter = acknowledgements.issued_letter(dispatch)
     return {
         "number": dispatch.number_and_symbol or "",
         "date": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
         "subject": dispatch.subject,
-        "issuing_agency": _issuing_agency(dispatch.source),
+        "issuing_agency": letter.issuing_agency,
         "recipient_name": recipient.name,
         "deadline": clock.format_local(dispatch.deadline_at),
         "files": [
             FileLink(
-                url=url_for("provinces.download", token=token, ref=str(document.id)),
-                filename=document.filename,
-                label=_KIND_LABELS.get(document.kind, "Tệp"),
-                size=_size(document.size),
+                url=url_for("provinces.download", token=token, ref=str(file.id)),
+                filename=file.filename,
+                label=_KIND_LABELS.get(file.kind, "Tệp"),
+                size=_size(file.size),
             )
-            for document in documents
+            for file in letter.files
         ],
-        "receipt": _receipt(recipient, documents),
+        "receipt": _receipt(recipient, letter.files),
         "action": url_for("provinces.letter", token=token),
-        "notice": _amendment_notice(dispatch.id),
+        "notice": _amendment_notice(dispatch, letter),
     }
 
 
-def _amendment_notice(dispatch_id: int) -> str | None:
+def _amendment_notice(dispatch: Dispatch, letter: acknowledgements.IssuedLetter) -> str | None:
     """What became of this letter (recalled, replaced), or what this recall letter asks."""
-    from dispatch import amendments
-    from dispatch.models import AmendmentKind, AmendmentStatus
+    if dispatch.status in (DispatchStatus.RECALLED, DispatchStatus.REPLACED):
+        from dispatch import amendments
+        from dispatch.models import AmendmentStatus
 
-    for amendment in amendments.amendments_of(dispatch_id):
-        if amendment.status is not AmendmentStatus.APPROVED or amendment.new is None:
-            continue
-        other = amendment.new.number_and_symbol
-        original = amendment.original.number_and_symbol
-        if amendment.original_id == dispatch_id and other:
-            if amendment.kind is AmendmentKind.RECALL:
-                return (
-                    f"Công văn này đã bị thu hồi bằng Công văn số {other}: không thực hiện "
-                    "nội dung của công văn này và huỷ văn bản đã nhận."
-                )
-            return f"Công văn này đã được thay thế bằng Công văn số {other}."
-        if amendment.new_id == dispatch_id and amendment.kind is AmendmentKind.RECALL:
-            return (
-                f"Đây là văn bản thu hồi Công văn số {original}. Xác nhận dưới đây là xác nhận "
-                "đã nhận văn bản này và đã huỷ Công văn bị thu hồi."
-            )
-        if amendment.new_id == dispatch_id:
-            return f"Công văn này thay thế Công văn số {original}."
-    return None
+        for amendment in amendments.amendments_of(dispatch.id):
+            if (
+                amendment.status is AmendmentStatus.APPROVED
+                and amendment.original_id == dispatch.id
+                and amendment.new is not None
+                and (other := amendment.new.number_and_symbol)
+            ):
+                if dispatch.status is DispatchStatus.RECALLED:
+                    return (
+                        f"Công văn này đã bị thu hồi bằng Công văn số {other}: không thực hiện "
+                        "nội dung của công văn này và huỷ văn bản đã nhận."
+                    )
+                return f"Công văn này đã được thay thế bằng Công văn số {other}."
+    if letter.successor_of is None:
+        return None
+    kind, original = letter.successor_of
+    if kind == AmendmentKind.RECALL.value:
+        return (
+            f"Đây là văn bản thu hồi Công văn số {original}. Xác nhận dưới đây là xác nhận "
+            "đã nhận văn bản này và đã huỷ Công văn bị thu hồi."
+        )
+    return f"Công văn này thay thế Công văn số {original}."
 
 
 # --- Responses that say nothing about the token -----------------------------------------------
