@@ -210,6 +210,23 @@ group_member = sa.Table(
 )
 
 
+organisation_succession = sa.Table(
+    "organisation_succession",
+    db.metadata,
+    sa.Column(
+        "predecessor_id",
+        sa.ForeignKey("organisation.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "successor_id",
+        sa.ForeignKey("organisation.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+
 class Organisation(db.Model):
     """An office in the directory of recipients, valid between two dates."""
 
@@ -233,6 +250,22 @@ class Organisation(db.Model):
 
     groups: Mapped[list[RecipientGroup]] = relationship(
         secondary=group_member, back_populates="members"
+    )
+    # The versions that took over from this one: one when a department was renamed or merged
+    # into another, the same one for several predecessors when provinces merged.
+    successors: Mapped[list[Organisation]] = relationship(
+        secondary=organisation_succession,
+        primaryjoin=lambda: Organisation.id == organisation_succession.c.predecessor_id,
+        secondaryjoin=lambda: Organisation.id == organisation_succession.c.successor_id,
+        back_populates="predecessors",
+        order_by=lambda: Organisation.province_code,
+    )
+    predecessors: Mapped[list[Organisation]] = relationship(
+        secondary=organisation_succession,
+        primaryjoin=lambda: Organisation.id == organisation_succession.c.successor_id,
+        secondaryjoin=lambda: Organisation.id == organisation_succession.c.predecessor_id,
+        back_populates="successors",
+        order_by=lambda: Organisation.province_code,
     )
 
 
@@ -275,6 +308,10 @@ class Dispatch(db.Model):
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
     issued_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
     group_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient_group.id"))
+    # A follow-up letter (công văn đôn đốc) names the dispatch whose late offices it chases.
+    follow_up_of_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("dispatch.id", ondelete="SET NULL"), index=True
+    )
 
     # Reminder policy (editable per dispatch until issued; defaults from Decree 30 practice).
     deadline_working_days: Mapped[int] = mapped_column(default=3)

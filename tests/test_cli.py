@@ -32,7 +32,8 @@ def test_seed_loads_directory_users_and_the_seed_letter_once(db_app, runner, mon
     monkeypatch.setenv("DISPATCH_DEMO_PASSWORD", "mat-khau-demo-2021")
     first = _invoke(runner, "seed", "--at", "2021-11-01T08:00:00+07:00")
     assert first.exit_code == 0, first.output
-    assert "đã thêm 63 cơ quan vào nhóm so-tttt-2021" in first.output
+    assert "đã thêm 161 phiên bản cơ quan" in first.output
+    assert "nhóm so-tttt-2021: 63 cơ quan ngày 15/11/2021" in first.output
     assert "chuyenvien@thh.example (chuyên viên): đã tạo" in first.output
     assert "mat-khau-demo-2021" not in first.output
     assert "Công văn mẫu: đã tạo bản nháp mã" in first.output
@@ -54,7 +55,7 @@ def test_seed_loads_directory_users_and_the_seed_letter_once(db_app, runner, mon
     assert "Danh bạ: đã có sẵn" in second.output
     assert "Công văn mẫu: đã có" in second.output
     assert db.session.execute(select(func.count()).select_from(Dispatch)).scalar_one() == 1
-    assert db.session.execute(select(func.count()).select_from(Organisation)).scalar_one() == 63
+    assert db.session.execute(select(func.count()).select_from(Organisation)).scalar_one() == 161
 
 
 def test_seed_without_a_password_prints_a_generated_one_once(db_app, runner, monkeypatch):
@@ -211,7 +212,7 @@ def test_audit_verify_reports_a_broken_chain(seeded, runner, audit_unguarded):
 def test_directory_export_and_import(seeded, runner, tmp_path):
     path = tmp_path / "danh-ba.csv"
     exported = _invoke(runner, "directory", "export", str(path))
-    assert exported.exit_code == 0 and "Đã xuất 63 cơ quan" in exported.output
+    assert exported.exit_code == 0 and "Đã xuất 161 cơ quan" in exported.output
     assert path.read_bytes().startswith("\ufeff".encode())
     to_stdout = _invoke(runner, "directory", "export", "-")
     assert to_stdout.output.startswith("code,province,")
@@ -226,7 +227,7 @@ def test_directory_export_and_import(seeded, runner, tmp_path):
     path.write_text(out.getvalue(), encoding="utf-8")
     imported = _invoke(runner, "directory", "import", str(path))
     assert imported.exit_code == 0, imported.output
-    assert "0 cơ quan mới, 1 cập nhật, 62 không đổi" in imported.output
+    assert "0 cơ quan mới, 1 cập nhật, 160 không đổi" in imported.output
     db.session.rollback()  # the command committed: a rollback here keeps the import
     assert db.session.execute(
         select(Organisation).where(Organisation.email == "sotttt@hanoi.gov.vn")
@@ -280,3 +281,35 @@ def test_an_unreachable_database_is_one_vietnamese_line_and_exit_1(tmp_path):
         assert "Traceback" not in done.stderr, (args, done.stderr)
         [line] = done.stderr.strip().splitlines()
         assert line.startswith("Lỗi: không kết nối được cơ sở dữ liệu"), (args, line)
+
+
+def test_directory_list_and_successors_on_a_date(seeded, runner, tmp_path):
+    listed = _invoke(runner, "directory", "list", "--group", "so-khcn", "--on", "2026-01-01")
+    assert listed.exit_code == 0, listed.output
+    lines = [line for line in listed.output.splitlines() if "\t" in line]
+    assert len(lines) == 34 and lines[0].startswith("01\tSở Khoa học và Công nghệ thành phố Hà Nội")
+    in_2021 = _invoke(runner, "directory", "list", "--group", "so-tttt-2021", "--on", "2021-11-15")
+    rows = [line for line in in_2021.output.splitlines() if "\t" in line]
+    assert len(rows) == 63
+    assert any(
+        line.startswith("95\tSở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu")
+        for line in rows
+    )
+
+    ca_mau = _invoke(runner, "directory", "successors", "95", "--on", "2026-01-01")
+    assert ca_mau.exit_code == 0, ca_mau.output
+    assert ca_mau.output.splitlines() == [
+        "96\tSở Khoa học và Công nghệ tỉnh Cà Mau\tsokhcn.camau@tinh-2025.example"
+    ]
+    ha_noi = _invoke(runner, "directory", "successors", "01", "--on", "2025-04-01")
+    assert ha_noi.output.startswith("01\tSở Khoa học và Công nghệ thành phố Hà Nội\t")
+    unknown = runner.invoke(args=["directory", "successors", "99", "--on", "2026-01-01"])
+    assert unknown.exit_code == 1 and "Không có cơ quan nào mang mã tỉnh '99'" in unknown.output
+    bad_date = runner.invoke(args=["directory", "successors", "95", "--on", "31/02/2026"])
+    assert bad_date.exit_code == 2 and "ngày không hợp lệ" in bad_date.output
+
+    xlsx = tmp_path / "danh-ba.xlsx"
+    exported = _invoke(runner, "directory", "export", str(xlsx))
+    assert exported.exit_code == 0 and "Đã xuất 161 cơ quan" in exported.output
+    imported = _invoke(runner, "directory", "import", str(xlsx))
+    assert imported.exit_code == 0 and "161 không đổi, 0 liên kết kế nhiệm mới" in imported.output

@@ -32,18 +32,24 @@ def seed_command(at: dt.datetime) -> None:
 
 def _seed_directory(at: dt.datetime) -> None:
     """Load the bundled directory and its group, and say what changed."""
+    from dispatch.clock import local
     from dispatch.directory import offices
 
     with unit_of_work():
         result = offices.seed_directory(actor="system", at=at)
-    group = offices.get_group(offices.DEFAULT_GROUP_CODE)
+    then = len(offices.recipients_for(offices.DEFAULT_GROUP_CODE, dt.date(2021, 11, 15)))
+    today = local(at).date()
+    now = len(offices.recipients_for(offices.CURRENT_GROUP_CODE, today))
+    groups = (
+        f"nhóm {offices.DEFAULT_GROUP_CODE}: {then} cơ quan ngày 15/11/2021; "
+        f"nhóm {offices.CURRENT_GROUP_CODE}: {now} cơ quan ngày {today:%d/%m/%Y}"
+    )
     if result.changed:
         click.echo(
-            f"Danh bạ: đã thêm {len(result.created)} cơ quan vào nhóm {group.code} "
-            f"({group.name}), nhóm có {len(group.members)} cơ quan."
+            f"Danh bạ: đã thêm {len(result.created)} phiên bản cơ quan (2019 đến nay); {groups}."
         )
     else:
-        click.echo(f"Danh bạ: đã có sẵn, nhóm {group.code} có {len(group.members)} cơ quan.")
+        click.echo(f"Danh bạ: đã có sẵn; {groups}.")
 
 
 def _seed_users(at: dt.datetime) -> None:

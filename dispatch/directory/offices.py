@@ -1,15 +1,24 @@
-"""The directory of recipients: offices by province, their addresses, and the groups they form.
+"""The directory of recipients through time: office versions by province, their addresses, the
+groups they form, and which version took over from which.
 
-The 2021 directory ships with the package (``dispatch/data/directory-2021.csv``): the 62
-Sở Thông tin và Truyền thông and Bạc Liêu's combined Sở Văn hoá, Thông tin, Thể thao và Du lịch,
-with placeholder e-mail addresses under the reserved ``.example`` domain until the real ones are
-imported. A CSV import is checked row by row before anything is written, and either applies
-completely or not at all.
+The directory ships with the package (``dispatch/data/directory.csv``), every version with the
+dates it was valid:
 
-A record is identified by its province code and the start of its valid period (``valid_from``):
-an import updates the record with the same pair (name, address, cc, agency id, end of the
-period) and inserts the others. Periods of one province may not overlap, so that "the office of
-province 95 on 15/11/2021" always means one record.
+- group ``so-tttt-2021``: the 62 Sở Thông tin và Truyền thông of 2021 and Bạc Liêu's combined
+  Sở Văn hoá, Thông tin, Thể thao và Du lịch (2019 to its split in March 2023), then Bạc Liêu's
+  re-established Sở Thông tin và Truyền thông, all until 28/02/2025;
+- group ``so-khcn``: the 63 Sở Khoa học và Công nghệ that took them over on 01/03/2025, until
+  30/06/2025, then the 34 Sở Khoa học và Công nghệ of the provinces formed on 01/07/2025.
+
+E-mail addresses are placeholders under the reserved ``.example`` domain until the real ones are
+imported. An import (CSV or XLSX) is checked row by row before anything is written, and either
+applies completely or not at all.
+
+A record is identified by its province code and the start of its valid period (``valid_from``),
+written ``CODE@YYYY-MM-DD`` where a file names one (the ``predecessors`` column). Periods of one
+province may not overlap, so that "the office of province 95 on 15/11/2021" always means one
+record; consecutive versions of a province, and a version and the ones that took over from it,
+follow each other without a gap; lineage never loops.
 """
 
 from __future__ import annotations
@@ -22,10 +31,12 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import selectinload
 
 from dispatch import audit
 from dispatch.directory.addresses import is_valid_email
@@ -35,7 +46,15 @@ from dispatch.text import from_spreadsheet_text, refused_characters_message, spr
 
 DEFAULT_GROUP_CODE = "so-tttt-2021"
 DEFAULT_GROUP_NAME = "Sở TTTT và tương đương các tỉnh, thành phố (2021)"
-DATA_FILE = "directory-2021.csv"
+CURRENT_GROUP_CODE = "so-khcn"
+GROUP_NAMES = {
+    DEFAULT_GROUP_CODE: DEFAULT_GROUP_NAME,
+    CURRENT_GROUP_CODE: "Sở Khoa học và Công nghệ các tỉnh, thành phố (từ 01/03/2025)",
+}
+DATA_FILE = "directory.csv"
+PROVINCES_2025_FILE = "provinces-2025.csv"
+# The day the 63 provinces became 34 (Resolution 202/2025/QH15).
+PROVINCES_MERGED_ON = dt.date(2025, 7, 1)
 
 COLUMNS = (
     "code",
@@ -49,13 +68,18 @@ COLUMNS = (
     "valid_from",
     "valid_to",
     "placeholder",
+    "groups",
+    "predecessors",
 )
+COLUMNS_HEADER = ",".join(COLUMNS)
 REQUIRED_COLUMNS = ("code", "province", "kind", "region", "name", "email")
 PROVINCE_KINDS = ("tỉnh", "thành phố")
 
 # Mã định danh (QCVN 102): XXX.YY.ZZ.Lnn, 13 characters, e.g. 000.00.00.H29.
 _AGENCY_ID = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}$")
 _PROVINCE_CODE = re.compile(r"^\d{2}$")
+_GROUP_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
+_VERSION_KEY = re.compile(r"^(\d{2})@(\d{4}-\d{2}-\d{2})$")
 _TRUE = {"yes", "y", "có", "co", "x", "1", "true"}
 _FALSE = {"", "no", "n", "không", "khong", "0", "false"}
 
@@ -102,6 +126,13 @@ class DirectoryRow:
     valid_from: dt.date | None
     valid_to: dt.date | None
     placeholder: bool
+    groups: tuple[str, ...] = ()
+    predecessors: tuple[tuple[str, dt.date], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, dt.date | None]:
+        """The record this row is: its province code and the start of its period."""
+        return (self.code, self.valid_from)
 
     def valid_on(self, day: dt.date) -> bool:
         """Whether the row's period contains ``day``."""
@@ -119,11 +150,18 @@ class ImportResult:
     unchanged: list[str] = field(default_factory=list)
     group_created: bool = False
     memberships_added: int = 0
+    links_added: int = 0
 
     @property
     def changed(self) -> bool:
         """Whether anything was written."""
-        return bool(self.created or self.updated or self.group_created or self.memberships_added)
+        return bool(
+            self.created
+            or self.updated
+            or self.group_created
+            or self.memberships_added
+            or self.links_added
+        )
 
 
 # --- text helpers -----------------------------------------------------------------------------
@@ -151,14 +189,50 @@ def _nfc(value: str | None) -> str:
 
 
 def bundled_csv_text() -> str:
-    """The 2021 directory shipped with the package, as text."""
+    """The directory shipped with the package (every version since 2019), as text."""
     return resources.files("dispatch").joinpath("data", DATA_FILE).read_text(encoding="utf-8-sig")
 
 
 def known_provinces() -> dict[str, str]:
-    """Province code → name, from the bundled directory (the 63 provinces of 2021)."""
+    """Province code → name of the 63 provinces of 2021 (from the bundled directory)."""
     reader = csv.DictReader(io.StringIO(bundled_csv_text()))
-    return {row["code"]: _nfc(row["province"]) for row in reader}
+    names: dict[str, str] = {}
+    for row in reader:
+        if DEFAULT_GROUP_CODE in (row.get("groups") or "").split(";"):
+            names.setdefault(row["code"], _nfc(row["province"]))
+    return names
+
+
+def provinces_2025() -> list[dict[str, Any]]:
+    """The 34 provinces since 01/07/2025: code, name, kind and the 2021 codes they were formed
+    from (``merged_from``)."""
+    text = resources.files("dispatch").joinpath("data", PROVINCES_2025_FILE).read_text("utf-8")
+    return [
+        {
+            "code": row["code"],
+            "name": _nfc(row["name"]),
+            "kind": row["kind"],
+            "merged_from": tuple(row["merged_from"].split()),
+        }
+        for row in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def province_names() -> dict[str, set[str]]:
+    """Province code → every name it had (folded): the 2021 name, and since 2025 the name of
+    the province whose centre sits in it ("15": Yên Bái, then Lào Cai; "46": Huế)."""
+    names: dict[str, set[str]] = {}
+    for code, name in known_provinces().items():
+        names.setdefault(code, set()).add(fold(name))
+    for province in provinces_2025():
+        names.setdefault(province["code"], set()).add(fold(province["name"]))
+    names.setdefault("46", set()).add(fold("Huế"))
+    return names
+
+
+def version_key(code: str, valid_from: dt.date | None) -> str:
+    """How a file names one version of an office: ``95@2023-03-15``."""
+    return f"{code}@{valid_from.isoformat() if valid_from else ''}"
 
 
 # --- parsing and validation -------------------------------------------------------------------
@@ -204,7 +278,7 @@ def parse_csv(text: str) -> list[DirectoryRow]:
     if problems:
         raise DirectoryImportError(problems)
 
-    provinces = known_provinces()
+    provinces = province_names()
     rows: list[DirectoryRow] = []
     end_of_previous = reader.line_num
     for cells in reader:
@@ -233,7 +307,7 @@ def parse_csv(text: str) -> list[DirectoryRow]:
 
 
 def _check_row(
-    line: int, record: dict[str, str], provinces: dict[str, str]
+    line: int, record: dict[str, str], provinces: dict[str, set[str]]
 ) -> tuple[DirectoryRow | None, list[RowProblem]]:
     problems: list[str] = []
     code = record["code"]
@@ -241,8 +315,9 @@ def _check_row(
         problems.append(f"mã tỉnh {code!r} phải gồm đúng 2 chữ số (ví dụ 01, 95)")
     elif code not in provinces:
         problems.append(f"mã tỉnh {code} không có trong danh mục 63 tỉnh, thành phố")
-    elif fold(record["province"]) != fold(provinces[code]):
-        problems.append(f"tên tỉnh {record['province']!r} không khớp mã {code} ({provinces[code]})")
+    elif fold(record["province"]) not in provinces[code]:
+        known = known_provinces().get(code, "")
+        problems.append(f"tên tỉnh {record['province']!r} không khớp mã {code} ({known})")
     for column, label in (("province", "tên tỉnh"), ("region", "vùng"), ("name", "tên cơ quan")):
         if not record[column]:
             problems.append(f"thiếu {label} (cột {column})")
@@ -297,6 +372,33 @@ def _check_row(
             f"cột placeholder {record.get('placeholder')!r} phải là yes/no hoặc để trống"
         )
 
+    groups: list[str] = []
+    for part in (record.get("groups") or "").split(";"):
+        group = part.strip().lower()
+        if not group:
+            continue
+        if not _GROUP_CODE.fullmatch(group):
+            problems.append(f"mã nhóm {part.strip()!r} chỉ gồm chữ thường không dấu, số và '-'")
+        elif group not in groups:
+            groups.append(group)
+    predecessors: list[tuple[str, dt.date]] = []
+    for part in (record.get("predecessors") or "").split(";"):
+        reference = part.strip()
+        if not reference:
+            continue
+        match = _VERSION_KEY.fullmatch(reference)
+        try:
+            key = (match.group(1), dt.date.fromisoformat(match.group(2))) if match else None
+        except ValueError:
+            key = None
+        if key is None:
+            problems.append(
+                f"cơ quan tiền thân {reference!r} phải có dạng MÃ@YYYY-MM-DD "
+                "(mã tỉnh và ngày bắt đầu hiệu lực, ví dụ 95@2023-03-15)"
+            )
+        elif key not in predecessors:
+            predecessors.append(key)
+
     if problems:
         return None, [RowProblem(line, message) for message in problems]
     return (
@@ -313,6 +415,8 @@ def _check_row(
             valid_from=valid_from,
             valid_to=valid_to,
             placeholder=flag in _TRUE,
+            groups=tuple(groups),
+            predecessors=tuple(predecessors),
         ),
         [],
     )
@@ -357,6 +461,102 @@ def _overlaps(rows: list[DirectoryRow]) -> list[RowProblem]:
                         f"({period_text(earlier.valid_from, earlier.valid_to)})",
                     )
                 )
+    return problems
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One version of an office as the lineage checks see it (from the file or the database)."""
+
+    key: tuple[str, dt.date | None]
+    valid_to: dt.date | None
+    predecessors: tuple[tuple[str, dt.date | None], ...]
+    line: int | None  # the file's line; None for a record already in the database
+    name: str
+
+
+def _describe(version: _Version) -> str:
+    where = f"dòng {version.line}" if version.line else "bản ghi đã có"
+    return f"{version.name} ({version_key(*version.key)}, {where})"
+
+
+def _lineage_problems(rows: list[DirectoryRow], existing: list[_Version]) -> list[RowProblem]:
+    """Gaps, overlaps and loops that the rows would leave, with the records already there.
+
+    - every predecessor named must exist, and must end the day before its successor starts;
+    - consecutive versions of one province follow each other without a gap;
+    - following successors never comes back to where it started.
+    """
+    from_file = [
+        _Version(row.key, row.valid_to, row.predecessors, row.line, row.name) for row in rows
+    ]
+    in_file = {version.key for version in from_file}
+    versions = {v.key: v for v in existing if v.key not in in_file}
+    versions.update({v.key: v for v in from_file})
+    problems: list[RowProblem] = []
+
+    def report(version: _Version, message: str) -> None:
+        # A problem is reported on the file's line that causes it (the first one involved).
+        problems.append(RowProblem(version.line or 1, message))
+
+    for version in from_file:
+        for reference in version.predecessors:
+            predecessor = versions.get(reference)
+            if predecessor is None:
+                report(version, f"không có cơ quan tiền thân {version_key(*reference)}")
+                continue
+            start = version.key[1]
+            if predecessor.valid_to is None:
+                report(
+                    version,
+                    f"cơ quan tiền thân {_describe(predecessor)} chưa có ngày kết thúc hiệu lực: "
+                    "hai cơ quan cùng hiệu lực (chồng lấn)",
+                )
+            elif start is None or start <= predecessor.valid_to:
+                report(
+                    version,
+                    f"bắt đầu hiệu lực trước khi cơ quan tiền thân {_describe(predecessor)} "
+                    f"kết thúc ({predecessor.valid_to:%d/%m/%Y}): chồng lấn",
+                )
+            elif start > predecessor.valid_to + dt.timedelta(days=1):
+                report(
+                    version,
+                    f"để trống từ {predecessor.valid_to + dt.timedelta(days=1):%d/%m/%Y} đến "
+                    f"{start - dt.timedelta(days=1):%d/%m/%Y} sau cơ quan tiền thân "
+                    f"{_describe(predecessor)}: mỗi cơ quan kế nhiệm bắt đầu ngay ngày hôm sau",
+                )
+
+    by_code: dict[str, list[_Version]] = {}
+    for version in versions.values():
+        by_code.setdefault(version.key[0], []).append(version)
+    for code_versions in by_code.values():
+        code_versions.sort(key=lambda v: v.key[1] or dt.date.min)
+        for earlier, later in pairwise(code_versions):
+            if earlier.valid_to is None or later.key[1] is None:
+                continue  # an overlap: reported by the period checks
+            gap_from = earlier.valid_to + dt.timedelta(days=1)
+            if later.key[1] > gap_from and (earlier.line or later.line):
+                culprit = later if later.line else earlier
+                report(
+                    culprit,
+                    f"mã tỉnh {later.key[0]} để trống từ {gap_from:%d/%m/%Y} đến "
+                    f"{later.key[1] - dt.timedelta(days=1):%d/%m/%Y}, giữa "
+                    f"{_describe(earlier)} và {_describe(later)}",
+                )
+
+    # Loops: walk from each version of the file back through its predecessors.
+    for version in from_file:
+        seen: set[tuple[str, dt.date | None]] = set()
+        stack = list(version.predecessors)
+        while stack:
+            key = stack.pop()
+            if key == version.key:
+                report(version, f"{_describe(version)} là tiền thân của chính nó (vòng lặp)")
+                break
+            if key in seen or key not in versions:
+                continue
+            seen.add(key)
+            stack.extend(versions[key].predecessors)
     return problems
 
 
@@ -446,14 +646,35 @@ def _write_rows(
 ) -> ImportResult:
     """Insert new records, update (or keep) matching ones, and put them all in the group."""
     result = ImportResult()
-    group = _get_or_create_group(group_code, group_name, result)
-    codes = sorted({row.code for row in rows})
+    groups = {group_code: _get_or_create_group(group_code, group_name, result)}
+    for row in rows:
+        for code in row.groups:
+            if code not in groups:
+                groups[code] = _get_or_create_group(code, GROUP_NAMES.get(code, code), result)
+    codes = sorted(
+        {row.code for row in rows} | {ref[0] for row in rows for ref in row.predecessors}
+    )
     existing = {
         (org.province_code, org.valid_from): org
         for org in db.session.execute(
             select(Organisation).where(Organisation.province_code.in_(codes)).with_for_update()
         ).scalars()
     }
+    lineage = _lineage_problems(
+        rows,
+        [
+            _Version(
+                key,
+                org.valid_to,
+                tuple((p.province_code, p.valid_from) for p in org.predecessors),
+                None,
+                org.name,
+            )
+            for key, org in existing.items()
+        ],
+    )
+    if lineage:
+        raise DirectoryImportError(sorted(lineage, key=lambda p: p.line))
     in_file = {(row.code, row.valid_from) for row in rows}
     problems: list[RowProblem] = []
     for row in rows:
@@ -474,7 +695,8 @@ def _write_rows(
     if problems:
         raise DirectoryImportError(problems)
 
-    members = {org.id for org in group.members}
+    members = {code: {org.id for org in group.members} for code, group in groups.items()}
+    written: dict[tuple[str, dt.date | None], Organisation] = {}
     for row in rows:
         org = existing.get((row.code, row.valid_from))
         if org is None:
@@ -503,10 +725,31 @@ def _write_rows(
                 result.unchanged.append(row.code)
         else:
             result.unchanged.append(row.code)
-        if org.id not in members:
-            group.members.append(org)
-            members.add(org.id)
-            result.memberships_added += 1
+        written[row.key] = org
+        for code in row.groups or (group_code,):
+            if org.id not in members[code]:
+                groups[code].members.append(org)
+                members[code].add(org.id)
+                result.memberships_added += 1
+    for row in rows:
+        org = written[row.key]
+        for reference in row.predecessors:
+            predecessor = written.get(reference) or existing[reference]
+            if org not in predecessor.successors:
+                predecessor.successors.append(org)
+                result.links_added += 1
+                audit.record(
+                    "organisation.succeeded",
+                    actor=actor,
+                    at=at,
+                    object_type="organisation",
+                    object_id=predecessor.id,
+                    details={
+                        "predecessor": version_key(*reference),
+                        "successor": version_key(*row.key),
+                        "successor_id": org.id,
+                    },
+                )
     db.session.flush()
     return result
 
@@ -531,6 +774,8 @@ def import_csv(
             data = source.read_bytes()
         except OSError as exc:
             raise DirectoryError(f"Không đọc được tệp {source}: {exc.strerror}") from exc
+        if source.suffix.lower() == ".xlsx" or data.startswith(b"PK\x03\x04"):
+            data = xlsx_to_csv_text(data).encode()
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -597,30 +842,101 @@ def seed_directory(*, actor: str, at: dt.datetime) -> ImportResult:
 
 def export_csv(*, group_code: str | None = None, bom: bool = True) -> str:
     """The directory (or a group) as CSV text in ``COLUMNS``; a BOM lets Excel read it as UTF-8."""
-    query = select(Organisation).order_by(Organisation.province_code, Organisation.valid_from)
-    if group_code is not None:
-        query = query.where(Organisation.groups.any(RecipientGroup.code == group_code))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
-    for org in db.session.execute(query).scalars():
-        writer.writerow(
-            spreadsheet_text(cell)
-            for cell in [
-                org.province_code,
-                org.province_name,
-                org.province_kind,
-                org.region,
-                org.name,
-                org.email,
-                ";".join(org.cc or []),
-                org.agency_id or "",
-                org.valid_from.isoformat() if org.valid_from else "",
-                org.valid_to.isoformat() if org.valid_to else "",
-                "yes" if org.email_is_placeholder else "no",
-            ]
-        )
+    for cells in export_rows(group_code=group_code):
+        writer.writerow(spreadsheet_text(cell) for cell in cells)
     return ("\ufeff" if bom else "") + out.getvalue()
+
+
+def export_rows(*, group_code: str | None = None) -> Iterable[list[str]]:
+    """Each version of each office (or of a group's) as the cells of ``COLUMNS``, by province
+    and start date: what ``export_csv`` and ``export_xlsx`` write and an import reads back."""
+    query = (
+        select(Organisation)
+        .options(selectinload(Organisation.groups), selectinload(Organisation.predecessors))
+        .order_by(Organisation.valid_from, Organisation.province_code)
+    )
+    if group_code is not None:
+        query = query.where(Organisation.groups.any(RecipientGroup.code == group_code))
+    for org in db.session.execute(query).scalars():
+        yield [
+            org.province_code,
+            org.province_name,
+            org.province_kind,
+            org.region,
+            org.name,
+            org.email,
+            ";".join(org.cc or []),
+            org.agency_id or "",
+            org.valid_from.isoformat() if org.valid_from else "",
+            org.valid_to.isoformat() if org.valid_to else "",
+            "yes" if org.email_is_placeholder else "no",
+            ";".join(sorted(group.code for group in org.groups)),
+            ";".join(version_key(p.province_code, p.valid_from) for p in org.predecessors),
+        ]
+
+
+def export_xlsx(*, group_code: str | None = None) -> bytes:
+    """The same rows as ``export_csv``, as an Excel workbook (every cell text, so that codes
+    like "01" and dates keep their form)."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "Danh bạ"
+    sheet.append(list(COLUMNS))
+    for cells in export_rows(group_code=group_code):
+        sheet.append([spreadsheet_text(cell) for cell in cells])
+    bold = Font(bold=True)
+    for cell in sheet[1]:
+        cell.font = bold
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+XLSX_MAX_BYTES = 10 * 1024 * 1024
+XLSX_MAX_ROWS = 50_000
+
+
+def xlsx_to_csv_text(data: bytes) -> str:
+    """The first sheet of an Excel workbook as CSV text, for ``parse_csv``; a
+    ``DirectoryImportError`` for a file that is not a readable workbook or is too large."""
+    from zipfile import BadZipFile
+
+    from openpyxl import load_workbook
+
+    if len(data) > XLSX_MAX_BYTES:
+        raise DirectoryImportError([RowProblem(1, "tệp Excel lớn quá 10 MB")])
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise DirectoryImportError([RowProblem(1, "không đọc được tệp Excel (.xlsx)")]) from exc
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for index, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True)):
+        if index > XLSX_MAX_ROWS:
+            raise DirectoryImportError([RowProblem(index + 1, "tệp có quá nhiều dòng")])
+        writer.writerow(_xlsx_cell(value) for value in values)
+    workbook.close()
+    return out.getvalue()
+
+
+def _xlsx_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value < 100:
+        return f"{value:02d}"  # a province code that Excel turned into a number
+    return str(value)
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -687,3 +1003,62 @@ def recipients_for(group_code: str, on: dt.date) -> list[Organisation]:
         .order_by(Organisation.province_code)
     )
     return list(db.session.execute(statement).scalars())
+
+
+def valid_on(org: Organisation, day: dt.date) -> bool:
+    """Whether ``org``'s period contains ``day``."""
+    return (org.valid_from is None or org.valid_from <= day) and (
+        org.valid_to is None or day <= org.valid_to
+    )
+
+
+def successors_on(org: Organisation, on: dt.date) -> list[Organisation]:
+    """The offices that answer, on ``on``, for ``org``: itself if it is still valid then,
+    otherwise the versions that took over from it, followed as far as ``on`` (each once, by
+    province code). Empty if nothing took over, or ``on`` is before ``org`` began."""
+    if valid_on(org, on):
+        return [org]
+    if org.valid_from is not None and on < org.valid_from:
+        return []
+    found: dict[int, Organisation] = {}
+    seen: set[int] = {org.id}
+    frontier = list(org.successors)
+    while frontier:
+        following: list[Organisation] = []
+        for successor in frontier:
+            if successor.id in seen:
+                continue
+            seen.add(successor.id)
+            if valid_on(successor, on):
+                found[successor.id] = successor
+            elif successor.valid_to is not None and successor.valid_to < on:
+                following.extend(successor.successors)
+        frontier = following
+    return sorted(found.values(), key=lambda o: (o.province_code, o.id))
+
+
+def versions_of(code: str) -> list[Organisation]:
+    """Every version of the offices of province ``code``, oldest first."""
+    return list(
+        db.session.execute(
+            select(Organisation)
+            .where(Organisation.province_code == code)
+            .order_by(Organisation.valid_from, Organisation.id)
+        ).scalars()
+    )
+
+
+def successors_of_code(code: str, on: dt.date) -> list[Organisation]:
+    """Who answers on ``on`` for the office of province ``code``: the version valid then, or
+    the successors of its last version before ``on``. A ``DirectoryError`` for an unknown code."""
+    versions = versions_of(code)
+    if not versions:
+        raise DirectoryError(f"Không có cơ quan nào mang mã tỉnh {code!r} trong danh bạ.")
+    current = [org for org in versions if valid_on(org, on)]
+    if current:
+        return current
+    earlier = [org for org in versions if org.valid_to is not None and org.valid_to < on]
+    if not earlier:
+        return []
+    last = max(earlier, key=lambda org: org.valid_to or dt.date.min)
+    return successors_on(last, on)
