@@ -219,9 +219,7 @@ def _get_engine() -> _ReportEngine:
         return _engine
 
 
-def pdf_view(
-    dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = ""
-) -> dict[str, Any]:
+def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = "") -> dict[str, Any]:
     """The plain data the PDF template reads; every text passed through ``printable``;
     ``svg_css`` the drawing rules of the map and the chart (our own CSS, not escaped)."""
     number = dashboard["number"]
