@@ -307,6 +307,27 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     ]
 
 
+def test_a_draft_is_deleted_once_issued_it_is_not(client, api_headers, seeded, server_clock):
+    headers = api_headers[Role.CLERK]
+    keep = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()["id"]
+    gone = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()["id"]
+    leader = client.delete(f"/api/dispatches/{gone}", headers=api_headers[Role.LEADER])
+    assert_json_error(leader, 403)
+
+    response = client.delete(f"/api/dispatches/{gone}", headers=headers)
+    assert response.status_code == 204, response.get_data(as_text=True)
+    assert db.session.get(Dispatch, gone) is None
+    [entry] = actions("dispatch.draft_deleted")
+    assert entry.dispatch_id == gone and entry.actor == "chuyenvien.web@thh.example"
+    assert entry.details["recipients"] == 63
+    assert_json_error(client.delete(f"/api/dispatches/{gone}", headers=headers), 404)
+
+    assert client.post(f"/api/dispatches/{keep}/issue", json={}, headers=headers).status_code == 200
+    body = assert_json_error(client.delete(f"/api/dispatches/{keep}", headers=headers), 409)
+    assert "đã ban hành nên không xoá được" in body["message"]
+    assert db.session.get(Dispatch, keep).status is DispatchStatus.ISSUED
+
+
 def test_an_admin_may_issue_too_and_issue_accepts_no_body(
     client, api_headers, seeded, server_clock
 ):
@@ -436,6 +457,7 @@ def test_the_openapi_document_is_valid_and_complete(client):
         ("/api/dispatches", "get"): {"200", "401", "422"},
         ("/api/dispatches", "post"): {"201", "401", "403", "422"},
         ("/api/dispatches/{dispatch_id}", "get"): {"200", "401", "404"},
+        ("/api/dispatches/{dispatch_id}", "delete"): {"204", "401", "403", "404", "409"},
         ("/api/dispatches/{dispatch_id}/issue", "post"): {"200", "401", "403", "404", "409", "422"},
         ("/api/directory", "get"): {"200", "401", "422"},
         ("/api/edxml/status", "post"): {"200", "401", "403", "413", "415", "422"},

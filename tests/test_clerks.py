@@ -753,3 +753,114 @@ def test_ids_beyond_the_database_range_are_not_found(desk):
         "/directory/9223372036854775808/edit",
     ):
         assert desk.admin.get(url).status_code == 404, url
+
+
+# --- deleting a draft --------------------------------------------------------------------------
+
+
+def test_a_draft_is_deleted_after_a_confirmation_with_its_files(desk, runner):
+    from dispatch.drafting import uploads
+    from tests.fixtures.files import pdf_bytes
+
+    clerk = desk.clerk
+    draft_id = draft_id_from(_compose(clerk, valid_fields()))
+    response = post_form(
+        clerk,
+        f"/dispatches/{draft_id}/edit",
+        {
+            **valid_fields(),
+            "action": "upload",
+            "attachment": (io.BytesIO(pdf_bytes()), "Kế hoạch.pdf"),
+        },
+    )
+    assert response.status_code == 303
+    folder = uploads.upload_root(draft_id)
+    assert any(folder.rglob("*.pdf"))
+
+    # The draft's page and the composer offer it; a GET only asks.
+    assert f"/dispatches/{draft_id}/delete" in clerk.get(f"/dispatches/{draft_id}").get_data(True)
+    assert f"/dispatches/{draft_id}/delete" in clerk.get(f"/dispatches/{draft_id}/edit").get_data(
+        True
+    )
+    page = clerk.get(f"/dispatches/{draft_id}/delete")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Xoá bản nháp?" in html and "Kế hoạch" not in html
+    assert re.search(r"<dt>Tệp gửi kèm</dt><dd>1</dd>", html)
+    assert db.session.get(Dispatch, draft_id) is not None
+
+    # Without the CSRF token nothing happens; a leader may not delete.
+    assert clerk.post(f"/dispatches/{draft_id}/delete").status_code == 400
+    leader = desk.clients[Role.LEADER]
+    assert leader.get(f"/dispatches/{draft_id}/delete").status_code == 403
+
+    response = post_form(clerk, f"/dispatches/{draft_id}/delete", {"confirm": "yes"})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/")
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id) is None
+    assert not folder.exists()
+    entry = db.session.execute(
+        select(AuditEntry).where(AuditEntry.action == "dispatch.draft_deleted")
+    ).scalar_one()
+    assert entry.dispatch_id == draft_id and entry.actor == desk.users[Role.CLERK].email
+    assert entry.details["attachments"] == 1 and entry.details["subject"]
+    home = clerk.get("/").get_data(as_text=True)
+    assert "Đã xoá bản nháp" in home
+    assert clerk.get(f"/dispatches/{draft_id}/delete").status_code == 404
+
+    # The command line deletes through the same function, and refuses an issued letter.
+    other = draft_id_from(_compose(clerk, valid_fields()))
+    result = runner.invoke(args=["draft", "delete", str(other)])
+    assert result.exit_code == 1 and "--yes" in result.output
+    result = runner.invoke(args=["draft", "delete", str(other), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert f"Đã xoá bản nháp mã {other}" in result.output
+    db.session.expire_all()
+    assert db.session.get(Dispatch, other) is None
+    assert len(_actions(other)) >= 2 and _actions(other)[-1] == "dispatch.draft_deleted"
+
+
+def test_an_issued_dispatch_cannot_be_deleted(desk, issued_dispatch, runner):
+    dispatch_id = issued_dispatch().id
+    clerk = desk.clerk
+    assert "/delete" not in clerk.get(f"/dispatches/{dispatch_id}").get_data(as_text=True)
+    response = post_form(clerk, f"/dispatches/{dispatch_id}/delete", {"confirm": "yes"})
+    assert response.status_code == 303
+    follow = clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "không xoá được" in follow
+    result = runner.invoke(args=["draft", "delete", str(dispatch_id), "--yes"])
+    assert result.exit_code == 1 and "đã ban hành nên không xoá được" in result.output
+    db.session.expire_all()
+    assert db.session.get(Dispatch, dispatch_id).status is not DispatchStatus.DRAFT
+    assert "dispatch.draft_deleted" not in _actions(dispatch_id)
+
+
+def test_an_untouched_new_letter_leaves_no_draft_behind(desk):
+    from werkzeug.datastructures import MultiDict
+
+    clerk = desk.clerk
+    page = clerk.get("/dispatches/new").get_data(as_text=True)
+    pairs = form_values(page)
+    token = csrf_of(clerk, "/dispatches/new")
+    count = db.session.execute(select(Dispatch.id)).all()
+
+    # "Lưu" (or "Ban hành…") on the form as it was opened: nothing is created.
+    for action in ("save", "issue"):
+        data = MultiDict([*pairs, ("action", action)])
+        response = clerk.post("/dispatches/new", data=data)
+        assert response.status_code == 303
+        assert response.headers["Location"].endswith("/dispatches/new")
+    html = clerk.get("/dispatches/new").get_data(as_text=True)
+    assert "Chưa có gì để lưu" in html and "Đã lưu bản nháp" not in html
+
+    # Autosave of the blank form creates nothing either.
+    headers = {"X-CSRFToken": token, "Accept": "application/json"}
+    response = clerk.post("/dispatches/autosave", data=MultiDict(pairs), headers=headers)
+    assert response.status_code == 200
+    assert response.get_json()["id"] is None and response.get_json()["created"] is False
+    assert db.session.execute(select(Dispatch.id)).all() == count
+    assert "dispatch.drafted" not in _actions()
+
+    # One typed word is a draft.
+    typed = MultiDict([(k, "gửi thử" if k == "subject" else v) for k, v in pairs])
+    response = clerk.post("/dispatches/autosave", data=typed, headers=headers)
+    assert response.status_code == 201 and response.get_json()["id"]

@@ -74,6 +74,31 @@ def draft_create_command(
     click.echo(str(dispatch.id))
 
 
+@draft_group.command("delete")
+@dispatch_id_argument
+@click.option("--as", "as_email", help="E-mail of the user who deletes (default: system).")
+@click.option("--yes", is_flag=True, help="Delete without asking (scripts).")
+@at_option
+@with_appcontext
+def draft_delete_command(
+    dispatch_id: int, as_email: str | None, yes: bool, at: dt.datetime
+) -> None:
+    """Delete draft DISPATCH_ID (never issued) and its uploaded files."""
+    from dispatch.drafting import drafts
+
+    actor = resolve_actor(as_email)
+    if not yes and not (
+        sys.stdin.isatty() and click.confirm(f"Xoá hẳn bản nháp mã {dispatch_id}?")
+    ):
+        raise CliError(f"Chưa xoá bản nháp mã {dispatch_id}: thêm --yes để xác nhận.")
+    try:
+        with unit_of_work():
+            subject = drafts.delete_draft(dispatch_id, actor=actor, at=at)
+    except drafts.DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã xoá bản nháp mã {dispatch_id}: V/v {subject}")
+
+
 # --- issuing ------------------------------------------------------------------------------------
 
 

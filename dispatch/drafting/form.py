@@ -330,6 +330,19 @@ def form_from_post(data: Any, *, remove_appendix: int | None = None) -> ComposeF
     return ComposeForm(fields=fields, appendices=appendices, group=group, recipients=recipients)
 
 
+def is_untouched(form: ComposeForm, at: dt.datetime) -> bool:
+    """Whether a new letter's form is still the blank one (``blank_form``): nothing typed, no
+    appendix, the usual group with all its offices. Saving it would only leave an empty draft."""
+    blank = blank_form(at)
+    if form.fields != blank.fields or form.appendices or form.group != blank.group:
+        return False
+    if form.recipients is None:
+        return True
+    day = drafts.recipients_date(parse_letter_date(form.fields.get("date", ""))[0], at)
+    members = {org.id for org in offices.recipients_for(form.group, day)}
+    return set(form.recipients) == members
+
+
 def parse_int(value: Any, default: int) -> int:
     """A posted whole number, or ``default`` if it is not one."""
     try:

@@ -514,6 +514,11 @@ def attachments_dir(dispatch_id: int) -> Path:
     return upload_root(dispatch_id) / ATTACHMENTS_FOLDER
 
 
+def discard_uploads(dispatch_id: int) -> None:
+    """Remove a deleted draft's folder of uploads (nothing if it never had one)."""
+    shutil.rmtree(upload_root(dispatch_id), ignore_errors=True)
+
+
 def letter_root(dispatch_id: int) -> Path | None:
     """The ``project_root`` under which ``build_letter`` finds this draft's attachments.
 

@@ -183,6 +183,13 @@
           });
       })
       .then(function (result) {
+        if (!result.id) {
+          // A new letter still blank: the server kept nothing, and there is nothing to keep.
+          lastSaved = state;
+          forgetLocal();
+          say(result.message, false);
+          return;
+        }
         var wasNew = !dispatchId;
         if (wasNew) {
           forgetLocal();

@@ -1,4 +1,4 @@
-"""The API's operations on dispatches: list, create a draft, read one, issue."""
+"""The API's operations on dispatches: list, create a draft, read one, delete a draft, issue."""
 
 from __future__ import annotations
 
@@ -111,6 +111,22 @@ def create_dispatch(payload: dict[str, Any]) -> Any:
 def get_dispatch(dispatch_id: int) -> dict[str, Any]:
     """A dispatch and every recipient's delivery and receipt (as ``dispatch status --json``)."""
     return _report(dispatch_id)
+
+
+@bp.route("/dispatches/<int:dispatch_id>", methods=["DELETE"])
+@bp.response(204)
+@documented_errors(*CHANGE_ERRORS)
+def delete_dispatch(dispatch_id: int) -> Any:
+    """Delete a draft never issued (and its uploaded files); 409 once issued."""
+    user = require_change()
+    if db.session.get(Dispatch, dispatch_id) is None:
+        abort(404, message=f"Không có công văn mã {dispatch_id}.")
+    try:
+        with unit_of_work():
+            drafts.delete_draft(dispatch_id, actor=user, at=clock.now())
+    except drafts.DraftError as exc:
+        abort(409, message=str(exc))
+    return None
 
 
 # Over HTTP a letter is issued when the server receives the request: a moment chosen by the

@@ -44,6 +44,8 @@ from dispatch.views.downloads import send_document
 from dispatch.views.headers import frameable
 from dispatch.views.params import int_arg
 
+NOTHING_TO_SAVE = "Chưa có gì để lưu: biểu mẫu vẫn như lúc mở, nên chưa tạo bản nháp nào."
+
 # --- Composing ---------------------------------------------------------------------------------
 
 
@@ -191,6 +193,15 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
     if action.startswith("remove_appendix:"):
         removed = compose_form.parse_int(action.split(":", 1)[1], -1)
     form = compose_form.form_from_post(request.form, remove_appendix=removed)
+    if (
+        dispatch_id is None
+        and action in ("save", "issue")
+        and not any(f and f.filename for f in request.files.getlist("attachment"))
+        and compose_form.is_untouched(form, at)
+    ):
+        # Nothing typed yet: no empty draft is left behind.
+        flash(NOTHING_TO_SAVE, "info")
+        return redirect(url_for("clerks.new"), code=303)
     try:
         with unit_of_work():
             result = _save_posted(dispatch_id, form, at)
@@ -272,6 +283,31 @@ def edit(dispatch_id: int) -> Any:
     )
 
 
+@bp.route("/dispatches/<int:dispatch_id>/delete", methods=["GET", "POST"])
+@role_required(*CHANGE_ROLES)
+def delete_draft(dispatch_id: int) -> Any:
+    """Delete a draft never issued: a confirmation page, then a POST (CSRF) that deletes."""
+    dispatch = dispatch_or_404(dispatch_id)
+    if dispatch.status is not DispatchStatus.DRAFT:
+        flash(drafts.frozen_message(dispatch).replace("không thể sửa", "không xoá được"), "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    if request.method == "GET":
+        return render_template(
+            "clerks/delete_draft.html",
+            dispatch=dispatch,
+            recipient_count=len(dispatch.recipients),
+            file_count=len(uploads.attachments_of(dispatch.source)),
+        )
+    try:
+        with unit_of_work():
+            subject = drafts.delete_draft(dispatch_id, actor=signed_in_user(), at=clock.now())
+    except DraftError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    flash(f"Đã xoá bản nháp “{subject or 'chưa có trích yếu'}”.", "info")
+    return redirect(url_for("clerks.home"), code=303)
+
+
 def _save_posted(
     dispatch_id: int | None, form: compose_form.ComposeForm, at: dt.datetime
 ) -> compose_form.SaveResult:
@@ -288,6 +324,8 @@ def _save_posted(
 def _autosave(dispatch_id: int | None) -> Any:
     at = clock.now()
     form = compose_form.form_from_post(request.form)
+    if dispatch_id is None and compose_form.is_untouched(form, at):
+        return jsonify({"id": None, "created": False, "message": NOTHING_TO_SAVE, "errors": {}})
     try:
         with unit_of_work():
             result = _save_posted(dispatch_id, form, at)
