@@ -339,3 +339,56 @@ def test_resending_to_the_same_address_keeps_the_link(delivered, desk, smtp_serv
     again = smtp_server.messages[-1]
     assert again.rcpt_tos == ["sotttt.hanoi@tinh.example"]
     assert _link_token(again) == _link_token(first)
+
+
+def _sections(html: str) -> dict[str, str]:
+    """The page's cards by heading id, and what each one's table says."""
+    return dict(
+        re.findall(r'<section class="card" aria-labelledby="([^"]+)">(.*?)</section>', html, re.S)
+    )
+
+
+def test_the_recipient_page_shows_what_applies_and_the_reply_in_plain_words(delivered, desk):
+    clerk = desk.clerk
+    base = f"/dispatches/{delivered.id}/recipients"
+    hanoi = _recipient(delivered.id, "01")
+    ca_mau = _recipient(delivered.id, "96")
+
+    html = clerk.get(f"{base}/{hanoi.id}").get_data(as_text=True)
+    sections = _sections(html)
+    history = sections["lich-su"]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", history, re.S)
+    assert "Lần đầu" in cells and "0" not in cells and "Lần 0" not in html
+    # Accepted, said plainly; the raw reply behind a disclosure.
+    assert re.search(r'class="smtp-meaning">Máy chủ thư đã nhận\s*<details', history)
+    assert re.search(r"<summary>Phản hồi gốc</summary><code[^>]*>250 ", history)
+    assert "gui-lai" in sections and "nhac-viec" in sections
+    checkbox = re.search(r'<input type="checkbox" id="update_directory"[^>]*>', html).group(0)
+    assert "checked" not in checkbox  # the directory is changed only when asked
+
+    refused = clerk.get(f"{base}/{ca_mau.id}").get_data(as_text=True)
+    assert "Máy chủ thư từ chối nhận" in _sections(refused)["lich-su"]
+
+    # Once the office has confirmed: nothing to resend, nobody to remind.
+    recipient_actions.record_phone_confirmation(
+        hanoi,
+        name="Nguyễn Văn Bình",
+        position="Văn thư",
+        note="Gọi điện.",
+        actor=desk.users[Role.CLERK],
+        at=LATER,
+    )
+    db.session.commit()
+    html = clerk.get(f"{base}/{hanoi.id}").get_data(as_text=True)
+    sections = _sections(html)
+    assert "gui-lai" not in sections and "nhac-viec" not in sections
+    assert ">Gửi lại<" not in html and "Dừng nhắc việc" not in html
+    assert "không cần gửi lại" in sections["da-xac-nhan"]
+    # …and the actions refuse it even when posted.
+    response = post_form(clerk, f"{base}/{hanoi.id}/resend", {}, token_from=f"{base}/{hanoi.id}")
+    assert response.status_code == 422 and "đã xác nhận" in response.get_data(as_text=True)
+    response = post_form(
+        clerk, f"{base}/{hanoi.id}/reminders", {"stop": "1"}, token_from=f"{base}/{hanoi.id}"
+    )
+    assert response.status_code == 422
+    assert [m.sequence for m in _letters(hanoi.id)] == [0]

@@ -32,6 +32,7 @@ HEADER = [
     "Trạng thái",
     "Gửi thư",
     "Phản hồi máy chủ thư",
+    "Phản hồi gốc của máy chủ thư",
     "Gửi lúc",
     "Đã mở lúc",
     "Xác nhận lúc",
@@ -74,7 +75,11 @@ def test_the_csv_export_has_a_bom_a_header_and_one_row_per_office(board, leader_
     assert hanoi["Xác nhận lúc"] == "15/11/2021 10:30"
     assert hanoi["Người xác nhận"] == "Nguyễn Văn Bình" and hanoi["Quá hạn"] == "Không"
     assert body["02"]["Gửi thư"] == "Gửi lỗi"
-    assert body["02"]["Phản hồi máy chủ thư"] == "550 5.1.1 mailbox unavailable"
+    # What the server said, in plain words first, the raw reply in a column of its own.
+    assert body["02"]["Phản hồi máy chủ thư"] == "Máy chủ thư từ chối nhận"
+    assert body["02"]["Phản hồi gốc của máy chủ thư"] == "550 5.1.1 mailbox unavailable"
+    assert hanoi["Phản hồi máy chủ thư"] == "Máy chủ thư đã nhận"
+    assert hanoi["Phản hồi gốc của máy chủ thư"].startswith("250")
     assert body["10"]["Quá hạn"] == "Có" and body["10"]["Số lần nhắc"] == "2"
     assert body["11"]["Gửi thư"] == "Đang thử lại" and body["11"]["Trạng thái"] == "Chờ gửi"
     assert body["95"]["Đơn vị"] == "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu"
@@ -104,6 +109,10 @@ def test_the_xlsx_export_has_real_dates_widths_and_a_frozen_header(board, leader
         "dd/mm/yyyy hh:mm"
     )
     assert hanoi["Người xác nhận"] == "Nguyễn Văn Bình" and hanoi["Số lần nhắc"] == 0
+    assert hanoi["Phản hồi máy chủ thư"] == "Máy chủ thư đã nhận"
+    failed = next(row for row in rows if row["Mã"] == "02")
+    assert failed["Phản hồi máy chủ thư"] == "Máy chủ thư từ chối nhận"
+    assert failed["Phản hồi gốc của máy chủ thư"] == "550 5.1.1 mailbox unavailable"
     lao_cai = next(row for row in rows if row["Mã"] == "10")
     assert lao_cai["Số lần nhắc"] == 2 and lao_cai["Quá hạn"] == "Có"
     assert lao_cai["Xác nhận lúc"] is None

@@ -80,6 +80,12 @@ def _issued(recipient: DispatchRecipient) -> Dispatch:
     return dispatch
 
 
+def _not_confirmed(recipient: DispatchRecipient, consequence: str) -> None:
+    """Refuse what only applies to an office that has not confirmed yet."""
+    if recipient.acknowledged_at is not None:
+        raise RecipientActionError(f"Cơ quan này đã xác nhận đã nhận công văn; {consequence}.")
+
+
 def latest_letter(recipient_id: int) -> OutboxMessage | None:
     """The recipient's latest LETTER e-mail (highest sequence)."""
     return db.session.execute(
@@ -175,6 +181,7 @@ def resend_letter(
 ) -> ResendResult:
     """Queue the letter again for one recipient (next sequence); the caller commits."""
     dispatch = _issued(recipient)
+    _not_confirmed(recipient, "không cần gửi lại")
     latest = latest_letter(recipient.id)
     if latest is not None and latest.status in (*PENDING, DeliveryStatus.SENDING):
         raise RecipientActionError(
@@ -289,6 +296,8 @@ def set_reminders_stopped(
 ) -> bool:
     """Stop (or resume) reminders to one recipient; False if it already was so. Caller commits."""
     _issued(recipient)  # refuses a draft's recipient
+    if stopped:
+        _not_confirmed(recipient, "hệ thống đã thôi nhắc việc")
     if recipient.reminders_stopped == stopped:
         return False
     recipient.reminders_stopped = stopped

@@ -29,7 +29,7 @@ from dispatch import clock
 from dispatch.directory import tile_map
 from dispatch.extensions import db
 from dispatch.models import Dispatch, DispatchRecipient, DispatchStatus, Organisation
-from dispatch.reporting import listing, status
+from dispatch.reporting import listing, smtp_replies, status
 
 PAGE_SIZE = 50
 
@@ -374,6 +374,13 @@ def _office_rows(report: dict[str, Any], facts: dict[int, tuple[str, str]]) -> l
                 "delivery": recipient["delivery"],
                 "delivery_label": DELIVERY_LABELS.get(recipient["delivery"], "Không rõ"),
                 "smtp_reply": recipient["smtp_reply"] or "",
+                "smtp_meaning": smtp_replies.explain(
+                    recipient["smtp_reply"],
+                    delivery=recipient["delivery"],
+                    error=recipient.get("last_error"),
+                    bounce_status=recipient.get("bounce_status"),
+                    bounce_diagnostic=recipient.get("bounce_diagnostic"),
+                ),
                 "bounce_reason": recipient.get("bounce_reason") or "",
                 "refusal_reason": recipient.get("refusal_reason") or "",
                 "processing_label": PROCESSING_LABELS.get(recipient.get("processing") or "", ""),

@@ -14,7 +14,7 @@ from dispatch.extensions import db
 from dispatch.inbound import handler as inbound
 from dispatch.models import DispatchRecipient, InboundMessage
 from dispatch.receipts import recipient_actions
-from dispatch.reporting import status
+from dispatch.reporting import smtp_replies, status
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import CHANGE_ROLES, READ_ROLES, bp, signed_in_user
 from dispatch.views.clerks.dispatches import status_data
@@ -56,6 +56,40 @@ def _inbound_rows(recipient: DispatchRecipient) -> list[dict[str, Any]]:
     return rows
 
 
+KIND_LABELS = {"letter": "Công văn", "reminder": "Nhắc việc", "escalation": "Báo cáo"}
+
+
+def _message_rows(recipient: DispatchRecipient) -> list[dict[str, Any]]:
+    """The e-mails sent to the recipient, oldest first, as the page shows them: which sending
+    it was ("Lần đầu", "Gửi lại lần 1", "Nhắc lần 2") and the server's reply in plain words."""
+    rows = []
+    seen: dict[str, int] = {}
+    for message in recipient.messages:  # oldest first (the relationship's order)
+        kind = message.kind.value
+        count = seen[kind] = seen.get(kind, 0) + 1
+        if kind == "letter":
+            which = "Lần đầu" if count == 1 else f"Gửi lại lần {count - 1}"
+        elif kind == "reminder":
+            which = f"Nhắc lần {count}"
+        else:
+            which = f"Lần {count}"
+        state = message.status.value
+        rows.append(
+            {
+                "kind": KIND_LABELS.get(kind, kind),
+                "which": which,
+                "to": ", ".join(message.to_addrs or []),
+                "status": "đang gửi"
+                if state == "sending"
+                else status.DELIVERY_LABELS.get(state, state),
+                "sent_at": message.sent_at,
+                "meaning": smtp_replies.explain(message.smtp_reply, error=message.last_error),
+                "raw": message.smtp_reply or message.last_error or "",
+            }
+        )
+    return rows
+
+
 # --- Per-recipient actions ---------------------------------------------------------------------
 
 
@@ -82,7 +116,8 @@ def _recipient_page(
             dispatch=recipient.dispatch,
             recipient=recipient,
             row=row,
-            messages=list(recipient.messages),  # oldest first (the relationship's order)
+            messages=_message_rows(recipient),
+            confirmed=recipient.acknowledged_at is not None,
             received=_inbound_rows(recipient),
             errors=errors or {},
             values=values or {},
