@@ -84,7 +84,7 @@ def draft_delete_command(
     dispatch_id: int, as_email: str | None, yes: bool, at: dt.datetime
 ) -> None:
     """Delete draft DISPATCH_ID (never issued) and its uploaded files."""
-    from dispatch.drafting import drafts
+    from dispatch.drafting import deletion, drafts
 
     actor = resolve_actor(as_email)
     if not yes and not (
@@ -93,7 +93,7 @@ def draft_delete_command(
         raise CliError(f"Chưa xoá bản nháp mã {dispatch_id}: thêm --yes để xác nhận.")
     try:
         with unit_of_work():
-            subject = drafts.delete_draft(dispatch_id, actor=actor, at=at)
+            subject = deletion.delete_draft(dispatch_id, actor=actor, at=at)
     except drafts.DraftError as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã xoá bản nháp mã {dispatch_id}: V/v {subject}")
@@ -111,6 +111,11 @@ def draft_delete_command(
     help="Issue even though the printed date differs from the draft's date (or month).",
 )
 @click.option(
+    "--confirm-placeholders",
+    is_flag=True,
+    help="Issue even though some recipients still have placeholder (.example) addresses.",
+)
+@click.option(
     "--to-successors",
     is_flag=True,
     help="Replace recipients no longer valid on the issuing day by their successors first.",
@@ -118,7 +123,12 @@ def draft_delete_command(
 @at_option
 @with_appcontext
 def issue_command(
-    dispatch_id: int, as_email: str | None, confirm_date: bool, to_successors: bool, at: dt.datetime
+    dispatch_id: int,
+    as_email: str | None,
+    confirm_date: bool,
+    confirm_placeholders: bool,
+    to_successors: bool,
+    at: dt.datetime,
 ) -> None:
     """Issue draft DISPATCH_ID: number it, render and archive it, queue its e-mails."""
     from dispatch import issuing
@@ -141,6 +151,13 @@ def issue_command(
                 f"{len(check.stale)} nơi nhận không còn hiệu lực vào ngày {check.printed_text} "
                 "(danh sách và cơ quan kế nhiệm ở trên): thêm --to-successors để gửi tới các cơ "
                 "quan kế nhiệm, hoặc sửa bản nháp."
+            )
+    placeholders = issuing.placeholder_recipients(dispatch_id)
+    if placeholders and not confirm_placeholders:
+        question = f"{len(placeholders)} nơi nhận đang dùng địa chỉ tạm (.example). Vẫn ban hành?"
+        if not (sys.stdin.isatty() and click.confirm(question)):
+            raise CliError(
+                issuing.placeholders_refusal(len(placeholders), "thêm --confirm-placeholders")
             )
     if check.date_differs and not confirm_date:
         question = (

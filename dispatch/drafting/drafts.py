@@ -50,7 +50,6 @@ from dispatch.letters.source import (
 )
 from dispatch.models import (
     Dispatch,
-    DispatchAmendment,
     DispatchRecipient,
     DispatchStatus,
     Document,
@@ -528,48 +527,6 @@ def update_draft(
         actor=actor,
         at=at,
     ).dispatch
-
-
-# --- deleting a draft ----------------------------------------------------------------------------
-
-
-def delete_draft(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> str:
-    """Delete a draft never issued, with its recipient rows and uploaded files; audited.
-
-    Every door (web, API, CLI) calls this. An issued dispatch is refused (``DispatchFrozen``),
-    and so is a draft that an amendment request names as its replacement. Returns the deleted
-    draft's subject. The caller commits; the files go once the rows are flushed.
-    """
-    from dispatch.drafting import uploads  # uploads builds on this module
-
-    dispatch = lock_dispatch(dispatch_id)
-    if dispatch.status is not DispatchStatus.DRAFT or dispatch.number is not None:
-        raise DispatchFrozen(
-            f"Công văn số {dispatch.number_and_symbol or f'#{dispatch.id}'} đã ban hành nên "
-            "không xoá được; muốn thu hồi, hãy yêu cầu thu hồi hoặc ban hành văn bản thay thế."
-        )
-    amendment = db.session.execute(
-        select(DispatchAmendment).where(DispatchAmendment.new_id == dispatch_id).limit(1)
-    ).scalar_one_or_none()
-    if amendment is not None:
-        raise DraftError(
-            f"Bản nháp {dispatch_id} là văn bản thay thế của một yêu cầu sửa đổi "
-            f"(công văn mã {amendment.original_id}) nên không xoá được."
-        )
-    subject = dispatch.subject
-    details = {
-        "subject": subject,
-        "symbol": dispatch.symbol,
-        "recipients": len(dispatch.recipients),
-        "attachments": len(uploads.attachments_of(dispatch.source)),
-    }
-    db.session.delete(dispatch)
-    db.session.flush()
-    audit.record_dispatch(
-        "dispatch.draft_deleted", dispatch_id, actor=actor_name(actor), at=at, details=details
-    )
-    uploads.discard_uploads(dispatch_id)
-    return subject
 
 
 # --- the guard: an issued dispatch cannot be edited through any path ---------------------------

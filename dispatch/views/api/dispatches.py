@@ -10,7 +10,7 @@ from flask_smorest import abort
 
 from dispatch import clock, issuing
 from dispatch.directory import offices
-from dispatch.drafting import drafts
+from dispatch.drafting import deletion, drafts
 from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.source import LetterSourceError, source_from_json
@@ -123,7 +123,7 @@ def delete_dispatch(dispatch_id: int) -> Any:
         abort(404, message=f"Không có công văn mã {dispatch_id}.")
     try:
         with unit_of_work():
-            drafts.delete_draft(dispatch_id, actor=user, at=clock.now())
+            deletion.delete_draft(dispatch_id, actor=user, at=clock.now())
     except drafts.DraftError as exc:
         abort(409, message=str(exc))
     return None
@@ -161,6 +161,15 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
                 "gửi “to_successors”: true để gửi tới các cơ quan kế nhiệm, hoặc sửa bản nháp."
             ),
             field="to_successors",
+        )
+    placeholders = issuing.placeholder_recipients(dispatch_id)
+    if placeholders and payload.get("confirm_placeholders") is not True:
+        abort(
+            409,
+            message=issuing.placeholders_refusal(
+                len(placeholders), "gửi “confirm_placeholders”: true"
+            ),
+            field="confirm_placeholders",
         )
     if check.date_differs and payload.get("confirm_date") != check.confirmation_token:
         abort(

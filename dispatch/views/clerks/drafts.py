@@ -22,7 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from dispatch import clock
 from dispatch.accounts.auth import forget_request_state, render_error, role_required
 from dispatch.directory import offices
-from dispatch.drafting import drafts, uploads
+from dispatch.drafting import deletion, drafts, uploads
 from dispatch.drafting import form as compose_form
 from dispatch.drafting.drafts import DispatchFrozen, DraftError
 from dispatch.extensions import db
@@ -300,7 +300,7 @@ def delete_draft(dispatch_id: int) -> Any:
         )
     try:
         with unit_of_work():
-            subject = drafts.delete_draft(dispatch_id, actor=signed_in_user(), at=clock.now())
+            subject = deletion.delete_draft(dispatch_id, actor=signed_in_user(), at=clock.now())
     except DraftError as exc:
         flash(str(exc), "error")
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
