@@ -570,3 +570,31 @@ def readdress_to_successors(dispatch_id: int, *, actor: User | None, at: dt.date
         },
     )
     return len(check.stale)
+
+
+# --- placeholder addresses: issuing to them needs its own confirmation ----------------------
+
+
+def placeholder_recipients(dispatch_id: int) -> list[str]:
+    """The draft's offices whose address is still a placeholder (the reserved ``.example``
+    domain), by name: mail to them reaches nobody, so every door asks for a confirmation."""
+    return list(
+        db.session.execute(
+            select(Organisation.name)
+            .join(DispatchRecipient, DispatchRecipient.organisation_id == Organisation.id)
+            .where(
+                DispatchRecipient.dispatch_id == dispatch_id,
+                Organisation.email_is_placeholder.is_(True),
+            )
+            .order_by(DispatchRecipient.province_code, DispatchRecipient.id)
+        ).scalars()
+    )
+
+
+def placeholders_refusal(count: int, how: str) -> str:
+    """Why issuing waits: ``count`` recipients use placeholder addresses; ``how`` says how the
+    door confirms it."""
+    return (
+        f"{count} nơi nhận đang dùng địa chỉ tạm (tên miền .example), thư tới đó sẽ không đến "
+        f"ai: {how} để vẫn ban hành, hoặc nhập địa chỉ thật vào danh bạ trước."
+    )

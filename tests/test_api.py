@@ -15,6 +15,8 @@ from tests.fixtures.reminders import build_issued_dispatch
 from tests.letter_samples import SEED_FOLDER
 
 GROUP = "so-tttt-2021"
+# The bundled directory's addresses are placeholders (.example): issuing says so explicitly.
+CONFIRM = {"confirm_placeholders": True}
 # The server's clock during the tests that issue: the bundled directory is 2021's.
 SERVER_NOW = dt.datetime(2021, 11, 15, 2, 0, tzinfo=dt.UTC)  # 09:00 in Hà Nội
 
@@ -252,7 +254,7 @@ def test_a_leader_can_neither_create_nor_issue(client, api_headers, seeded, serv
     draft = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.CLERK])
     dispatch_id = draft.get_json()["id"]
     assert_json_error(
-        client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers),
+        client.post(f"/api/dispatches/{dispatch_id}/issue", json=CONFIRM, headers=headers),
         403,
     )
     assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
@@ -276,7 +278,7 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     assert read.status_code == 200
     assert read.get_json()["id"] == draft["id"]
 
-    response = client.post(f"/api/dispatches/{draft['id']}/issue", json={}, headers=headers)
+    response = client.post(f"/api/dispatches/{draft['id']}/issue", json=CONFIRM, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     issued = response.get_json()
     assert issued["status"] == "issued"
@@ -296,7 +298,7 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     assert read["number"] == report["number"]
 
     # Issuing again is a conflict, and takes no second number.
-    again = client.post(f"/api/dispatches/{draft['id']}/issue", json={}, headers=headers)
+    again = client.post(f"/api/dispatches/{draft['id']}/issue", json=CONFIRM, headers=headers)
     body = assert_json_error(again, 409)
     assert "đã được ban hành" in body["message"]
     assert len(actions("register.number_taken")) == 1
@@ -322,19 +324,29 @@ def test_a_draft_is_deleted_once_issued_it_is_not(client, api_headers, seeded, s
     assert entry.details["recipients"] == 63
     assert_json_error(client.delete(f"/api/dispatches/{gone}", headers=headers), 404)
 
-    assert client.post(f"/api/dispatches/{keep}/issue", json={}, headers=headers).status_code == 200
+    assert (
+        client.post(f"/api/dispatches/{keep}/issue", json=CONFIRM, headers=headers).status_code
+        == 200
+    )
     body = assert_json_error(client.delete(f"/api/dispatches/{keep}", headers=headers), 409)
     assert "đã ban hành nên không xoá được" in body["message"]
     assert db.session.get(Dispatch, keep).status is DispatchStatus.ISSUED
 
 
-def test_an_admin_may_issue_too_and_issue_accepts_no_body(
+def test_an_admin_may_issue_too_once_placeholders_are_confirmed(
     client, api_headers, seeded, server_clock
 ):
     created = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.ADMIN])
     assert created.status_code == 201
     dispatch_id = created.get_json()["id"]
-    response = client.post(f"/api/dispatches/{dispatch_id}/issue", headers=api_headers[Role.ADMIN])
+    # A bare POST does not issue to placeholder addresses: it says how to confirm.
+    bare = client.post(f"/api/dispatches/{dispatch_id}/issue", headers=api_headers[Role.ADMIN])
+    body = assert_json_error(bare, 409)
+    assert body["field"] == "confirm_placeholders" and "63 nơi nhận" in body["message"]
+    assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    response = client.post(
+        f"/api/dispatches/{dispatch_id}/issue", json=CONFIRM, headers=api_headers[Role.ADMIN]
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["number"].endswith("/THH-VP")
     assert actions("dispatch.issued")[0].actor == "quantri@thh.example"
@@ -345,7 +357,9 @@ def test_issue_refuses_an_unknown_dispatch_and_unknown_fields(client, api_header
     dispatch_id = client.post("/api/dispatches", json=seed_payload(), headers=headers).get_json()[
         "id"
     ]
-    assert_json_error(client.post("/api/dispatches/999999/issue", json={}, headers=headers), 404)
+    assert_json_error(
+        client.post("/api/dispatches/999999/issue", json=CONFIRM, headers=headers), 404
+    )
     body = assert_json_error(
         client.post(
             f"/api/dispatches/{dispatch_id}/issue",
@@ -376,7 +390,7 @@ def test_over_http_a_letter_is_issued_at_the_servers_time_not_at_one_it_is_given
     assert actions("register.number_taken") == [] and actions("dispatch.issued") == []
 
     # Without a moment it is issued now, by the server's clock, and audited at that moment.
-    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json=CONFIRM, headers=headers)
     assert issued.status_code == 200, issued.get_data(as_text=True)
     assert dt.datetime.fromisoformat(issued.get_json()["issued_at"]) == SERVER_NOW
     [entry] = actions("dispatch.issued")
@@ -618,7 +632,7 @@ def test_a_read_token_may_only_read(client, role_users, seeded, server_clock):
     assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
 
     # The same clerk's write token may change things.
-    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=write)
+    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json=CONFIRM, headers=write)
     assert issued.status_code == 200, issued.status_code
 
 
@@ -769,7 +783,7 @@ def test_issuing_through_the_api_refuses_an_email_over_the_limit(
     created = client.post("/api/dispatches", json=payload, headers=headers)
     assert created.status_code == 201, created.status_code
     dispatch_id = created.get_json()["id"]
-    response = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=headers)
+    response = client.post(f"/api/dispatches/{dispatch_id}/issue", json=CONFIRM, headers=headers)
     body = assert_json_error(response, 422)
     assert "vượt giới hạn 2 MB" in body["message"] and body["field"] == "meta.attachments"
     assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT

@@ -190,7 +190,9 @@ def test_hostile_letter_text_is_printed_literally_and_nothing_is_fetched_or_sent
     )
     assert created.status_code == 201, created.get_data(as_text=True)
     dispatch_id = created.get_json()["id"]
-    issued = client.post(f"/api/dispatches/{dispatch_id}/issue", json={}, headers=clerk)
+    issued = client.post(
+        f"/api/dispatches/{dispatch_id}/issue", json={"confirm_placeholders": True}, headers=clerk
+    )
     assert issued.status_code == 200, issued.get_data(as_text=True)
 
     root = Path(smtp_app.config["DISPATCH_DATA_DIR"])

@@ -105,7 +105,13 @@ def compose_and_issue(page, live: LiveServer, screenshot) -> int:
     assert "63 cơ quan" in page.inner_text("main")
     expected = page.locator(".expected-number").inner_text()
     assert re.search(r"Số dự kiến: \d+/THH-VP", expected), expected
+    # The placeholder addresses: a count, the list folded until asked for, a tick of their own.
+    names = page.locator("details.placeholder-list li")
+    assert names.count() == 63 and not names.first.is_visible()
+    page.get_by_text("Xem danh sách 63 cơ quan").click()
+    assert names.first.is_visible()
     screenshot(page, "05-issue-confirmation")
+    page.get_by_label(re.compile("nơi nhận đang dùng địa chỉ tạm và vẫn ban hành")).check()
     page.get_by_role("button", name=re.compile(r"^Ban hành số")).click()
     page.wait_for_url(live(f"/dispatches/{dispatch_id}"))
     notice = page.locator(".flashes").inner_text()

@@ -28,6 +28,7 @@ from tests.fixtures.clerks import (
     field_value,
     form_values,
     office,
+    placeholder_confirmation,
     post_form,
     valid_fields,
 )
@@ -124,8 +125,23 @@ def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk, fixed_
     assert "xác nhận khi bấm" in html
 
     # 4. Issuing: number 01 of the year, frozen, letters queued.
+    # The 63 placeholder addresses: a count, the names folded away, and a tick of their own.
+    warning = re.search(
+        r'<section class="card warning" aria-labelledby="dia-chi-tam".*?</section>', html, re.S
+    ).group(0)
+    assert "63 nơi nhận đang dùng địa chỉ tạm" in warning
+    assert re.search(r"<details[^>]*>\s*<summary>Xem danh sách 63 cơ quan</summary>", warning)
+    assert len(re.findall(r"<li>", warning)) == 63
     token = csrf_token = csrf_of(clerk, f"/dispatches/{draft_id}/issue")
-    response = clerk.post(f"/dispatches/{draft_id}/issue", data={"csrf_token": token})
+    bare = clerk.post(f"/dispatches/{draft_id}/issue", data={"csrf_token": token})
+    assert bare.status_code == 303 and bare.headers["Location"].endswith("/issue")
+    assert "địa chỉ tạm" in clerk.get(bare.headers["Location"]).get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Dispatch, draft_id).status is DispatchStatus.DRAFT
+    response = clerk.post(
+        f"/dispatches/{draft_id}/issue",
+        data={"csrf_token": token, **placeholder_confirmation(html)},
+    )
     assert response.status_code == 303
     assert response.headers["Location"].endswith(f"/dispatches/{draft_id}")
     db.session.expire_all()

@@ -95,14 +95,23 @@ def test_draft_create_reports_a_bad_source_by_file_and_line(seeded, runner, lett
 def test_issue_then_status_json(seeded, runner, app):
     dispatch_id = _draft(runner)
     issued = _invoke(
-        runner, "issue", str(dispatch_id), "--at", ISSUE_AT, "--as", "chuyenvien@thh.example"
+        runner,
+        "issue",
+        "--confirm-placeholders",
+        str(dispatch_id),
+        "--at",
+        ISSUE_AT,
+        "--as",
+        "chuyenvien@thh.example",
     )
     assert issued.exit_code == 0, issued.output
     assert "Đã ban hành công văn số 01/THH-VP ngày 15/11/2021" in issued.output
     assert "Hạn xác nhận đã nhận: 18/11/2021 17:00." in issued.output
     assert "Đã xếp 63 thư vào hàng đợi gửi" in issued.output
 
-    again = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    again = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", ISSUE_AT]
+    )
     assert again.exit_code == 1 and "không ban hành lại được" in again.output
 
     status = _invoke(runner, "status", str(dispatch_id), "--json", "--at", ISSUE_AT)
@@ -146,7 +155,9 @@ def test_issue_then_status_json(seeded, runner, app):
 
     missing = runner.invoke(args=["status", "999"])
     assert missing.exit_code == 1 and "Lỗi: Không có công văn mã 999." in missing.output
-    bad_time = runner.invoke(args=["issue", str(dispatch_id), "--at", "hôm qua"])
+    bad_time = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", "hôm qua"]
+    )
     assert bad_time.exit_code == 2 and "thời điểm không hợp lệ" in bad_time.output
 
 
@@ -251,7 +262,9 @@ def test_issue_with_an_unwritable_archive_exits_with_a_clear_error(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     app.config["DISPATCH_DATA_DIR"] = str(blocker / "data")
-    result = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    result = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", ISSUE_AT]
+    )
     assert result.exit_code == 1
     assert "Lỗi: Không tạo được thư mục lưu trữ" in result.output
     assert "DISPATCH_DATA_DIR" in result.output
@@ -313,3 +326,20 @@ def test_directory_list_and_successors_on_a_date(seeded, runner, tmp_path):
     assert exported.exit_code == 0 and "Đã xuất 161 cơ quan" in exported.output
     imported = _invoke(runner, "directory", "import", str(xlsx))
     assert imported.exit_code == 0 and "161 không đổi, 0 liên kết kế nhiệm mới" in imported.output
+
+
+def test_issuing_to_placeholder_addresses_needs_the_flag(seeded, runner, app):
+    dispatch_id = _draft(runner)
+    refused = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    assert refused.exit_code == 1
+    assert "63 nơi nhận đang dùng địa chỉ tạm" in refused.output
+    assert "--confirm-placeholders" in refused.output
+    with app.app_context():
+        from dispatch.extensions import db
+        from dispatch.models import Dispatch, DispatchStatus
+
+        assert db.session.get(Dispatch, dispatch_id).status is DispatchStatus.DRAFT
+    issued = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", ISSUE_AT]
+    )
+    assert issued.exit_code == 0, issued.output

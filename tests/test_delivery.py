@@ -639,7 +639,9 @@ def test_issue_and_deliver_the_seed_letter_to_the_63_offices(smtp_app, smtp_serv
     )
     assert draft.exit_code == 0, draft.output
     dispatch_id = draft.output.strip().splitlines()[-1]
-    issued = runner.invoke(args=["issue", dispatch_id, "--at", "2021-11-15T08:30:00+07:00"])
+    issued = runner.invoke(
+        args=["issue", "--confirm-placeholders", dispatch_id, "--at", "2021-11-15T08:30:00+07:00"]
+    )
     assert issued.exit_code == 0, issued.output
 
     delivered = runner.invoke(args=["deliver", "--at", "2021-11-15T08:31:00+07:00"])

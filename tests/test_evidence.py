@@ -294,7 +294,9 @@ def delivered(seeded, letter_folder, smtp_app, smtp_server, runner):
         letter_folder(), group_code="so-tttt-2021", actor=seeded.clerk, at=seeded.at
     ).id
     db.session.commit()
-    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    issued = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", ISSUE_AT]
+    )
     assert issued.exit_code == 0, issued.output
     ha_giang = db.session.execute(
         select(DispatchRecipient).where(

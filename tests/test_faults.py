@@ -677,7 +677,15 @@ def test_archive_folder_not_writable_at_issuing(
     runner = smtp_app.test_cli_runner()
     audit_before = db.session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
 
-    refused = runner.invoke(args=["issue", str(dispatch_id), "--at", "2021-11-15T08:30:00+07:00"])
+    refused = runner.invoke(
+        args=[
+            "issue",
+            "--confirm-placeholders",
+            str(dispatch_id),
+            "--at",
+            "2021-11-15T08:30:00+07:00",
+        ]
+    )
 
     assert refused.exit_code == 1
     assert "Lỗi: Không tạo được thư mục lưu trữ" in refused.output
@@ -695,7 +703,15 @@ def test_archive_folder_not_writable_at_issuing(
 
     # Fixed, the same draft takes number 1 and goes to every office once.
     smtp_app.config["DISPATCH_DATA_DIR"] = good
-    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", "2021-11-15T08:30:00+07:00"])
+    issued = runner.invoke(
+        args=[
+            "issue",
+            "--confirm-placeholders",
+            str(dispatch_id),
+            "--at",
+            "2021-11-15T08:30:00+07:00",
+        ]
+    )
     assert issued.exit_code == 0, issued.output
     assert "số 01/THH-VP" in issued.output
     report = deliver_due(parse_moment("2021-11-15T08:31:00+07:00"))

@@ -13,6 +13,7 @@ from dispatch.clock import VN
 from dispatch.drafting import drafts
 from dispatch.extensions import db
 from dispatch.models import Dispatch, DispatchStatus
+from tests.fixtures.clerks import placeholder_confirmation
 from tests.fixtures.web import csrf_token_from
 
 DRAFTED = dt.datetime(2021, 11, 1, 8, 0, tzinfo=VN)
@@ -90,7 +91,8 @@ def test_the_page_refuses_a_bare_post_then_readdresses_and_asks_to_confirm_the_d
     db.session.expire_all()
     assert db.session.get(Dispatch, old_draft).status is DispatchStatus.DRAFT
     confirmed = clerk_client.post(
-        f"/dispatches/{old_draft}/issue", data={"csrf_token": token, "confirm_date": "2026-12-05"}
+        f"/dispatches/{old_draft}/issue",
+        data={"csrf_token": token, "confirm_date": "2026-12-05", **placeholder_confirmation(page)},
     )
     assert confirmed.status_code == 303
     db.session.expire_all()
@@ -101,15 +103,26 @@ def test_the_page_refuses_a_bare_post_then_readdresses_and_asks_to_confirm_the_d
 
 def test_the_cli_says_the_date_and_asks_for_both_flags(old_draft, runner):
     at = ["--at", TODAY.isoformat()]
-    refused = runner.invoke(args=["issue", str(old_draft), *at])
+    refused = runner.invoke(args=["issue", "--confirm-placeholders", str(old_draft), *at])
     assert refused.exit_code == 1
     assert "Ngày ghi trên công văn: 05/12/2026." in refused.output
     assert (
         "63 nơi nhận không còn hiệu lực" in refused.output and "--to-successors" in refused.output
     )
-    dated = runner.invoke(args=["issue", str(old_draft), "--to-successors", *at])
+    dated = runner.invoke(
+        args=["issue", "--confirm-placeholders", str(old_draft), "--to-successors", *at]
+    )
     assert dated.exit_code == 1 and "--confirm-date" in dated.output
-    done = runner.invoke(args=["issue", str(old_draft), "--to-successors", "--confirm-date", *at])
+    done = runner.invoke(
+        args=[
+            "issue",
+            "--confirm-placeholders",
+            str(old_draft),
+            "--to-successors",
+            "--confirm-date",
+            *at,
+        ]
+    )
     assert done.exit_code == 0, done.output
     assert "Đã ban hành công văn số" in done.output and "ngày 05/12/2026" in done.output
     db.session.expire_all()
@@ -124,12 +137,16 @@ def test_the_api_refuses_with_409_until_both_are_given(old_draft, client, api_he
     headers = api_headers[Role.CLERK]
     stale = client.post(url, json={}, headers=headers)
     assert stale.status_code == 409 and "to_successors" in stale.get_json()["message"]
-    dated = client.post(url, json={"to_successors": True}, headers=headers)
+    dated = client.post(
+        url, json={"to_successors": True, "confirm_placeholders": True}, headers=headers
+    )
     assert dated.status_code == 409 and "2026-12-05" in dated.get_json()["message"]
     db.session.expire_all()
     assert db.session.get(Dispatch, old_draft).status is DispatchStatus.DRAFT
     done = client.post(
-        url, json={"to_successors": True, "confirm_date": "2026-12-05"}, headers=headers
+        url,
+        json={"to_successors": True, "confirm_date": "2026-12-05", "confirm_placeholders": True},
+        headers=headers,
     )
     assert done.status_code == 200, done.get_json()
     assert done.get_json()["counts"]["total"] == 34

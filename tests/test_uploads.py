@@ -20,6 +20,7 @@ from tests.fixtures.clerks import (
     csrf_of,
     draft_id_from,
     exe_bytes,
+    placeholder_confirmation,
     post_form,
     valid_fields,
     zip_bomb_docx,
@@ -149,10 +150,12 @@ def test_a_pdf_is_kept_with_the_draft_and_archived_at_issuing(desk, app, smtp_se
 
     # Issued: the archive holds the same bytes, and the letter e-mail carries them.
     token = csrf_of(desk.clerk, f"/dispatches/{draft_id}/issue")
-    assert "Danh sách đầu mối.pdf" in desk.clerk.get(f"/dispatches/{draft_id}/issue").get_data(
-        as_text=True
+    page = desk.clerk.get(f"/dispatches/{draft_id}/issue").get_data(as_text=True)
+    assert "Danh sách đầu mối.pdf" in page
+    response = desk.clerk.post(
+        f"/dispatches/{draft_id}/issue",
+        data={"csrf_token": token, **placeholder_confirmation(page)},
     )
-    response = desk.clerk.post(f"/dispatches/{draft_id}/issue", data={"csrf_token": token})
     assert response.status_code == 303
     db.session.expire_all()
     document = db.session.execute(
@@ -500,7 +503,9 @@ def test_issuing_refuses_an_email_over_the_limit_and_takes_no_number(desk, app, 
     assert "vượt giới hạn" in page  # warned before pressing the button
     token = csrf_of(desk.clerk, f"/dispatches/{draft_id}/issue")
     response = desk.clerk.post(
-        f"/dispatches/{draft_id}/issue", data={"csrf_token": token}, follow_redirects=True
+        f"/dispatches/{draft_id}/issue",
+        data={"csrf_token": token, **placeholder_confirmation(page)},
+        follow_redirects=True,
     )
     html = response.get_data(as_text=True)
     assert "Không ban hành được" in html and "vượt giới hạn 2 MB" in html

@@ -225,6 +225,14 @@ class IssueArgs(InputSchema):
             "example": "2026-12-05",
         }
     )
+    confirm_placeholders = ma.fields.Boolean(
+        metadata={
+            "description": (
+                "true: vẫn ban hành dù có nơi nhận đang dùng địa chỉ tạm (tên miền .example); "
+                "không gửi thì yêu cầu bị từ chối (409) nếu có."
+            )
+        }
+    )
     to_successors = ma.fields.Boolean(
         metadata={
             "description": (

@@ -17,7 +17,7 @@ from dispatch.drafting.drafts import DraftError
 from dispatch.extensions import db
 from dispatch.letters.source import LetterSourceError
 from dispatch.mail import sender
-from dispatch.models import DispatchRecipient, DispatchStatus, Document, Organisation
+from dispatch.models import DispatchRecipient, DispatchStatus, Document
 from dispatch.reporting import listing, status
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import (
@@ -72,8 +72,9 @@ def issue(dispatch_id: int) -> Any:
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
     at = clock.now()
     check = issuing.check_before_issue(dispatch_id, at)
+    placeholders = issuing.placeholder_recipients(dispatch_id)
     if request.method == "POST":
-        refusal = _unconfirmed(check)
+        refusal = _unconfirmed(check) or _placeholders_unconfirmed(placeholders)
         if refusal is not None:
             flash(refusal, "error")
             return redirect(url_for("clerks.issue", dispatch_id=dispatch_id), code=303)
@@ -97,14 +98,6 @@ def issue(dispatch_id: int) -> Any:
         flash(message, "info")
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
     errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch_id))
-    placeholders = db.session.execute(
-        select(Organisation.name)
-        .join(DispatchRecipient, DispatchRecipient.organisation_id == Organisation.id)
-        .where(
-            DispatchRecipient.dispatch_id == dispatch_id,
-            Organisation.email_is_placeholder.is_(True),
-        )
-    ).scalars()
     return render_template(
         "clerks/issue.html",
         dispatch=dispatch,
@@ -112,7 +105,7 @@ def issue(dispatch_id: int) -> Any:
         expected=compose_form.expected_number(dispatch, at),
         check=check,
         recipients=len(dispatch.recipients),
-        placeholders=list(placeholders),
+        placeholders=placeholders,
         attachments=uploads.stored_files(dispatch_id, uploads.attachments_of(dispatch.source)),
         error_items=error_items(errors),
     )
@@ -131,6 +124,15 @@ def _unconfirmed(check: issuing.IssueCheck) -> str | None:
         return (
             f"Công văn sẽ mang ngày {check.printed_on:%d/%m/%Y}, khác ngày {check.draft_date} "
             "của bản nháp: hãy đánh dấu xác nhận ngày ban hành rồi bấm “Ban hành”."
+        )
+    return None
+
+
+def _placeholders_unconfirmed(placeholders: list[str]) -> str | None:
+    """A POST that issues to placeholder addresses must carry their count, ticked on the page."""
+    if placeholders and request.form.get("confirm_placeholders") != str(len(placeholders)):
+        return issuing.placeholders_refusal(
+            len(placeholders), "hãy đánh dấu ô xác nhận gửi tới địa chỉ tạm rồi bấm “Ban hành”"
         )
     return None
 
