@@ -99,6 +99,10 @@ def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk, fixed_
     # The preview of an invalid draft says why in Vietnamese instead of failing.
     preview = clerk.get(f"/dispatches/{draft_id}/preview.pdf")
     assert preview.status_code == 422 and "Chưa xem trước được" in preview.get_data(as_text=True)
+    # Said once, on the form: the preview pane neither repeats the list nor names raw fields.
+    text = preview.get_data(as_text=True)
+    assert "mục cần sửa" in text and "<li>" not in text
+    assert "trường" not in text and not re.search(r"\b[a-z]+_[a-z_]+\b", text.split("<body>")[1])
 
     # 2. Corrected: no more errors, and the preview is a PDF with a blank number and day.
     response = _compose(
