@@ -884,3 +884,19 @@ def test_an_untouched_new_letter_leaves_no_draft_behind(desk):
     typed = MultiDict([(k, "gửi thử" if k == "subject" else v) for k, v in pairs])
     response = clerk.post("/dispatches/autosave", data=typed, headers=headers)
     assert response.status_code == 201 and response.get_json()["id"]
+
+
+def test_a_letter_with_errors_says_so_once(desk):
+    clerk = desk.clerk
+    draft_id = draft_id_from(_compose(clerk, valid_fields(subject="", body="")))
+    response = _compose(
+        clerk,
+        {**valid_fields(subject="", body=""), "action": "issue"},
+        f"/dispatches/{draft_id}/edit",
+    )
+    assert response.status_code == 303 and response.headers["Location"].endswith("/edit")
+    html = clerk.get(response.headers["Location"]).get_data(as_text=True)
+    flashes = re.findall(r'<p class="notice notice-\w+">(.*?)</p>', html, re.S)
+    assert len(flashes) == 1 and "chưa thể ban hành" in flashes[0], flashes
+    assert "chưa thể ban hành" in html and "Đã lưu bản nháp" in html
+    assert len(re.findall(r'id="tom-tat-loi"', html)) == 1

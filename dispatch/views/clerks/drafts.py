@@ -235,14 +235,14 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
         params["slots"] = slots + 1
     elif action == "search":
         params["q"] = compose_form.clean_text(request.form.get("q", ""))
-    elif action == "issue":
-        if not errors:
-            return redirect(url_for("clerks.issue", dispatch_id=dispatch.id), code=303)
-        flash("Bản nháp còn lỗi nên chưa thể ban hành; hãy sửa các mục được đánh dấu.", "error")
-    saved = f"Đã lưu bản nháp lúc {clock.local(at):%H:%M}."
-    if errors and action != "issue":
-        saved += f" Còn {len(errors)} mục cần sửa trước khi ban hành."
-    flash(saved, "info")
+    elif action == "issue" and not errors:
+        return redirect(url_for("clerks.issue", dispatch_id=dispatch.id), code=303)
+    # One message: the error summary under it lists what is left, in the form's order.
+    saved = f"Đã lưu bản nháp lúc {clock.local(at):%H:%M}"
+    if errors and action == "issue":
+        flash(f"{saved}, nhưng chưa thể ban hành: hãy sửa các mục dưới đây.", "error")
+    else:
+        flash(f"{saved}.", "info")
     anchor = {"search": "#noi-nhan", "add_appendix": "#phu-luc"}.get(action, "")
     if action.startswith(("remove_attachment:", "remove_appendix:")):
         anchor = "#phu-luc" if action.startswith("remove_appendix") else "#tep-gui-kem"
