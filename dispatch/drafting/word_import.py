@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import re
+import shutil
+import tempfile
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from dispatch import audit
 from dispatch.audit import actor_name
 from dispatch.drafting import drafts, uploads
 from dispatch.letters.docx_import import DocxImportError, ImportReport, read_docx
-from dispatch.letters.source import LetterSource
+from dispatch.letters.source import LETTER_FILE, LetterSource, read_source, source_to_json
 from dispatch.models import Dispatch, User
 
 ORIGINAL_FOLDER = "original"
@@ -116,3 +120,116 @@ def create_from_word(
     dispatch = drafts.create_draft(source, group_code=group_code, actor=actor, at=at)
     original = keep_original(dispatch, data, filename, report, actor=actor, at=at)
     return WordDraft(dispatch, report, original)
+
+
+# A letter source zip holds letter.md and its appendices' .md files: small text files.
+MAX_SOURCE_MEMBERS = 50
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+def read_source_zip(data: bytes, filename: str) -> LetterSource:
+    """The letter in a zip of a letter folder (letter.md, phu-luc-*.md), read safely.
+
+    Only Markdown files are taken, each by its bare name, under a total size checked from what
+    is really inflated (not from the zip's own claims); ``DocxImportError`` otherwise.
+    """
+    shown = _shown(filename)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise DocxImportError(f"Tệp “{shown}” không phải tệp nén .zip đọc được.") from exc
+    markdown = [m for m in members if not m.is_dir() and m.filename.lower().endswith(".md")]
+    if len(members) > 10 * MAX_SOURCE_MEMBERS or len(markdown) > MAX_SOURCE_MEMBERS:
+        raise DocxImportError(f"Tệp nén “{shown}” có quá nhiều tệp cho một công văn.")
+    names = {Path(m.filename).name: m for m in markdown}
+    if LETTER_FILE not in names:
+        raise DocxImportError(
+            f"Tệp nén “{shown}” không có {LETTER_FILE}: hãy nén thư mục công văn "
+            "(letter.md và các tệp phụ lục)."
+        )
+    total = 0
+    with tempfile.TemporaryDirectory(prefix="letter-zip-") as folder:
+        for name, member in names.items():
+            if name.startswith(".") or not re.fullmatch(r"[\w.\-]+\.md", name):
+                continue
+            with archive.open(member) as stream:
+                content = stream.read(MAX_SOURCE_BYTES - total + 1)
+            total += len(content)
+            if total > MAX_SOURCE_BYTES:
+                raise DocxImportError(
+                    f"Tệp nén “{shown}” khi giải nén quá lớn cho một công văn (tối đa "
+                    f"{MAX_SOURCE_BYTES // 1024 // 1024} MB văn bản)."
+                )
+            (Path(folder) / name).write_bytes(content)
+        source = read_source(Path(folder))
+    return LetterSource(source.meta, source.body, source.appendices, f"tệp nén “{shown}”")
+
+
+def _is_docx(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return "word/document.xml" in archive.namelist()
+    except (zipfile.BadZipFile, ValueError):
+        return False
+
+
+def import_into(
+    dispatch_id: int,
+    data: bytes,
+    filename: str,
+    *,
+    group: str,
+    actor: User | None,
+    at: dt.datetime,
+) -> ImportReport | None:
+    """Replace draft ``dispatch_id``'s letter by the one in a DOCX or a letter source zip.
+
+    What was read is saved as typed (the composer then shows what is still wrong); a DOCX is
+    kept with the draft and its report returned. The caller commits; ``DocxImportError`` (a
+    ``LetterSourceError`` of a zip's source becomes one) leaves the draft as it was.
+    """
+    from dispatch.drafting import form as compose_form
+    from dispatch.letters.source import LetterSourceError
+
+    shown = _shown(filename)
+    if len(data) > uploads.max_upload():
+        raise DocxImportError(
+            f"Tệp “{shown}” dài {uploads.human_size(len(data))}, vượt giới hạn "
+            f"{uploads.human_size(uploads.max_upload())}."
+        )
+    report: ImportReport | None = None
+    if data.startswith(b"PK\x03\x04") and not _is_docx(data):
+        try:
+            source = read_source_zip(data, filename)
+        except LetterSourceError as exc:
+            raise DocxImportError(f"Công văn trong tệp nén không đọc được: {exc}") from exc
+    else:
+        source, report = read_word_letter(data, filename)
+    form = compose_form.form_from_source(source_to_json(source), group=group)
+    saved = compose_form.save_draft(dispatch_id, form, actor=actor, at=at)
+    folder = uploads.upload_root(dispatch_id) / ORIGINAL_FOLDER
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if report is not None:
+        keep_original(saved.dispatch, data, filename, report, actor=actor, at=at)
+    else:
+        audit.record_dispatch(
+            "dispatch.imported_from_source_zip",
+            dispatch_id,
+            actor=actor_name(actor),
+            at=at,
+            details={"filename": shown[:200], "size": len(data)},
+        )
+    return report
+
+
+def report_rows(dispatch_id: int) -> list[tuple[str, str, str]] | None:
+    """The field-by-field report of the Word file kept with a draft (None without one)."""
+    path = original_path(dispatch_id)
+    if path is None:
+        return None
+    try:
+        return read_docx(path.read_bytes()).report.rows()
+    except DocxImportError:
+        return None

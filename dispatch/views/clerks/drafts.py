@@ -33,6 +33,7 @@ from dispatch.models import (
     Organisation,
 )
 from dispatch.transaction import unit_of_work
+from dispatch.views.clerks import word_import as word_import_view
 from dispatch.views.clerks.common import (
     CHANGE_ROLES,
     SEARCH_LIMIT,
@@ -93,6 +94,7 @@ def error_items(errors: dict[str, str]) -> list[dict[str, str]]:
         attachments="Tài liệu gửi kèm",
         appendices="Phụ lục",
         letter="Công văn",
+        word_file="Tệp Word",
     )
     anchors = {
         "recipients": "noi-nhan",
@@ -151,6 +153,7 @@ def _compose_page(
             authority_choices=compose_form.AUTHORITY_CHOICES,
             urgency_choices=compose_form.URGENCY_CHOICES,
             labels={**compose_form.TEXT_FIELDS, **compose_form.LIST_FIELDS},
+            import_report=word_import_view.report_for(dispatch),
         ),
         code,
     )
