@@ -22,20 +22,10 @@ from dispatch.letters.docx_import import DocxImportError
 from dispatch.models import Dispatch
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import CHANGE_ROLES, bp, signed_in_user
-
-REPORT_ARG = "tu-word"
-
-
-def report_for(dispatch: Dispatch | None) -> list[tuple[str, str, str]] | None:
-    """The import report to show on the composer right after an import, else None."""
-    if dispatch is None or request.args.get(REPORT_ARG) != "1":
-        return None
-    return word_import.report_rows(dispatch.id)
+from dispatch.views.clerks.drafts import IMPORT_REPORT_ARG, _compose_page, _form_for
 
 
 def _import(dispatch_id: int | None) -> Any:
-    from dispatch.views.clerks.drafts import _compose_page, _form_for
-
     at = clock.now()
     form = compose_form.form_from_post(request.form)
     file = request.files.get("word_file")
@@ -80,7 +70,8 @@ def _import(dispatch_id: int | None) -> Any:
         )
     flash("Đã đọc công văn từ tệp; kiểm tra các mục bên dưới rồi lưu hoặc ban hành.", "info")
     return redirect(
-        url_for("clerks.edit", dispatch_id=dispatch.id, **{REPORT_ARG: "1"}) + "#nhap-tu-word",
+        url_for("clerks.edit", dispatch_id=dispatch.id, **{IMPORT_REPORT_ARG: "1"})
+        + "#nhap-tu-word",
         code=303,
     )
 
