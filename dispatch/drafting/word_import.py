@@ -206,6 +206,14 @@ def import_into(
             raise DocxImportError(f"Công văn trong tệp nén không đọc được: {exc}") from exc
     else:
         source, report = read_word_letter(data, filename)
+    if not group:  # no group picked yet: the draft's, else the office's usual one this month
+        from dispatch.clock import local
+        from dispatch.directory import offices
+        from dispatch.extensions import db
+
+        current = db.session.get(Dispatch, dispatch_id)
+        group = current.group.code if current is not None and current.group else ""
+        group = group or offices.usual_group(local(at).date())
     form = compose_form.form_from_source(source_to_json(source), group=group)
     saved = compose_form.save_draft(dispatch_id, form, actor=actor, at=at)
     folder = uploads.upload_root(dispatch_id) / ORIGINAL_FOLDER
