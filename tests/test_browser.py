@@ -264,3 +264,39 @@ def test_a_leader_cannot_issue(live_server: LiveServer, browser_context, screens
     # The draft is still a draft (nothing issued, no number).
     page.goto(live(f"/dispatches/{draft}"))
     assert page.locator("h1").inner_text().strip() == "Dự thảo công văn"
+
+
+def test_clerk_imports_a_word_letter_ready_to_issue(
+    live_server: LiveServer, browser_context, screenshot, tmp_path
+):
+    """Issue 14: a letter written in Word becomes a draft ready to issue, its report shown."""
+    import datetime as dt
+    from dataclasses import replace
+
+    from dispatch.clock import VN
+    from dispatch.letters.docx import render_docx
+    from dispatch.letters.source import load_letter
+    from tests.letter_samples import SEED_FOLDER
+
+    live = live_server
+    today = dt.datetime.now(VN)
+    letter = replace(load_letter(SEED_FOLDER), month=today.month, year=today.year)
+    path = tmp_path / "Công văn từ Word.docx"
+    path.write_bytes(render_docx(letter))
+
+    page = browser_context().new_page()
+    sign_in_page(page, live, live.clerk[0])
+    page.goto(live("/dispatches/new"))
+    page.select_option("#f-group", "so-khcn")  # the offices that exist this month
+    page.set_input_files("#f-word_file", str(path))
+    page.get_by_role("button", name="Đọc tệp").click()
+    page.wait_for_url(re.compile(r"/dispatches/\d+/edit\?tu-word=1"))
+    report = page.locator("table.import-report").inner_text()
+    assert "Bộ Thông tin và Truyền thông" in report and "Chưa nhận ra" not in report
+    assert page.input_value("#f-subject") == letter.subject
+    summary = page.locator(".error-summary")
+    assert summary.count() == 0, summary.inner_text()
+    dispatch_id = int(EDIT_URL.search(page.url).group(1))
+    screenshot(page, "30-word-letter-imported")
+
+    assert dispatch_id > 0

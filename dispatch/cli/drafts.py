@@ -97,6 +97,52 @@ def draft_delete_command(
     except drafts.DraftError as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã xoá bản nháp mã {dispatch_id}: V/v {subject}")
+@draft_group.command("import")
+@click.argument("docx_file", metavar="FILE.docx", type=click.Path(path_type=Path))
+@click.option("--group", "group_code", required=True, help="Recipient group code (so-khcn).")
+@click.option("--as", "as_email", help="E-mail of the user who drafts (default: system).")
+@at_option
+@with_appcontext
+def draft_import_command(
+    docx_file: Path, group_code: str, as_email: str | None, at: dt.datetime
+) -> None:
+    """Create a draft from a letter written in Word; prints what was recognised, then its id."""
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts, word_import
+    from dispatch.letters.docx_import import DocxImportError
+    from dispatch.letters.source import LetterSourceError
+
+    actor = resolve_actor(as_email)
+    try:
+        data = docx_file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"không đọc được tệp {docx_file}: {exc.strerror}") from exc
+    try:
+        _source, report = word_import.read_word_letter(data, docx_file.name)
+    except DocxImportError as exc:
+        raise CliError(str(exc)) from exc
+    for label, value, state in report.rows():
+        mark = "✓" if state == "ok" else "✗"
+        click.echo(f"{mark} {label}: {value}")
+    for text in report.unrecognised:
+        click.echo(f"? không xếp được: {text[:80]}")
+    if not report.complete:
+        raise CliError(word_import.missing_message(report))
+    try:
+        with unit_of_work():
+            created = word_import.create_from_word(
+                data, docx_file.name, group_code=group_code, actor=actor, at=at
+            )
+            dispatch = created.dispatch
+    except LetterSourceError as exc:
+        raise CliError(f"công văn trong tệp Word không hợp lệ: {exc}") from exc
+    except (DocxImportError, drafts.DraftError, offices.DirectoryError) as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã tạo bản nháp: V/v {dispatch.subject}")
+    click.echo(f"Ký hiệu {dispatch.symbol}, {len(dispatch.recipients)} nơi nhận ({group_code}).")
+    click.echo(f"Giữ tệp Word gốc: {created.original.name}")
+    click.echo(f"Ban hành bằng: dispatch issue {dispatch.id}")
+    click.echo(str(dispatch.id))
 
 
 # --- issuing ------------------------------------------------------------------------------------

@@ -162,6 +162,7 @@ def render_docx(letter: Letter) -> bytes:
     """The letter as DOCX bytes: page 1 header, body, signature, each appendix in a section."""
     document = Document(io.BytesIO(_template()))
     _describe(document, letter)
+    _record_case(document, letter)
     _set_up_section(document.sections[0], restart_numbering=False)
 
     _add_header_table(document, letter)
@@ -322,6 +323,53 @@ def _describe(document: DocxDocument, letter: Letter) -> None:
     properties.created = moment
     properties.modified = moment
     properties.last_printed = moment
+
+
+# Custom document properties (Word: File > Properties > Custom) carrying, in their own case,
+# the texts that the letter prints in capitals; ``docx_import`` reads them back when they still
+# match what is printed, so a letter Dispatch wrote comes back exactly as it was.
+CASE_PROPERTY_PREFIX = "Dispatch "
+_CUSTOM_PROPERTIES = "http://schemas.openxmlformats.org/officeDocument/2006/custom-properties"
+_CUSTOM_TYPE = "application/vnd.openxmlformats-officedocument.custom-properties+xml"
+_CUSTOM_REL = (
+    "http://schemas.openxmlformats.org/officeDocument/2006/relationships/custom-properties"
+)
+_VT = "http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"
+_PROPERTY_FMTID = "{D5CDD505-2E9C-101B-9397-08002B2CF9AE}"
+
+
+def case_properties(letter: Letter) -> dict[str, str]:
+    """The printed-in-capitals texts of a letter, by property name."""
+    values = {
+        "parent_agency": letter.parent_agency,
+        "issuing_agency": letter.issuing_agency,
+        "signer_title": letter.signer.title,
+    }
+    if letter.signer.acting_for:
+        values["signer_acting_for"] = letter.signer.acting_for
+    for i, appendix in enumerate(letter.appendices, start=1):
+        values[f"appendix_{i}_title"] = appendix.title
+    return {f"{CASE_PROPERTY_PREFIX}{key}": _nfc(value) for key, value in values.items()}
+
+
+def _record_case(document: DocxDocument, letter: Letter) -> None:
+    from xml.sax.saxutils import escape, quoteattr
+
+    from docx.opc.packuri import PackURI
+    from docx.opc.part import Part
+
+    rows = "".join(
+        f'<property fmtid="{_PROPERTY_FMTID}" pid="{pid}" name={quoteattr(name)}>'
+        f"<vt:lpwstr>{escape(value)}</vt:lpwstr></property>"
+        for pid, (name, value) in enumerate(case_properties(letter).items(), start=2)
+    )
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<Properties xmlns="{_CUSTOM_PROPERTIES}" xmlns:vt="{_VT}">{rows}</Properties>'
+    )
+    package = document.part.package
+    part = Part(PackURI("/docProps/custom.xml"), _CUSTOM_TYPE, xml.encode("utf-8"), package)
+    package.relate_to(part, _CUSTOM_REL)
 
 
 def _strip_theme_fonts(document: DocxDocument) -> None:

@@ -20,7 +20,17 @@ from dispatch.views.clerks import (
     drafts,
     recipients,
     register,
+    word_import,
 )
 from dispatch.views.clerks.common import bp
 
-__all__ = ["amendments", "bp", "directory", "dispatches", "drafts", "recipients", "register"]
+__all__ = [
+    "amendments",
+    "bp",
+    "directory",
+    "dispatches",
+    "drafts",
+    "recipients",
+    "register",
+    "word_import",
+]

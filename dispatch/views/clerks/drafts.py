@@ -22,7 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from dispatch import clock
 from dispatch.accounts.auth import forget_request_state, render_error, role_required
 from dispatch.directory import offices
-from dispatch.drafting import deletion, drafts, uploads
+from dispatch.drafting import deletion, drafts, uploads, word_import
 from dispatch.drafting import form as compose_form
 from dispatch.drafting.drafts import DispatchFrozen, DraftError
 from dispatch.extensions import db
@@ -95,6 +95,7 @@ def error_items(errors: dict[str, str]) -> list[dict[str, str]]:
         attachments="Tài liệu gửi kèm",
         appendices="Phụ lục",
         letter="Công văn",
+        word_file="Tệp Word",
     )
     anchors = {
         "recipients": "noi-nhan",
@@ -153,9 +154,21 @@ def _compose_page(
             authority_choices=compose_form.AUTHORITY_CHOICES,
             urgency_choices=compose_form.URGENCY_CHOICES,
             labels={**compose_form.TEXT_FIELDS, **compose_form.LIST_FIELDS},
+            import_report=_import_report(dispatch),
         ),
         code,
     )
+
+
+# Set on the redirect after a letter was read from a file: the composer shows the report.
+IMPORT_REPORT_ARG = "tu-word"
+
+
+def _import_report(dispatch: Dispatch | None) -> list[tuple[str, str, str]] | None:
+    """Right after an import, the field-by-field report of the Word file kept with the draft."""
+    if dispatch is None or request.args.get(IMPORT_REPORT_ARG) != "1":
+        return None
+    return word_import.report_rows(dispatch.id)
 
 
 def _form_for(dispatch: Dispatch) -> compose_form.ComposeForm:
