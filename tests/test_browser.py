@@ -206,6 +206,21 @@ def test_clerk_issues_provinces_confirm_and_leader_watches_the_map(
     assert count_value(leader, "acknowledged") == 2
     screenshot(leader, "14-leader-map-two-confirmed")
 
+    # On a phone the map fits the screen and every tile is named without hovering: the key
+    # beside it gives each tile's label with the province's full name, and both archipelagos.
+    leader_phone = browser_context(**PHONE).new_page()
+    sign_in_page(leader_phone, live, live.leader[0])
+    leader_phone.goto(map_url)
+    assert fits_width(leader_phone), "the leader's page scrolls sideways on a phone"
+    key = leader_phone.locator("ul.map-key li")
+    assert key.count() == 63
+    assert all(item.is_visible() for item in key.all())
+    key_text = leader_phone.inner_text("ul.map-key")
+    assert "Bà Rịa - Vũng Tàu" in key_text or "Bà Rịa-Vũng Tàu" in key_text
+    assert "Hoàng Sa" in leader_phone.inner_text(".map-card")
+    assert "Trường Sa" in leader_phone.inner_text(".map-card")
+    screenshot(leader_phone, "14b-leader-map-phone")
+
     # The leader reads the clerk's status page too, without its "Gửi ngay" button.
     leader.goto(live(f"/dispatches/{dispatch_id}"))
     assert leader.locator("[data-count-confirmed]").inner_text().strip() == "đã xác nhận 2/63"
