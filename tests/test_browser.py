@@ -9,13 +9,22 @@ Every page is saved as a screenshot under ``test-artifacts/browser/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 
 import pytest
 from pypdf import PdfReader
 
-from tests.fixtures.browser import PHONE, LiveServer, confirmation_link, sign_in_page
+from dispatch import clock
+from dispatch.clock import VN
+from tests.fixtures.browser import (
+    PHONE,
+    LiveServer,
+    RunningClock,
+    confirmation_link,
+    sign_in_page,
+)
 from tests.fixtures.smtp import offices_2021
 
 pytestmark = pytest.mark.slow
@@ -148,7 +157,7 @@ def confirm_on_phone(context, link: str, screenshot, name: str, person: str) -> 
 
 
 def test_clerk_issues_provinces_confirm_and_leader_watches_the_map(
-    live_server: LiveServer, browser_context, screenshot
+    live_server: LiveServer, browser_context, screenshot, monkeypatch
 ):
     live = live_server
     clerk = browser_context().new_page()
@@ -203,6 +212,21 @@ def test_clerk_issues_provinces_confirm_and_leader_watches_the_map(
     assert count_value(leader, "acknowledged") == 2
     screenshot(leader, "14-leader-map-two-confirmed")
 
+    # On a phone the map fits the screen and every tile is named without hovering: the key
+    # beside it gives each tile's label with the province's full name, and both archipelagos.
+    leader_phone = browser_context(**PHONE).new_page()
+    sign_in_page(leader_phone, live, live.leader[0])
+    leader_phone.goto(map_url)
+    assert fits_width(leader_phone), "the leader's page scrolls sideways on a phone"
+    key = leader_phone.locator("ul.map-key li")
+    assert key.count() == 63
+    assert all(item.is_visible() for item in key.all())
+    key_text = leader_phone.inner_text("ul.map-key")
+    assert "Bà Rịa - Vũng Tàu" in key_text or "Bà Rịa-Vũng Tàu" in key_text
+    assert "Hoàng Sa" in leader_phone.inner_text(".map-card")
+    assert "Trường Sa" in leader_phone.inner_text(".map-card")
+    screenshot(leader_phone, "14b-leader-map-phone")
+
     # The leader reads the clerk's status page too, without its "Gửi ngay" button.
     leader.goto(live(f"/dispatches/{dispatch_id}"))
     assert leader.locator("[data-count-confirmed]").inner_text().strip() == "đã xác nhận 2/63"
@@ -214,19 +238,27 @@ def test_clerk_issues_provinces_confirm_and_leader_watches_the_map(
     assert clerk.locator("[data-count-confirmed]").inner_text().strip() == "đã xác nhận 2/63"
     screenshot(clerk, "15-dispatch-two-confirmed")
 
-    # The clerk chases the 61 late offices with a follow-up letter (công văn đôn đốc), which
-    # cites and carries the original; the leader sees it, and its progress, on the original.
+    # Five years on (December 2026: 34 provinces, each Sở TTTT merged into its Sở Khoa học và
+    # Công nghệ), the clerk chases the 61 late offices with a follow-up letter (công văn đôn đốc)
+    # that cites and carries the original. It goes to whoever answers for them today, each once:
+    # the 34 provinces but Điện Biên, which confirmed and was not merged (Cà Mau confirmed, but
+    # Bạc Liêu, merged into it, did not). The leader sees it, and its progress, on the original.
+    monkeypatch.setattr(clock, "now", RunningClock(dt.datetime(2026, 12, 7, 9, 0, tzinfo=VN)))
+    # Years later both sessions have long expired: each signs in again.
+    sign_in_page(clerk, live, live.clerk[0])
+    sign_in_page(leader, live, live.leader[0])
+    clerk.goto(live(f"/dispatches/{dispatch_id}"))
     assert "61 nơi nhận chưa xác nhận" in clerk.inner_text("main")
     clerk.get_by_role("button", name="Soạn công văn đôn đốc").click()
     clerk.wait_for_url(EDIT_URL)
     follow_up_id = int(EDIT_URL.search(clerk.url).group(1))
-    assert "Đã tạo bản nháp công văn đôn đốc gửi 61 cơ quan" in clerk.inner_text(".flashes")
-    assert clerk.locator('input[name="recipient"]:checked').count() == 61
+    assert "Đã tạo bản nháp công văn đôn đốc gửi 33 cơ quan" in clerk.inner_text(".flashes")
+    assert clerk.locator('input[name="recipient"]:checked').count() == 33
     screenshot(clerk, "17-follow-up-draft")
     leader.goto(map_url)
     entry = leader.locator(f'[data-follow-up-id="{follow_up_id}"]')
     assert "Dự thảo công văn đôn đốc" in entry.inner_text()
-    assert "đã xác nhận 0/61" in entry.inner_text()
+    assert "đã xác nhận 0/33" in entry.inner_text()
     screenshot(leader, "18-leader-sees-the-follow-up")
 
 

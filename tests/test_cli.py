@@ -75,6 +75,24 @@ def test_draft_create_prints_the_new_id_last(seeded, runner):
     assert dispatch.symbol == "THH-VP"
 
 
+def test_draft_create_lists_the_offices_of_the_letters_date(seeded, runner, letter_folder):
+    old = _invoke(runner, "draft", "create", str(SEED_FOLDER), "--group", "so-tttt-2021")
+    assert old.exit_code == 0, old.output
+    listed = [line for line in old.output.splitlines() if line.startswith("  ")]
+    assert len(listed) == 63
+    assert "  95  Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu" in listed
+    assert "63 nơi nhận (so-tttt-2021)" in old.output
+
+    today = _invoke(
+        runner, "draft", "create", str(letter_folder(date="2026-12")), "--group", "so-khcn"
+    )
+    assert today.exit_code == 0, today.output
+    listed = [line for line in today.output.splitlines() if line.startswith("  ")]
+    assert len(listed) == 34 and "34 nơi nhận (so-khcn)" in today.output
+    assert "  96  Sở Khoa học và Công nghệ tỉnh Cà Mau" in listed
+    assert not any(" 95 " in line for line in listed)  # Bạc Liêu is part of Cà Mau
+
+
 def test_draft_create_reports_a_bad_source_by_file_and_line(seeded, runner, letter_folder):
     folder = letter_folder(extra="urgency: rất khẩn\n")
     result = runner.invoke(args=["draft", "create", str(folder), "--group", "so-tttt-2021"])
@@ -343,3 +361,27 @@ def test_issuing_to_placeholder_addresses_needs_the_flag(seeded, runner, app):
         args=["issue", "--confirm-placeholders", str(dispatch_id), "--at", ISSUE_AT]
     )
     assert issued.exit_code == 0, issued.output
+
+
+def test_draft_create_resolves_the_group_on_the_letters_date(seeded, runner, letter_folder):
+    """The 2021 letter keeps its 63 offices, Bạc Liêu's combined department among them; a letter
+    dated today goes to today's 34 Sở Khoa học và Công nghệ."""
+    of_2021 = db.session.get(Dispatch, _draft(runner))
+    names = {r.province_code: r.name for r in of_2021.recipients}
+    assert len(names) == 63
+    assert names["95"] == "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu"
+
+    today = letter_folder(date="2026-12")
+    result = _invoke(runner, "draft", "create", str(today), "--group", "so-khcn")
+    assert result.exit_code == 0, result.output
+    of_today = db.session.get(Dispatch, int(result.output.strip().splitlines()[-1]))
+    assert len(of_today.recipients) == 34
+    assert all(r.name.startswith("Sở Khoa học và Công nghệ") for r in of_today.recipients)
+    assert "95" not in {r.province_code for r in of_today.recipients}
+
+    # Dated on the last day of the 63 provinces, the same group has the 63 departments.
+    last_day = letter_folder(date="2025-06-30")
+    result = _invoke(runner, "draft", "create", str(last_day), "--group", "so-khcn")
+    assert result.exit_code == 0, result.output
+    of_june = db.session.get(Dispatch, int(result.output.strip().splitlines()[-1]))
+    assert len(of_june.recipients) == 63

@@ -224,6 +224,10 @@ def test_valid_periods_decide_who_is_a_recipient_on_a_date(db_app):
     assert len(on_2024) == 63
     assert on_2024["95"].name == "Sở Thông tin và Truyền thông tỉnh Bạc Liêu"
     assert len(offices.recipients_for("so-tttt-2021", dt.date(2020, 6, 1))) == 1  # Bạc Liêu
+    # Bạc Liêu's combined department begins on 01/01/2019: nobody the day before.
+    assert offices.recipients_for("so-tttt-2021", dt.date(2018, 12, 31)) == []
+    (combined,) = offices.recipients_for("so-tttt-2021", dt.date(2019, 1, 1))
+    assert combined.name == "Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu"
     with pytest.raises(offices.DirectoryError, match="Không có nhóm nơi nhận mã 'khong-co'"):
         offices.recipients_for("khong-co", dt.date(2021, 11, 15))
 
@@ -410,6 +414,19 @@ def test_a_group_resolves_to_the_offices_of_its_date_on_each_side_of_every_chang
         ("10", dt.date(2025, 7, 1), ["15 Sở Khoa học và Công nghệ tỉnh Lào Cai"]),
         ("02", dt.date(2026, 12, 5), ["08 Sở Khoa học và Công nghệ tỉnh Tuyên Quang"]),
         ("95", dt.date(2018, 1, 1), []),
+        # Bạc Liêu's combined department began on 01/01/2019: nothing of it the day before.
+        ("95", dt.date(2018, 12, 31), []),
+        (
+            "95",
+            dt.date(2019, 1, 1),
+            ["95 Sở Văn hoá, Thông tin, Thể thao và Du lịch tỉnh Bạc Liêu"],
+        ),
+        ("95", dt.date(2025, 2, 28), ["95 Sở Thông tin và Truyền thông tỉnh Bạc Liêu"]),
+        ("95", dt.date(2025, 3, 1), ["95 Sở Khoa học và Công nghệ tỉnh Bạc Liêu"]),
+        ("01", dt.date(2025, 3, 1), ["01 Sở Khoa học và Công nghệ thành phố Hà Nội"]),
+        ("01", dt.date(2025, 6, 30), ["01 Sở Khoa học và Công nghệ thành phố Hà Nội"]),
+        ("01", dt.date(2025, 7, 1), ["01 Sở Khoa học và Công nghệ thành phố Hà Nội"]),
+        ("10", dt.date(2025, 6, 30), ["10 Sở Khoa học và Công nghệ tỉnh Lào Cai"]),
     ],
 )
 def test_successors_follow_the_lineage_to_the_date(db_app, code, day, expected):

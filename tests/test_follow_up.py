@@ -146,3 +146,25 @@ def test_the_cli_drafts_a_follow_up_from_a_letter_folder(chased, runner, letter_
         args=["draft", "create", str(folder), "--group", "so-khcn", "--follow-up", "1"]
     )
     assert both.exit_code == 2 and "--group hoặc --follow-up" in both.output
+
+
+@pytest.mark.parametrize(
+    ("day", "parent"),
+    [
+        (dt.datetime(2025, 2, 28, 9, 0, tzinfo=VN), "Bộ Thông tin và Truyền thông"),
+        (dt.datetime(2025, 3, 1, 9, 0, tzinfo=VN), "Bộ Khoa học và Công nghệ"),
+        (TODAY, "Bộ Khoa học và Công nghệ"),
+    ],
+)
+def test_the_follow_up_is_sent_by_the_ministry_of_its_own_date(chased, day, parent):
+    """The 2021 letter came from the Ministry of Information and Communications; merged into the
+    Ministry of Science and Technology on 01/03/2025, it chases under its name of that day."""
+    assert chased.source["meta"]["parent_agency"] == "Bộ Thông tin và Truyền thông"
+    draft = follow_up.create_follow_up(chased.id, actor=None, at=day)
+    db.session.commit()
+    meta = draft.source["meta"]
+    assert meta["parent_agency"] == parent
+    assert meta["issuing_agency"] == "Cục Tin học hoá"
+    # The citation keeps the name the original was issued under.
+    assert draft.source["body"].startswith("Ngày 15/11/2021, Cục Tin học hoá đã ban hành")
+    assert follow_up.current_agency("Bộ Thông tin và Truyền thông", day.date()) == parent

@@ -69,7 +69,10 @@ def draft_create_command(
     except (drafts.DraftError, offices.DirectoryError, uploads.UploadError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã tạo bản nháp: V/v {dispatch.subject}")
-    click.echo(f"Ký hiệu {dispatch.symbol}, {len(dispatch.recipients)} nơi nhận ({group_code}).")
+    click.echo(f"Ký hiệu {dispatch.symbol}, {len(dispatch.recipients)} nơi nhận ({group_code}):")
+    # Which offices, as of the letter's date: the clerk checks them before issuing.
+    for recipient in sorted(dispatch.recipients, key=lambda r: (r.province_code, r.name)):
+        click.echo(f"  {recipient.province_code}  {recipient.name}")
     click.echo(f"Ban hành bằng: dispatch issue {dispatch.id}")
     click.echo(str(dispatch.id))
 

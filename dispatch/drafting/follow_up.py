@@ -44,6 +44,23 @@ _STATUS_WORDS = {
 }
 
 
+# Issuing bodies renamed or merged since letters were written: (old name, first day under the new
+# name, new name). A follow-up is sent by the body of its own date: a letter of 2021 from the
+# Ministry of Information and Communications is chased in 2026 by the Ministry of Science and
+# Technology (merged on 01/03/2025, see docs/directory.md; verify against the official text).
+AGENCY_LINEAGE: tuple[tuple[str, dt.date, str], ...] = (
+    ("Bộ Thông tin và Truyền thông", dt.date(2025, 3, 1), "Bộ Khoa học và Công nghệ"),
+)
+
+
+def current_agency(name: str, on: dt.date) -> str:
+    """The name the body called ``name`` goes by on ``on``, following AGENCY_LINEAGE."""
+    for old, since, new in AGENCY_LINEAGE:
+        if name == old and on >= since:
+            return current_agency(new, on)
+    return name
+
+
 class FollowUpError(drafts.DraftError):
     """A follow-up letter cannot be drafted, with a message for clerks (Vietnamese)."""
 
@@ -93,6 +110,11 @@ def follow_up_source(original: Dispatch, successors: list[Organisation], at: dt.
     """The follow-up's letter source: the original's agency, symbol and signer; a subject and a
     body that cite the original and ask for it to be carried out and confirmed."""
     meta = dict((original.source or {}).get("meta") or {})
+    issued_by = meta.get("issuing_agency") or "Cơ quan ban hành"  # its name when it issued
+    on = local(at).date()
+    for key in ("parent_agency", "issuing_agency"):
+        if meta.get(key):
+            meta[key] = current_agency(str(meta[key]), on)
     agency = meta.get("issuing_agency") or "Cơ quan ban hành"
     cited = citation(original)
     subject = f"đôn đốc thực hiện {cited}"
@@ -102,7 +124,7 @@ def follow_up_source(original: Dispatch, successors: list[Organisation], at: dt.
     departments = sorted({_department(org.name) for org in successors})
     addressees = [f"{name} các tỉnh, thành phố" for name in departments]
     body = (
-        f"Ngày {original.issued_on:%d/%m/%Y}, {agency} đã ban hành Công văn số "
+        f"Ngày {original.issued_on:%d/%m/%Y}, {issued_by} đã ban hành Công văn số "
         f"{original.number_and_symbol} về việc {original.subject} (gửi kèm). Đến nay, "
         f"{agency} chưa nhận được xác nhận đã nhận văn bản của Quý cơ quan.\n\n"
         f"{agency} đề nghị Quý cơ quan khẩn trương triển khai các nội dung của {cited} và xác "
