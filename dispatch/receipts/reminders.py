@@ -26,8 +26,8 @@ from sqlalchemy import and_, exists, func, select, update
 
 from dispatch import audit
 from dispatch.calendar import (
+    confirmation_deadline,
     current_calendar,
-    deadline_for,
     is_working_day,
     reminder_day_index,
 )
@@ -277,9 +277,9 @@ def _process(dispatch_id: int, at: dt.datetime) -> DispatchOutcome | None:
     if outcome.completed or not dispatch.reminders_enabled:
         return outcome
     calendar = current_calendar()
-    deadline = dispatch.deadline_at or deadline_for(
-        dispatch.issued_at, dispatch.deadline_working_days, dispatch.deadline_hour, calendar
-    )
+    deadline = confirmation_deadline(dispatch)  # the deadline the e-mails state
+    if deadline is None:
+        return outcome
     if at >= deadline:
         if dispatch.escalated_at is None:
             _escalate(dispatch, deadline, at, outcome)
