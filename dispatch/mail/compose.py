@@ -31,6 +31,7 @@ from email.mime.text import MIMEText
 from email.utils import (
     format_datetime,
     formatdate,
+    getaddresses,
     make_msgid,
     parseaddr,
 )
@@ -464,6 +465,69 @@ def _sender_text() -> str:
     return str(sender)
 
 
+def leadership_addresses() -> list[tuple[str, str]]:
+    """DISPATCH_LEADERSHIP_EMAIL as (name, address) pairs: it may hold "Name <address>" or
+    several addresses separated by commas."""
+    value = current_app.config.get("DISPATCH_LEADERSHIP_EMAIL") or ""
+    return [(header_text(n), a) for n, a in getaddresses([header_text(value)]) if a]
+
+
+def escalation_audience(dispatch: Dispatch) -> tuple[list[str], list[str]]:
+    """(To, Cc) of a dispatch's escalation: leadership (DISPATCH_LEADERSHIP_EMAIL; without it
+    the agency's own mailbox, MAIL_DEFAULT_SENDER), the issuing clerk in copy; once each."""
+    to = [address for _, address in leadership_addresses()] or [_address(_sender_text())]
+    seen = {address.lower() for address in to}
+    cc = []
+    clerk = dispatch.issued_by.email if dispatch.issued_by is not None else None
+    if clerk and clerk.lower() not in seen:
+        cc.append(clerk)
+    return _unique_addresses(to), cc
+
+
+def _unique_addresses(addresses: list[str]) -> list[str]:
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
+def _escalation_people(
+    dispatch: Dispatch, addresses: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each address of an escalation with the name it is greeted by: leadership, the agency's
+    mailbox, or the clerk following the letter; (display name, address) pairs and greetings."""
+    agency = issuing_agency(dispatch)
+    leaders = {address.lower(): name for name, address in leadership_addresses()}
+    sender = _address(_sender_text()).lower()
+    issuer = dispatch.issued_by
+    pairs: list[tuple[str, str]] = []
+    greetings: list[str] = []
+    for value in addresses:
+        address = _address(value)
+        key = address.lower()
+        if key in leaders:
+            name = leaders[key] or f"Lãnh đạo {agency}"
+            greeting = f"Lãnh đạo {agency}"
+        elif issuer is not None and issuer.email and key == issuer.email.lower():
+            name = issuer.name or ""
+            greeting = (
+                f"{issuer.name} (người theo dõi văn bản)"
+                if issuer.name
+                else ("Người theo dõi văn bản")
+            )
+        elif key == sender:
+            name = greeting = f"Văn thư {agency}"
+        else:
+            name, greeting = "", address
+        pairs.append((header_text(name), address) if name else ("", address))
+        if greeting not in greetings:
+            greetings.append(greeting)
+    return pairs, greetings
+
+
 def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
     return {
         "dispatch_id": dispatch.id,
@@ -772,6 +836,9 @@ def compose(
         context["total"] = len(dispatch.recipients)
         context["as_of"] = format_local(at) if at else ""
         context["mail_subject"] = subject_for(kind, dispatch)
+        # Greeted as who receives it: leadership in To, the clerk following the letter in Cc.
+        to_people, context["greeting_to"] = _escalation_people(dispatch, row.to_addrs)
+        cc_people, context["greeting_cc"] = _escalation_people(dispatch, row.cc_addrs or [])
 
     text, html = _render(kind.value, context)
     extra_headers = {
@@ -784,12 +851,18 @@ def compose(
         extra_headers["Auto-Submitted"] = "auto-generated"
     if recipient is not None:
         extra_headers["X-Dispatch-Recipient"] = header_text(recipient.province_code)
+    if kind is MessageKind.ESCALATION:
+        recipients: list[str | tuple[str, str]] = [p if p[0] else p[1] for p in to_people]
+        copies: list[str | tuple[str, str]] = [p if p[0] else p[1] for p in cc_people]
+    else:
+        recipients = _recipient_addresses(row, display_name)
+        copies = [_address(value) for value in row.cc_addrs or []]
     message = OfficialMessage(
         subject=context["mail_subject"],
         # The agency's name on From, as the provinces know it, beside the sending mailbox.
         sender=(context["contact"].agency, context["contact"].sender),
-        recipients=_recipient_addresses(row, display_name),
-        cc=[_address(value) for value in row.cc_addrs or []],
+        recipients=recipients,
+        cc=copies,
         body=text,
         html=html,
         attachments=attachments,
