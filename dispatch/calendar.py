@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import holidays
 from flask import current_app, has_app_context
@@ -166,3 +167,21 @@ def reminder_day_index(
     if is_working_day(today, calendar) and local_at.hour < reminder_hour:
         count -= 1
     return count
+
+
+def confirmation_deadline(dispatch: Any) -> dt.datetime | None:
+    """The moment a dispatch's recipients must confirm by: the one recorded at issue, else the
+    one its settings give. The e-mails state it and the reminders escalate at it."""
+    if dispatch.deadline_at is not None:
+        return dispatch.deadline_at
+    if dispatch.issued_at is None:
+        return None
+    return deadline_for(dispatch.issued_at, dispatch.deadline_working_days, dispatch.deadline_hour)
+
+
+def deadline_words(moment: dt.datetime | None) -> str:
+    """'17:00 ngày 18/11/2021' in Vietnam time, as a sentence says it; '' for None."""
+    if moment is None:
+        return ""
+    local_moment = moment.astimezone(VN)
+    return f"{local_moment:%H:%M} ngày {local_moment:%d/%m/%Y}"

@@ -98,3 +98,20 @@ def text_cells_only(sheet: Any) -> None:
         for cell in row:
             if cell.data_type == "f":
                 cell.data_type = "s"
+
+
+def ascii_filename(name: str, limit: int = 60) -> str:
+    """An ASCII stand-in for a file name ("Hướng dẫn.pdf" → "Huong dan.pdf"), at most ``limit``
+    characters with its extension kept: the fallback beside the exact UTF-8 name."""
+    name = unicodedata.normalize("NFC", name).replace("/", "_").replace("\\", "_")
+    # "đ" has no decomposition, so the generic ASCII folding would drop it.
+    folded = unicodedata.normalize("NFKD", name.replace("đ", "d").replace("Đ", "D"))
+    fallback = "".join(c for c in folded.encode("ascii", "ignore").decode() if c.isprintable())
+    fallback = " ".join(fallback.replace('"', "").split()) or "tep"
+    if len(fallback) > limit:
+        stem, dot, extension = fallback.rpartition(".")
+        if not dot or len(extension) > 10:
+            stem, extension = fallback, ""
+        keep = limit - (len(extension) + 1 if extension else 0)
+        fallback = stem[:keep].rstrip() + (f".{extension}" if extension else "")
+    return fallback

@@ -196,7 +196,8 @@ def test_after_the_deadline_one_escalation_and_no_more_reminders(reminder_dispat
     [escalation] = escalations(dispatch.id)
     assert escalation.recipient_id is None
     assert escalation.sequence == 0
-    assert escalation.to_addrs == [CLERK_EMAIL, db_app.config["MAIL_DEFAULT_SENDER"]]
+    assert escalation.to_addrs == [db_app.config["MAIL_DEFAULT_SENDER"]]
+    assert escalation.cc_addrs == [CLERK_EMAIL]
 
     for moment in (vn(2021, 11, 18, 17, 10), vn(2021, 11, 19, 9), vn(2021, 11, 22, 9)):
         later = send_due_reminders(moment)
@@ -225,19 +226,24 @@ def test_late_scheduler_escalates_once_and_marks_overdue_at_the_deadline(reminde
 def test_escalation_addresses(reminder_dispatch, db_app):
     dispatch = reminder_dispatch(1)
     sender = db_app.config["MAIL_DEFAULT_SENDER"]
-    assert escalation_addresses(dispatch) == [CLERK_EMAIL, sender]
+    # No leadership mailbox configured: the agency's own mailbox, the clerk in copy.
+    assert escalation_addresses(dispatch) == ([sender], [CLERK_EMAIL])
 
     db_app.config["DISPATCH_LEADERSHIP_EMAIL"] = (
-        "Lãnh đạo Cục <lanhdao@thh.example>, " + CLERK_EMAIL.upper()
+        "Lãnh đạo Cục <lanhdao@thh.example>, pho-cuc@thh.example"
     )
-    assert escalation_addresses(dispatch) == [CLERK_EMAIL, "lanhdao@thh.example"]
+    assert escalation_addresses(dispatch) == (
+        ["lanhdao@thh.example", "pho-cuc@thh.example"],
+        [CLERK_EMAIL],
+    )
+
+    db_app.config["DISPATCH_LEADERSHIP_EMAIL"] = CLERK_EMAIL.upper()
+    assert escalation_addresses(dispatch) == ([CLERK_EMAIL.upper()], [])  # once
 
     db_app.config["DISPATCH_LEADERSHIP_EMAIL"] = None
-    db_app.config["MAIL_DEFAULT_SENDER"] = ("Văn thư Cục", CLERK_EMAIL)
-    assert escalation_addresses(dispatch) == [CLERK_EMAIL]  # the same person, once
-
+    db_app.config["MAIL_DEFAULT_SENDER"] = ("Văn thư Cục", "vt@thh.example")
     unsigned = reminder_dispatch(1, number=2, clerk_email=None)
-    assert escalation_addresses(unsigned) == [CLERK_EMAIL]
+    assert escalation_addresses(unsigned) == (["vt@thh.example"], [])
 
 
 def test_escalation_without_a_clerk_goes_to_leadership(reminder_dispatch, db_app):
@@ -246,6 +252,7 @@ def test_escalation_without_a_clerk_goes_to_leadership(reminder_dispatch, db_app
     send_due_reminders(vn(2021, 11, 19, 9))
     [escalation] = escalations(dispatch.id)
     assert escalation.to_addrs == ["lanhdao@thh.example"]
+    assert escalation.cc_addrs == []
 
 
 def test_stopped_reminders_are_respected(reminder_dispatch):

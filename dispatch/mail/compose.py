@@ -14,6 +14,7 @@ What each kind carries:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import re
@@ -24,27 +25,27 @@ from email import policy
 from email.charset import QP, Charset
 from email.encoders import encode_base64
 from email.generator import BytesGenerator
-from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import (
-    encode_rfc2231,
     format_datetime,
-    formataddr,
     formatdate,
+    getaddresses,
     make_msgid,
     parseaddr,
 )
 from functools import lru_cache, partial
 from typing import Any
+from urllib.parse import quote
 
 import flask_mail
 from flask import current_app, render_template
-from flask_mail import Attachment, Message, sanitize_address
+from flask_mail import Attachment, Message
 from sqlalchemy import func, select
 
 from dispatch.archive import ArchiveError, read_archived
+from dispatch.calendar import confirmation_deadline, deadline_words
 from dispatch.clock import VN, format_local
 from dispatch.extensions import db
 from dispatch.mail.links import confirmation_url
@@ -57,6 +58,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from dispatch.text import ascii_filename
 
 # What a clerk reads for each state of a letter's e-mail.
 DELIVERY_LABELS = {
@@ -109,19 +111,163 @@ _WIRE_POLICY = _WirePolicy(linesep="\r\n", mangle_from_=False)
 
 
 def format_address(value: str | tuple[str, str]) -> str:
-    """'Name <addr>' for a header; a non-ASCII name becomes ONE RFC 2047 encoded-word.
+    """'Name <addr>' on one line, a non-ASCII name as encoded words of at most 75 characters."""
+    return " ".join(address_tokens(value))
 
-    One word, because Python's own parser reads the space between two encoded-words of a name
-    as a space ("Truyền thông  thành phố"), and splitting inside a word shows up as "ph ố".
+
+# --- Header values as the wire carries them ------------------------------------------------
+#
+# RFC 2047: an encoded word is at most 75 characters; RFC 5322: a line SHOULD be at most 78.
+# Python's ``Header`` writes encoded words of 76, and a display name given to ``formataddr`` is
+# one encoded word however long. Every header we write goes through ``_Folded``: its tokens are
+# joined by single spaces, and a line is folded at one of those spaces when the next token would
+# pass 78 characters.
+
+_MAX_WORD = 75
+_MAX_LINE = 78
+_EW_PREFIX = "=?utf-8?b?"
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+
+
+class _Folded:
+    """A header value as tokens, folded at the spaces between them (never inside one)."""
+
+    def __init__(self, name: str, tokens: list[str]) -> None:
+        self.name = name
+        self.tokens = [token for token in tokens if token]
+
+    def encode(self, linesep: str = "\n", maxlinelen: int | None = None) -> str:
+        limit = maxlinelen or _MAX_LINE
+        lines: list[str] = []
+        line = ""
+        used = len(self.name) + 2  # "Name: "
+        for token in self.tokens:
+            if not line:
+                line = token
+            elif used + len(line) + 1 + len(token) <= limit:
+                line += " " + token
+            else:
+                lines.append(line)
+                line, used = token, 1  # a continuation line starts with one space
+        lines.append(line)
+        return (linesep + " ").join(lines)
+
+    def __str__(self) -> str:
+        return " ".join(self.tokens)
+
+
+def _b_word(text: str) -> str:
+    return _EW_PREFIX + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def _word_length(text: str) -> int:
+    return len(_EW_PREFIX) + 2 + 4 * -(-len(text.encode("utf-8")) // 3)
+
+
+def encoded_words(text: str, first: int = _MAX_WORD) -> list[str]:
+    """``text`` as RFC 2047 B words of at most 75 characters (the first at most ``first``),
+    split between characters, never inside one (nor before a combining mark)."""
+    words: list[str] = []
+    chunk = ""
+    room = min(first, _MAX_WORD)
+    for char in text:
+        if chunk and _word_length(chunk + char) > room and not unicodedata.combining(char):
+            words.append(_b_word(chunk))
+            chunk, room = "", _MAX_WORD
+        chunk += char
+    if chunk or not words:
+        words.append(_b_word(chunk))
+    return words
+
+
+def _plain_word(word: str) -> str | None:
+    """An ASCII word that may stand as it is in a phrase (an atom), None if it cannot."""
+    return word if _ATEXT.fullmatch(word) else None
+
+
+def phrase_tokens(name: str) -> list[str]:
+    """A display name as phrase tokens: encoded words of at most 75 characters, split only at
+    an ASCII word written as it is between them.
+
+    Two encoded words side by side are joined with no space by RFC 2047 readers, while
+    Python's address parser keeps the space between them: a name split between two encoded
+    words reads differently in one or the other. An ASCII word between them ("tin", "Du",
+    "thao") is read with its spaces by both.
     """
+    words = name.split(" ")
+    if name.isascii():
+        return words if all(_ATEXT.fullmatch(w) for w in words) else [_quoted(name)]
+    n = len(words)
+    # best[i]: the fewest tokens for words[i:], starting with a run to encode or a plain word.
+    best: list[tuple[int, list[str]] | None] = [None] * (n + 1)
+    best[n] = (0, [])
+    for i in range(n - 1, -1, -1):
+        options: list[tuple[int, list[str]]] = []
+        plain = _plain_word(words[i])
+        if plain and best[i + 1] is not None:
+            cost, tokens = best[i + 1]  # type: ignore[misc]
+            options.append((cost + 1, [plain, *tokens]))
+        for j in range(i + 1, n + 1):
+            run = " ".join(words[i:j])
+            if _word_length(run) > _MAX_WORD:
+                break
+            if j == n:
+                options.append((1, [_b_word(run)]))
+                continue
+            after = _plain_word(words[j])
+            if after and best[j + 1] is not None:
+                cost, tokens = best[j + 1]  # type: ignore[misc]
+                options.append((cost + 2, [_b_word(run), after, *tokens]))
+        if options:
+            best[i] = min(options, key=lambda option: option[0])
+    if best[0] is not None:
+        return best[0][1]
+    # No ASCII word where one is needed: split at spaces, each space kept at the end of its
+    # word, as RFC 2047 says (its readers join the words; Python's shows one space more).
+    tokens: list[str] = []
+    run = ""
+    for word in (w + " " for w in words[:-1]):
+        if run and _word_length(run + word) > _MAX_WORD:
+            tokens += encoded_words(run)
+            run = ""
+        run += word
+    run += words[-1]
+    return tokens + encoded_words(run)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def address_tokens(value: str | tuple[str, str]) -> list[str]:
+    """'Name <addr>' as header tokens; a non-ASCII name as encoded words of at most 75."""
     name, address = (value if isinstance(value, tuple) else parseaddr(value))[:2]
     name, address = header_text(name or ""), header_text(address)
     if not address.isascii() and "@" in address:
         local, domain = address.rsplit("@", 1)
         address = f"{local}@{domain.encode('idna').decode('ascii')}"
     if not name:
-        return address
-    return formataddr((name, address), charset="utf-8")
+        return [address]
+    return [*phrase_tokens(name), f"<{address}>"]
+
+
+def address_list(name: str, values: list[str | tuple[str, str]]) -> _Folded:
+    """An address header (From, To, Cc, Reply-To), folded between tokens."""
+    tokens: list[str] = []
+    for index, value in enumerate(values):
+        part = address_tokens(value)
+        if index < len(values) - 1:
+            part[-1] += ","
+        tokens += part
+    return _Folded(name, tokens)
+
+
+def unstructured(name: str, text: str) -> _Folded | str:
+    """A text header (Subject): as it is when ASCII, else encoded words of at most 75."""
+    if text.isascii():
+        return _Folded(name, text.split(" ")) if " " in text else text
+    first = _MAX_LINE - len(name) - 2
+    return _Folded(name, encoded_words(text, first))
 
 
 class _OneLine:
@@ -162,13 +308,9 @@ class _WireGenerator(BytesGenerator):
 
 
 @lru_cache(maxsize=64)
-def _encoded_subject(subject: str) -> _OneLine:
-    """A non-ASCII subject as ``_WIRE_POLICY`` writes it (RFC 2047 words, folded), encoded once:
-    every letter of a dispatch has the same subject."""
-    header = Header(subject, "utf-8", header_name="Subject")
-    return _OneLine(
-        header.encode(linesep=_WIRE_POLICY.linesep, maxlinelen=_WIRE_POLICY.max_line_length)
-    )
+def _encoded_subject(subject: str) -> _Folded | str:
+    """The Subject header's value, encoded once: every letter of a dispatch has the same."""
+    return unstructured("Subject", subject)
 
 
 # Flask-Mail gives every new Message a Message-ID of its own from ``make_msgid()``, which looks
@@ -237,9 +379,9 @@ class OfficialMessage(Message):
         put = msg.replace_header if replace else msg.__setitem__
         if self.subject:
             subject = header_text(self.subject)
-            put("Subject", subject if subject.isascii() else _encoded_subject(subject))
-        put("From", format_address(self.sender))
-        put("To", ", ".join(format_address(a) for a in self.recipients))
+            put("Subject", _encoded_subject(subject))
+        put("From", address_list("From", [self.sender]))
+        put("To", address_list("To", list(self.recipients)))
         if self.date is not None:
             # In Vietnam time, as the recipients read it (Flask-Mail uses the machine's zone).
             put("Date", format_datetime(dt.datetime.fromtimestamp(self.date, VN)))
@@ -247,11 +389,11 @@ class OfficialMessage(Message):
             put("Date", formatdate(None, localtime=True))
         put("Message-ID", _OneLine(header_text(self.msgId)))
         if self.cc:
-            put("Cc", ", ".join(format_address(a) for a in self.cc))
+            put("Cc", address_list("Cc", list(self.cc)))
         if replace:
             return  # Flask-Mail wrote the rest
         if self.reply_to:
-            msg["Reply-To"] = sanitize_address(self.reply_to, self.charset or "utf-8")
+            msg["Reply-To"] = address_list("Reply-To", [self.reply_to])
         for key, value in (self.extra_headers or {}).items():
             msg[key] = value
 
@@ -323,6 +465,69 @@ def _sender_text() -> str:
     return str(sender)
 
 
+def leadership_addresses() -> list[tuple[str, str]]:
+    """DISPATCH_LEADERSHIP_EMAIL as (name, address) pairs: it may hold "Name <address>" or
+    several addresses separated by commas."""
+    value = current_app.config.get("DISPATCH_LEADERSHIP_EMAIL") or ""
+    return [(header_text(n), a) for n, a in getaddresses([header_text(value)]) if a]
+
+
+def escalation_audience(dispatch: Dispatch) -> tuple[list[str], list[str]]:
+    """(To, Cc) of a dispatch's escalation: leadership (DISPATCH_LEADERSHIP_EMAIL; without it
+    the agency's own mailbox, MAIL_DEFAULT_SENDER), the issuing clerk in copy; once each."""
+    to = [address for _, address in leadership_addresses()] or [_address(_sender_text())]
+    seen = {address.lower() for address in to}
+    cc = []
+    clerk = dispatch.issued_by.email if dispatch.issued_by is not None else None
+    if clerk and clerk.lower() not in seen:
+        cc.append(clerk)
+    return _unique_addresses(to), cc
+
+
+def _unique_addresses(addresses: list[str]) -> list[str]:
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
+def _escalation_people(
+    dispatch: Dispatch, addresses: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each address of an escalation with the name it is greeted by: leadership, the agency's
+    mailbox, or the clerk following the letter; (display name, address) pairs and greetings."""
+    agency = issuing_agency(dispatch)
+    leaders = {address.lower(): name for name, address in leadership_addresses()}
+    sender = _address(_sender_text()).lower()
+    issuer = dispatch.issued_by
+    pairs: list[tuple[str, str]] = []
+    greetings: list[str] = []
+    for value in addresses:
+        address = _address(value)
+        key = address.lower()
+        if key in leaders:
+            name = leaders[key] or f"Lãnh đạo {agency}"
+            greeting = f"Lãnh đạo {agency}"
+        elif issuer is not None and issuer.email and key == issuer.email.lower():
+            name = issuer.name or ""
+            greeting = (
+                f"{issuer.name} (người theo dõi văn bản)"
+                if issuer.name
+                else ("Người theo dõi văn bản")
+            )
+        elif key == sender:
+            name = greeting = f"Văn thư {agency}"
+        else:
+            name, greeting = "", address
+        pairs.append((header_text(name), address) if name else ("", address))
+        if greeting not in greetings:
+            greetings.append(greeting)
+    return pairs, greetings
+
+
 def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
     return {
         "dispatch_id": dispatch.id,
@@ -330,7 +535,9 @@ def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
         "issued_on": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
         "subject": unicodedata.normalize("NFC", dispatch.subject),
         "title": letter_title(dispatch),
-        "deadline": format_local(dispatch.deadline_at),
+        # One deadline (dispatch.calendar): stated as a date and in the sentence asking for it.
+        "deadline": format_local(confirmation_deadline(dispatch)),
+        "deadline_words": deadline_words(confirmation_deadline(dispatch)),
         "contact": _contact(dispatch),
         "base_url": current_app.config["BASE_URL"],
     }
@@ -358,7 +565,7 @@ def _part(attachment: Attachment) -> MIMEBase:
     part.set_payload(attachment.data)
     encode_base64(part)
     for key, value in attachment.headers.items():
-        part.add_header(key, value)
+        part[key] = value  # a ``_Folded`` value is written as it folds itself
     if isinstance(attachment, _SharedAttachment):
         # Every message carrying it writes the same bytes for it: write them once, keep them
         # on the part (``_WireGenerator.flatten`` writes them as they are).
@@ -369,18 +576,46 @@ def _part(attachment: Attachment) -> MIMEBase:
     return part
 
 
+def _percent_units(name: str) -> list[str]:
+    """``name`` percent-encoded for RFC 2231, one unit per character (never split)."""
+    return [quote(char, safe="") for char in name]
+
+
+def content_disposition(name: str) -> _Folded:
+    """``attachment`` naming the file twice: ``filename*`` with the exact UTF-8 name (RFC 2231,
+    in numbered pieces when one line cannot hold it) and ``filename`` with an ASCII stand-in
+    for readers that know no RFC 2231.
+
+    ``filename*`` comes first: Python's parser (and any reader that keeps the first of two
+    values) then reads the exact name, and readers that prefer ``filename*`` do so anyway.
+    """
+    fallback = _quoted(ascii_filename(name, limit=_MAX_LINE - len(' filename="";') - 1))
+    if name.isascii() and _quoted(name) == f'"{name}"' and len(name) <= 60:
+        return _Folded("Content-Disposition", ["attachment;", f"filename={_quoted(name)}"])
+    units = _percent_units(name)
+    single = "filename*=utf-8''" + "".join(units) + ";"
+    if 1 + len(single) <= _MAX_LINE:
+        params = [single]
+    else:
+        params = []
+        piece = ""
+        for unit in units:
+            head = f"filename*{len(params)}*=" + ("utf-8''" if not params else "")
+            if piece and 1 + len(head) + len(piece) + len(unit) + 1 > _MAX_LINE:
+                params.append(head + piece + ";")
+                piece = ""
+            piece += unit
+        params.append(f"filename*{len(params)}*=" + ("utf-8''" if not params else "") + piece + ";")
+    return _Folded("Content-Disposition", ["attachment;", *params, f"filename={fallback}"])
+
+
 def _attachment(document: Document | _Doc) -> Attachment:
-    """The document as a MIME part, named in UTF-8 per RFC 2231."""
-    name = header_text(document.filename)
-    # Flask-Mail labels non-ASCII names "UTF8"; we write the registered "utf-8" ourselves.
-    disposition = f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
-    if name.isascii():
-        disposition = f'attachment; filename="{name}"'
+    """The document as a MIME part, named by ``content_disposition``."""
     return _SharedAttachment(
         filename=None,
         content_type=document.media_type,
         data=_read_document(document),
-        headers={"Content-Disposition": disposition},
+        headers={"Content-Disposition": content_disposition(header_text(document.filename))},
     )
 
 
@@ -601,6 +836,9 @@ def compose(
         context["total"] = len(dispatch.recipients)
         context["as_of"] = format_local(at) if at else ""
         context["mail_subject"] = subject_for(kind, dispatch)
+        # Greeted as who receives it: leadership in To, the clerk following the letter in Cc.
+        to_people, context["greeting_to"] = _escalation_people(dispatch, row.to_addrs)
+        cc_people, context["greeting_cc"] = _escalation_people(dispatch, row.cc_addrs or [])
 
     text, html = _render(kind.value, context)
     extra_headers = {
@@ -608,12 +846,23 @@ def compose(
         "X-Dispatch-Kind": kind.value,
         "Content-Language": "vi",
     }
+    if kind is not MessageKind.LETTER:
+        # RFC 3834: written by the system, not by a person; an auto-responder keeps quiet.
+        extra_headers["Auto-Submitted"] = "auto-generated"
     if recipient is not None:
         extra_headers["X-Dispatch-Recipient"] = header_text(recipient.province_code)
+    if kind is MessageKind.ESCALATION:
+        recipients: list[str | tuple[str, str]] = [p if p[0] else p[1] for p in to_people]
+        copies: list[str | tuple[str, str]] = [p if p[0] else p[1] for p in cc_people]
+    else:
+        recipients = _recipient_addresses(row, display_name)
+        copies = [_address(value) for value in row.cc_addrs or []]
     message = OfficialMessage(
         subject=context["mail_subject"],
-        recipients=_recipient_addresses(row, display_name),
-        cc=[_address(value) for value in row.cc_addrs or []],
+        # The agency's name on From, as the provinces know it, beside the sending mailbox.
+        sender=(context["contact"].agency, context["contact"].sender),
+        recipients=recipients,
+        cc=copies,
         body=text,
         html=html,
         attachments=attachments,

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 
 from flask import current_app
 from sqlalchemy import and_, exists, func, select, update
 
 from dispatch import audit
 from dispatch.calendar import (
+    confirmation_deadline,
     current_calendar,
-    deadline_for,
     is_working_day,
     reminder_day_index,
 )
 from dispatch.clock import local
 from dispatch.extensions import db
 from dispatch.mail import outbox
+from dispatch.mail.compose import escalation_audience
 from dispatch.models import (
     DeliveryStatus,
     Dispatch,
@@ -101,24 +101,10 @@ class ReminderReport:
         return sum(1 for o in self.outcomes if o.completed)
 
 
-def escalation_addresses(dispatch: Dispatch) -> list[str]:
-    """The issuing clerk and leadership (DISPATCH_LEADERSHIP_EMAIL, else the sender), once each."""
-    config = current_app.config
-    leadership = config.get("DISPATCH_LEADERSHIP_EMAIL") or config.get("MAIL_DEFAULT_SENDER")
-    if isinstance(leadership, tuple):  # Flask-Mail accepts ("Name", "address")
-        leadership = leadership[1]
-    candidates = []
-    if dispatch.issued_by is not None and dispatch.issued_by.email:
-        candidates.append(dispatch.issued_by.email)
-    # The setting may hold "Name <address>" or several addresses separated by commas.
-    candidates += [address for _, address in getaddresses([leadership or ""]) if address]
-    seen: set[str] = set()
-    addresses = []
-    for address in candidates:
-        if address.lower() not in seen:
-            seen.add(address.lower())
-            addresses.append(address)
-    return addresses
+def escalation_addresses(dispatch: Dispatch) -> tuple[list[str], list[str]]:
+    """(To, Cc) of the escalation: leadership (DISPATCH_LEADERSHIP_EMAIL, else the agency's
+    mailbox), the issuing clerk in copy (``dispatch.mail.compose.escalation_audience``)."""
+    return escalation_audience(dispatch)
 
 
 def _letter_accepted():
@@ -190,11 +176,12 @@ def _escalate(dispatch: Dispatch, deadline: dt.datetime, at: dt.datetime, outcom
         if recipient.overdue_at is None:
             recipient.overdue_at = deadline
             outcome.overdue.append(recipient.province_code)
-    to_addrs = escalation_addresses(dispatch)
+    to_addrs, cc_addrs = escalation_addresses(dispatch)
     outcome.escalated = outbox.enqueue(
         dispatch_id=dispatch.id,
         kind=MessageKind.ESCALATION,
         to_addrs=to_addrs,
+        cc_addrs=cc_addrs,
         at=at,
         recipient_id=None,
         sequence=0,
@@ -207,6 +194,7 @@ def _escalate(dispatch: Dispatch, deadline: dt.datetime, at: dt.datetime, outcom
         details={
             "deadline_at": deadline.isoformat(),
             "to": to_addrs,
+            "cc": cc_addrs,
             "overdue": [
                 {"recipient_id": r.id, "code": r.province_code, "name": r.name} for r in late
             ],
@@ -277,9 +265,9 @@ def _process(dispatch_id: int, at: dt.datetime) -> DispatchOutcome | None:
     if outcome.completed or not dispatch.reminders_enabled:
         return outcome
     calendar = current_calendar()
-    deadline = dispatch.deadline_at or deadline_for(
-        dispatch.issued_at, dispatch.deadline_working_days, dispatch.deadline_hour, calendar
-    )
+    deadline = confirmation_deadline(dispatch)  # the deadline the e-mails state
+    if deadline is None:
+        return outcome
     if at >= deadline:
         if dispatch.escalated_at is None:
             _escalate(dispatch, deadline, at, outcome)
