@@ -127,7 +127,7 @@ def test_page_shows_the_letter_in_vietnamese_and_records_the_open(issued, client
     html = response.get_data(as_text=True)
     assert unicodedata.is_normalized("NFC", html)
     assert '<html lang="vi">' in html
-    assert "Dispatch — Hệ thống gửi và theo dõi công văn" in html
+    assert "Công văn điện tử — Hệ thống gửi và theo dõi công văn" in html
     assert 'Công văn số <span class="nowrap">01/THH-VP</span>' in html
     assert "15/11/2021" in html
     assert "V/v triển khai ứng dụng PC-Covid trên phạm vi toàn quốc" in html
