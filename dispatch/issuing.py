@@ -452,3 +452,121 @@ def _freeze_recipients(
         }
     )
     return queued, placeholders, stale
+
+
+# --- before issuing: the date that will be printed, and offices that no longer exist -----------
+
+
+@dataclass(frozen=True)
+class StaleRecipient:
+    """A recipient whose office is no longer valid on the issuing day, and who answers for it."""
+
+    recipient_id: int
+    code: str
+    name: str
+    successors: tuple[tuple[str, str], ...]  # (province code, name), each valid that day
+
+
+@dataclass(frozen=True)
+class IssueCheck:
+    """What a clerk must see and confirm before issuing on ``printed_on``."""
+
+    printed_on: dt.date
+    draft_date: str  # the letter's date as the draft gives it: "11/2021", "15/11/2021" or ""
+    date_differs: bool
+    stale: tuple[StaleRecipient, ...]
+
+    @property
+    def printed_text(self) -> str:
+        """The printed date as clerks read it: dd/mm/yyyy."""
+        return f"{self.printed_on:%d/%m/%Y}"
+
+    @property
+    def confirmation_token(self) -> str:
+        """What a confirming form sends back: the date it was shown."""
+        return self.printed_on.isoformat()
+
+
+def _draft_date(value: Any) -> tuple[str, tuple[int, ...] | None]:
+    """The draft's date as clerks read it, and its (year, month[, day]) to compare."""
+    text = str(value or "").strip()
+    parts = text.split("-")
+    if len(parts) in (2, 3) and all(part.isdigit() for part in parts):
+        numbers = tuple(int(part) for part in parts)
+        shown = "/".join(f"{n:02d}" for n in reversed(numbers[1:])) + f"/{numbers[0]}"
+        return shown, numbers
+    return text, None
+
+
+def check_before_issue(dispatch_id: int, at: dt.datetime) -> IssueCheck:
+    """The date issuing at ``at`` prints, whether it differs from the draft's own date (its day,
+    or its month when it gives only the month), and the recipients no longer valid that day
+    with their successors (``directory.offices``)."""
+    from dispatch.directory import offices
+
+    dispatch = db.session.get(Dispatch, dispatch_id)
+    if dispatch is None:
+        raise IssueError(f"Không có công văn mã {dispatch_id}.")
+    printed_on = local(at).date()
+    meta = (dispatch.source or {}).get("meta") or {}
+    shown, numbers = _draft_date(meta.get("date"))
+    differs = False
+    if numbers is not None:
+        issued = (printed_on.year, printed_on.month, printed_on.day)[: len(numbers)]
+        differs = issued != numbers
+    stale: list[StaleRecipient] = []
+    for recipient, org in db.session.execute(
+        select(DispatchRecipient, Organisation)
+        .join(Organisation, Organisation.id == DispatchRecipient.organisation_id)
+        .where(DispatchRecipient.dispatch_id == dispatch_id)
+        .order_by(DispatchRecipient.province_code, DispatchRecipient.id)
+    ).all():
+        if offices.valid_on(org, printed_on):
+            continue
+        successors = offices.successors_on(org, printed_on)
+        stale.append(
+            StaleRecipient(
+                recipient.id,
+                org.province_code,
+                org.name,
+                tuple((s.province_code, s.name) for s in successors),
+            )
+        )
+    return IssueCheck(printed_on, shown, differs, tuple(stale))
+
+
+def readdress_to_successors(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> int:
+    """Replace a draft's recipients that are no longer valid on the issuing day by the offices
+    that answer for them that day, each once (an office already addressed is not added again);
+    audited; the caller commits. Returns how many recipients were replaced."""
+    from dispatch.drafting import drafts
+    from dispatch.drafting.drafts import ensure_editable, lock_dispatch
+
+    dispatch = lock_dispatch(dispatch_id)
+    ensure_editable(dispatch)
+    check = check_before_issue(dispatch_id, at)
+    if not check.stale:
+        return 0
+    stale_ids = {item.recipient_id for item in check.stale}
+    keep = [r.organisation_id for r in dispatch.recipients if r.id not in stale_ids]
+    codes = {code for item in check.stale for code, _ in item.successors}
+    from dispatch.directory import offices
+
+    added = [
+        org.id
+        for code in sorted(codes)
+        if (org := offices.office_on(code, check.printed_on)) is not None and org.id not in keep
+    ]
+    drafts.readdress(dispatch, [*keep, *added], actor=actor, at=at)
+    audit.record_dispatch(
+        "dispatch.readdressed",
+        dispatch_id,
+        actor=actor_name(actor),
+        at=at,
+        details={
+            "on": check.printed_on.isoformat(),
+            "replaced": [item.code for item in check.stale],
+            "by": sorted(codes),
+        },
+    )
+    return len(check.stale)

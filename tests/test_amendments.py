@@ -163,7 +163,9 @@ def test_a_recall_is_approved_by_a_leader_issued_sent_and_confirmed(
         amendments.request_recall(sent.id, reason="x", actor=clerk, at=DECIDED)
 
 
-def test_a_replacement_through_the_web_gets_a_new_number_and_links_both(sent, desk):
+def test_a_replacement_through_the_web_gets_a_new_number_and_links_both(sent, desk, fixed_now):
+    # The next day, when the 2021 offices are still the ones a letter of November goes to.
+    fixed_now(NEXT_DAY)
     before = _frozen(sent.id)
     url = f"/dispatches/{sent.id}"
     response = post_form(

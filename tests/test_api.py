@@ -200,7 +200,9 @@ def test_the_list_gives_numbers_status_and_counts_page_by_page(client, api_heade
 
 
 def test_the_directory_lists_the_offices(client, api_headers, seeded):
-    response = client.get("/api/directory", headers=api_headers[Role.LEADER])
+    everything = client.get("/api/directory", headers=api_headers[Role.LEADER]).get_json()
+    assert everything["total"] == 161  # every version of every office since 2019
+    response = client.get("/api/directory?on=2021-11-15", headers=api_headers[Role.LEADER])
     assert response.status_code == 200
     data = response.get_json()
     assert data["total"] == 63 == len(data["items"])
@@ -220,8 +222,12 @@ def test_the_directory_lists_the_offices(client, api_headers, seeded):
         "groups",
     }
     assert GROUP in bac_lieu["groups"]
-    found = client.get("/api/directory?q=bac lieu", headers=api_headers[Role.LEADER]).get_json()
+    found = client.get(
+        "/api/directory?q=bac lieu&on=2021-11-15", headers=api_headers[Role.LEADER]
+    ).get_json()
     assert [item["code"] for item in found["items"]] == ["95"]
+    today = client.get("/api/directory?on=2026-12-05", headers=api_headers[Role.LEADER])
+    assert today.get_json()["total"] == 34
     in_group = client.get(
         f"/api/directory?group={GROUP}&on=2021-11-15", headers=api_headers[Role.CLERK]
     )
@@ -301,7 +307,9 @@ def test_a_clerk_creates_a_draft_reads_it_and_issues_it(client, api_headers, see
     ]
 
 
-def test_an_admin_may_issue_too_and_issue_accepts_no_body(client, api_headers, seeded):
+def test_an_admin_may_issue_too_and_issue_accepts_no_body(
+    client, api_headers, seeded, server_clock
+):
     created = client.post("/api/dispatches", json=seed_payload(), headers=api_headers[Role.ADMIN])
     assert created.status_code == 201
     dispatch_id = created.get_json()["id"]

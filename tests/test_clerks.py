@@ -4,6 +4,7 @@ and CSRF."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 
@@ -11,6 +12,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
+from dispatch.directory import offices
 from dispatch.extensions import db
 from dispatch.models import (
     AuditEntry,
@@ -49,7 +51,9 @@ def _compose(client, data: dict, url: str = "/dispatches/new"):
 # --- compose, preview, issue -------------------------------------------------------------------
 
 
-def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk):
+def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk, fixed_now):
+    # The day the letter of November 2021 is issued: no other date to confirm.
+    fixed_now(dt.datetime(2021, 11, 15, 2, 0, tzinfo=dt.UTC))
     clerk = desk.clerk
     page = clerk.get("/dispatches/new")
     assert page.status_code == 200
@@ -62,13 +66,18 @@ def test_compose_keeps_an_invalid_draft_then_issues_it_as_number_01(desk):
     body = "Đoạn văn chưa có dấu kết thúc"
     response = _compose(
         clerk,
-        valid_fields(subject="", date="32/13/2021", body=body, signer_name="TS. Nguyễn Văn A"),
+        valid_fields(
+            subject="",
+            date="32/13/2021",
+            body=body,
+            signer_name="TS. Nguyễn Văn A",
+        ),
     )
     assert response.status_code == 303
     draft_id = draft_id_from(response)
     draft = db.session.get(Dispatch, draft_id)
     # No readable date: the offices valid today are taken (it is the date that is wrong).
-    assert draft.status is DispatchStatus.DRAFT and len(draft.recipients) >= 62
+    assert draft.status is DispatchStatus.DRAFT and len(draft.recipients) == 63
     assert draft.source["meta"]["date"] == "32/13/2021"  # kept as typed
     assert draft.source["body"].startswith(body)
 
@@ -252,7 +261,7 @@ def test_recipients_are_picked_from_the_group_and_the_search(desk):
     assert re.search(rf'<input type="checkbox" name="recipient" value="{ca_mau.id}"', html)
 
     # JSON search for the script.
-    found = clerk.get("/directory/search.json?q=bac lieu").get_json()["offices"]
+    found = clerk.get("/directory/search.json?q=bac lieu&on=2021-11-15").get_json()["offices"]
     assert [o["id"] for o in found] == [bac_lieu.id]
 
     # Nobody ticked: saved, but it cannot be issued.
@@ -360,7 +369,8 @@ def test_directory_search_ignores_accents(desk):
     html = desk.clerk.get("/directory?q=bac lieu").get_data(as_text=True)
     assert "Bạc Liêu" in html and "Sở Văn hoá, Thông tin, Thể thao và Du lịch" in html
     assert "Hà Nội" not in html.split("<tbody>")[1]
-    assert "1 kết quả" in html
+    # Every version: the combined department, its Sở TTTT of 2023, the Sở KHCN of 2025.
+    assert "3 kết quả" in html
     assert "/directory/import" not in html  # a clerk reads, only an admin edits
     assert "/directory/import" in desk.admin.get("/directory").get_data(as_text=True)
     export = desk.clerk.get("/directory/export.csv")
@@ -404,8 +414,8 @@ def test_an_admin_edits_an_office(desk):
             "email": "stttt@camau.gov.vn",
             "cc": "vanthu@camau.gov.vn",
             "agency_id": "000.00.00.H12",
-            "valid_from": "",
-            "valid_to": "",
+            "valid_from": "01/01/2021",
+            "valid_to": "28/02/2025",
         },
         token_from=url,
     )
@@ -446,9 +456,7 @@ def test_directory_import_lists_bad_rows_and_imports_nothing(desk):
     )
     assert response.status_code == 303
     db.session.expire_all()
-    hanoi = db.session.execute(
-        select(Organisation).where(Organisation.province_code == "01")
-    ).scalar_one()
+    hanoi = offices.office_on("01", dt.date(2021, 11, 15))
     assert hanoi.email == "stttt@hanoi.gov.vn" and not hanoi.email_is_placeholder
     assert (
         post_form(

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from dispatch.archive import read_archived
 from dispatch.clock import VN
+from dispatch.directory import offices
 from dispatch.edxml.package import (
     NEW,
     Attachment,
@@ -32,7 +33,6 @@ from dispatch.models import (
     AuditEntry,
     DispatchRecipient,
     Document,
-    Organisation,
     RecipientEvent,
     Role,
 )
@@ -52,9 +52,7 @@ def exchange(db_app, outbox_dispatch):
     the directory, Cà Mau none (blank where unknown)."""
     db_app.config["DISPATCH_ORGAN_ID"] = OUR_ID
     for code, organ_id in (("01", HANOI_ID), ("79", HCM_ID)):
-        org = db.session.execute(
-            select(Organisation).where(Organisation.province_code == code)
-        ).scalar_one()
+        org = offices.office_on(code, dt.date(2021, 11, 15))
         org.agency_id = organ_id
     db.session.commit()
     return outbox_dispatch(codes=["01", "79", "96"])

@@ -106,8 +106,10 @@ def test_the_letter_month_decides_which_offices_are_addressed(seeded, letter_fol
     dispatch = drafts.create_draft(
         letter_folder(date="2024-03"), group_code="so-tttt-2021", actor=None, at=DRAFT_AT
     )
-    codes = {r.province_code for r in dispatch.recipients}
-    assert len(codes) == 62 and "95" not in codes  # Bạc Liêu's combined office closed in 2023
+    names = {r.province_code: r.name for r in dispatch.recipients}
+    assert len(names) == 63
+    # Bạc Liêu's combined office closed in March 2023: its Sở TTTT is addressed instead.
+    assert names["95"] == "Sở Thông tin và Truyền thông tỉnh Bạc Liêu"
 
 
 def test_a_draft_can_be_updated_until_it_is_issued(seeded, letter_folder):
@@ -122,7 +124,9 @@ def test_a_draft_can_be_updated_until_it_is_issued(seeded, letter_folder):
     db.session.commit()
     assert changed.subject == "tiêu đề đã sửa"
     assert changed.deadline_working_days == 5
-    assert len(changed.recipients) == 62  # re-selected for the new month
+    # Re-selected for the new month: Bạc Liêu's Sở TTTT of 2023 instead of its combined office.
+    bac_lieu = next(r for r in changed.recipients if r.province_code == "95")
+    assert len(changed.recipients) == 63 and bac_lieu.name.startswith("Sở Thông tin")
     (entry,) = db.session.execute(
         select(AuditEntry).where(AuditEntry.action == "dispatch.draft_updated")
     ).scalars()
@@ -130,7 +134,7 @@ def test_a_draft_can_be_updated_until_it_is_issued(seeded, letter_folder):
         "from": "thử nghiệm ban hành công văn",
         "to": "tiêu đề đã sửa",
     }
-    assert entry.details["recipients"]["count"] == 62
+    assert entry.details["recipients"] == {"group": "so-tttt-2021", "on": "2024-03-01", "count": 63}
     with pytest.raises(drafts.DraftError, match="deadline_hour = 25"):
         drafts.update_draft(dispatch_id, actor=None, at=DRAFT_AT, deadline_hour=25)
 
@@ -151,7 +155,10 @@ def test_a_letter_kept_as_typed_goes_through_the_same_write_path(seeded, letter_
     dispatch = saved.dispatch
     assert saved.created and dispatch.source["origin"] == f"bản nháp {dispatch.id}"
     assert (dispatch.subject, dispatch.register) == ("chưa xong", "THH")
-    assert len(dispatch.recipients) == 62  # the offices of 01/03/2024, as for a folder
+    assert len(dispatch.recipients) == 63  # the offices of 01/03/2024, as for a folder
+    assert next(r for r in dispatch.recipients if r.province_code == "95").name.startswith(
+        "Sở Thông tin"
+    )
     (drafted,) = db.session.execute(
         select(AuditEntry).where(AuditEntry.action == "dispatch.drafted")
     ).scalars()
@@ -438,9 +445,9 @@ def test_a_failure_after_queueing_rolls_back_queue_files_and_number(
 def test_addresses_corrected_after_drafting_are_the_ones_sent_to(seeded, letter_folder):
     dispatch_id = _draft(letter_folder())
     offices.import_csv(
-        ",".join(offices.COLUMNS) + "\n02,Hà Giang,tỉnh,Trung du và miền núi phía Bắc,"
+        ",".join(offices.COLUMNS[:11]) + "\n02,Hà Giang,tỉnh,Trung du và miền núi phía Bắc,"
         "Sở Thông tin và Truyền thông tỉnh Hà Giang,sotttt@hagiang.gov.vn,"
-        "vanthu@hagiang.gov.vn,,2021-01-01,,no\n",
+        "vanthu@hagiang.gov.vn,,2021-01-01,2025-02-28,no\n",
         actor="quantri@thh.example",
         at=DRAFT_AT,
     )

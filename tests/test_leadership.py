@@ -298,9 +298,9 @@ def test_an_unknown_dispatch_is_404_and_a_bad_sort_falls_back(board, leader_clie
 def test_the_list_shows_progress_deadline_overdue_and_keeps_drafts_apart(
     board, leader_client, seeded
 ):
-    draft_id = add_dispatch(seeded.group.members[:5], number=None, subject="dự thảo thử nghiệm")
+    draft_id = add_dispatch(seeded.offices[:5], number=None, subject="dự thảo thử nghiệm")
     done_id = add_dispatch(
-        seeded.group.members[:3],
+        seeded.offices[:3],
         number=2,
         subject="báo cáo số liệu",
         issued_at=ISSUE_AT + dt.timedelta(hours=1),
@@ -333,7 +333,7 @@ def _all_confirmed(codes: list[str]) -> dict[str, Office]:
 
 
 def test_the_list_is_paginated(seeded, leader_client, fixed_now):
-    members = seeded.group.members[:2]
+    members = seeded.offices[:2]
     for number in range(1, 56):
         add_dispatch(members, number=number, issued_at=ISSUE_AT + dt.timedelta(minutes=number))
     first = leader_client.get("/lanh-dao/").get_data(as_text=True)
@@ -388,7 +388,7 @@ def test_the_dispatch_page_costs_the_same_queries_for_10_or_200_offices(
     small = _queries_for(leader_client, f"/lanh-dao/cong-van/{few}")
     large = _queries_for(leader_client, f"/lanh-dao/cong-van/{many}")
     assert small == large
-    assert large <= 6  # the user, the report's three queries, the regions
+    assert large <= 7  # the user, the report's three queries, the regions, the follow-ups
     page = leader_client.get(f"/lanh-dao/cong-van/{many}").get_data(as_text=True)
     assert len(office_codes(page)) == 200 and len(TILE.findall(page)) == 63
 
@@ -521,7 +521,7 @@ def test_sort_rows_refuses_an_unknown_key():
 
 
 def test_a_draft_has_a_page_without_chart(seeded, leader_client, fixed_now):
-    draft_id = add_dispatch(seeded.group.members[:3], number=None)
+    draft_id = add_dispatch(seeded.offices[:3], number=None)
     response = leader_client.get(f"/lanh-dao/cong-van/{draft_id}")
     page = response.get_data(as_text=True)
     assert response.status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -34,11 +35,42 @@ def test_every_province_of_2021_has_exactly_one_tile_with_its_name():
 
 
 def test_the_tile_map_and_the_bundled_directory_name_the_same_63_provinces():
-    rows = offices.parse_csv(offices.bundled_csv_text())
+    rows = [
+        row
+        for row in offices.parse_csv(offices.bundled_csv_text())
+        if row.valid_on(dt.date(2021, 11, 15))
+    ]
     assert sorted(tile.code for tile in load_tiles()) == PROVINCE_CODES_2021
     assert {tile.code: tile.name for tile in load_tiles()} == {
         row.code: row.province for row in rows
     }
+
+
+def test_the_2025_map_has_the_34_provinces_and_both_archipelagos():
+    tiles = load_tiles(tile_map.DATA_FILE_2025)
+    provinces = {p["code"]: p["name"] for p in offices.provinces_2025()}
+    assert {tile.code: tile.name for tile in tiles} == provinces and len(tiles) == 34
+    for data_file in (tile_map.DATA_FILE, tile_map.DATA_FILE_2025):
+        drawn = tile_map.build_map({}, [], data_file=data_file)
+        names = {a["key"]: a["title"] for a in drawn["archipelagos"]}
+        assert names == {
+            "hoang-sa": "Quần đảo Hoàng Sa (thành phố Đà Nẵng, Việt Nam)",
+            "truong-sa": "Quần đảo Trường Sa (tỉnh Khánh Hòa, Việt Nam)",
+        }
+        # In the sea: east of every tile, and no tile in their cells.
+        east = max(t["x"] for t in drawn["tiles"])
+        assert all(
+            dot["cx"] > east + tile_map.TILE for a in drawn["archipelagos"] for dot in a["dots"]
+        )
+        assert len(drawn["key"]) == len(drawn["tiles"])  # every tile named beside the map
+
+
+@pytest.mark.parametrize(
+    ("day", "provinces"),
+    [(dt.date(2025, 6, 30), 63), (dt.date(2025, 7, 1), 34), (None, 34)],
+)
+def test_a_dispatch_is_drawn_on_the_map_of_its_date(day, provinces):
+    assert len(load_tiles(tile_map.layout_for(day))) == provinces
 
 
 def test_no_two_tiles_share_a_cell_and_labels_are_short_and_unique():
@@ -110,3 +142,18 @@ def test_build_map_lays_out_tiles_without_overlap_and_counts_the_legend():
     camau = next(t for t in tiles if t["code"] == "96")
     assert camau["status"] == "none" and camau["title"] == "Cà Mau"
     assert {e["key"]: e["count"] for e in drawing["legend"]} == {"confirmed": 1, "none": 62}
+
+
+def test_the_leader_page_draws_a_2026_dispatch_on_the_34_province_map(
+    issued_dispatch, leader_client
+):
+    at = dt.datetime(2026, 12, 4, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    dispatch = issued_dispatch(at=at, date="2026-12", group_code="so-khcn", draft_at=at)
+    assert len(dispatch.recipients) == 34
+    page = leader_client.get(f"/lanh-dao/cong-van/{dispatch.id}").get_data(as_text=True)
+    assert page.count('<g class="tile ') == 34
+    assert "Bản đồ ô 34 tỉnh, thành phố" in page
+    assert 'data-archipelago="hoang-sa"' in page and 'data-archipelago="truong-sa"' in page
+    assert "Quần đảo Hoàng Sa (thành phố Đà Nẵng, Việt Nam)" in page
+    # Every tile's full name beside the map, readable without hovering.
+    assert "<li><abbr>CM</abbr> Cà Mau</li>" in page and "<li><abbr>HUE</abbr> Huế</li>" in page

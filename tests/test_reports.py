@@ -170,6 +170,12 @@ def test_the_pdf_report_reads_back_with_title_counts_offices_and_page_numbers(
     assert "Tổng số Đã gửi Gửi lỗi Đã mở Đã xác nhận Quá hạn 63 58 2 4 4 1" in flat
     for page_number in range(1, len(pages) + 1):
         assert f"Trang {page_number}/{len(pages)}" in flat
+    # The map of the 63 provinces (2021) with both archipelagos, and the chart, in colour.
+    assert "Bản đồ 63 tỉnh, thành phố (trước 01/07/2025)" in flat
+    assert "quần đảo Hoàng Sa (thành phố Đà Nẵng), quần đảo Trường Sa (tỉnh Khánh Hòa)" in flat
+    assert "LCH Lai Châu" in flat and "CM Cà Mau" in flat
+    assert "Hoàng Sa" in flat and "Trường Sa" in flat and "Số đơn vị đã xác nhận" in flat
+    assert "Hạn xác nhận 18/11 17:00" in flat
     # The table of offices, cell by cell (a long name wraps inside its cell).
     rows = _office_table(data)
     assert [row[0] for row in rows] == [str(n) for n in range(1, 64)]
@@ -201,7 +207,7 @@ def test_the_pdf_report_reads_back_with_title_counts_offices_and_page_numbers(
 @pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftotext, pdffonts) not installed")
 def test_the_pdf_prints_a_character_the_fonts_lack_as_a_question_mark(seeded, fixed_now, tmp_path):
     emoji = Office(acknowledged_at=SEEN_AT, acknowledged_by="Ngô Văn An 👍")
-    dispatch_id = add_dispatch(seeded.group.members[:2], number=7, offices={"01": emoji})
+    dispatch_id = add_dispatch(seeded.offices[:2], number=7, offices={"01": emoji})
     data = dashboard.dispatch_dashboard(dispatch_id, at=SEEN_AT)
     pdf = exports.to_pdf(data)
     text = " ".join(_poppler("pdftotext", pdf, tmp_path, "-layout", "-enc", "UTF-8").split())
@@ -214,7 +220,7 @@ def test_the_pdf_prints_a_character_the_fonts_lack_as_a_question_mark(seeded, fi
 
 
 def test_exports_of_a_draft_are_named_after_its_id(seeded, fixed_now):
-    dispatch_id = add_dispatch(seeded.group.members[:2], number=None)
+    dispatch_id = add_dispatch(seeded.offices[:2], number=None)
     data = dashboard.dispatch_dashboard(dispatch_id, at=SEEN_AT)
     assert exports.export_basename(data) == f"bao-cao-tiep-nhan-du-thao-{dispatch_id}"
     rows = list(csv.reader(io.StringIO(exports.to_csv(data).decode("utf-8-sig"))))

@@ -176,7 +176,7 @@ def test_the_report_follows_delivery_receipt_and_reminders(issued_dispatch):
 
 def test_the_report_costs_the_same_few_queries_for_3_or_63_recipients(seeded, issued_dispatch):
     small = RecipientGroup(code="thu-nghiem", name="Nhóm thử nghiệm")
-    small.members = seeded.group.members[:3]
+    small.members = seeded.offices[:3]
     db.session.add(small)
     db.session.commit()
     big_id = issued_dispatch(ISSUE_AT).id

@@ -3,6 +3,7 @@ size limits answered in Vietnamese, kept per draft and archived with the letter 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import unicodedata
@@ -24,6 +25,8 @@ from tests.fixtures.clerks import (
     zip_bomb_docx,
 )
 from tests.fixtures.files import docx_bytes, pdf_bytes, png_bytes, xlsx_bytes
+
+SEED_LETTER_DAY = dt.datetime(2021, 11, 15, 2, 0, tzinfo=dt.UTC)
 
 # --- by content --------------------------------------------------------------------------------
 
@@ -128,7 +131,8 @@ def _names(draft_id: int) -> list[str]:
     return db.session.get(Dispatch, draft_id).source["meta"].get("attachments", [])
 
 
-def test_a_pdf_is_kept_with_the_draft_and_archived_at_issuing(desk, app, smtp_server):
+def test_a_pdf_is_kept_with_the_draft_and_archived_at_issuing(desk, app, smtp_server, fixed_now):
+    fixed_now(SEED_LETTER_DAY)  # issued in the letter's own month, to the offices of then
     draft_id = _draft(desk)
     data = pdf_bytes("Danh sách đầu mối")
     response = _upload(desk, draft_id, data, "Danh sách đầu mối.pdf")
@@ -484,7 +488,8 @@ def test_a_file_that_would_make_the_email_too_large_is_refused_and_the_others_ke
     assert _names(draft_id) == ["so-do-1.png", "so-do-2.png", "nho.png"]
 
 
-def test_issuing_refuses_an_email_over_the_limit_and_takes_no_number(desk, app):
+def test_issuing_refuses_an_email_over_the_limit_and_takes_no_number(desk, app, fixed_now):
+    fixed_now(SEED_LETTER_DAY)  # issued in the letter's own month, to the offices of then
     from dispatch.models import RegisterCounter
 
     draft_id = _draft(desk)

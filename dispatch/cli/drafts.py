@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -28,25 +29,44 @@ def draft_group() -> None:
 
 @draft_group.command("create")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--group", "group_code", required=True, help="Recipient group code (so-tttt-2021).")
+@click.option("--group", "group_code", help="Recipient group code (so-tttt-2021, so-khcn).")
+@click.option(
+    "--follow-up",
+    "follow_up_of",
+    type=int,
+    help="A follow-up (công văn đôn đốc) of this issued dispatch: to whoever answers, on the "
+    "letter's date, for its offices that have not confirmed; the original attached.",
+)
 @click.option("--as", "as_email", help="E-mail of the user who drafts (default: system).")
 @at_option
 @with_appcontext
 def draft_create_command(
-    source: Path, group_code: str, as_email: str | None, at: dt.datetime
+    source: Path,
+    group_code: str | None,
+    follow_up_of: int | None,
+    as_email: str | None,
+    at: dt.datetime,
 ) -> None:
     """Create a draft from the letter folder SOURCE; its id is printed on the last line."""
     from dispatch.directory import offices
-    from dispatch.drafting import drafts
+    from dispatch.drafting import drafts, follow_up, uploads
     from dispatch.letters.source import LetterSourceError
 
+    if (group_code is None) == (follow_up_of is None):
+        raise click.UsageError("cần đúng một trong hai: --group hoặc --follow-up")
     actor = resolve_actor(as_email)
     try:
         with unit_of_work():
-            dispatch = drafts.create_draft(source, group_code=group_code, actor=actor, at=at)
+            if follow_up_of is not None:
+                dispatch = follow_up.create_follow_up(
+                    follow_up_of, actor=actor, at=at, source=source
+                )
+                group_code = dispatch.group.code if dispatch.group else ""
+            else:
+                dispatch = drafts.create_draft(source, group_code=group_code, actor=actor, at=at)
     except LetterSourceError as exc:
         raise CliError(f"nguồn công văn không hợp lệ: {exc}") from exc
-    except (drafts.DraftError, offices.DirectoryError) as exc:
+    except (drafts.DraftError, offices.DirectoryError, uploads.UploadError) as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã tạo bản nháp: V/v {dispatch.subject}")
     click.echo(f"Ký hiệu {dispatch.symbol}, {len(dispatch.recipients)} nơi nhận ({group_code}).")
@@ -60,16 +80,58 @@ def draft_create_command(
 @click.command("issue")
 @dispatch_id_argument
 @click.option("--as", "as_email", help="E-mail of the user who issues (default: system).")
+@click.option(
+    "--confirm-date",
+    is_flag=True,
+    help="Issue even though the printed date differs from the draft's date (or month).",
+)
+@click.option(
+    "--to-successors",
+    is_flag=True,
+    help="Replace recipients no longer valid on the issuing day by their successors first.",
+)
 @at_option
 @with_appcontext
-def issue_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> None:
+def issue_command(
+    dispatch_id: int, as_email: str | None, confirm_date: bool, to_successors: bool, at: dt.datetime
+) -> None:
     """Issue draft DISPATCH_ID: number it, render and archive it, queue its e-mails."""
+    from dispatch import issuing
     from dispatch.drafting.drafts import DraftError
     from dispatch.issuing import issue_dispatch
     from dispatch.letters.source import LetterSourceError
 
     actor = resolve_actor(as_email)
     try:
+        check = issuing.check_before_issue(dispatch_id, at)
+    except DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Ngày ghi trên công văn: {check.printed_text}.")
+    if check.stale:
+        for item in check.stale:
+            successors = "; ".join(f"{code} {name}" for code, name in item.successors) or "không có"
+            click.echo(f"  {item.code} {item.name} → {successors}", err=True)
+        if not to_successors:
+            raise CliError(
+                f"{len(check.stale)} nơi nhận không còn hiệu lực vào ngày {check.printed_text} "
+                "(danh sách và cơ quan kế nhiệm ở trên): thêm --to-successors để gửi tới các cơ "
+                "quan kế nhiệm, hoặc sửa bản nháp."
+            )
+    if check.date_differs and not confirm_date:
+        question = (
+            f"Bản nháp ghi ngày {check.draft_date}, công văn sẽ mang ngày {check.printed_text}. "
+            "Vẫn ban hành?"
+        )
+        if not (sys.stdin.isatty() and click.confirm(question)):
+            raise CliError(
+                f"Công văn sẽ mang ngày {check.printed_text}, khác ngày {check.draft_date} của "
+                "bản nháp: thêm --confirm-date để xác nhận, hoặc sửa ngày của bản nháp."
+            )
+    try:
+        if check.stale:
+            with unit_of_work():
+                replaced = issuing.readdress_to_successors(dispatch_id, actor=actor, at=at)
+            click.echo(f"Đã thay {replaced} nơi nhận bằng cơ quan kế nhiệm.")
         with unit_of_work():  # issuing commits on its own; this ends the command's session
             result = issue_dispatch(dispatch_id, actor=actor, at=at)
     except LetterSourceError as exc:

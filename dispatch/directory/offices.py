@@ -53,6 +53,8 @@ GROUP_NAMES = {
 }
 DATA_FILE = "directory.csv"
 PROVINCES_2025_FILE = "provinces-2025.csv"
+# The day each province's Sở TTTT was merged into its Sở Khoa học và Công nghệ.
+DEPARTMENTS_MERGED_ON = dt.date(2025, 3, 1)
 # The day the 63 provinces became 34 (Resolution 202/2025/QH15).
 PROVINCES_MERGED_ON = dt.date(2025, 7, 1)
 
@@ -1062,3 +1064,16 @@ def successors_of_code(code: str, on: dt.date) -> list[Organisation]:
         return []
     last = max(earlier, key=lambda org: org.valid_to or dt.date.min)
     return successors_on(last, on)
+
+
+def office_on(code: str, on: dt.date) -> Organisation | None:
+    """The version of province ``code``'s office valid on ``on``, if any."""
+    return db.session.execute(
+        select(Organisation).where(Organisation.province_code == code, _valid_on(on)).limit(1)
+    ).scalar_one_or_none()
+
+
+def usual_group(day: dt.date) -> str:
+    """The group a new letter of ``day`` usually goes to: the Sở TTTT (and Bạc Liêu's
+    combined department) until 28/02/2025, the Sở Khoa học và Công nghệ from 01/03/2025."""
+    return CURRENT_GROUP_CODE if day >= DEPARTMENTS_MERGED_ON else DEFAULT_GROUP_CODE

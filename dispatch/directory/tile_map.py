@@ -1,11 +1,14 @@
-"""The tile map of Vietnam's 63 provinces: one square per province, placed roughly where it lies.
+"""The tile map of Vietnam's provinces: one square per province, placed roughly where it lies,
+in both shapes of the country: the 63 provinces until 30/06/2025 and the 34 since 01/07/2025.
 
-Positions are hand-made and kept in ``dispatch/data/tile-map.csv`` (code, short label, name,
-row, col): a grid of 7 columns by 23 rows that follows the S of the country, Lai Châu, Lào Cai,
-Hà Giang and Cao Bằng on the top row, Hà Nội and the Red River delta below them, the central
-coast down the right-hand side with the Central Highlands to its left, then Hồ Chí Minh and the
-Mekong delta, Cà Mau last. A tile map gives every province the same weight, which is what a
-"who has confirmed" picture needs (Hà Nội and Bắc Ninh would be dots on a real map).
+Positions are hand-made and kept in ``dispatch/data/tile-map.csv`` (the 63) and
+``tile-map-2025.csv`` (the 34): code, short label, name, row, col, on a grid that follows the S
+of the country, the north on the top rows, the central coast down the right-hand side with the
+Central Highlands to its left, then Hồ Chí Minh and the Mekong delta, Cà Mau last. A tile map
+gives every province the same weight, which is what a "who has confirmed" picture needs (Hà Nội
+and Bắc Ninh would be dots on a real map). On both maps the Hoàng Sa archipelago (part of Đà
+Nẵng) and the Trường Sa archipelago (part of Khánh Hòa) are drawn in the sea off their province
+and labelled as such: they are part of Vietnam whatever a letter's recipients are.
 
 ``build_map`` turns per-province states into plain data the template draws as inline SVG; it
 computes every coordinate, so the template only loops.
@@ -14,6 +17,7 @@ computes every coordinate, so the template only loops.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import functools
 import io
 import unicodedata
@@ -23,6 +27,33 @@ from importlib import resources
 from typing import Any
 
 DATA_FILE = "tile-map.csv"
+DATA_FILE_2025 = "tile-map-2025.csv"
+# The day the 63 provinces became 34: a dispatch dated from then on is drawn on the new map.
+PROVINCES_MERGED_ON = dt.date(2025, 7, 1)
+
+
+@dataclass(frozen=True)
+class Archipelago:
+    """An archipelago drawn in the sea beside the province it belongs to (not a tile)."""
+
+    key: str
+    name: str  # "Quần đảo Hoàng Sa"
+    province: str  # "thành phố Đà Nẵng"
+    row: int
+    col: int
+
+
+# Placed two columns east of the coast (a column of sea between), level with their province.
+ARCHIPELAGOS = {
+    DATA_FILE: (
+        Archipelago("hoang-sa", "Quần đảo Hoàng Sa", "thành phố Đà Nẵng", 10, 8),
+        Archipelago("truong-sa", "Quần đảo Trường Sa", "tỉnh Khánh Hòa", 17, 8),
+    ),
+    DATA_FILE_2025: (
+        Archipelago("hoang-sa", "Quần đảo Hoàng Sa", "thành phố Đà Nẵng", 8, 8),
+        Archipelago("truong-sa", "Quần đảo Trường Sa", "tỉnh Khánh Hòa", 13, 8),
+    ),
+}
 
 # Geometry of the drawing, in SVG user units.
 TILE = 40  # side of a tile
@@ -82,15 +113,23 @@ def parse_tiles(text: str) -> tuple[Tile, ...]:
 
 
 @functools.cache
-def load_tiles() -> tuple[Tile, ...]:
-    """The 63 tiles shipped with the package (read once per process)."""
-    text = resources.files("dispatch").joinpath("data", DATA_FILE).read_text(encoding="utf-8-sig")
+def load_tiles(data_file: str = DATA_FILE) -> tuple[Tile, ...]:
+    """The tiles shipped with the package (the 63 by default; read once per process)."""
+    text = resources.files("dispatch").joinpath("data", data_file).read_text(encoding="utf-8-sig")
     return parse_tiles(text)
 
 
-def tiles_by_code() -> dict[str, Tile]:
+def layout_for(day: dt.date | None) -> str:
+    """Which map a dispatch of ``day`` is drawn on: the 34 provinces from 01/07/2025, else the
+    63 (a draft without a date yet: today's country)."""
+    if day is None or day >= PROVINCES_MERGED_ON:
+        return DATA_FILE_2025
+    return DATA_FILE
+
+
+def tiles_by_code(data_file: str = DATA_FILE) -> dict[str, Tile]:
     """Province code → tile."""
-    return {tile.code: tile for tile in load_tiles()}
+    return {tile.code: tile for tile in load_tiles(data_file)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,7 @@ def build_map(
     *,
     tiles: tuple[Tile, ...] | None = None,
     empty: TileState | None = None,
+    data_file: str = DATA_FILE,
 ) -> dict[str, Any]:
     """Plain SVG data: size, one entry per tile (position, class, texts), and the legend.
 
@@ -116,9 +156,10 @@ def build_map(
     of dicts with at least ``key`` (the status), ``code`` (the letters printed on the tile) and
     ``label``; it is returned with each entry's count added.
     """
-    tiles = load_tiles() if tiles is None else tiles
-    rows = max((tile.row for tile in tiles), default=0) + 1
-    cols = max((tile.col for tile in tiles), default=0) + 1
+    tiles = load_tiles(data_file) if tiles is None else tiles
+    islands = ARCHIPELAGOS.get(data_file, ()) if tiles is load_tiles(data_file) else ()
+    rows = max([tile.row for tile in tiles] + [i.row for i in islands], default=0) + 1
+    cols = max([tile.col for tile in tiles] + [i.col for i in islands], default=0) + 1
     codes = {entry["key"]: entry["code"] for entry in legend}
     counts = dict.fromkeys(codes, 0)
     drawn = []
@@ -145,7 +186,34 @@ def build_map(
                 "code_y": y + TILE * 0.82,
             }
         )
+    archipelagos = []
+    for island in islands:
+        x = MARGIN + island.col * (TILE + GAP)
+        y = MARGIN + island.row * (TILE + GAP)
+        archipelagos.append(
+            {
+                "key": island.key,
+                "name": island.name,
+                "province": island.province,
+                "title": f"{island.name} ({island.province}, Việt Nam)",
+                # A few islets around the middle of the cell, the name under them.
+                "dots": [
+                    {"cx": x + TILE * fx, "cy": y + TILE * fy}
+                    for fx, fy in ((0.3, 0.3), (0.6, 0.2), (0.5, 0.5), (0.75, 0.55), (0.35, 0.7))
+                ],
+                "label_x": x + TILE / 2,
+                "label_y": y + TILE + 12,
+                "short": island.name.removeprefix("Quần đảo "),
+            }
+        )
     return {
+        "provinces": len(tiles),
+        "period": "từ 01/07/2025" if data_file == DATA_FILE_2025 else "trước 01/07/2025",
+        "archipelagos": archipelagos,
+        "key": [
+            {"label": tile.label, "name": tile.name, "code": tile.code}
+            for tile in sorted(tiles, key=lambda t: (t.row, t.col))
+        ],
         "width": 2 * MARGIN + cols * TILE + (cols - 1) * GAP,
         "height": 2 * MARGIN + rows * TILE + (rows - 1) * GAP,
         "rows": rows,

@@ -358,6 +358,51 @@ def create_draft(
     ).dispatch
 
 
+def checked_source(
+    source: LetterSource | Path | str,
+) -> tuple[dict[str, Any], Letter, str | None]:
+    """A letter folder checked and in its stored (JSON) form, its built letter and its origin;
+    ``LetterSourceError`` (naming file and line) for a bad source."""
+    letter_source = _load_source(source)
+    letter = _checked(letter_source)
+    return source_to_json(letter_source), letter, letter_source.origin
+
+
+def create_addressed(
+    source: dict[str, Any],
+    *,
+    letter: Letter | None,
+    origin: str | None,
+    group_code: str,
+    recipient_ids: Iterable[int],
+    actor: User | None,
+    at: dt.datetime,
+) -> Dispatch:
+    """A new draft to chosen offices of a group (a follow-up letter); the caller commits."""
+    return _write(
+        None,
+        source,
+        letter=letter,
+        origin=origin,
+        group_code=group_code,
+        recipient_ids=list(recipient_ids),
+        policy={},
+        actor=actor,
+        at=at,
+    ).dispatch
+
+
+def readdress(
+    dispatch: Dispatch, organisation_ids: Iterable[int], *, actor: User | None, at: dt.datetime
+) -> None:
+    """Make a draft's recipients exactly these offices (the issuing check's "send to the
+    successors"); the caller audits and commits."""
+    ensure_editable(dispatch)
+    if _set_recipients(dispatch, offices.organisations_by_id(organisation_ids)):
+        dispatch.updated_at = at
+    db.session.flush()
+
+
 def save_as_typed(
     dispatch_id: int | None,
     source: dict[str, Any],

@@ -226,8 +226,10 @@ def display_letter_date(value: Any) -> str:
 # --- form <-> source --------------------------------------------------------------------------
 
 
-def blank_form(at: dt.datetime, group: str = offices.DEFAULT_GROUP_CODE) -> ComposeForm:
-    """The form of a new letter: the office's usual values and this month."""
+def blank_form(at: dt.datetime, group: str | None = None) -> ComposeForm:
+    """The form of a new letter: the office's usual values, this month, and the group whose
+    offices exist this month (today the 34 Sở Khoa học và Công nghệ, not the defunct Sở TTTT)."""
+    group = group or offices.usual_group(local(at).date())
     fields = {name: "" for name in FIELDS}
     fields.update(DEFAULTS)
     fields["date"] = f"{local(at):%m/%Y}"

@@ -445,6 +445,14 @@ def _sort_headers(key: str, descending: bool) -> dict[str, dict[str, Any]]:
     return headers
 
 
+def _letter_day(report: dict[str, Any]) -> dt.date | None:
+    """The day a dispatch is drawn for: its issuing day, or for a draft its letter's date."""
+    issued_on = report.get("issued_on") or ""
+    if issued_on:
+        return dt.datetime.strptime(issued_on, "%d/%m/%Y").date()
+    return None
+
+
 def _tile_states(rows: list[dict]) -> dict[str, tile_map.TileState]:
     """One state per province: confirmed only if every office there confirmed."""
     by_province: dict[str, list[dict]] = {}
@@ -620,6 +628,48 @@ def _count_items(counts: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
+def follow_up_links(dispatch_id: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The letter this one follows up (if it is a công văn đôn đốc), and the follow-ups of this
+    one with their progress: one query for both."""
+    parent = select(Dispatch.follow_up_of_id).where(Dispatch.id == dispatch_id).scalar_subquery()
+    rows = db.session.execute(
+        select(
+            Dispatch.id,
+            Dispatch.follow_up_of_id,
+            Dispatch.status,
+            Dispatch.symbol,
+            Dispatch.number,
+            Dispatch.issued_on,
+            func.count(DispatchRecipient.id),
+            func.count(DispatchRecipient.acknowledged_at),
+        )
+        .outerjoin(DispatchRecipient, DispatchRecipient.dispatch_id == Dispatch.id)
+        .where(or_(Dispatch.follow_up_of_id == dispatch_id, Dispatch.id == parent))
+        .group_by(Dispatch.id)
+        .order_by(Dispatch.id)
+    ).all()
+    follow_up_of: dict[str, Any] | None = None
+    follow_ups: list[dict[str, Any]] = []
+    for id_, of, state, symbol, number, issued_on, total, confirmed in rows:
+        entry = {
+            "id": id_,
+            "title": (
+                f"Công văn số {number:02d}/{symbol} ngày {issued_on:%d/%m/%Y}"
+                if number is not None and issued_on is not None
+                else "Dự thảo công văn đôn đốc"
+            ),
+            "status": state.value,
+            "status_label": listing.STATUS_LABELS[state],
+            "confirmed": confirmed,
+            "total": total,
+        }
+        if of == dispatch_id:
+            follow_ups.append(entry)
+        else:
+            follow_up_of = entry
+    return follow_up_of, follow_ups
+
+
 def dispatch_dashboard(
     dispatch_id: int, *, at: dt.datetime, sort: str | None = None, direction: str | None = None
 ) -> dict[str, Any]:
@@ -635,7 +685,11 @@ def dispatch_dashboard(
     rows = sort_rows(_office_rows(report, facts), key, descending)
 
     legend = [dict(entry) for entry in STATUSES] + [dict(NOT_A_RECIPIENT)]
-    drawn_map = tile_map.build_map(_tile_states(rows), legend)
+    day = _letter_day(report)
+    layout = tile_map.layout_for(day)
+    if day is None and not {r["code"] for r in rows} <= set(tile_map.tiles_by_code(layout)):
+        layout = tile_map.DATA_FILE  # a draft to the offices of before 01/07/2025
+    drawn_map = tile_map.build_map(_tile_states(rows), legend, data_file=layout)
     map_rows = [
         {
             "code": tile["code"],
@@ -659,8 +713,11 @@ def dispatch_dashboard(
             at=at,
         )
     number = report["number"]
+    follow_up_of, follow_ups = follow_up_links(dispatch_id)
     return {
         "id": report["id"],
+        "follow_up_of": follow_up_of,
+        "follow_ups": follow_ups,
         "status": report["status"],
         "status_label": listing.STATUS_LABELS[DispatchStatus(report["status"])],
         "number": number,

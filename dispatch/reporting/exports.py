@@ -23,12 +23,15 @@ import threading
 import unicodedata
 from typing import Any
 
+from markupsafe import Markup
+
 from dispatch import clock
 from dispatch.config import PROJECT_ROOT
 from dispatch.letters import pdf as letter_pdf
 from dispatch.text import spreadsheet_text, text_cells_only
 
 TEMPLATE_DIR = PROJECT_ROOT / "templates" / "leadership"
+MAP_CHART_CSS = PROJECT_ROOT / "dispatch" / "static" / "css" / "map-chart.css"
 REPORT_TITLE = "BÁO CÁO TÌNH HÌNH TIẾP NHẬN CÔNG VĂN"
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -189,6 +192,12 @@ class _ReportEngine(letter_pdf.PrintEngine):
             fetch_failed="Không in được báo cáo: {exc} ({cause})",
             foreign_font="Báo cáo đã dùng phông chữ ngoài bộ phông đi kèm ({family}).",
         )
+        # The map's and the chart's drawing rules, the same file the web page links, in the
+        # bundled fonts: printed inline SVG takes them from a style element of its own.
+        self.svg_css = MAP_CHART_CSS.read_text(encoding="utf-8") + (
+            ".tile-label, .tile-code, .chart text, .archipelago-label "
+            f"{{ font-family: {letter_pdf.FONT_FAMILY}; }}\n"
+        )
 
     def printable(self, text: str) -> str:
         """NFC text with every character the fonts lack replaced by "?"."""
@@ -210,8 +219,9 @@ def _get_engine() -> _ReportEngine:
         return _engine
 
 
-def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc) -> dict[str, Any]:
-    """The plain data the PDF template reads; every text passed through ``printable``."""
+def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = "") -> dict[str, Any]:
+    """The plain data the PDF template reads; every text passed through ``printable``;
+    ``svg_css`` the drawing rules of the map and the chart (our own CSS, not escaped)."""
     number = dashboard["number"]
     title = f"{REPORT_TITLE} SỐ" if number else f"{REPORT_TITLE} (DỰ THẢO)"
     at = clock.local(dashboard["at"])
@@ -232,6 +242,10 @@ def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc) -> dict[str, Any]
         for index, row in enumerate(dashboard["rows"], start=1)
     ]
     return {
+        # Inline SVG takes its drawing rules from a style element of its own when printed.
+        "svg_css": Markup(svg_css),
+        "map": dashboard["map"],
+        "chart": dashboard["chart"],
         "document_title": printable(f"Báo cáo tình hình tiếp nhận {dashboard['title']}"),
         "title": title,
         "number": number or "",
@@ -253,7 +267,7 @@ def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc) -> dict[str, Any]
 def to_pdf(dashboard: dict[str, Any]) -> bytes:
     """The printable status report "Báo cáo tình hình tiếp nhận" as PDF bytes."""
     engine = _get_engine()
-    return engine.render(pdf_view(dashboard, engine.printable))
+    return engine.render(pdf_view(dashboard, engine.printable, engine.svg_css))
 
 
 def warm_up() -> None:

@@ -136,7 +136,29 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
     if db.session.get(Dispatch, dispatch_id) is None:
         abort(404, message=f"Không có công văn mã {dispatch_id}.")
     at = clock.now()
+    check = issuing.check_before_issue(dispatch_id, at)
+    if check.stale and not payload.get("to_successors"):
+        abort(
+            409,
+            message=(
+                f"{len(check.stale)} nơi nhận không còn hiệu lực vào ngày {check.printed_text}: "
+                "gửi “to_successors”: true để gửi tới các cơ quan kế nhiệm, hoặc sửa bản nháp."
+            ),
+            field="to_successors",
+        )
+    if check.date_differs and payload.get("confirm_date") != check.confirmation_token:
+        abort(
+            409,
+            message=(
+                f"Công văn sẽ mang ngày {check.printed_text}, khác ngày {check.draft_date} của "
+                f"bản nháp: gửi “confirm_date”: “{check.confirmation_token}” để xác nhận."
+            ),
+            field="confirm_date",
+        )
     try:
+        if check.stale:
+            with unit_of_work():
+                issuing.readdress_to_successors(dispatch_id, actor=user, at=at)
         issuing.issue_dispatch(dispatch_id, actor=user, at=at)
     except issuing.MailTooLarge as exc:  # the attachments are the thing to change
         abort(422, message=str(exc), field="meta.attachments")

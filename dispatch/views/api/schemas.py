@@ -216,6 +216,23 @@ class IssueArgs(InputSchema):
             "deprecated": True,
         },
     )
+    confirm_date = ma.fields.String(
+        metadata={
+            "description": (
+                "Ngày sẽ ghi trên công văn (YYYY-MM-DD, ngày của máy chủ): bắt buộc khi ngày đó "
+                "khác ngày (hoặc tháng) ghi trong bản nháp."
+            ),
+            "example": "2026-12-05",
+        }
+    )
+    to_successors = ma.fields.Boolean(
+        metadata={
+            "description": (
+                "true: thay các nơi nhận không còn hiệu lực vào ngày ban hành bằng cơ quan kế "
+                "nhiệm trước khi ban hành; không gửi thì yêu cầu bị từ chối (409) nếu có."
+            )
+        }
+    )
 
 
 class DocumentSchema(ma.Schema):

@@ -1,4 +1,5 @@
-"""Recall and replacement on the dispatch page: a clerk asks, a leader approves or declines."""
+"""What follows an issued letter, on the dispatch page: recall and replacement (a clerk asks, a
+leader approves or declines) and the follow-up letter (công văn đôn đốc)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,29 @@ def start_replacement(dispatch_id: int) -> Any:
     flash(
         "Đã tạo bản nháp văn bản thay thế: sửa nội dung cần đính chính; lãnh đạo duyệt thì "
         "văn bản được ban hành với số mới.",
+        "info",
+    )
+    return redirect(url_for("clerks.edit", dispatch_id=draft_id), code=303)
+
+
+@bp.post("/dispatches/<int:dispatch_id>/follow-up")
+@role_required(*CHANGE_ROLES)
+def start_follow_up(dispatch_id: int) -> Any:
+    """A clerk drafts the follow-up letter (công văn đôn đốc) of this dispatch."""
+    from dispatch.drafting import follow_up, uploads
+
+    dispatch_or_404(dispatch_id)
+    try:
+        with unit_of_work():
+            draft = follow_up.create_follow_up(dispatch_id, actor=signed_in_user(), at=clock.now())
+            draft_id = draft.id
+            count = len(draft.recipients)
+    except (DraftError, uploads.UploadError) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    flash(
+        f"Đã tạo bản nháp công văn đôn đốc gửi {count} cơ quan, kèm công văn gốc: xem lại nội "
+        "dung rồi ban hành.",
         "info",
     )
     return redirect(url_for("clerks.edit", dispatch_id=draft_id), code=303)

@@ -70,9 +70,15 @@ def issue(dispatch_id: int) -> Any:
     if dispatch.status is not DispatchStatus.DRAFT:
         flash(f"Công văn đã được ban hành với số {dispatch.number_and_symbol}.", "info")
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    at = clock.now()
+    check = issuing.check_before_issue(dispatch_id, at)
     if request.method == "POST":
+        refusal = _unconfirmed(check)
+        if refusal is not None:
+            flash(refusal, "error")
+            return redirect(url_for("clerks.issue", dispatch_id=dispatch_id), code=303)
         try:
-            result = issuing.issue_dispatch(dispatch_id, actor=signed_in_user(), at=clock.now())
+            result = issuing.issue_dispatch(dispatch_id, actor=signed_in_user(), at=at)
         except LetterSourceError as exc:
             flash(f"Chưa ban hành được vì bản nháp còn lỗi: {exc.message}", "error")
             return redirect(url_for("clerks.edit", dispatch_id=dispatch_id), code=303)
@@ -103,12 +109,48 @@ def issue(dispatch_id: int) -> Any:
         "clerks/issue.html",
         dispatch=dispatch,
         errors=errors,
-        expected=compose_form.expected_number(dispatch, clock.now()),
+        expected=compose_form.expected_number(dispatch, at),
+        check=check,
         recipients=len(dispatch.recipients),
         placeholders=list(placeholders),
         attachments=uploads.stored_files(dispatch_id, uploads.attachments_of(dispatch.source)),
         error_items=error_items(errors),
     )
+
+
+def _unconfirmed(check: issuing.IssueCheck) -> str | None:
+    """Why a POST to issue is refused: recipients no longer valid, or a printed date that
+    differs from the draft's and was not confirmed on the page; None when it may issue."""
+    if check.stale:
+        return (
+            f"{len(check.stale)} nơi nhận không còn hiệu lực vào ngày "
+            f"{check.printed_on:%d/%m/%Y}: hãy chọn gửi tới các cơ quan kế nhiệm, "
+            "hoặc quay lại sửa bản nháp."
+        )
+    if check.date_differs and request.form.get("confirm_date") != check.confirmation_token:
+        return (
+            f"Công văn sẽ mang ngày {check.printed_on:%d/%m/%Y}, khác ngày {check.draft_date} "
+            "của bản nháp: hãy đánh dấu xác nhận ngày ban hành rồi bấm “Ban hành”."
+        )
+    return None
+
+
+@bp.post("/dispatches/<int:dispatch_id>/readdress")
+@role_required(*CHANGE_ROLES)
+def readdress(dispatch_id: int) -> Any:
+    """Send to the successors: the recipients no longer valid on the issuing day are replaced
+    by the offices that answer for them that day."""
+    dispatch_or_404(dispatch_id)
+    try:
+        with unit_of_work():
+            count = issuing.readdress_to_successors(
+                dispatch_id, actor=signed_in_user(), at=clock.now()
+            )
+    except DraftError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Đã thay {count} nơi nhận không còn hiệu lực bằng cơ quan kế nhiệm.", "info")
+    return redirect(url_for("clerks.issue", dispatch_id=dispatch_id), code=303)
 
 
 @bp.post("/dispatches/<int:dispatch_id>/deliver")
@@ -209,11 +251,13 @@ def status_data(dispatch_id: int) -> dict[str, Any]:
 @role_required(*READ_ROLES)
 def dispatch_detail(dispatch_id: int) -> Any:
     """One dispatch: number, subject, status, and every recipient's delivery and receipt."""
+    from dispatch.reporting.dashboard import follow_up_links
     from dispatch.views.clerks.amendments import amendment_rows
 
     data = status_data(dispatch_id)
     dispatch = dispatch_or_404(dispatch_id)
     report = data["report"]
+    follow_up_of, follow_ups = follow_up_links(dispatch_id)
     return render_template(
         "clerks/dispatch.html",
         dispatch=dispatch,
@@ -225,6 +269,9 @@ def dispatch_detail(dispatch_id: int) -> Any:
         documents=list(dispatch.documents),
         amendments=amendment_rows(dispatch_id),
         can_amend=report["status"] in ("issued", "completed"),
+        follow_up_of=follow_up_of,
+        follow_ups=follow_ups,
+        unconfirmed=report["counts"]["total"] - report["counts"]["acknowledged"],
     )
 
 
