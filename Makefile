@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
+# node_modules/.installed is a file target (npm ci).
 .PHONY: install install-run system-deps system-deps-test run test lint format bench preview clean
 
 install: system-deps $(STAMP)
@@ -32,9 +33,15 @@ system-deps-test:
 	@scripts/system-deps.sh test
 
 run: install-run
-	$(BIN)/dispatch dev
+	$(BIN)/dispatch dev $(DEV_ARGS)
 
-test: install system-deps-test
+# The page checkers the tests run (axe-core in Chromium, the Nu Html Checker on Java), from npm
+# into ./node_modules, at the versions package-lock.json pins.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: install system-deps-test node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -49,13 +56,17 @@ format: install
 bench: install system-deps-test
 	$(BIN)/python -m bench
 
-# Render the seed letter and turn its pages into PNG images under preview/.
-preview: install system-deps-test
-	mkdir -p preview
+# Render the seed letter and turn its pages into PNG images under preview/, and screenshot every
+# page of the app at 1366 px and on a 390 × 844 phone (preview/pages/<page>-<width>.png).
+preview: install system-deps-test node_modules/.installed
+	mkdir -p preview/pages
+	DISPATCH_PAGES_DIR=$(CURDIR)/preview/pages $(BIN)/pytest -q -p no:cacheprovider \
+		tests/test_pages.py -k every_page
 	$(BIN)/dispatch render official_letters/pc-covid-2021 --number 4321 --date 2021-11-15 \
 		--pdf preview/letter.pdf --docx preview/letter.docx
 	pdftoppm -r 80 -png preview/letter.pdf preview/page
 	@echo "Pages: $$(ls preview/page-*.png | tr '\n' ' ')"
+	@echo "Screens: $$(ls preview/pages/*.png | wc -l) under preview/pages/"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info preview out
+	rm -rf $(VENV) build dist *.egg-info preview out node_modules

@@ -110,6 +110,15 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
             "DELIVERY_GIVE_UP_HOURS", env.get("DELIVERY_GIVE_UP_HOURS"), 24
         ),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
+        # What every page's header and tab title call the product, and the agency's emblem (a
+        # file under dispatch/static/, e.g. "emblem.png", or an absolute https:// address).
+        "DISPATCH_PRODUCT_NAME": env.get("DISPATCH_PRODUCT_NAME") or "Công văn điện tử",
+        "DISPATCH_EMBLEM": env.get("DISPATCH_EMBLEM") or "",
+        # Who a lost visitor (the 404 page) should ask: the issuing office's name, e-mail and
+        # telephone; the e-mail falls back to MAIL_DEFAULT_SENDER.
+        "DISPATCH_CONTACT_NAME": env.get("DISPATCH_CONTACT_NAME") or "Văn phòng Cục Tin học hoá",
+        "DISPATCH_CONTACT_EMAIL": env.get("DISPATCH_CONTACT_EMAIL") or "",
+        "DISPATCH_CONTACT_PHONE": env.get("DISPATCH_CONTACT_PHONE") or "",
         # Inbound mail (dispatch.inbound): each e-mail's envelope sender is this address with
         # its own token ("bounces+<token>@domain"), so bounces find their message; replies go
         # to the Reply-To mailbox; the scheduler polls DISPATCH_IMAP_URL for both.

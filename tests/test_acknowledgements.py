@@ -127,7 +127,7 @@ def test_page_shows_the_letter_in_vietnamese_and_records_the_open(issued, client
     html = response.get_data(as_text=True)
     assert unicodedata.is_normalized("NFC", html)
     assert '<html lang="vi">' in html
-    assert "Dispatch — Hệ thống gửi và theo dõi công văn" in html
+    assert "Công văn điện tử — Hệ thống gửi và theo dõi công văn" in html
     assert 'Công văn số <span class="nowrap">01/THH-VP</span>' in html
     assert "15/11/2021" in html
     assert "V/v triển khai ứng dụng PC-Covid trên phạm vi toàn quốc" in html
@@ -138,8 +138,9 @@ def test_page_shows_the_letter_in_vietnamese_and_records_the_open(issued, client
         assert f'href="/r/{issued.tokens[0]}/files/{document_id}"' in html
         assert name in html
     # The form, usable without JavaScript: labels tied to inputs, CSRF token, no scripts.
-    assert '<label for="name">Họ và tên người xác nhận</label>' in html
-    assert '<label for="position">Chức vụ</label>' in html
+    required = ' <span class="required-mark">(bắt buộc)</span>'
+    assert f'<label for="name">Họ và tên người xác nhận{required}</label>' in html
+    assert f'<label for="position">Chức vụ{required}</label>' in html
     assert '<label for="note">Ghi chú' in html
     assert csrf_token_from(html)
     assert "<script" not in html
@@ -425,8 +426,10 @@ def test_invalid_form_shows_errors_and_keeps_what_was_typed(issued, client):
     note = "Đã nhận đủ.\nCảm ơn."
     response = confirm(client, token, long_name, "   ", note)
 
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    # Post/Redirect/Get on errors too: the form comes back on the GET, once.
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/r/{token}#xac-nhan"
+    html = client.get(f"/r/{token}").get_data(as_text=True)
     assert "Chưa thể ghi nhận, vui lòng kiểm tra lại" in html
     assert "Họ và tên dài tối đa 100 ký tự (đã nhập 109)." in html
     assert "Vui lòng nhập chức vụ của người xác nhận." in html
@@ -436,8 +439,9 @@ def test_invalid_form_shows_errors_and_keeps_what_was_typed(issued, client):
     assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
     assert _audit("recipient.acknowledged") == []
 
-    response = confirm(client, token, "", "Chánh Văn phòng", "x" * 1001)
-    html = response.get_data(as_text=True)
+    assert "Chưa thể ghi nhận" not in client.get(f"/r/{token}").get_data(as_text=True)
+    confirm(client, token, "", "Chánh Văn phòng", "x" * 1001)
+    html = client.get(f"/r/{token}").get_data(as_text=True)
     assert "Vui lòng nhập họ và tên người xác nhận." in html
     assert "Ghi chú dài tối đa 1000 ký tự (đã nhập 1001)." in html
     assert 'value="Chánh Văn phòng"' in html

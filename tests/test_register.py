@@ -134,3 +134,15 @@ def test_an_empty_year_prints_too(desk):
     assert "SỔ ĐĂNG KÝ VĂN BẢN ĐI" in text and "Chưa có văn bản nào" in text
     assert "Chưa có văn bản nào" in desk.clerk.get("/register?year=2030").get_data(as_text=True)
     assert ISSUE_AT.year == 2021
+
+
+def test_the_register_opens_on_the_newest_year_with_entries(year_2021, desk, monkeypatch):
+    """Without ?year, a year with no entries yet is not where the register opens."""
+    from dispatch import clock
+    from dispatch.clock import VN
+
+    monkeypatch.setattr(clock, "now", lambda: dt.datetime(2025, 3, 3, 9, 0, tzinfo=VN))
+    html = desk.clerk.get("/register").get_data(as_text=True)
+    newest = register.years()[0]
+    assert newest != 2025
+    assert f'href="/register.xlsx?year={newest}"' in html

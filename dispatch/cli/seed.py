@@ -78,6 +78,11 @@ def _seed_users(at: dt.datetime) -> None:
             f"Mật khẩu của người dùng mới tạo (chỉ hiện một lần, hãy đổi sau khi đăng nhập): "
             f"{password}"
         )
+    elif os.environ.get("DISPATCH_DEMO_PASSWORD_ORIGIN"):
+        click.echo(
+            "Mật khẩu của người dùng mới tạo: được tạo ngẫu nhiên, lưu trong "
+            f"{os.environ['DISPATCH_DEMO_PASSWORD_ORIGIN']} (hiện khi khởi động)."
+        )
     else:
         click.echo("Mật khẩu của người dùng mới tạo: lấy từ DISPATCH_DEMO_PASSWORD.")
 

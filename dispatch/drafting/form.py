@@ -91,13 +91,13 @@ AUTHORITY_CHOICES: tuple[tuple[str, str], ...] = (
     (Authority.ACTING.value, "Q. (quyền)"),
     (Authority.DEPUTY.value, "KT. (ký thay)"),
     (Authority.BY_ORDER.value, "TL. (thừa lệnh)"),
-    (Authority.BY_DELEGATION.value, "TUQ. (thừa ủy quyền)"),
+    (Authority.BY_DELEGATION.value, "TUQ. (thừa uỷ quyền)"),
 )
 URGENCY_CHOICES: tuple[tuple[str, str], ...] = (
     ("", "Không khẩn"),
     ("khẩn", "Khẩn"),
     ("thượng khẩn", "Thượng khẩn"),
-    ("hỏa tốc", "Hỏa tốc"),
+    ("hỏa tốc", "Hoả tốc"),
 )
 
 # How many empty appendix slots the form shows without JavaScript; "Thêm phụ lục" adds one.
@@ -457,7 +457,7 @@ def validate(source: Mapping[str, Any], project_root: Path | None = None) -> dic
     errors.update(_signer_errors(fields, project_root))
 
     if fields["urgency"] and fields["urgency"] not in {v for v, _ in URGENCY_CHOICES}:
-        errors["urgency"] = "Độ khẩn phải là khẩn, thượng khẩn hoặc hỏa tốc (hoặc để trống)."
+        errors["urgency"] = "Độ khẩn phải là khẩn, thượng khẩn hoặc hoả tốc (hoặc để trống)."
 
     if meta.get("attachments") is not None:
         exc = _probe(meta={"attachments": meta.get("attachments")}, project_root=project_root)

@@ -241,7 +241,13 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
         print("Cơ sở dữ liệu trống: nạp dữ liệu mẫu (dispatch seed) …", flush=True)
         password = demo_password(Path(app.instance_path), create=True)
         assert password is not None
-        output = seed_database({**env, "DISPATCH_DEMO_PASSWORD": password})
+        seed_env = {**env, "DISPATCH_DEMO_PASSWORD": password}
+        if not os.environ.get("DISPATCH_DEMO_PASSWORD"):
+            # Made up here, not set by the person: the seed must not say it came from the variable.
+            seed_env["DISPATCH_DEMO_PASSWORD_ORIGIN"] = str(
+                Path(app.instance_path) / "demo-password"
+            )
+        output = seed_database(seed_env)
         if output.strip():
             print(output.rstrip(), flush=True)
     accounts = demo_accounts(app)

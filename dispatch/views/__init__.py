@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
+
+from flask import Flask, current_app, url_for
 from werkzeug.routing import IntegerConverter
 
 # The largest id an INTEGER column holds (PostgreSQL's, and so ours).
@@ -17,8 +19,28 @@ class IdConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+def branding() -> dict[str, Any]:
+    """What every page's frame shows: the product's name, the emblem, whom to contact."""
+    config = current_app.config
+    emblem = config.get("DISPATCH_EMBLEM") or ""
+    if emblem and not emblem.startswith(("https://", "http://", "/")):
+        emblem = url_for("static", filename=emblem)
+    return {
+        "product_name": config.get("DISPATCH_PRODUCT_NAME") or "Công văn điện tử",
+        "emblem_url": emblem,
+        "contact": {
+            "name": config.get("DISPATCH_CONTACT_NAME") or "",
+            "email": config.get("DISPATCH_CONTACT_EMAIL")
+            or config.get("MAIL_DEFAULT_SENDER")
+            or "",
+            "phone": config.get("DISPATCH_CONTACT_PHONE") or "",
+        },
+    }
+
+
 def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to the app."""
+    app.context_processor(branding)
     from dispatch.views import health, provinces
 
     # Before any rule is added: every <int:…> of every blueprint gets the bound.

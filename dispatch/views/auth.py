@@ -67,6 +67,9 @@ def _next_target() -> str | None:
 
 
 def _home() -> str:
+    """Where signing in lands: a leader's home is the leadership view, not the clerk's list."""
+    if current_user.is_authenticated and current_user.role == Role.LEADER:
+        return url_for("leadership.dispatches")
     return url_for("clerks.home")
 
 

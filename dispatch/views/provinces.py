@@ -22,6 +22,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_wtf import FlaskForm
@@ -391,6 +392,7 @@ def letter(token: str) -> Any:
     ip, user_agent = request.remote_addr, request.user_agent.string
     form = ConfirmationForm()
     if request.method == "GET":
+        _restore_failed_form(form, token)
         # What the page shows is read first: the note that it was opened is bookkeeping, written
         # after (and kept for later if the database refuses it), and nothing is read again.
         page = _page_data(token, recipient)
@@ -416,9 +418,32 @@ def letter(token: str) -> Any:
             # Post/Redirect/Get: reloading the receipt must not post the form again.
             return redirect(url_for("provinces.letter", token=token), code=303)
         already = True
+    if not already:
+        # Post/Redirect/Get on errors too: what was typed and what is wrong wait in the session
+        # for the next GET, so Back or reload never meets the browser's "resend the form?".
+        session[_FAILED_FORM_KEY] = {
+            "token": token,
+            "data": {name: form[name].data for name in _FORM_FIELDS},
+            "errors": {name: list(form[name].errors) for name in _FORM_FIELDS},
+        }
+        return redirect(url_for("provinces.letter", token=token, _anchor="xac-nhan"), code=303)
     return render_template(
         "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
     )
+
+
+_FAILED_FORM_KEY = "failed_confirmation"
+_FORM_FIELDS = ("name", "position", "note")
+
+
+def _restore_failed_form(form: ConfirmationForm, token: str) -> None:
+    """Put back what the last refused POST on this link typed, with its errors (once)."""
+    saved = session.pop(_FAILED_FORM_KEY, None)
+    if not isinstance(saved, dict) or saved.get("token") != token:
+        return
+    for name in _FORM_FIELDS:
+        form[name].data = saved.get("data", {}).get(name) or ""
+        form[name].errors = list(saved.get("errors", {}).get(name) or [])
 
 
 @bp.get("/r/<token>/files/<ref>")

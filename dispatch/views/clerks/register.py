@@ -15,10 +15,14 @@ from dispatch.views.params import int_arg
 
 
 def _register_year() -> int:
-    # An absent or absurd year shows this year's register rather than an error.
+    # An absent or absurd year opens on this year's register if it has entries, else on the
+    # newest year that has (an empty book is no place to start), rather than an error.
     year = int_arg("year", None, low=2000, high=2100, strict=False)
     if year is None:
         year = clock.local(clock.now()).year
+        with_entries = register.years()
+        if with_entries and year not in with_entries:
+            year = with_entries[0]
     return year
 
 

@@ -1,0 +1,207 @@
+"""Every page at a desktop width (1366 px) and on a phone (390 × 844), in a real headless Chromium:
+
+* no page scrolls sideways on the phone (``document.documentElement.scrollWidth <= 390``);
+* axe-core (``node_modules/axe-core``, injected by Playwright) finds no serious or critical
+  violation at either width;
+* the Nu Html Checker (``node_modules/vnu-jar``, run once on Java) finds no error in any page's
+  HTML nor in the letter e-mail's HTML body;
+* Back after a refused confirmation does not land on Chromium's "resend the form?" page.
+
+Each page is saved as ``<name>-<width>.png`` under ``test-artifacts/pages/`` (or under
+``DISPATCH_PAGES_DIR``: ``make preview`` points it at ``preview/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch.accounts import users
+from dispatch.extensions import db
+from dispatch.models import Organisation, Role
+from tests.fixtures.browser import PHONE, SEED_AT, LiveServer, confirmation_link, sign_in_page
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+VNU = ROOT / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
+ADMIN = ("quantri.trang@thh.example", "Lê Văn Quản Trị")
+WIDE = {"viewport": {"width": 1366, "height": 900}, "locale": "vi-VN"}
+SERIOUS = ("serious", "critical")
+
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations
+    .filter((v) => ["serious", "critical"].includes(v.impact))
+    .map((v) => ({id: v.id, impact: v.impact,
+                  nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" "))}));
+}"""
+
+
+def _tools() -> None:
+    missing = [str(p.relative_to(ROOT)) for p in (AXE, VNU) if not p.exists()]
+    if missing or shutil.which("java") is None:
+        pytest.fail(
+            "missing checkers: " + ", ".join(missing or ["java"]) + " (run `make node_modules` "
+            "and scripts/system-deps.sh test)"
+        )
+
+
+def _pages(live: LiveServer, dispatch_id: int, draft_id: int, recipient_id: int, org_id: int):
+    """(name, path, who) for every page a person can see; ``who`` is None when signed out."""
+    return [
+        ("login", "/login", None),
+        ("not-found", "/khong-co-trang-nay", None),
+        ("province-letter", live.ids["link"].removeprefix(live.url), None),
+        ("province-unknown-link", "/r/khong-co-lien-ket-nay", None),
+        ("clerk-list", "/", "admin"),
+        ("clerk-list-drafts", "/?status=draft", "admin"),
+        ("compose-new", "/dispatches/new", "admin"),
+        ("compose-edit", f"/dispatches/{draft_id}/edit", "admin"),
+        ("draft", f"/dispatches/{draft_id}", "admin"),
+        ("issue-confirm", f"/dispatches/{draft_id}/issue", "admin"),
+        ("dispatch", f"/dispatches/{dispatch_id}", "admin"),
+        ("recipient", f"/dispatches/{dispatch_id}/recipients/{recipient_id}", "admin"),
+        ("directory", "/directory", "admin"),
+        ("office-edit", f"/directory/{org_id}/edit", "admin"),
+        ("directory-import", "/directory/import", "admin"),
+        ("register", "/register", "admin"),
+        ("admin-users", "/admin/users", "admin"),
+        ("admin-inbound", "/admin/inbound", "admin"),
+        ("password", "/account/password", "admin"),
+        ("staff-not-found", "/dispatches/999999", "admin"),
+        ("leader-list", "/lanh-dao/", "leader"),
+        ("leader-dispatch", f"/lanh-dao/cong-van/{dispatch_id}", "leader"),
+    ]
+
+
+def _issue_and_send(page, live: LiveServer) -> int:
+    """Issue the seed draft to its 63 offices and send it now; returns its id."""
+    draft = live.seed_draft_id
+    assert draft is not None
+    page.goto(live(f"/dispatches/{draft}/issue"))
+    page.locator("main button[type=submit]", has_text="Ban hành số").click()
+    page.wait_for_url(live(f"/dispatches/{draft}"))
+    page.get_by_role("button", name="Gửi ngay").click()
+    page.wait_for_url(live(f"/dispatches/{draft}"))
+    return draft
+
+
+def _vnu(files: list[Path]) -> list[str]:
+    """The Nu Html Checker's errors for these files ("file: line: message")."""
+    run = subprocess.run(
+        ["java", "-Xss4m", "-jar", str(VNU), "--errors-only", "--format", "json",
+         *map(str, files)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    report = json.loads(run.stderr)  # vnu writes its JSON report to stderr, even when clean
+    return [
+        f"{Path(m.get('url', '')).name}:{m.get('lastLine')}: {m.get('message')} "
+        f"[{m.get('extract', '').strip()[:80]}]"
+        for m in report["messages"]
+        if m.get("type") == "error"
+    ]
+
+
+def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
+    live_server: LiveServer, browser_context, artifacts_dir: Path, tmp_path: Path
+):
+    _tools()
+    live = live_server
+    users.create_user(
+        ADMIN[0], role=Role.ADMIN, password=live.password, at=SEED_AT, actor="system",
+        name=ADMIN[1],
+    )  # fmt: skip
+    db.session.commit()
+    shots = Path(os.environ.get("DISPATCH_PAGES_DIR") or artifacts_dir / "pages")
+    shots.mkdir(parents=True, exist_ok=True)
+    html_dir = tmp_path / "html"
+    html_dir.mkdir()
+
+    sessions: dict[tuple[str, int], Any] = {}
+
+    def page_for(who: str | None, width: int) -> Any:
+        key = (who or "anonymous", width)
+        if key not in sessions:
+            options = WIDE if width == 1366 else PHONE
+            context = browser_context(**options, bypass_csp=True)
+            page = context.new_page()
+            if who == "admin":
+                sign_in_page(page, live, ADMIN[0])
+            elif who == "leader":
+                sign_in_page(page, live, live.leader[0])
+            sessions[key] = page
+        return sessions[key]
+
+    dispatch_id = _issue_and_send(page_for("admin", 1366), live)
+    messages = live.wait_for_messages(63)
+    live.ids["link"] = confirmation_link(messages[0])
+    email_html = messages[0].get_body(preferencelist=("html",))
+    assert email_html is not None
+    (html_dir / "email-letter.html").write_text(email_html.get_content(), encoding="utf-8")
+    # A second draft, for the compose and issue pages.
+    admin = page_for("admin", 1366)
+    admin.goto(live("/dispatches/new"))
+    admin.fill("#f-subject", "dự thảo để xem trang soạn thảo")
+    admin.wait_for_url("**/edit")
+    draft_id = int(admin.url.rsplit("/", 2)[-2])
+    with live.app.app_context():
+        org_id = db.session.query(Organisation.id).order_by(Organisation.id).first()[0]
+    recipient_id = int(
+        admin.goto(live(f"/dispatches/{dispatch_id}"))
+        and admin.locator("a[href*='/recipients/']").first.get_attribute("href").rsplit("/", 1)[1]
+    )
+
+    problems: list[str] = []
+    for width in (1366, 390):
+        for name, path, who in _pages(live, dispatch_id, draft_id, recipient_id, org_id):
+            page = page_for(who, width)
+            response = page.goto(live(path))
+            assert response is not None, path
+            if width == 1366:
+                (html_dir / f"{name}.html").write_bytes(response.body())
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            if width == 390 and wide > 390:
+                problems.append(f"{name} at 390 px is {wide} px wide")
+            page.add_script_tag(path=str(AXE))
+            for violation in page.evaluate(AXE_RUN):
+                problems.append(f"{name} at {width} px: axe {violation}")
+            page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
+
+    problems += [f"vnu: {error}" for error in _vnu(sorted(html_dir.glob("*.html")))]
+    (artifacts_dir / "pages-problems.txt").write_text("\n".join(problems), encoding="utf-8")
+    assert not problems, "\n".join(problems)
+
+
+def test_back_after_a_refused_confirmation_is_the_form_again(
+    live_server: LiveServer, browser_context
+):
+    """A refused POST redirects to the page (303): Back and reload never resend the form."""
+    live = live_server
+    page = browser_context(**PHONE).new_page()
+    sign_in_page(page, live, live.clerk[0])
+    _issue_and_send(page, live)
+    link = confirmation_link(live.wait_for_messages(1)[0])
+    page.goto(live("/"))
+    province = browser_context(**PHONE).new_page()
+    province.goto(link)
+    province.get_by_role("button", name="Xác nhận đã nhận").click()
+    province.locator(".error-summary").wait_for()
+    assert province.url.split("#")[0] == link
+    province.fill("#position", "Chánh Văn phòng")
+    province.get_by_role("button", name="Xác nhận đã nhận").click()
+    province.locator(".error-summary").wait_for()
+    assert province.input_value("#position") == "Chánh Văn phòng"
+    province.go_back()
+    body = province.content()
+    assert "ERR_CACHE_MISS" not in body
+    assert "Xác nhận đã nhận công văn" in province.inner_text("body")
+    province.reload()
+    assert "ERR_CACHE_MISS" not in province.content()
