@@ -159,3 +159,16 @@ def test_dispatch_verify_finds_an_issued_letter_in_the_register(seeded, runner, 
     assert verdict["register"]["number"] == "01/THH-VP"
     assert verdict["register"]["date"] == "15/11/2021"
     assert verdict["signatures"] == [] and result.exit_code == 1
+
+
+def test_dispatch_issue_says_unsigned_or_refuses_unapproved(seeded, runner, db_app, pki):
+    from tests.test_cli import ISSUE_AT, _draft
+
+    first = _draft(runner)
+    db_app.config["DISPATCH_AGENCY_KEY"] = str(pki.agency.p12)
+    refused = runner.invoke(args=["issue", str(first), "--at", ISSUE_AT])
+    assert refused.exit_code == 1 and "chưa được lãnh đạo ký duyệt" in refused.output
+    db_app.config["DISPATCH_AGENCY_KEY"] = None
+    issued = runner.invoke(args=["issue", str(first), "--at", ISSUE_AT])
+    assert issued.exit_code == 0, issued.output
+    assert "không có chữ ký số" in issued.output
