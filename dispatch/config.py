@@ -94,6 +94,13 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "BASE_URL": (env.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "DISPATCH_DATA_DIR": str(data_dir),
         "DISPATCH_TIMEZONE": TIMEZONE,
+        # Signing (dispatch.signing): the agency's key, a PKCS#12 path or a ``pkcs11:`` URI, and
+        # the RFC 3161 time-stamp authority. No key: letters are issued unsigned, as before.
+        "DISPATCH_AGENCY_KEY": env.get("DISPATCH_AGENCY_KEY") or None,
+        "DISPATCH_AGENCY_KEY_PASSWORD": env.get("DISPATCH_AGENCY_KEY_PASSWORD") or None,
+        "DISPATCH_TSA_URL": env.get("DISPATCH_TSA_URL") or None,
+        # The root certificates (a PEM file) that ``dispatch verify`` trusts.
+        "DISPATCH_TRUST_ROOTS": env.get("DISPATCH_TRUST_ROOTS") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or "127.0.0.1",
         "MAIL_PORT": mail_port,
         "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),

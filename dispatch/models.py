@@ -114,6 +114,12 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str | None] = mapped_column(sa.String(255))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A leader's signing key (dispatch.signing): its reference (PKCS#12 path or pkcs11: URI)
+    # and the name of the environment variable holding its password; never the key or password.
+    signing_key: Mapped[str | None] = mapped_column(sa.String(1000))
+    signing_password_env: Mapped[str | None] = mapped_column(sa.String(100))
+    # The handwritten signature printed in the signature block: a PNG, transparent background.
+    signature_image: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
 
     @property
     def is_active(self) -> bool:  # Flask-Login

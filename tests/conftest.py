@@ -79,3 +79,11 @@ def client(app):
 @pytest.fixture()
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    """The test CA, PKCS#12 keys and SoftHSM2 token (tests/fixtures/pki.py), made once."""
+    from tests.fixtures.pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "letters": 1,
     "accounts": 2,
     "directory": 2,
+    "signing": 2,
     "drafting": 3,
     "mail": 4,
     "issuing": 5,

@@ -17,6 +17,7 @@ from dispatch.extensions import db
 from dispatch.mail.sender import deliver_due
 from dispatch.reporting import register
 from tests.fixtures.dispatches import ISSUE_AT
+from tests.test_archival import archival_facts
 
 PHU_LUC_IV = [
     "Số, ký hiệu văn bản",
@@ -125,6 +126,8 @@ def test_the_register_as_pdf(year_2021, desk, tmp_path):
     families = {line[0].split("+")[-1] for line in lines}
     assert families and all(name.startswith("Liberation-Serif") for name in families)
     assert all("yes" in line[-5:-2] for line in lines)  # embedded (subset)
+    _, xmp = archival_facts(response.data)
+    assert "SỔ ĐĂNG KÝ VĂN BẢN ĐI" in xmp and "<xmp:CreateDate>" in xmp
 
 
 def test_an_empty_year_prints_too(desk):

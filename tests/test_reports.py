@@ -20,6 +20,7 @@ from pypdf import PdfReader
 from dispatch.clock import parse_moment
 from dispatch.reporting import dashboard, exports
 from tests.fixtures.leadership import SEEN_AT, Office, add_dispatch
+from tests.test_archival import archival_facts
 
 POPPLER = shutil.which("pdftotext") and shutil.which("pdffonts")
 HEADER = [
@@ -162,6 +163,8 @@ def test_the_pdf_report_reads_back_with_title_counts_offices_and_page_numbers(
     assert response.headers["Content-Type"] == "application/pdf"
     data = response.data
     (artifacts_dir / "bao-cao-tiep-nhan.pdf").write_bytes(data)
+    _, xmp = archival_facts(data)
+    assert "Báo cáo tình hình tiếp nhận" in xmp and "<xmp:CreateDate>" in xmp
     reader = PdfReader(io.BytesIO(data))
     pages = reader.pages
     assert len(pages) >= 2

@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
         processes,
         reminders,
         seed,
+        signing,
         tokens,
         users,
     )
@@ -41,6 +42,7 @@ def init_app(app: Flask) -> None:
         *audit.commands,
         *evidence.commands,
         *inbound.commands,
+        *signing.commands,
     ):
         app.cli.add_command(command)
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from dispatch.cli.options import CliError, at_option, dispatch_id_argument, resolve_actor
@@ -186,6 +187,14 @@ def issue_command(
     from dispatch.letters.source import LetterSourceError
 
     actor = resolve_actor(as_email)
+    signing = bool(current_app.config.get("DISPATCH_AGENCY_KEY"))
+    if signing:
+        # With a key configured only an approved letter may be issued; this build keeps no
+        # approval yet, so none can be: refuse rather than send an unsigned original.
+        raise CliError(
+            "Văn bản chưa được lãnh đạo ký duyệt: khi đã cấu hình khóa ký của cơ quan "
+            "(DISPATCH_AGENCY_KEY), chỉ ban hành văn bản đã ký duyệt."
+        )
     try:
         check = issuing.check_before_issue(dispatch_id, at)
     except DraftError as exc:
@@ -233,6 +242,11 @@ def issue_command(
         f"Đã ban hành công văn số {result.number_and_symbol} "
         f"ngày {result.issued_on:%d/%m/%Y} (mã {result.dispatch_id})."
     )
+    if not signing:
+        click.echo(
+            "Chưa cấu hình khóa ký của cơ quan (DISPATCH_AGENCY_KEY): công văn được ban hành "
+            "không có chữ ký số."
+        )
     click.echo(f"Hạn xác nhận đã nhận: {format_local(result.deadline_at)}.")
     for document in result.documents:
         click.echo(f"  {document.path}  SHA-256 {document.sha256}")

@@ -198,3 +198,55 @@ def users_end_sessions_command(email: str, as_email: str | None, at: dt.datetime
 
 
 commands = (users_group,)
+
+
+@users_group.command("signing-key")
+@click.argument("email")
+@click.argument("key")
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PNG of the handwritten signature, transparent background.",
+)
+@click.option(
+    "--password-env",
+    help="Name of the environment variable holding the key's password or PIN.",
+)
+@_as_option
+@at_option
+@with_appcontext
+def users_signing_key_command(
+    email: str,
+    key: str,
+    image: str | None,
+    password_env: str | None,
+    as_email: str | None,
+    at: dt.datetime,
+) -> None:
+    """Give a leader a signing key: a PKCS#12 path or a pkcs11: URI (only the reference is kept)."""
+    import os
+    from pathlib import Path
+
+    from dispatch.signing import keys
+
+    if not keys.is_pkcs11(key):
+        key = str(Path(key).resolve())
+    data = Path(image).read_bytes() if image else None
+    try:
+        subject = _change(
+            email,
+            as_email,
+            at,
+            lambda user, actor, at: keys.set_signing_key(
+                user,
+                key,
+                password_env=password_env,
+                environ=os.environ,
+                image=data,
+                actor=actor,
+                at=at,
+            ),
+        )
+    except keys.SigningKeyError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã gán khóa ký cho {email}: {subject}.")

@@ -14,6 +14,7 @@ before rendering, and a PDF that somehow used another font is refused after.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import threading
@@ -54,6 +55,13 @@ MAX_APPENDICES = len(formatting.ROMAN)
 # a narrow table cell's first line after its first word.)
 WORD_JOINER = "\u2060"
 BREAK_AFTER_MARK = re.compile(r"([/\-])(?=\w)")
+
+# Every PDF Dispatch prints is archival (Decree 30 keeps electronic documents in an archival
+# format): PDF/A-3 level u, so that the text extracts, with an sRGB output intent, XMP metadata
+# from the page's <title>, author, language and dcterms.created, and every font embedded.
+# Level 3 lets the attached PDFs travel inside it.
+PDF_VARIANT = "pdf/a-3u"
+OUTPUT_INTENT = "dispatch-srgb"
 
 # Characters that HTML collapses into ordinary spaces, so they never need a glyph.
 COLLAPSIBLE = frozenset("\t\n\r")
@@ -171,6 +179,10 @@ def letter_view(letter: Letter) -> dict[str, Any]:
     return {
         "title": _nfc(title),
         "author": _nfc(letter.issuing_agency),
+        # The XMP creation date: the issuing date (a draft has none yet).
+        "created": (
+            f"{letter.date.isoformat()}T00:00:00+07:00" if letter.date is not None else None
+        ),
         "parent_agency": _nfc(letter.parent_agency.upper()),
         "issuing_agency": _nfc(letter.issuing_agency.upper()),
         "national_title": formatting.NATIONAL_TITLE,
@@ -307,6 +319,29 @@ def _refuse(complaints: _Complaints) -> None:
         raise RenderError("Không in được công văn đúng mẫu: " + "; ".join(complaints.messages))
 
 
+_srgb_profile: bytes | None = None
+
+
+def write_archival(document: Any) -> bytes:
+    """The PDF/A-3u bytes of a laid-out WeasyPrint document.
+
+    The sRGB profile is WeasyPrint's own, read once and handed over in memory: WeasyPrint 70's
+    built-in ``srgb`` output intent leaves the profile file open on every PDF.
+    """
+    global _srgb_profile
+    from importlib.resources import files
+
+    from weasyprint.css import ColorProfile
+
+    if _srgb_profile is None:
+        _srgb_profile = (files("weasyprint.pdf") / "sRGB2014.icc").read_bytes()
+    document.color_profiles[OUTPUT_INTENT] = ColorProfile(
+        io.BytesIO(_srgb_profile), "sRGB2014.icc", "relative-colorimetric", (["r"], ["g"], ["b"])
+    )
+    document.output_intent = OUTPUT_INTENT
+    return document.write_pdf(pdf_variant=PDF_VARIANT, output_intent=OUTPUT_INTENT, pdf_tags=True)
+
+
 class PrintEngine:
     """WeasyPrint set up once for one kind of printed document: the shipped fonts registered,
     its stylesheet parsed, its page template loaded from ``template_dir``, and a fetcher that
@@ -382,7 +417,7 @@ class PrintEngine:
                     string=html, base_url=self.base_url, url_fetcher=self.fetcher
                 ).render(font_config=self.font_config, stylesheets=[self.stylesheet])
             )
-            return document, self._guarded(lambda: document.write_pdf())
+            return document, self._guarded(lambda: write_archival(document))
 
     def _check_fonts(self, document: Any) -> None:
         """Refuse a PDF that used any font but the shipped files (a silent fallback)."""

@@ -255,6 +255,7 @@ def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = ""
         "deadline": dashboard["deadline_text"],
         "status_label": printable(dashboard["status_label"]),
         "made_at": f"{at:%H:%M} ngày {at:%d/%m/%Y}",
+        "created": at.replace(microsecond=0).isoformat(),
         "counts": dashboard["count_items"],
         "legend": [
             {"code": tile["code"], "label": tile["label"]}

@@ -315,7 +315,13 @@ def register_pdf(book: Register, *, at: dt.datetime) -> bytes:
     from weasyprint.urls import FatalURLFetchingError
 
     from dispatch.letters.fetcher import FONT_TYPES, RestrictedURLFetcher
-    from dispatch.letters.pdf import FONT_DIR, FONT_FAMILY, font_faces, font_paths
+    from dispatch.letters.pdf import (
+        FONT_DIR,
+        FONT_FAMILY,
+        font_faces,
+        font_paths,
+        write_archival,
+    )
 
     fonts = font_faces(font_paths())
     html = render_template(
@@ -327,6 +333,7 @@ def register_pdf(book: Register, *, at: dt.datetime) -> bytes:
         fonts=fonts,
         font_family=FONT_FAMILY,
         printed_at=format_local(at),
+        created=local(at).replace(microsecond=0).isoformat(),
     )
     fetcher = RestrictedURLFetcher({FONT_DIR: FONT_TYPES})
     font_config = FontConfiguration()
@@ -334,7 +341,7 @@ def register_pdf(book: Register, *, at: dt.datetime) -> bytes:
         document = weasyprint.HTML(
             string=html, base_url=FONT_DIR.as_uri() + "/", url_fetcher=fetcher
         ).render(font_config=font_config)
-        pdf = document.write_pdf()
+        pdf = write_archival(document)
     except FatalURLFetchingError as exc:  # a BaseException
         raise RegisterError(f"Không in được sổ đăng ký: {exc}") from exc
     # A silent fallback to another font would print boxes for Vietnamese marks: refuse it.

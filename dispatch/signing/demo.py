@@ -1,0 +1,154 @@
+"""A DEMO public-key infrastructure made with ``cryptography``, for the tests, the benchmarks and
+the development server: a root CA named "DEMO", a leader's and the agency's certificates as
+PKCS#12 files, and the agency's key on a SoftHSM2 token (PKCS#11) when SoftHSM2 is installed.
+
+Nothing made here is trusted by anyone else: its certificates say DEMO and must never sign a
+real letter. RSA key generation and token set-up are slow: make it once and share it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+PASSWORD = "mat-khau-demo"  # the demo PKCS#12 password and token PIN
+NOT_BEFORE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+NOT_AFTER = dt.datetime(2040, 1, 1, tzinfo=dt.UTC)
+
+
+def _name(common: str, organisation: str = "Cục Tin học hoá") -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "DEMO - không dùng thật"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    key: rsa.RSAPrivateKey
+    cert: x509.Certificate
+    p12: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: x509.Certificate
+    root_pem: Path
+    leader: Identity
+    agency: Identity
+    token_dir: Path | None  # SOFTHSM2_CONF's folder when the token is set up
+    agency_uri: str | None
+
+
+def _issue(
+    common: str, issuer_key, issuer_name: x509.Name, *, ca: bool = False
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(issuer_name if issuer_key is not None else _name(common))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False), True
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+    return key, builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def make_pki(folder: Path) -> Pki:
+    folder.mkdir(parents=True, exist_ok=True)
+    root_key, root = _issue("Dispatch DEMO Root CA", None, None, ca=True)
+    root_pem = folder / "root.pem"
+    root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    identities = {}
+    for role, common in (("leader", "Trần Văn Lãnh Đạo"), ("agency", "Cục Tin học hoá")):
+        key, cert = _issue(common, root_key, root.subject)
+        p12 = folder / f"{role}.p12"
+        p12.write_bytes(
+            pkcs12.serialize_key_and_certificates(
+                common.encode(),
+                key,
+                cert,
+                [root],
+                serialization.BestAvailableEncryption(PASSWORD.encode()),
+            )
+        )
+        identities[role] = Identity(common, key, cert, p12)
+    token_dir, uri = _softhsm_token(folder / "softhsm", identities["agency"])
+    return Pki(root, root_pem, identities["leader"], identities["agency"], token_dir, uri)
+
+
+def _softhsm_token(folder: Path, identity: Identity) -> tuple[Path | None, str | None]:
+    """A SoftHSM2 token labelled "Dispatch" holding the agency's key and certificate."""
+    if not SOFTHSM_MODULE.is_file() or not shutil.which("softhsm2-util"):
+        return None, None
+    import pkcs11
+    from pkcs11 import Attribute, CertificateType, ObjectClass
+
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # the library reads it when first loaded
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "Dispatch",
+         "--so-pin", PASSWORD, "--pin", PASSWORD],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    key_pem = folder / "agency-key.pem"
+    key_pem.write_bytes(
+        identity.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    subprocess.run(
+        ["softhsm2-util", "--import", str(key_pem), "--token", "Dispatch",
+         "--label", "agency", "--id", "01", "--pin", PASSWORD],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    key_pem.unlink()
+    lib = pkcs11.lib(str(SOFTHSM_MODULE))
+    token = lib.get_token(token_label="Dispatch")
+    with token.open(rw=True, user_pin=PASSWORD) as session:
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                Attribute.TOKEN: True,
+                Attribute.LABEL: "agency",
+                Attribute.ID: b"\x01",
+                Attribute.SUBJECT: identity.cert.subject.public_bytes(),
+                Attribute.ISSUER: identity.cert.issuer.public_bytes(),
+                Attribute.VALUE: identity.cert.public_bytes(serialization.Encoding.DER),
+            }
+        )
+    uri = f"pkcs11:token=Dispatch;object=agency?module-path={SOFTHSM_MODULE}"
+    return folder, uri
