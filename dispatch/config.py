@@ -23,6 +23,8 @@ REQUIRED_IN_PRODUCTION = (
 )
 
 TIMEZONE = "Asia/Ho_Chi_Minh"
+# The product's name in page headers, tab titles and printed reports (DISPATCH_PRODUCT_NAME).
+DEFAULT_PRODUCT_NAME = "Công văn điện tử"
 
 # The checkout the package runs from: templates, letters, attachments and migrations live here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +121,7 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
         # What every page's header and tab title call the product, and the agency's emblem (a
         # file under dispatch/static/, e.g. "emblem.png", or an absolute https:// address).
-        "DISPATCH_PRODUCT_NAME": env.get("DISPATCH_PRODUCT_NAME") or "Công văn điện tử",
+        "DISPATCH_PRODUCT_NAME": env.get("DISPATCH_PRODUCT_NAME") or DEFAULT_PRODUCT_NAME,
         "DISPATCH_EMBLEM": env.get("DISPATCH_EMBLEM") or "",
         # Who a lost visitor (the 404 page) should ask: the issuing office's name, e-mail and
         # telephone; the e-mail falls back to MAIL_DEFAULT_SENDER.

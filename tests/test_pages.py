@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -87,6 +88,7 @@ def _issue_and_send(page, live: LiveServer) -> int:
     draft = live.seed_draft_id
     assert draft is not None
     page.goto(live(f"/dispatches/{draft}/issue"))
+    page.get_by_label(re.compile("nơi nhận đang dùng địa chỉ tạm và vẫn ban hành")).check()
     page.locator("main button[type=submit]", has_text="Ban hành số").click()
     page.wait_for_url(live(f"/dispatches/{draft}"))
     page.get_by_role("button", name="Gửi ngay").click()

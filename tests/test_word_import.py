@@ -56,7 +56,9 @@ def test_import_a_word_letter_then_issue_it(seeded, runner, app, tmp_path):
         ).one()
         assert entry.details["missing"] == []
 
-    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    issued = runner.invoke(
+        args=["issue", str(dispatch_id), "--confirm-placeholders", "--at", ISSUE_AT]
+    )
     assert issued.exit_code == 0, issued.output
     assert "Đã ban hành công văn số 01/THH-VP ngày 15/11/2021" in issued.output
 

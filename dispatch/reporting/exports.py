@@ -26,7 +26,7 @@ from typing import Any
 from markupsafe import Markup
 
 from dispatch import clock
-from dispatch.config import PROJECT_ROOT
+from dispatch.config import DEFAULT_PRODUCT_NAME, PROJECT_ROOT
 from dispatch.letters import pdf as letter_pdf
 from dispatch.text import spreadsheet_text, text_cells_only
 
@@ -220,6 +220,13 @@ def _get_engine() -> _ReportEngine:
         return _engine
 
 
+def product_name() -> str:
+    """The product's name as the app is configured (DISPATCH_PRODUCT_NAME)."""
+    from flask import current_app
+
+    return current_app.config.get("DISPATCH_PRODUCT_NAME") or DEFAULT_PRODUCT_NAME
+
+
 def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = "") -> dict[str, Any]:
     """The plain data the PDF template reads; every text passed through ``printable``;
     ``svg_css`` the drawing rules of the map and the chart (our own CSS, not escaped)."""
@@ -245,6 +252,7 @@ def pdf_view(dashboard: dict[str, Any], printable: Any = _nfc, svg_css: str = ""
     return {
         # Inline SVG takes its drawing rules from a style element of its own when printed.
         "svg_css": Markup(svg_css),
+        "product_name": product_name(),
         "map": dashboard["map"],
         "chart": dashboard["chart"],
         "document_title": printable(f"Báo cáo tình hình tiếp nhận {dashboard['title']}"),

@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from werkzeug.routing import IntegerConverter
 
+from dispatch.config import DEFAULT_PRODUCT_NAME
+
 # The largest id an INTEGER column holds (PostgreSQL's, and so ours).
 MAX_ID = 2**31 - 1
 
@@ -26,7 +28,7 @@ def branding() -> dict[str, Any]:
     if emblem and not emblem.startswith(("https://", "http://", "/")):
         emblem = url_for("static", filename=emblem)
     return {
-        "product_name": config.get("DISPATCH_PRODUCT_NAME") or "Công văn điện tử",
+        "product_name": config.get("DISPATCH_PRODUCT_NAME") or DEFAULT_PRODUCT_NAME,
         "emblem_url": emblem,
         "contact": {
             "name": config.get("DISPATCH_CONTACT_NAME") or "",

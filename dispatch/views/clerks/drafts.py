@@ -113,7 +113,7 @@ def error_items(errors: dict[str, str]) -> list[dict[str, str]]:
     return items
 
 
-def _compose_page(
+def compose_page(
     dispatch: Dispatch | None,
     form: compose_form.ComposeForm,
     *,
@@ -171,7 +171,7 @@ def _import_report(dispatch: Dispatch | None) -> list[tuple[str, str, str]] | No
     return word_import.report_rows(dispatch.id)
 
 
-def _form_for(dispatch: Dispatch) -> compose_form.ComposeForm:
+def form_for(dispatch: Dispatch) -> compose_form.ComposeForm:
     return compose_form.form_from_source(
         dispatch.source or {}, group=dispatch.group.code if dispatch.group else ""
     )
@@ -229,15 +229,15 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
     except compose_form.FormError as exc:
         dispatch = db.session.get(Dispatch, dispatch_id) if dispatch_id else None
-        return _compose_page(dispatch, form, errors={"group": str(exc)}, code=422)
+        return compose_page(dispatch, form, errors={"group": str(exc)}, code=422)
 
     errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch.id))
     if upload_problems:
         # Stay on the page (no redirect) so the message sits next to the file field.
         db.session.refresh(dispatch)
-        return _compose_page(
+        return compose_page(
             dispatch,
-            _form_for(dispatch),
+            form_for(dispatch),
             errors=errors,
             upload_error=" ".join(upload_problems),
             code=422,
@@ -268,7 +268,7 @@ def new() -> Any:
     """A new letter: the form with the office's usual values; posting it creates the draft."""
     if request.method == "POST":
         return _handle_compose_post(None)
-    return _compose_page(None, compose_form.blank_form(clock.now()))
+    return compose_page(None, compose_form.blank_form(clock.now()))
 
 
 @bp.route("/dispatches/<int:dispatch_id>/edit", methods=["GET", "POST"])
@@ -286,9 +286,9 @@ def edit(dispatch_id: int) -> Any:
     if request.method == "POST":
         return _handle_compose_post(dispatch_id)
     errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch_id))
-    return _compose_page(
+    return compose_page(
         dispatch,
-        _form_for(dispatch),
+        form_for(dispatch),
         errors=errors,
         # How many empty appendix slots to show: page state, so an odd value shows the usual.
         slots=int_arg("slots", None, low=0, high=compose_form.MAX_APPENDICES, strict=False),
@@ -435,11 +435,11 @@ def too_large(error: RequestEntityTooLarge) -> Any:
     if endpoint in ("clerks.edit", "clerks.new"):
         dispatch = db.session.get(Dispatch, dispatch_id) if dispatch_id else None
         if dispatch is not None and dispatch.status is DispatchStatus.DRAFT:
-            form = _form_for(dispatch)
+            form = form_for(dispatch)
             errors = compose_form.draft_errors(dispatch, uploads.letter_root(dispatch.id))
         else:
             dispatch, form, errors = None, compose_form.blank_form(clock.now()), {}
-        return _compose_page(dispatch, form, errors=errors, upload_error=message, code=413)
+        return compose_page(dispatch, form, errors=errors, upload_error=message, code=413)
     if endpoint == "clerks.directory_import":
         return render_template("clerks/directory_import.html", problems=[], error=message), 413
     if endpoint in ("clerks.autosave", "clerks.autosave_new"):

@@ -22,7 +22,7 @@ from dispatch.letters.docx_import import DocxImportError
 from dispatch.models import Dispatch
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import CHANGE_ROLES, bp, signed_in_user
-from dispatch.views.clerks.drafts import IMPORT_REPORT_ARG, _compose_page, _form_for
+from dispatch.views.clerks.drafts import IMPORT_REPORT_ARG, compose_page, form_for
 
 
 def _import(dispatch_id: int | None) -> Any:
@@ -43,7 +43,7 @@ def _import(dispatch_id: int | None) -> Any:
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
     except compose_form.FormError as exc:
         dispatch = db.session.get(Dispatch, dispatch_id) if dispatch_id else None
-        return _compose_page(dispatch, form, errors={"group": str(exc)}, code=422)
+        return compose_page(dispatch, form, errors={"group": str(exc)}, code=422)
     dispatch = saved.dispatch
     problem = None
     if file is None or not file.filename:
@@ -65,8 +65,8 @@ def _import(dispatch_id: int | None) -> Any:
     if problem is not None:
         db.session.refresh(dispatch)
         errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch.id))
-        return _compose_page(
-            dispatch, _form_for(dispatch), errors={"word_file": problem, **errors}, code=422
+        return compose_page(
+            dispatch, form_for(dispatch), errors={"word_file": problem, **errors}, code=422
         )
     flash("Đã đọc công văn từ tệp; kiểm tra các mục bên dưới rồi lưu hoặc ban hành.", "info")
     return redirect(
