@@ -145,7 +145,9 @@ def test_dispatch_verify_finds_an_issued_letter_in_the_register(seeded, runner, 
     from tests.test_cli import ISSUE_AT, _draft
 
     dispatch_id = _draft(runner)
-    issued = runner.invoke(args=["issue", str(dispatch_id), "--at", ISSUE_AT])
+    issued = runner.invoke(
+        args=["issue", str(dispatch_id), "--confirm-placeholders", "--at", ISSUE_AT]
+    )
     assert issued.exit_code == 0, issued.output
     document = db.session.scalars(
         select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "pdf")
@@ -166,9 +168,9 @@ def test_dispatch_issue_says_unsigned_or_refuses_unapproved(seeded, runner, db_a
 
     first = _draft(runner)
     db_app.config["DISPATCH_AGENCY_KEY"] = str(pki.agency.p12)
-    refused = runner.invoke(args=["issue", str(first), "--at", ISSUE_AT])
+    refused = runner.invoke(args=["issue", str(first), "--confirm-placeholders", "--at", ISSUE_AT])
     assert refused.exit_code == 1 and "chưa được lãnh đạo ký duyệt" in refused.output
     db_app.config["DISPATCH_AGENCY_KEY"] = None
-    issued = runner.invoke(args=["issue", str(first), "--at", ISSUE_AT])
+    issued = runner.invoke(args=["issue", str(first), "--confirm-placeholders", "--at", ISSUE_AT])
     assert issued.exit_code == 0, issued.output
     assert "không có chữ ký số" in issued.output
