@@ -37,6 +37,7 @@ from dispatch.archive import ArchivedFile, ArchiveError, ArchiveWriter
 from dispatch.audit import actor_name
 from dispatch.calendar import deadline_for
 from dispatch.clock import format_local, local
+from dispatch.directory import offices
 from dispatch.drafting.drafts import (
     DispatchFrozen,
     DraftError,
@@ -425,10 +426,7 @@ def _freeze_recipients(
                 )
             if org.email_is_placeholder:
                 placeholders += 1
-            valid = (org.valid_from is None or org.valid_from <= issued_on) and (
-                org.valid_to is None or issued_on <= org.valid_to
-            )
-            if not valid:
+            if not offices.valid_on(org, issued_on):
                 stale.append(org.province_code)
             assign_token(recipient)
             letters.append((recipient.id, [recipient.email], list(recipient.cc)))
@@ -465,6 +463,7 @@ class StaleRecipient:
     code: str
     name: str
     successors: tuple[tuple[str, str], ...]  # (province code, name), each valid that day
+    successor_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -502,8 +501,6 @@ def check_before_issue(dispatch_id: int, at: dt.datetime) -> IssueCheck:
     """The date issuing at ``at`` prints, whether it differs from the draft's own date (its day,
     or its month when it gives only the month), and the recipients no longer valid that day
     with their successors (``directory.offices``)."""
-    from dispatch.directory import offices
-
     dispatch = db.session.get(Dispatch, dispatch_id)
     if dispatch is None:
         raise IssueError(f"Không có công văn mã {dispatch_id}.")
@@ -530,6 +527,7 @@ def check_before_issue(dispatch_id: int, at: dt.datetime) -> IssueCheck:
                 org.province_code,
                 org.name,
                 tuple((s.province_code, s.name) for s in successors),
+                tuple(s.id for s in successors),
             )
         )
     return IssueCheck(printed_on, shown, differs, tuple(stale))
@@ -550,14 +548,8 @@ def readdress_to_successors(dispatch_id: int, *, actor: User | None, at: dt.date
     stale_ids = {item.recipient_id for item in check.stale}
     keep = [r.organisation_id for r in dispatch.recipients if r.id not in stale_ids]
     codes = {code for item in check.stale for code, _ in item.successors}
-    from dispatch.directory import offices
-
-    added = [
-        org.id
-        for code in sorted(codes)
-        if (org := offices.office_on(code, check.printed_on)) is not None and org.id not in keep
-    ]
-    drafts.readdress(dispatch, [*keep, *added], actor=actor, at=at)
+    added = {org_id for item in check.stale for org_id in item.successor_ids} - set(keep)
+    drafts.readdress(dispatch, [*keep, *sorted(added)], actor=actor, at=at)
     audit.record_dispatch(
         "dispatch.readdressed",
         dispatch_id,

@@ -101,6 +101,8 @@ def draft_delete_command(
     except drafts.DraftError as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"Đã xoá bản nháp mã {dispatch_id}: V/v {subject}")
+
+
 @draft_group.command("import")
 @click.argument("docx_file", metavar="FILE.docx", type=click.Path(path_type=Path))
 @click.option("--group", "group_code", required=True, help="Recipient group code (so-khcn).")

@@ -343,13 +343,12 @@ def create_draft(
     Raises ``LetterSourceError`` (naming file and line) for a bad source and ``DraftError`` or
     ``offices.DirectoryError`` for a bad group.
     """
-    letter_source = _load_source(source)
-    letter = _checked(letter_source)
+    stored, letter, origin = checked_source(source)
     return _write(
         None,
-        source_to_json(letter_source),
+        stored,
         letter=letter,
-        origin=letter_source.origin,
+        origin=origin,
         group_code=group_code,
         recipient_ids=None,
         policy={},

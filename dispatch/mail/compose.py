@@ -47,6 +47,7 @@ from sqlalchemy import func, select
 from dispatch.archive import ArchiveError, read_archived
 from dispatch.calendar import confirmation_deadline, deadline_words
 from dispatch.clock import VN, format_local
+from dispatch.drafting.follow_up import late_recipients
 from dispatch.extensions import db
 from dispatch.mail.links import confirmation_url
 from dispatch.mail.verp import bounce_address
@@ -670,18 +671,7 @@ def _sent_reminders(recipient_ids: list[int]) -> dict[int, int]:
 
 def unconfirmed_recipients(dispatch: Dispatch) -> list[dict[str, Any]]:
     """Every recipient that has not confirmed, as plain rows for the escalation's table."""
-    recipients = (
-        db.session.execute(
-            select(DispatchRecipient)
-            .where(
-                DispatchRecipient.dispatch_id == dispatch.id,
-                DispatchRecipient.acknowledged_at.is_(None),
-            )
-            .order_by(DispatchRecipient.province_code, DispatchRecipient.id)
-        )
-        .scalars()
-        .all()
-    )
+    recipients = late_recipients(dispatch)
     reminders = _sent_reminders([r.id for r in recipients])
     rows = []
     for recipient in recipients:
