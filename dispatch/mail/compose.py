@@ -272,13 +272,17 @@ def unstructured(name: str, text: str) -> _Folded | str:
 
 
 class _OneLine:
-    """A header value written as it is, never folded (the Message-ID has no place to fold)."""
+    """A header value written whole, never folded inside (a Message-ID has no place to fold);
+    when ``Name: value`` would pass 78 characters, the value goes on a line of its own."""
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
         self.value = value
 
     def encode(self, linesep: str = "\n", maxlinelen: int | None = None) -> str:
-        return self.value
+        if len(self.name) + 2 + len(self.value) <= (maxlinelen or _MAX_LINE):
+            return self.value
+        return linesep + " " + self.value
 
     def __str__(self) -> str:
         return self.value
@@ -388,7 +392,7 @@ class OfficialMessage(Message):
             put("Date", format_datetime(dt.datetime.fromtimestamp(self.date, VN)))
         elif not replace:
             put("Date", formatdate(None, localtime=True))
-        put("Message-ID", _OneLine(header_text(self.msgId)))
+        put("Message-ID", _OneLine("Message-ID", header_text(self.msgId)))
         if self.cc:
             put("Cc", address_list("Cc", list(self.cc)))
         if replace:
