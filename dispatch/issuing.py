@@ -44,6 +44,7 @@ from dispatch.drafting.drafts import (
     lock_dispatch,
 )
 from dispatch.drafting.uploads import human_size, letter_root, mail_max_bytes
+from dispatch.drafting.word_import import ORIGINAL_FOLDER, original_path
 from dispatch.extensions import db
 from dispatch.letters.model import Letter
 from dispatch.letters.source import build_letter, source_from_json
@@ -223,6 +224,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
     # Audit entries are appended last: on PostgreSQL appending takes a lock that serialises all
     # audited writes, and it should not be held while the letter renders.
     entries: list[dict[str, Any]] = []
+    originals: ArchiveWriter | None = None
     try:
         dispatch = _lock_for_issue(dispatch_id, at)
         if dispatch.status is not DispatchStatus.DRAFT:
@@ -318,6 +320,29 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                 }
             )
 
+        # The Word file the letter was imported from is kept with the dispatch, read-only,
+        # beside what was sent (not sent itself: the letter was rendered again from the draft).
+        original = original_path(dispatch_id)
+        if original is not None:
+            originals = ArchiveWriter(dispatch.id, ORIGINAL_FOLDER)
+            try:
+                kept = originals.write(original.name, original.read_bytes())
+            except (ArchiveError, OSError) as exc:
+                raise ArchiveUnavailable(str(exc)) from exc
+            entries.append(
+                {
+                    "action": "document.archived",
+                    "object_type": "document",
+                    "object_id": kept.path,
+                    "details": {
+                        "kind": "original",
+                        "filename": kept.filename,
+                        "sha256": kept.sha256,
+                        "size": kept.size,
+                    },
+                }
+            )
+
         dispatch.status = DispatchStatus.ISSUED
         dispatch.number = number
         dispatch.register_year = issued_on.year
@@ -357,8 +382,9 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
     except BaseException:
         # BaseException too: WeasyPrint's fatal fetch error and Ctrl-C must not leave files.
         db.session.rollback()
-        if writer is not None:
-            writer.discard()
+        for written in (writer, originals):
+            if written is not None:
+                written.discard()
         raise
     return IssueResult(
         dispatch_id=dispatch_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from dataclasses import replace
@@ -14,6 +15,7 @@ from dispatch.extensions import db
 from dispatch.letters.docx import render_docx
 from dispatch.letters.source import build_letter, load_letter, source_from_json
 from dispatch.models import AuditEntry, Dispatch
+from dispatch.models import Document as ArchivedDocument
 from tests.fixtures.clerks import draft_id_from, field_value, post_form, valid_fields
 from tests.letter_samples import SEED_FOLDER
 
@@ -61,6 +63,27 @@ def test_import_a_word_letter_then_issue_it(seeded, runner, app, tmp_path):
     )
     assert issued.exit_code == 0, issued.output
     assert "Đã ban hành công văn số 01/THH-VP ngày 15/11/2021" in issued.output
+
+    # The original Word file is archived with the dispatch, read-only; it is not one of the
+    # documents sent to the offices (the letter was rendered again).
+    with app.app_context():
+        archived = word_import.archived_original(dispatch_id)
+        assert archived is not None and archived.read_bytes() == path.read_bytes()
+        assert archived.name == "Công văn PC-Covid.docx"
+        assert not archived.stat().st_mode & 0o222
+        entry = db.session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "document.archived",
+                AuditEntry.dispatch_id == dispatch_id,
+                AuditEntry.object_id.like("%/original/%"),
+            )
+        ).one()
+        assert entry.details["kind"] == "original"
+        assert entry.details["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        sent = db.session.scalars(
+            select(ArchivedDocument.filename).where(ArchivedDocument.dispatch_id == dispatch_id)
+        )
+        assert archived.name not in set(sent)
 
 
 def test_a_word_file_missing_fields_makes_no_draft(seeded, runner, app, tmp_path):

@@ -4,7 +4,8 @@ The DOCX is checked as any uploaded Office file is (no macros, ActiveX, OLE obje
 external templates; zip bombs refused), then ``dispatch.letters.docx_import`` reads it. A draft
 is created only when every required field was recognised; the original file is kept with the
 draft under ``DISPATCH_DATA_DIR/uploads/<draft id>/original/`` (it is not sent to the offices:
-the letter is rendered again from the draft) and the import is audited.
+the letter is rendered again from the draft) and the import is audited. Issuing archives it,
+read-only, under ``dispatches/<id>/original/`` beside the files that were sent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatch import audit
+from dispatch.archive import data_dir, dispatch_folder
 from dispatch.audit import actor_name
 from dispatch.drafting import drafts, uploads
 from dispatch.letters.docx_import import DocxImportError, ImportReport, read_docx
@@ -70,6 +72,15 @@ def original_path(dispatch_id: int) -> Path | None:
     if not folder.is_dir():
         return None
     files = sorted(folder.iterdir())
+    return files[0] if files else None
+
+
+def archived_original(dispatch_id: int) -> Path | None:
+    """The Word file an issued dispatch was imported from, as archived when it was issued."""
+    folder = data_dir() / dispatch_folder(dispatch_id) / ORIGINAL_FOLDER
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     return files[0] if files else None
 
 
