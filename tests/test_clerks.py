@@ -889,14 +889,99 @@ def test_an_untouched_new_letter_leaves_no_draft_behind(desk):
 def test_a_letter_with_errors_says_so_once(desk):
     clerk = desk.clerk
     draft_id = draft_id_from(_compose(clerk, valid_fields(subject="", body="")))
-    response = _compose(
-        clerk,
-        {**valid_fields(subject="", body=""), "action": "issue"},
-        f"/dispatches/{draft_id}/edit",
-    )
-    assert response.status_code == 303 and response.headers["Location"].endswith("/edit")
+    for action in ("save", "issue"):
+        response = _compose(
+            clerk,
+            {**valid_fields(subject="", body=""), "action": action},
+            f"/dispatches/{draft_id}/edit",
+        )
+        assert response.status_code == 303 and response.headers["Location"].endswith("/edit")
+        html = clerk.get(response.headers["Location"]).get_data(as_text=True)
+        # No notice beside the summary: its heading says the draft was saved, and what is left.
+        assert re.findall(r'<p class="notice notice-\w+">(.*?)</p>', html, re.S) == []
+        assert "Đã lưu bản nháp lúc" not in html
+        assert len(re.findall(r'class="error-summary"', html)) == 1
+        heading = re.search(r'<h2 id="tom-tat-loi">(.*?)</h2>', html, re.S).group(1)
+        assert heading == "Bản nháp đã được lưu nhưng chưa thể ban hành: 2 mục cần sửa"
+
+
+# Every kind of mistake the form can hold at once, each in a field of its own.
+WRONG = valid_fields(
+    parent_agency="Bộ\u202eThông tin",
+    issuing_agency="",
+    symbol="thh vp",
+    place="p" * 150,
+    date="32/13/2021",
+    urgency="gấp",
+    subject="V/v " + "a" * 600,
+    addressees="x" * 250,
+    body="* một ý\n\nkhông có dấu kết thúc",
+    signer_authority="KT.",
+    signer_acting_for="",
+    signer_title="c" * 120,
+    signer_name="TS. Nguyễn Văn A",
+    distribution="Như trên\n" + "y" * 250,
+    recipients_group="",
+    **{"appendix-0-title": "t" * 600, "appendix-0-body": "| a | b |\n|---|---|\n| 1 | 2 |"},
+)
+
+
+def test_errors_are_said_once_in_the_forms_order_and_words(desk):
+    """Issue 14, point 5: one summary in the order of the page, each message also beside its
+    field, none in the preview pane, and no internal name anywhere a clerk reads."""
+    from tests.fixtures.wording import internal_names, visible_text
+
+    clerk = desk.clerk
+    response = _compose(clerk, {**WRONG, "action": "issue"})
+    assert response.status_code == 303
+    draft_id = draft_id_from(response)
     html = clerk.get(response.headers["Location"]).get_data(as_text=True)
-    flashes = re.findall(r'<p class="notice notice-\w+">(.*?)</p>', html, re.S)
-    assert len(flashes) == 1 and "chưa thể ban hành" in flashes[0], flashes
-    assert "chưa thể ban hành" in html and "Đã lưu bản nháp" in html
-    assert len(re.findall(r'id="tom-tat-loi"', html)) == 1
+    summary = re.search(r'<div class="error-summary".*?</div>', html, re.S).group(0)
+    items = re.findall(r'<li><a href="#([^"]+)">([^<]*)</a>: (.*?)</li>', summary, re.S)
+    assert len(items) >= 14, items
+    # The summary's order is the page's: each anchor's field comes after the one before.
+    form = html[html.index('id="compose-form"') :]
+    positions = [form.index(f'id="{anchor}"') for anchor, _, _ in items]
+    assert positions == sorted(positions), [anchor for anchor, _, _ in items]
+    # Each message is also said beside its field, in the same words.
+    for anchor, _, message in items:
+        if anchor.startswith("f-"):
+            inline = re.search(rf'<p class="field-error" id="{anchor}-loi">(.*?)</p>', html, re.S)
+            assert inline is not None and inline.group(1) == message, anchor
+    text = visible_text(html)
+    assert internal_names(text) == [], internal_names(text)
+    assert '"' not in text, [line for line in text.splitlines() if '"' in line]
+    assert "Đã lưu bản nháp lúc" not in text
+    for expected in (
+        "Mục “Trích yếu” dài",
+        "Mục “Kính gửi” (dòng 1) dài 250 ký tự",
+        "Mục “Tên phụ lục” dài 600 ký tự",
+        "Mục “Cơ quan chủ quản” chứa ký tự không được phép",
+    ):
+        assert expected in text, expected
+
+    # The preview pane says the draft is not ready, and neither lists nor names anything.
+    preview = clerk.get(f"/dispatches/{draft_id}/preview.pdf")
+    assert preview.status_code == 422
+    said = visible_text(preview.get_data(as_text=True))
+    assert "mục cần sửa" in said and "<li>" not in preview.get_data(as_text=True)
+    assert internal_names(said) == []
+    # The issue page sends a letter with errors back to the form, which says what is left.
+    issue = clerk.get(f"/dispatches/{draft_id}/issue")
+    if issue.status_code == 303:
+        issue = clerk.get(issue.headers["Location"])
+    said = visible_text(issue.get_data(as_text=True))
+    assert internal_names(said) == [], internal_names(said)
+
+
+def test_an_emptied_new_letter_saves_nothing(desk):
+    clerk = desk.clerk
+    emptied = {key: "" for key in valid_fields()}
+    for action in ("save", "issue"):
+        response = _compose(clerk, {**emptied, "action": action})
+        assert response.status_code == 303
+        assert response.headers["Location"].endswith("/dispatches/new")
+        html = clerk.get("/dispatches/new").get_data(as_text=True)
+        assert "Chưa có gì để lưu" in html
+        assert "Đã lưu bản nháp" not in html and "error-summary" not in html
+    assert db.session.execute(select(Dispatch.id)).first() is None

@@ -228,7 +228,7 @@ def test_missing_key_names_file_and_closing_line(write_letter) -> None:
     closing = front.count("\n") + 2  # the "---" after the front matter
     assert error.path == str(folder / "letter.md")
     assert error.line == closing
-    assert error.message == 'thiếu trường bắt buộc "subject" (trích yếu)'
+    assert error.message == "thiếu trường bắt buộc “subject” (trích yếu)"
     assert str(error) == f"{folder / 'letter.md'}:{closing}: {error.message}"
 
 
@@ -236,7 +236,7 @@ def test_unknown_key_on_its_line(write_letter) -> None:
     front = _front(add="subjekt: sai tên\n")
     error = _error(write_letter(front))
     assert error.line == line_of("---\n" + front, "subjekt:")
-    assert '"subjekt"' in error.message and '"subject"' in error.message
+    assert "“subjekt”" in error.message and "“subject”" in error.message
 
 
 @pytest.mark.parametrize(
@@ -283,8 +283,8 @@ def test_unknown_key_on_its_line(write_letter) -> None:
             "  acting_for:",
             "authority",
         ),
-        ("  title: Cục trưởng\n", "  title: Cục trưởng\n  seal: có\n", "  seal:", '"seal"'),
-        ("  name: Đỗ Công Anh\n", "", "signer:", '"signer.name"'),
+        ("  title: Cục trưởng\n", "  title: Cục trưởng\n  seal: có\n", "  seal:", "“seal”"),
+        ("  name: Đỗ Công Anh\n", "", "signer:", "“signer.name”"),
         (
             "signer:\n  title: Cục trưởng\n  name: Đỗ Công Anh\n",
             "signer: Đỗ Công Anh\n",
@@ -490,7 +490,7 @@ def test_missing_appendix_file(write_letter) -> None:
     error = _error(folder)
     assert error.path == str(folder / "letter.md")
     assert error.line == line_of("---\n" + front, "phu-luc-2.md")
-    assert 'không tìm thấy tệp phụ lục "phu-luc-2.md"' in error.message
+    assert "không tìm thấy tệp phụ lục “phu-luc-2.md”" in error.message
 
 
 @pytest.mark.parametrize(
@@ -519,7 +519,7 @@ def test_appendix_problems_name_the_appendix_file(write_letter) -> None:
     folder = write_letter(_with_appendices("a.md"), appendices={"a.md": no_title}, name="khac")
     error = _error(folder)
     assert (error.path, error.line) == (str(folder / "a.md"), 2)
-    assert '"ten"' in error.message
+    assert "“ten”" in error.message
     empty_title = "---\ntitle: ''\n---\nNội dung./.\n"
     folder = write_letter(_with_appendices("a.md"), appendices={"a.md": empty_title}, name="ba")
     error = _error(folder)
@@ -618,7 +618,7 @@ def test_json_form_errors_have_body_relative_lines() -> None:
     del data["meta"]["subject"]
     with pytest.raises(LetterSourceError) as caught:
         build_letter(source_from_json(data, origin="bản nháp 12"))
-    assert str(caught.value) == 'bản nháp 12: thiếu trường bắt buộc "subject" (trích yếu)'
+    assert str(caught.value) == "bản nháp 12: thiếu trường bắt buộc “subject” (trích yếu)"
 
 
 def test_json_form_normalises_composer_input() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from dispatch.letters.source import build_letter, load_letter, source_from_json
 from dispatch.models import AuditEntry, Dispatch
 from dispatch.models import Document as ArchivedDocument
 from tests.fixtures.clerks import draft_id_from, field_value, post_form, valid_fields
+from tests.fixtures.wording import internal_names, visible_text
 from tests.letter_samples import SEED_FOLDER
 
 ISSUE_AT = "2021-11-15T08:30:00+07:00"
@@ -100,6 +102,7 @@ def test_a_word_file_missing_fields_makes_no_draft(seeded, runner, app, tmp_path
     assert "✓ Kính gửi: Sở Y tế" in result.output
     assert "✗ ký hiệu" in result.output
     assert "Chưa nhận ra đủ công văn trong tệp Word" in result.output
+    assert internal_names(result.output) == []
     with app.app_context():
         assert _count_dispatches() == before
 
@@ -160,6 +163,30 @@ def test_the_composer_reads_a_word_letter_and_shows_what_it_recognised(desk):
     assert "dispatch.imported_from_word" in [
         e.action for e in db.session.scalars(select(AuditEntry)) if e.dispatch_id == draft_id
     ]
+
+
+def test_a_letter_half_recognised_is_reported_in_the_forms_words(desk):
+    """The import panel and the summary after it name fields by their labels only."""
+    document = Document()
+    document.add_paragraph("Kính gửi: Sở Y tế")
+    document.add_paragraph("Đề nghị Quý Sở báo cáo./.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    response = post_form(
+        desk.clerk,
+        "/dispatches/new/import",
+        valid_fields(word_file=(io.BytesIO(buffer.getvalue()), "nửa công văn.docx")),
+        token_from="/dispatches/new",
+    )
+    assert response.status_code == 303
+    html = desk.clerk.get(response.headers["Location"]).get_data(as_text=True)
+    report = re.search(r'<table class="import-report".*?</table>', html, re.S).group(0)
+    assert "✓ Sở Y tế" in report or "Sở Y tế" in report
+    assert "Chưa nhận ra" in report
+    text = visible_text(html)
+    assert internal_names(text) == [], internal_names(text)
+    assert '"' not in text, [line for line in text.splitlines() if '"' in line]
+    assert len(re.findall(r'class="error-summary"', html)) == 1
 
 
 def test_a_bad_file_keeps_what_was_typed_and_says_why(desk):

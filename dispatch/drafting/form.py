@@ -332,7 +332,12 @@ def form_from_post(data: Any, *, remove_appendix: int | None = None) -> ComposeF
 
 def is_untouched(form: ComposeForm, at: dt.datetime) -> bool:
     """Whether a new letter's form is still the blank one (``blank_form``): nothing typed, no
-    appendix, the usual group with all its offices. Saving it would only leave an empty draft."""
+    appendix, the usual group with all its offices; or emptied of every word. Saving it would
+    only leave an empty draft."""
+    if not any(value.strip() for value in form.fields.values()) and not any(
+        item["title"].strip() or item["body"].strip() for item in form.appendices
+    ):
+        return True  # emptied: not one word of a letter
     blank = blank_form(at)
     if form.fields != blank.fields or form.appendices or form.group != blank.group:
         return False
@@ -390,8 +395,41 @@ def source_from_form(
 # --- validation -------------------------------------------------------------------------------
 
 
+# The letter source's names for what the form calls by its labels: the parser's messages name
+# them (“subject” (trích yếu), “addressees, mục 2”), which is right in a letter.md file and
+# wrong on a page, where the clerk sees only the labels.
+_SOURCE_LABELS: dict[str, str] = {
+    **TEXT_FIELDS,
+    **LIST_FIELDS,
+    "signer.authority": TEXT_FIELDS["signer_authority"],
+    "signer.acting_for": TEXT_FIELDS["signer_acting_for"],
+    "signer.title": TEXT_FIELDS["signer_title"],
+    "signer.name": TEXT_FIELDS["signer_name"],
+    "title": "Tên phụ lục",
+    "attachments": "Tài liệu gửi kèm",
+    "number": "Số",
+}
+_SOURCE_NAME = re.compile(
+    r"(?:(?P<field>[Tt]rường) )?“(?P<key>[a-z_]+(?:\.[a-z_]+)?)(?:, mục (?P<item>\d+))?”"
+    r"(?: \([^()]*\))?"
+)
+
+
+def _in_form_words(message: str) -> str:
+    """A parser message with the source's field names replaced by the form's labels."""
+
+    def label(match: re.Match[str]) -> str:
+        name = _SOURCE_LABELS.get(match["key"])
+        if name is None:
+            return match[0]
+        said = f"mục “{name}”" if match["field"] else f"“{name}”"
+        return said + (f" (dòng {match['item']})" if match["item"] else "")
+
+    return _SOURCE_NAME.sub(label, message)
+
+
 def _capitalised(message: str) -> str:
-    message = message.strip()
+    message = _in_form_words(message.strip())
     if not message:
         return message
     message = message[0].upper() + message[1:]
@@ -465,7 +503,7 @@ def validate(source: Mapping[str, Any], project_root: Path | None = None) -> dic
             errors["attachments"] = _capitalised(exc.message)
 
     if not fields[BODY_FIELD].strip():
-        errors[BODY_FIELD] = 'Vui lòng nhập nội dung công văn (đoạn cuối kết thúc bằng "./.").'
+        errors[BODY_FIELD] = "Vui lòng nhập nội dung công văn (đoạn cuối kết thúc bằng “./.”)."
     elif (exc := _probe(body=fields[BODY_FIELD], project_root=project_root)) is not None:
         errors[BODY_FIELD] = _body_message(exc)
 

@@ -629,14 +629,14 @@ def _fill_report(report: ImportReport, meta: dict, body: str, appendices: list[d
     problems = {
         "parent_agency": "không thấy cơ quan chủ quản (dòng đầu, cột trái của phần đầu)",
         "issuing_agency": "không thấy tên cơ quan ban hành (dòng thứ hai, cột trái)",
-        "symbol": 'không thấy dòng "Số: …/…" (số và ký hiệu)',
-        "place": 'không thấy dòng "<địa danh>, ngày … tháng … năm …"',
-        "date": 'không đọc được tháng và năm trong dòng "ngày … tháng … năm …"',
-        "subject": 'không thấy dòng trích yếu "V/v …"',
-        "addressees": 'không thấy "Kính gửi:"',
+        "symbol": "không thấy dòng “Số: …/…” (số và ký hiệu)",
+        "place": "không thấy dòng “<địa danh>, ngày … tháng … năm …”",
+        "date": "không đọc được tháng và năm trong dòng “ngày … tháng … năm …”",
+        "subject": "không thấy dòng trích yếu “V/v …”",
+        "addressees": "không thấy “Kính gửi:”",
         "body": "không thấy nội dung công văn",
         "signer": "không thấy chức vụ và họ tên người ký",
-        "distribution": 'không thấy "Nơi nhận:"',
+        "distribution": "không thấy “Nơi nhận:”",
     }
     for key, problem in problems.items():
         value = body if key == "body" else meta.get(key)

@@ -162,7 +162,7 @@ def parse_blocks(text: str, *, headings: bool = False) -> list[PlacedBlock]:
             flush_item_marker()
             if token.markup not in _BULLETS:
                 raise MarkupError(
-                    line, f'dùng "- " hoặc "+ " để mở đầu các ý, không dùng "{token.markup} "'
+                    line, f"dùng “- ” hoặc “+ ” để mở đầu các ý, không dùng “{token.markup} ”"
                 )
             lists.append(_List(ordered=False, kind=_BULLETS[token.markup]))
         elif kind == "ordered_list_open":
@@ -278,12 +278,12 @@ def check_closing(placed: list[PlacedBlock], end_line: int) -> None:
     if last.block.kind == BlockKind.TABLE:
         raise MarkupError(
             last.line,
-            f'sau bảng phải có một đoạn văn cuối kết thúc bằng "{CLOSING_MARK}" (Nghị định 30)',
+            f"sau bảng phải có một đoạn văn cuối kết thúc bằng “{CLOSING_MARK}” (Nghị định 30)",
         )
     if not last.block.text.rstrip().endswith(CLOSING_MARK):
         raise MarkupError(
             last.line,
-            f'đoạn cuối phải kết thúc bằng "{CLOSING_MARK}" (Nghị định 30)',
+            f"đoạn cuối phải kết thúc bằng “{CLOSING_MARK}” (Nghị định 30)",
         )
 
 

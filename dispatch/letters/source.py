@@ -201,9 +201,11 @@ def _dotted(path: KeyPath) -> str:
 
 
 def _named(path: KeyPath, names: Mapping[str, str]) -> str:
-    """'"subject" (trích yếu)' for messages."""
+    """'“subject” (trích yếu)' for messages."""
     label = names.get(str(path[-1]), "") if path else ""
-    return f'"{_dotted(path)}"' + (f" ({label})" if label else "")
+    if path == ("title",):  # an appendix's own front matter
+        label = APPENDIX_KEYS["title"]
+    return f"“{_dotted(path)}”" + (f" ({label})" if label else "")
 
 
 # --- reading files ---------------------------------------------------------------------------
@@ -264,21 +266,21 @@ def _split_front_matter(text: str, label: str) -> tuple[str, int, str]:
         raise LetterSourceError(
             label,
             1,
-            f'thiếu phần khai báo ở đầu tệp: dòng đầu tiên phải là "{FRONT_MATTER_FENCE}", '
-            f'tiếp theo là các trường, rồi một dòng "{FRONT_MATTER_FENCE}" đóng lại',
+            f"thiếu phần khai báo ở đầu tệp: dòng đầu tiên phải là “{FRONT_MATTER_FENCE}”, "
+            f"tiếp theo là các trường, rồi một dòng “{FRONT_MATTER_FENCE}” đóng lại",
         )
     for index in range(1, len(lines)):
         if lines[index].rstrip() == FRONT_MATTER_FENCE:
             return "\n".join(lines[1:index]), index, "\n".join(lines[index + 1 :])
     raise LetterSourceError(
-        label, 1, f'phần khai báo mở ở dòng 1 nhưng không có dòng "{FRONT_MATTER_FENCE}" đóng lại'
+        label, 1, f"phần khai báo mở ở dòng 1 nhưng không có dòng “{FRONT_MATTER_FENCE}” đóng lại"
     )
 
 
 # PyYAML's messages for the mistakes clerks make most, said in Vietnamese.
 _YAML_PROBLEMS = {
     "mapping values are not allowed here": (
-        'dấu hai chấm không đúng chỗ (giá trị có chứa ": " phải đặt trong ngoặc kép)'
+        "dấu hai chấm không đúng chỗ (giá trị có chứa “: ” phải đặt trong ngoặc kép)"
     ),
     "found character '\\t' that cannot start any token": "không dùng phím Tab để thụt lề",
     "could not find expected ':'": "thiếu dấu hai chấm sau tên trường",
@@ -381,10 +383,10 @@ class _YamlReader:
                 ):
                     raise self.fail(key_node, "tên trường phải là chữ")
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise self.fail(key_node, 'không dùng "<<" (gộp trường) trong phần khai báo')
+                    raise self.fail(key_node, "không dùng “<<” (gộp trường) trong phần khai báo")
                 key = key_node.value
                 if key in result:
-                    raise self.fail(key_node, f'trường "{key}" khai báo hai lần')
+                    raise self.fail(key_node, f"trường “{key}” khai báo hai lần")
                 self.key_lines[(*path, key)] = self.line(key_node)
                 result[key] = self.plain(loader, value_node, (*path, key))
             return result
@@ -408,7 +410,7 @@ class _YamlReader:
             if node.tag == "tag:yaml.org,2002:timestamp":
                 # "2021-02-30": keep the text, the date check says what is wrong with it.
                 return _nfc(node.value)
-            raise self.fail(node, f'giá trị "{node.value}" không hợp lệ') from exc
+            raise self.fail(node, f"giá trị “{node.value}” không hợp lệ") from exc
         if isinstance(value, dt.date):
             # Plain JSON-able data: dates are kept as their ISO text.
             return value.isoformat()
@@ -440,8 +442,8 @@ def _parse_file(path: Path, label: str, keys: Mapping[str, str]) -> _Parsed:
 
 def _unknown_key(key: str, keys: Mapping[str, str]) -> str:
     guess = difflib.get_close_matches(key, list(keys), n=1)
-    hint = f' (có phải "{guess[0]}"?)' if guess else ""
-    return f'trường không được hỗ trợ "{key}"{hint}; các trường hợp lệ: {", ".join(keys)}'
+    hint = f" (có phải “{guess[0]}”?)" if guess else ""
+    return f"trường không được hỗ trợ “{key}”{hint}; các trường hợp lệ: {', '.join(keys)}"
 
 
 def read_source(folder: Path) -> LetterSource:
@@ -474,26 +476,26 @@ def read_source(folder: Path) -> LetterSource:
         name = name.strip()
         file = folder / name
         if file.suffix != ".md":
-            raise where.key(path, f'tệp phụ lục "{name}" phải là tệp Markdown (.md)')
+            raise where.key(path, f"tệp phụ lục “{name}” phải là tệp Markdown (.md)")
         try:
             resolved = file.resolve()
             inside = not Path(name).is_absolute() and resolved.is_relative_to(resolved_folder)
             exists, is_file = file.exists(), file.is_file()
         except (OSError, ValueError) as exc:  # a NUL byte or an over-long name
-            raise where.key(path, f'tên tệp phụ lục "{name}" không hợp lệ') from exc
+            raise where.key(path, f"tên tệp phụ lục “{name}” không hợp lệ") from exc
         if not inside:
-            raise where.key(path, f'tệp phụ lục "{name}" phải nằm trong thư mục công văn')
+            raise where.key(path, f"tệp phụ lục “{name}” phải nằm trong thư mục công văn")
         if not exists:
-            raise where.key(path, f'không tìm thấy tệp phụ lục "{name}"')
+            raise where.key(path, f"không tìm thấy tệp phụ lục “{name}”")
         if not is_file:
-            raise where.key(path, f'"{name}" không phải là tệp')
+            raise where.key(path, f"“{name}” không phải là tệp")
         if resolved in seen:
-            raise where.key(path, f'tệp phụ lục "{name}" được liệt kê hai lần')
+            raise where.key(path, f"tệp phụ lục “{name}” được liệt kê hai lần")
         seen.add(resolved)
         parsed = _parse_file(file, str(file), APPENDIX_KEYS)
         if "title" not in parsed.meta:
             raise _Where(str(file), parsed.positions).missing(
-                ("title",), 'thiếu trường bắt buộc "title" (tên phụ lục)'
+                ("title",), "thiếu trường bắt buộc “title” (tên phụ lục)"
             )
         appendices.append({"title": parsed.meta["title"], "body": parsed.body, "file": name})
         appendix_positions.append(parsed.positions)
@@ -572,8 +574,8 @@ def check_symbol(symbol: str) -> str | None:
     groups = symbol.split("-")
     if any(not group or not group.isalnum() for group in groups):
         return (
-            f'ký hiệu "{symbol}" không hợp lệ: gồm các nhóm chữ cái, chữ số nối với nhau bằng '
-            'dấu "-", không có khoảng trắng và không ghi số văn bản (ví dụ "THH-VP")'
+            f"ký hiệu “{symbol}” không hợp lệ: gồm các nhóm chữ cái, chữ số nối với nhau bằng "
+            "dấu “-”, không có khoảng trắng và không ghi số văn bản (ví dụ “THH-VP”)"
         )
     return None
 
@@ -596,7 +598,7 @@ def _date(where: _Where, value: Any) -> tuple[dt.date | None, int, int]:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value, value.month, value.year
     problem = (
-        'trường "date" (ngày ban hành) phải có dạng "2021-11" (chưa có ngày) hoặc "2021-11-15"'
+        "trường “date” (ngày ban hành) phải có dạng “2021-11” (chưa có ngày) hoặc “2021-11-15”"
     )
     if not isinstance(value, str):
         raise where.key(path, problem)
@@ -609,7 +611,7 @@ def _date(where: _Where, value: Any) -> tuple[dt.date | None, int, int]:
         date = dt.date(year, month, int(parts[2])) if len(parts) == 3 else None
         dt.date(year, month, 1)
     except ValueError as exc:
-        raise where.key(path, f'ngày "{value}" không có thật trên lịch') from exc
+        raise where.key(path, f"ngày “{value}” không có thật trên lịch") from exc
     return date, month, year
 
 
@@ -620,7 +622,7 @@ def _number(where: _Where, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.key(path, _wrong_type(path, "một số nguyên"))
     if not 1 <= value <= MAX_NUMBER:
-        raise where.key(path, f'trường "number" (số) phải từ 1 đến {MAX_NUMBER}')
+        raise where.key(path, f"trường “number” (số) phải từ 1 đến {MAX_NUMBER}")
     return value
 
 
@@ -634,7 +636,7 @@ def _signer(where: _Where, value: Any) -> Signer:
     for key in ("title", "name"):
         if key not in value:
             raise where.missing(
-                (*path, key), f'thiếu trường bắt buộc "signer.{key}" ({SIGNER_KEYS[key]})'
+                (*path, key), f"thiếu trường bắt buộc “signer.{key}” ({SIGNER_KEYS[key]})"
             )
     title = _text(where, value["title"], (*path, "title"), MAX_SIGNER_TITLE)
     name = _text(where, value["name"], (*path, "name"), MAX_SIGNER_NAME)
@@ -650,19 +652,19 @@ def _signer(where: _Where, value: Any) -> Signer:
         except ValueError as exc:
             choices = ", ".join(member.value for member in Authority)
             raise where.key(
-                (*path, "authority"), f'quyền hạn ký "{raw}" không hợp lệ; dùng một trong {choices}'
+                (*path, "authority"), f"quyền hạn ký “{raw}” không hợp lệ; dùng một trong {choices}"
             ) from exc
         if value.get("acting_for") is None:
             raise where.missing(
                 (*path, "acting_for"),
-                f'có quyền hạn ký "{authority.value}" thì cần trường "signer.acting_for" '
-                '(ví dụ "Cục trưởng")',
+                f"có quyền hạn ký “{authority.value}” thì cần trường “signer.acting_for” "
+                "(ví dụ “Cục trưởng”)",
             )
     if value.get("acting_for") is not None:
         if authority is None:
             raise where.key(
                 (*path, "acting_for"),
-                'trường "signer.acting_for" chỉ dùng cùng "signer.authority" '
+                "trường “signer.acting_for” chỉ dùng cùng “signer.authority” "
                 "(TM., Q., KT., TL., TUQ.)",
             )
         acting_for = _text(where, value["acting_for"], (*path, "acting_for"), MAX_SIGNER_TITLE)
@@ -675,7 +677,7 @@ def _urgency(where: _Where, value: Any) -> Urgency | None:
     text = _text(where, value, ("urgency",), 20).lower()
     if text not in URGENCIES:
         raise where.key(
-            ("urgency",), 'độ khẩn phải là "khẩn", "thượng khẩn" hoặc "hỏa tốc" (hoặc bỏ trường)'
+            ("urgency",), "độ khẩn phải là “khẩn”, “thượng khẩn” hoặc “hoả tốc” (hoặc bỏ trường)"
         )
     return URGENCIES[text]
 
@@ -700,8 +702,8 @@ def _attachments(where: _Where, value: Any, project_root: Path) -> tuple[Attachm
         name = _text(where, item, item_path, 500)
         relative = Path(name)
         if relative.is_absolute():
-            raise where.key(item_path, f'"{name}": ghi đường dẫn tương đối trong attachments/')
-        missing = where.key(item_path, f'không tìm thấy tệp gửi kèm "{name}" trong attachments/')
+            raise where.key(item_path, f"“{name}”: ghi đường dẫn tương đối trong attachments/")
+        missing = where.key(item_path, f"không tìm thấy tệp gửi kèm “{name}” trong attachments/")
         # "ma-qr.png" means attachments/ma-qr.png even if the root happens to hold such a file.
         # Only the candidates that stay in attachments/ by their spelling alone are looked up.
         candidates = [
@@ -717,14 +719,14 @@ def _attachments(where: _Where, value: Any, project_root: Path) -> tuple[Attachm
             resolved = file.resolve() if file is not None else None
             is_file = resolved is not None and resolved.is_file()
         except (OSError, ValueError) as exc:  # a NUL byte or an over-long name
-            raise where.key(item_path, f'tên tệp gửi kèm "{name}" không hợp lệ') from exc
+            raise where.key(item_path, f"tên tệp gửi kèm “{name}” không hợp lệ") from exc
         # A link inside attachments/ that points out of it is, for a letter, no file at all.
         if resolved is None or not resolved.is_relative_to(folder.resolve()):
             raise missing
         if not is_file:
-            raise where.key(item_path, f'"{name}" không phải là tệp')
+            raise where.key(item_path, f"“{name}” không phải là tệp")
         if resolved in seen:
-            raise where.key(item_path, f'tệp gửi kèm "{name}" được liệt kê hai lần')
+            raise where.key(item_path, f"tệp gửi kèm “{name}” được liệt kê hai lần")
         seen.add(resolved)
         media_type = mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
         found.append(Attachment(path=resolved, name=resolved.name, media_type=media_type))
@@ -779,7 +781,7 @@ def build_letter(source: LetterSource, project_root: Path | None = None) -> Lett
             raise where.key((str(key),), _unknown_key(str(key), LETTER_KEYS))
     for key in REQUIRED_KEYS:
         if key not in meta or meta[key] is None:
-            raise where.missing((key,), f'thiếu trường bắt buộc "{key}" ({LETTER_KEYS[key]})')
+            raise where.missing((key,), f"thiếu trường bắt buộc “{key}” ({LETTER_KEYS[key]})")
 
     parent_agency = _text(where, meta["parent_agency"], ("parent_agency",), MAX_AGENCY)
     issuing_agency = _text(where, meta["issuing_agency"], ("issuing_agency",), MAX_AGENCY)
@@ -795,11 +797,11 @@ def build_letter(source: LetterSource, project_root: Path | None = None) -> Lett
         if date is None:
             raise where.key(
                 ("number",),
-                'công văn đã có số thì trường "date" phải có đủ ngày (ví dụ 2021-11-15)',
+                "công văn đã có số thì trường “date” phải có đủ ngày (ví dụ 2021-11-15)",
             )
     subject = _text(where, meta["subject"], ("subject",), MAX_SUBJECT)
     if subject.casefold().startswith("v/v"):
-        raise where.key(("subject",), 'trích yếu không ghi "V/v" ở đầu: phần này tự thêm vào')
+        raise where.key(("subject",), "trích yếu không ghi “V/v” ở đầu: phần này tự thêm vào")
     addressees = _text_list(where, meta["addressees"], ("addressees",))
     signer = _signer(where, meta["signer"])
     distribution = _text_list(where, meta["distribution"], ("distribution",))
@@ -874,7 +876,7 @@ def _appendices(source: LetterSource, where: _Where) -> tuple[Appendix, ...]:
             if key not in ("title", "body", "file"):
                 raise here.key((str(key),), _unknown_key(str(key), APPENDIX_KEYS))
         if item.get("title") is None:
-            raise here.missing(("title",), 'thiếu trường bắt buộc "title" (tên phụ lục)')
+            raise here.missing(("title",), "thiếu trường bắt buộc “title” (tên phụ lục)")
         title = _text(here, item["title"], ("title",), MAX_APPENDIX_TITLE)
         body = _blocks(here, item.get("body", ""), headings=True)
         file = item.get("file")

@@ -79,7 +79,7 @@ def _source_error(exc: LetterSourceError) -> dict[str, Any]:
     return {"field": field, "line": exc.line}
 
 
-_QUOTED_KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_.]*)"')
+_QUOTED_KEY = re.compile(r"“([A-Za-z_][A-Za-z0-9_.]*)”")
 API_ORIGIN = "nguồn gửi qua API"
 
 

@@ -44,7 +44,9 @@ from dispatch.views.downloads import send_document
 from dispatch.views.headers import frameable
 from dispatch.views.params import int_arg
 
-NOTHING_TO_SAVE = "Chưa có gì để lưu: biểu mẫu vẫn như lúc mở, nên chưa tạo bản nháp nào."
+NOTHING_TO_SAVE = (
+    "Chưa có gì để lưu: biểu mẫu còn trống hoặc vẫn như lúc mở, nên chưa tạo bản nháp nào."
+)
 
 # --- Composing ---------------------------------------------------------------------------------
 
@@ -86,6 +88,41 @@ def _recipient_choices(
     }
 
 
+# Where each field sits on the compose page, top to bottom: the summary lists in this order.
+PAGE_ORDER = (
+    "letter",
+    "word_file",
+    "parent_agency",
+    "issuing_agency",
+    "symbol",
+    "place",
+    "date",
+    "urgency",
+    "subject",
+    "addressees",
+    "body",
+    "appendices",
+    "appendix-",
+    "signer_authority",
+    "signer_acting_for",
+    "signer_title",
+    "signer_name",
+    "distribution",
+    "attachments",
+    "group",
+    "recipients",
+)
+
+
+def _page_position(key: str) -> tuple[int, int, int]:
+    """A field's place on the page (appendix slots in their order, title before body)."""
+    if key.startswith("appendix-"):
+        _, index, part = key.split("-", 2)
+        slot = int(index) if index.isdigit() else 0
+        return PAGE_ORDER.index("appendix-"), slot, 0 if part == "title" else 1
+    return (PAGE_ORDER.index(key) if key in PAGE_ORDER else len(PAGE_ORDER)), 0, 0
+
+
 def error_items(errors: dict[str, str]) -> list[dict[str, str]]:
     """The error summary's entries: where each problem is (anchor), its field, the message."""
     labels = {**compose_form.TEXT_FIELDS, **compose_form.LIST_FIELDS, "body": "Nội dung"}
@@ -104,7 +141,7 @@ def error_items(errors: dict[str, str]) -> list[dict[str, str]]:
         "letter": "compose-form",
     }
     items = []
-    for key, message in errors.items():
+    for key, message in sorted(errors.items(), key=lambda item: _page_position(item[0])):
         label = labels.get(key, key)
         if key.startswith("appendix-"):
             _, index, part = key.split("-", 2)
@@ -250,12 +287,10 @@ def _handle_compose_post(dispatch_id: int | None) -> Any:
         params["q"] = compose_form.clean_text(request.form.get("q", ""))
     elif action == "issue" and not errors:
         return redirect(url_for("clerks.issue", dispatch_id=dispatch.id), code=303)
-    # One message: the error summary under it lists what is left, in the form's order.
-    saved = f"Đã lưu bản nháp lúc {clock.local(at):%H:%M}"
-    if errors and action == "issue":
-        flash(f"{saved}, nhưng chưa thể ban hành: hãy sửa các mục dưới đây.", "error")
-    else:
-        flash(f"{saved}.", "info")
+    # Said once: with errors, the summary says the draft was saved and what is left (in the
+    # page's order); without, a short notice says it was saved.
+    if not errors:
+        flash(f"Đã lưu bản nháp lúc {clock.local(at):%H:%M}.", "info")
     anchor = {"search": "#noi-nhan", "add_appendix": "#phu-luc"}.get(action, "")
     if action.startswith(("remove_attachment:", "remove_appendix:")):
         anchor = "#phu-luc" if action.startswith("remove_appendix") else "#tep-gui-kem"
