@@ -249,4 +249,4 @@ def users_signing_key_command(
         )
     except keys.SigningKeyError as exc:
         raise CliError(str(exc)) from exc
-    click.echo(f"Đã gán khóa ký cho {email}: {subject}.")
+    click.echo(f"Đã gán khoá ký cho {email}: {subject}.")
