@@ -120,7 +120,8 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         ),
         "DISPATCH_LEADERSHIP_EMAIL": env.get("DISPATCH_LEADERSHIP_EMAIL") or None,
         # What every page's header and tab title call the product, and the agency's emblem (a
-        # file under dispatch/static/, e.g. "emblem.png", or an absolute https:// address).
+        # file under dispatch/static/, e.g. "emblem.png", or a path on this site: the Content
+        # Security Policy loads images from the site alone, so another site's address is blocked).
         "DISPATCH_PRODUCT_NAME": env.get("DISPATCH_PRODUCT_NAME") or DEFAULT_PRODUCT_NAME,
         "DISPATCH_EMBLEM": env.get("DISPATCH_EMBLEM") or "",
         # Who a lost visitor (the 404 page) should ask: the issuing office's name, e-mail and
