@@ -19,6 +19,7 @@ from dispatch.mail.compose import OfficialMessage, content_disposition, phrase_t
 from dispatch.mail.outbox import message_id
 from dispatch.mail.sender import deliver_due
 from dispatch.receipts.reminders import send_due_reminders
+from tests.fixtures.checkers import vnu_errors
 from tests.fixtures.smtp import ATTACHMENT, CLERK, ISSUED_AT, directory_rows
 
 AGENCY = "Cục Tin học hoá"
@@ -211,3 +212,32 @@ def test_a_message_id_too_long_for_its_line_goes_on_the_next(app):
             assert mail["Message-ID"].strip() == ident
             folded = b"Message-ID: \r\n <" in head
             assert folded == (domain == long_domain)
+
+
+@pytest.mark.slow
+def test_every_kind_of_email_has_an_html_body_the_checker_accepts(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    """The Nu Html Checker on the HTML body of each kind the service writes: the letter, the
+    reminder and the escalation (a follow-up letter is a letter)."""
+    smtp_app.config["DISPATCH_LEADERSHIP_EMAIL"] = LEADERSHIP
+    outbox_dispatch(3)
+    assert deliver_due(ISSUED_AT + dt.timedelta(minutes=1)).sent == 3
+    assert send_due_reminders(dt.datetime(2021, 11, 16, 9, tzinfo=VN)).reminders_queued == 3
+    assert deliver_due(dt.datetime(2021, 11, 16, 9, 1, tzinfo=VN)).sent == 3
+    assert send_due_reminders(dt.datetime(2021, 11, 19, 9, tzinfo=VN)).escalations_queued == 1
+    assert deliver_due(dt.datetime(2021, 11, 19, 9, 1, tzinfo=VN)).sent == 1
+
+    bodies = {}
+    for received in smtp_server.messages:
+        mail = BytesParser(policy=policy.default).parsebytes(received.raw)
+        html = mail.get_body(preferencelist=("html",))
+        assert html is not None, mail["X-Dispatch-Kind"]
+        bodies.setdefault(mail["X-Dispatch-Kind"], html.get_content())
+    assert set(bodies) == {"letter", "reminder", "escalation"}
+    files = []
+    for kind, html in bodies.items():
+        path = tmp_path / f"email-{kind}.html"
+        path.write_text(html, encoding="utf-8")
+        files.append(path)
+    assert vnu_errors(files) == []

@@ -13,11 +13,8 @@ Each page is saved as ``<name>-<width>.png`` under ``test-artifacts/pages/`` (or
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +24,11 @@ from dispatch.accounts import users
 from dispatch.extensions import db
 from dispatch.models import Organisation, Role
 from tests.fixtures.browser import PHONE, SEED_AT, LiveServer, confirmation_link, sign_in_page
+from tests.fixtures.checkers import AXE, VNU, require, vnu_errors
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-VNU = ROOT / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
 ADMIN = ("quantri.trang@thh.example", "Lê Văn Quản Trị")
 WIDE = {"viewport": {"width": 1366, "height": 900}, "locale": "vi-VN"}
 SERIOUS = ("serious", "critical")
@@ -47,12 +43,7 @@ AXE_RUN = """async () => {
 
 
 def _tools() -> None:
-    missing = [str(p.relative_to(ROOT)) for p in (AXE, VNU) if not p.exists()]
-    if missing or shutil.which("java") is None:
-        pytest.fail(
-            "missing checkers: " + ", ".join(missing or ["java"]) + " (run `make node_modules` "
-            "and scripts/system-deps.sh test)"
-        )
+    require(AXE, VNU)
 
 
 def _pages(live: LiveServer, dispatch_id: int, draft_id: int, recipient_id: int, org_id: int):
@@ -94,22 +85,6 @@ def _issue_and_send(page, live: LiveServer) -> int:
     page.get_by_role("button", name="Gửi ngay").click()
     page.wait_for_url(live(f"/dispatches/{draft}"))
     return draft
-
-
-def _vnu(files: list[Path]) -> list[str]:
-    """The Nu Html Checker's errors for these files ("file: line: message")."""
-    run = subprocess.run(
-        ["java", "-Xss4m", "-jar", str(VNU), "--errors-only", "--format", "json",
-         *map(str, files)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    report = json.loads(run.stderr)  # vnu writes its JSON report to stderr, even when clean
-    return [
-        f"{Path(m.get('url', '')).name}:{m.get('lastLine')}: {m.get('message')} "
-        f"[{m.get('extract', '').strip()[:80]}]"
-        for m in report["messages"]
-        if m.get("type") == "error"
-    ]
 
 
 def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
@@ -177,7 +152,7 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
                 problems.append(f"{name} at {width} px: axe {violation}")
             page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
 
-    problems += [f"vnu: {error}" for error in _vnu(sorted(html_dir.glob("*.html")))]
+    problems += [f"vnu: {error}" for error in vnu_errors(sorted(html_dir.glob("*.html")))]
     (artifacts_dir / "pages-problems.txt").write_text("\n".join(problems), encoding="utf-8")
     assert not problems, "\n".join(problems)
 
