@@ -22,9 +22,12 @@ import pytest
 
 from dispatch.accounts import users
 from dispatch.extensions import db
+from dispatch.letters.docx import render_docx
+from dispatch.letters.source import load_letter
 from dispatch.models import Organisation, Role
 from tests.fixtures.browser import PHONE, SEED_AT, LiveServer, confirmation_link, sign_in_page
 from tests.fixtures.checkers import AXE, VNU, require, vnu_errors
+from tests.letter_samples import SEED_FOLDER
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +49,14 @@ def _tools() -> None:
     require(AXE, VNU)
 
 
-def _pages(live: LiveServer, dispatch_id: int, draft_id: int, recipient_id: int, org_id: int):
+def _pages(
+    live: LiveServer,
+    dispatch_id: int,
+    draft_id: int,
+    recipient_id: int,
+    org_id: int,
+    imported: str,
+):
     """(name, path, who) for every page a person can see; ``who`` is None when signed out."""
     return [
         ("login", "/login", None),
@@ -57,6 +67,9 @@ def _pages(live: LiveServer, dispatch_id: int, draft_id: int, recipient_id: int,
         ("clerk-list-drafts", "/?status=draft", "admin"),
         ("compose-new", "/dispatches/new", "admin"),
         ("compose-edit", f"/dispatches/{draft_id}/edit", "admin"),
+        ("compose-word-imported", imported, "admin"),
+        ("preview-not-ready", f"/dispatches/{draft_id}/preview.pdf", "admin"),
+        ("delete-draft", f"/dispatches/{draft_id}/delete", "admin"),
         ("draft", f"/dispatches/{draft_id}", "admin"),
         ("issue-confirm", f"/dispatches/{draft_id}/issue", "admin"),
         ("dispatch", f"/dispatches/{dispatch_id}", "admin"),
@@ -129,6 +142,14 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
     admin.fill("#f-subject", "dự thảo để xem trang soạn thảo")
     admin.wait_for_url("**/edit")
     draft_id = int(admin.url.rsplit("/", 2)[-2])
+    # A letter read from Word: the composer with what was recognised.
+    word = tmp_path / "Công văn từ Word.docx"
+    word.write_bytes(render_docx(load_letter(SEED_FOLDER)))
+    admin.goto(live("/dispatches/new"))
+    admin.set_input_files("#f-word_file", str(word))
+    admin.get_by_role("button", name="Đọc tệp").click()
+    admin.wait_for_url(re.compile(r"/dispatches/\d+/edit\?tu-word=1"))
+    imported = admin.url.removeprefix(live.url)
     with live.app.app_context():
         org_id = db.session.query(Organisation.id).order_by(Organisation.id).first()[0]
     recipient_id = int(
@@ -138,7 +159,7 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
 
     problems: list[str] = []
     for width in (1366, 390):
-        for name, path, who in _pages(live, dispatch_id, draft_id, recipient_id, org_id):
+        for name, path, who in _pages(live, dispatch_id, draft_id, recipient_id, org_id, imported):
             page = page_for(who, width)
             response = page.goto(live(path))
             assert response is not None, path

@@ -77,3 +77,17 @@ def test_the_404_page_gives_the_configured_contact(app, client, db_app, clerk_cl
     app.config["MAIL_DEFAULT_SENDER"] = "van-thu@thh.example"
     html = client.get("/khong-co-trang-nay").get_data(as_text=True)
     assert 'href="mailto:van-thu@thh.example"' in html and "tel:" not in html
+
+
+def test_the_preview_not_ready_yet_is_a_page_of_the_site(desk):
+    """Opened on its own (from the issue page's link), it fits a phone and has the favicon."""
+    from tests.fixtures.clerks import draft_id_from, post_form, valid_fields
+
+    response = post_form(
+        desk.clerk, "/dispatches/new", valid_fields(body=""), token_from="/dispatches/new"
+    )
+    preview = desk.clerk.get(f"/dispatches/{draft_id_from(response)}/preview.pdf")
+    assert preview.status_code == 422
+    html = preview.get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg"' in html
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
