@@ -457,3 +457,11 @@ def test_the_dispatch_page_shows_the_status_report(role_clients, seeded):
     assert "Công văn số" in html and "09/THH-VP" in html and "Đã ban hành" in html
     assert "đã xác nhận 1/3" in html
     assert role_clients[Role.CLERK].get("/dispatches/999999").status_code == 404
+
+
+def test_a_leader_lands_on_the_leadership_view(client, leader_user):
+    """Issue 14, point 3: a leader's home is /lanh-dao/, not the clerk's list of drafts."""
+    response = sign_in(client, leader_user.email)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/lanh-dao/"
+    assert client.get("/lanh-dao/").status_code == 200
