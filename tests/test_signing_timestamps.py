@@ -174,6 +174,31 @@ def test_a_tsa_that_is_down_signs_nothing(pki, rendered, long_term):
     assert pades.signatures_in(approved) == [pades.APPROVAL_FIELD]
 
 
+def test_a_revoked_certificate_is_refused_unless_revocation_is_off(tmp_path, rendered, monkeypatch):
+    """A PKI and services of its own: revoking the session's leader would break other tests."""
+    from tests.fixtures.pki import DemoServices, make_pki
+
+    services = DemoServices.start()
+    try:
+        own = make_pki(tmp_path / "pki", services_url=services.url, token=False)
+        services.attach(own)
+        services.revoke(own.leader.cert.serial_number, AT)
+        for mode in ("embed", "require"):
+            with (
+                keys.open_signer(str(own.leader.p12), PASSWORD) as signer,
+                pytest.raises(pades.SigningError, match=r"đã bị thu hồi.*Văn bản chưa được ký"),
+            ):
+                pades.approve(rendered, signer, image=None, box=None, tsa_url=own.tsa_url,
+                              revocation=mode)  # fmt: skip
+        with keys.open_signer(str(own.leader.p12), PASSWORD) as signer:
+            signed = pades.approve(
+                rendered, signer, image=None, box=None, tsa_url=own.tsa_url, revocation="off"
+            )
+        assert [r.level for r in pades.verify(signed, [own.root_pem.read_bytes()])] == ["B-T"]
+    finally:
+        services.stop()
+
+
 def test_dispatch_verify_gives_level_and_time_stamp(long_term, pki, db_app, runner, tmp_path):
     _, issued, _ = long_term
     db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)

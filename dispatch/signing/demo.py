@@ -117,9 +117,11 @@ def _issue(
     return key, builder.sign(issuer_key or key, hashes.SHA256())
 
 
-def make_pki(folder: Path, services_url: str | None = None) -> Pki:
+def make_pki(folder: Path, services_url: str | None = None, *, token: bool = True) -> Pki:
     """The demo PKI under ``folder``; with ``services_url`` (e.g. ``http://127.0.0.1:8091``)
-    its certificates name that server's ``/ocsp`` as their OCSP responder."""
+    its certificates name that server's ``/ocsp`` as their OCSP responder. ``token=False``
+    leaves the SoftHSM2 token out (a second PKI in one process must: the PKCS#11 library,
+    once loaded, sees every token labelled "Dispatch")."""
     folder.mkdir(parents=True, exist_ok=True)
     services_url = services_url.rstrip("/") if services_url else None
     ocsp_url = f"{services_url}/ocsp" if services_url else None
@@ -144,7 +146,9 @@ def make_pki(folder: Path, services_url: str | None = None) -> Pki:
             )
         )
         identities[role] = Identity(common, key, cert, p12)
-    token_dir, uri = _softhsm_token(folder / "softhsm", identities["agency"])
+    token_dir, uri = (
+        _softhsm_token(folder / "softhsm", identities["agency"]) if token else (None, None)
+    )
     return Pki(
         root,
         root_pem,

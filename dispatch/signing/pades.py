@@ -181,17 +181,32 @@ def _signing_failure(exc: Exception, timestamper, revocation: str) -> SigningErr
     """A Vietnamese error for a signature that could not be made."""
     from pyhanko.sign.general import SigningError as PyHankoSigningError
     from pyhanko.sign.timestamps import TimestampRequestError
+    from pyhanko_certvalidator.errors import InsufficientRevinfoError, RevokedError
 
     from dispatch.signing.timestamps import unavailable
 
+    unsigned = "Văn bản chưa được ký."
+    if _caused_by(exc, (RevokedError,)):
+        return SigningError(f"Chứng thư của người ký đã bị thu hồi: {_cause(exc)}. {unsigned}")
     if timestamper is not None and _caused_by(exc, (TimestampRequestError, OSError)):
-        return SigningError(f"{unavailable(timestamper.url, exc)}. Văn bản chưa được ký.")
-    if isinstance(exc, PyHankoSigningError) and revocation == "require":
+        return SigningError(f"{unavailable(timestamper.url, exc)}. {unsigned}")
+    if revocation == "require" and _caused_by(exc, (InsufficientRevinfoError,)):
         return SigningError(
             "Không lấy được thông tin thu hồi chứng thư (OCSP/CRL) mà cấu hình "
-            f"DISPATCH_REVOCATION=require đòi hỏi: {exc}. Văn bản chưa được ký."
+            f"DISPATCH_REVOCATION=require đòi hỏi: {_cause(exc)}. {unsigned}"
+        )
+    if isinstance(exc, PyHankoSigningError):
+        return SigningError(
+            f"Chứng thư của người ký không kiểm tra được khi ký: {_cause(exc)}. {unsigned}"
         )
     return SigningError(f"Không ký được văn bản: {type(exc).__name__}: {exc}")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a chain of exceptions."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
 
 
 def _caused_by(exc: BaseException, kinds: tuple) -> bool:
