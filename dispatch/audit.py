@@ -13,7 +13,11 @@ together. Three things make the log trustworthy:
   no longer edit a row and recompute the chain.
 - **Checkpoints.** ``write_checkpoint`` (daily, by the scheduler, or ``dispatch audit
   checkpoint``) writes every lane's head, keyed, to a file in the archive, outside the
-  database. ``verify_checkpoints`` then shows entries cut off the end of a lane.
+  database. ``verify_checkpoints`` then shows entries cut off the end of a lane. With a
+  time-stamp authority configured (DISPATCH_TSA_URL) the caller passes a ``stamp`` function and
+  the checkpoint also carries an RFC 3161 token over its keyed body: even whoever holds the key
+  cannot then rewrite a checkpoint, or write one later and date it back, without the token
+  showing it.
 
 Entries written before keys were introduced have an empty ``mac``; they are accepted only before
 the first keyed entry and reported as such.
@@ -21,6 +25,7 @@ the first keyed entry and reported as such.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -28,7 +33,7 @@ import json
 import os
 import secrets
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,8 +347,35 @@ def lane_heads() -> dict[int, dict[str, Any]]:
     }
 
 
-def write_checkpoint(at: dt.datetime) -> Path:
-    """Write the lanes' heads, keyed, to a new file in the archive; its path.
+# Gives an RFC 3161 token (DER) over the bytes it is handed; raises RuntimeError when the TSA
+# gives none (dispatch.signing.timestamps.stamp, bound to DISPATCH_TSA_URL, by the caller).
+Stamper = Callable[[bytes], bytes]
+# Checks a token against bytes: returns an object with ``intact``, ``trusted``, ``at``, ``tsa``
+# and ``problem`` (dispatch.signing.timestamps.check, bound to the trusted roots).
+StampChecker = Callable[[bytes, bytes], Any]
+
+
+@dataclass(frozen=True)
+class CheckpointWritten:
+    """A checkpoint just written, and whether it got its time-stamp."""
+
+    path: Path
+    stamped: bool
+    stamp_error: str | None  # why the TSA gave no token (Vietnamese), when it was asked
+
+
+def write_checkpoint(at: dt.datetime, *, stamp: Stamper | None = None) -> Path:
+    """Write the lanes' heads, keyed (and time-stamped with ``stamp``), to a new file in the
+    archive; its path. See ``write_checkpoint_report``."""
+    return write_checkpoint_report(at, stamp=stamp).path
+
+
+def write_checkpoint_report(at: dt.datetime, *, stamp: Stamper | None = None) -> CheckpointWritten:
+    """Write the lanes' heads, keyed, to a new file in the archive.
+
+    With ``stamp`` the keyed body is time-stamped (RFC 3161) and the token kept beside it in the
+    file, base64. A TSA that gives no token does not stop the checkpoint: it is written keyed
+    only, and the error returned, so the caller can say so.
 
     Written to a temporary file, flushed to disk and renamed, so a checkpoint is whole or
     absent. Reads only: nothing to commit.
@@ -354,17 +386,24 @@ def write_checkpoint(at: dt.datetime) -> Path:
         "lanes": {str(lane): head for lane, head in lane_heads().items()},
     }
     payload["mac"] = _mac(_checkpoint_body(payload))
+    record = dict(payload)
+    stamp_error = None
+    if stamp is not None:
+        try:
+            record["rfc3161"] = base64.b64encode(stamp(_checkpoint_body(payload))).decode()
+        except RuntimeError as exc:
+            stamp_error = str(exc)
     folder = _checkpoint_folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"checkpoint-{at.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     # Two schedulers (a standby taking over) may write in the same second: each its own file.
     temporary = path.with_name(f".{path.stem}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     with temporary.open("wb") as handle:
-        handle.write(_checkpoint_body(payload))
+        handle.write(_checkpoint_body(record))
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(path)
-    return path
+    return CheckpointWritten(path, "rfc3161" in record, stamp_error)
 
 
 @dataclass(frozen=True)
@@ -382,16 +421,22 @@ class Checkpoint:
     name: str
     at: dt.datetime
     lanes: dict[int, dict[str, Any]]
+    stamp: Any = None  # what the StampChecker found of its RFC 3161 token, when it has one
 
 
-def read_checkpoints() -> tuple[list[Checkpoint], list[CheckpointProblem]]:
-    """Every checkpoint in the archive whose key holds, oldest first, and those that fail."""
+def read_checkpoints(
+    check_stamp: StampChecker | None = None,
+) -> tuple[list[Checkpoint], list[CheckpointProblem]]:
+    """Every checkpoint in the archive whose key (and time-stamp, checked with ``check_stamp``)
+    holds, oldest first, and those that fail."""
     found: list[Checkpoint] = []
     problems: list[CheckpointProblem] = []
     folder = _checkpoint_folder()
     for path in sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []:
         try:
             payload = json.loads(path.read_bytes())
+            token = payload.pop("rfc3161", None)
+            token = base64.b64decode(token, validate=True) if token is not None else None
             mac = payload.pop("mac")
             lanes = {int(k): v for k, v in payload["lanes"].items()}
             at = dt.datetime.fromisoformat(payload["at"])
@@ -403,14 +448,29 @@ def read_checkpoints() -> tuple[list[Checkpoint], list[CheckpointProblem]]:
         ):
             problems.append(CheckpointProblem(path.name, "chữ ký của điểm neo không khớp khoá"))
             continue
-        found.append(Checkpoint(path.name, at, lanes))
+        stamp = None
+        if token is not None and check_stamp is not None:
+            # The token covers the keyed body: the fields and the key's MAC, as first written.
+            stamp = check_stamp(token, _checkpoint_body({**payload, "mac": mac}))
+            if not stamp.intact:
+                problems.append(
+                    CheckpointProblem(
+                        path.name,
+                        f"dấu thời gian RFC 3161 không khớp: {stamp.problem or 'không hợp lệ'}",
+                    )
+                )
+                continue
+        found.append(Checkpoint(path.name, at, lanes, stamp))
     return found, problems
 
 
-def verify_checkpoints() -> tuple[list[Checkpoint], list[CheckpointProblem]]:
+def verify_checkpoints(
+    check_stamp: StampChecker | None = None,
+) -> tuple[list[Checkpoint], list[CheckpointProblem]]:
     """Check the log against every checkpoint: each lane's head then must still be there, with
-    as many entries up to it. Returns the checkpoints that hold and the problems found."""
-    checkpoints, problems = read_checkpoints()
+    as many entries up to it; a time-stamped checkpoint's token must still match it (checked
+    with ``check_stamp``). Returns the checkpoints that hold and the problems found."""
+    checkpoints, problems = read_checkpoints(check_stamp)
     holding = []
     for checkpoint in checkpoints:
         found = []

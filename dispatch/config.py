@@ -101,6 +101,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "DISPATCH_AGENCY_KEY": env.get("DISPATCH_AGENCY_KEY") or None,
         "DISPATCH_AGENCY_KEY_PASSWORD": env.get("DISPATCH_AGENCY_KEY_PASSWORD") or None,
         "DISPATCH_TSA_URL": env.get("DISPATCH_TSA_URL") or None,
+        # With a TSA: embed the certificates' revocation information (OCSP/CRL) fetched at
+        # signing time (PAdES B-LT): "embed" what can be had, "require" it, or "off".
+        "DISPATCH_REVOCATION": (env.get("DISPATCH_REVOCATION") or "embed").strip().lower(),
         # The root certificates (a PEM file) that ``dispatch verify`` trusts.
         "DISPATCH_TRUST_ROOTS": env.get("DISPATCH_TRUST_ROOTS") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or "127.0.0.1",
@@ -178,4 +181,9 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
             "DISPATCH_MAIL_MAX_BYTES", env.get("DISPATCH_MAIL_MAX_BYTES"), 20 * 1024 * 1024
         ),
     }
+    if config["DISPATCH_REVOCATION"] not in ("off", "embed", "require"):
+        raise ConfigError(
+            "DISPATCH_REVOCATION must be off, embed or require, "
+            f"got {config['DISPATCH_REVOCATION']!r}"
+        )
     return config

@@ -82,8 +82,22 @@ def runner(app):
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory):
-    """The test CA, PKCS#12 keys and SoftHSM2 token (tests/fixtures/pki.py), made once."""
+def trust_services():
+    """The demo PKI's RFC 3161 TSA and OCSP responder over HTTP on a loopback port, for the
+    session; ``pki`` attaches itself (tests/fixtures/pki.py)."""
+    from tests.fixtures.pki import DemoServices
+
+    services = DemoServices.start()
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory, trust_services):
+    """The test CA, PKCS#12 keys, SoftHSM2 token and TSA certificate (tests/fixtures/pki.py),
+    made once; its certificates name ``trust_services`` as their OCSP responder."""
     from tests.fixtures.pki import make_pki
 
-    return make_pki(tmp_path_factory.mktemp("pki"))
+    made = make_pki(tmp_path_factory.mktemp("pki"), services_url=trust_services.url)
+    trust_services.attach(made)
+    return made

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from dispatch.cli.options import at_option
+
+VIETNAM = dt.timezone(dt.timedelta(hours=7))
 
 # How ``audit verify`` words each kind of break.
 REASONS = {
@@ -29,9 +32,11 @@ def audit_group() -> None:
 def audit_verify_command() -> None:
     """Check the chains, the key of every entry and the checkpoints; exit 1 listing every break."""
     from dispatch import audit
+    from dispatch.signing import pades, timestamps
 
     report = audit.check_chain()
-    checkpoints, checkpoint_problems = audit.verify_checkpoints()
+    roots = pades.read_trust_roots(current_app.config.get("DISPATCH_TRUST_ROOTS"))
+    checkpoints, checkpoint_problems = audit.verify_checkpoints(timestamps.checker(roots))
     broken = bool(report.problems or checkpoint_problems)
     if not report.problems:
         click.echo(f"Nhật ký kiểm tra toàn vẹn: {report.entries} mục, chuỗi băm và chữ ký khớp.")
@@ -55,6 +60,15 @@ def audit_verify_command() -> None:
             f"{newest.at.astimezone(dt.UTC):%d/%m/%Y %H:%M} UTC ({newest.name}): "
             "không mục nào trước thời điểm đó bị cắt bớt."
         )
+        stamped = [checkpoint for checkpoint in checkpoints if checkpoint.stamp is not None]
+        if newest.stamp is not None:
+            trust = "tin cậy" if newest.stamp.trusted else "chưa xác định được nguồn tin cậy"
+            click.echo(
+                f"Điểm neo mới nhất có dấu thời gian RFC 3161 lúc "
+                f"{newest.stamp.at.astimezone(VIETNAM):%d/%m/%Y %H:%M:%S} (+07:00) của "
+                f"{newest.stamp.tsa or 'TSA'} (chứng thư {trust}); "
+                f"{len(stamped)}/{len(checkpoints)} điểm neo có dấu thời gian khớp."
+            )
     elif not checkpoint_problems:
         click.echo(
             "Chưa có điểm neo nào: chưa thể biết các mục cuối có bị cắt bớt hay không "
@@ -77,9 +91,20 @@ def audit_verify_command() -> None:
 def audit_checkpoint_command(at: dt.datetime) -> None:
     """Write the heads of the audit log's chains, keyed, to a file in the archive."""
     from dispatch import audit
+    from dispatch.signing import timestamps
 
-    path = audit.write_checkpoint(at)
-    click.echo(f"Đã ghi điểm neo nhật ký: {path}")
+    url = current_app.config.get("DISPATCH_TSA_URL")
+    written = audit.write_checkpoint_report(at, stamp=timestamps.stamper(url))
+    click.echo(f"Đã ghi điểm neo nhật ký: {written.path}")
+    if written.stamped:
+        click.echo(f"Điểm neo có dấu thời gian RFC 3161 của {url}.")
+    if written.stamp_error:
+        click.echo(
+            f"Lỗi: {written.stamp_error}. Điểm neo chỉ có chữ ký bằng khoá nhật ký, "
+            "không có dấu thời gian.",
+            err=True,
+        )
+        raise SystemExit(1)
 
 
 commands = (audit_group,)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -26,7 +28,8 @@ def verify_command(file: Path, as_json: bool) -> None:
     from dispatch.signing import pades, verification
 
     try:
-        result, passed, _ = verification.verify_file(file.read_bytes(), current_app.config)
+        with _quiet_pyhanko():
+            result, passed, _ = verification.verify_file(file.read_bytes(), current_app.config)
     except pades.SigningError as exc:
         raise CliError(str(exc)) from exc
     if as_json:
@@ -39,8 +42,9 @@ def verify_command(file: Path, as_json: bool) -> None:
             trust = "tin cậy" if sig["trusted"] else "chưa xác định được nguồn tin cậy"
             click.echo(
                 f"{ROLE_LABELS.get(sig['role'], sig['role'])}: {sig['name']}, "
-                f"ký lúc {sig['signed_at']}: {state}; chứng thư {trust}."
+                f"ký lúc {_local(sig['signed_at'])}: {state}; chứng thư {trust}."
             )
+            click.echo(f"  {_level_line(sig)}")
         entry = result["register"]
         if entry:
             click.echo(f"Sổ đăng ký: số {entry['number']} ngày {entry['date']}: {entry['subject']}")
@@ -49,6 +53,43 @@ def verify_command(file: Path, as_json: bool) -> None:
         click.echo(f"PDF/A: {result['pdfa'] or 'không'}")
     if not passed:
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _quiet_pyhanko():
+    """pyHanko logs a traceback for every chain it cannot build to a trusted root; the result
+    already says "chưa xác định được nguồn tin cậy", so keep them off the console."""
+    logger = logging.getLogger("pyhanko")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+LEVEL_LABELS = {
+    "B-B": "PAdES B-B (không có dấu thời gian)",
+    "B-T": "PAdES B-T (có dấu thời gian)",
+    "B-LT": "PAdES B-LT (có dấu thời gian và thông tin thu hồi chứng thư)",
+}
+
+
+def _local(iso: str | None) -> str:
+    """An ISO 8601 time (already in Vietnam time) as dd/mm/yyyy HH:MM:SS (+07:00)."""
+    import datetime as dt
+
+    if not iso:
+        return "không rõ"
+    moment = dt.datetime.fromisoformat(iso)
+    return f"{moment:%d/%m/%Y %H:%M:%S} ({moment.isoformat()[-6:]})"
+
+
+def _level_line(sig: dict) -> str:
+    label = LEVEL_LABELS.get(sig.get("level"), sig.get("level"))
+    if sig.get("timestamp"):
+        return f"Mức chữ ký: {label}; dấu thời gian lúc {_local(sig['timestamp'])}."
+    return f"Mức chữ ký: {label}."
 
 
 commands = (verify_command,)

@@ -130,10 +130,19 @@ def imap_job() -> None:
 def checkpoint_job() -> None:
     """Anchor the audit log's heads outside the database (once a day, and at start-up)."""
     from dispatch import audit
+    from dispatch.signing import timestamps
 
-    with _job_app().app_context(), unit_of_work():
-        path = audit.write_checkpoint(clock.now())
-        log.info("audit checkpoint written: %s", path.name)
+    app = _job_app()
+    with app.app_context(), unit_of_work():
+        stamp = timestamps.stamper(app.config.get("DISPATCH_TSA_URL"))
+        written = audit.write_checkpoint_report(clock.now(), stamp=stamp)
+        log.info(
+            "audit checkpoint written: %s%s",
+            written.path.name,
+            " (RFC 3161 time-stamped)" if written.stamped else "",
+        )
+        if written.stamp_error:
+            log.warning("audit checkpoint not time-stamped: %s", written.stamp_error)
     _finished("checkpoint")
 
 

@@ -1,6 +1,12 @@
 """A DEMO public-key infrastructure made with ``cryptography``, for the tests, the benchmarks and
 the development server: a root CA named "DEMO", a leader's and the agency's certificates as
-PKCS#12 files, and the agency's key on a SoftHSM2 token (PKCS#11) when SoftHSM2 is installed.
+PKCS#12 files, the agency's key on a SoftHSM2 token (PKCS#11) when SoftHSM2 is installed, and a
+time-stamping certificate (extended key usage timeStamping) for the demo TSA.
+
+Made with ``services_url``, every certificate it issues names ``{services_url}/ocsp`` as its OCSP
+responder (Authority Information Access): ``dispatch.signing.demo_services`` serves that
+responder and the RFC 3161 TSA (``{services_url}/tsa``) from this same root, so a signature made
+with the demo keys can be time-stamped (PAdES B-T) and carry its revocation information (B-LT).
 
 Nothing made here is trusted by anyone else: its certificates say DEMO and must never sign a
 real letter. RSA key generation and token set-up are slow: make it once and share it."""
@@ -18,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PASSWORD = "mat-khau-demo"  # the demo PKCS#12 password and token PIN
@@ -53,10 +59,27 @@ class Pki:
     agency: Identity
     token_dir: Path | None  # SOFTHSM2_CONF's folder when the token is set up
     agency_uri: str | None
+    tsa: Identity | None = None  # the demo TSA's time-stamping certificate
+    root_key: rsa.RSAPrivateKey | None = None  # signs the demo OCSP responses
+    services_url: str | None = None  # where the demo OCSP responder and TSA answer
+
+    @property
+    def tsa_url(self) -> str | None:
+        return f"{self.services_url}/tsa" if self.services_url else None
+
+    @property
+    def ocsp_url(self) -> str | None:
+        return f"{self.services_url}/ocsp" if self.services_url else None
 
 
 def _issue(
-    common: str, issuer_key, issuer_name: x509.Name, *, ca: bool = False
+    common: str,
+    issuer_key,
+    issuer_name: x509.Name,
+    *,
+    ca: bool = False,
+    usage=ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    ocsp_url: str | None = None,
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     builder = (
@@ -74,20 +97,44 @@ def _issue(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
         )
     else:
+        # RFC 3161 §2.3: a TSA's certificate has timeStamping as its only, critical, usage.
+        time_stamping = usage == ExtendedKeyUsageOID.TIME_STAMPING
         builder = builder.add_extension(
             x509.KeyUsage(True, True, False, False, False, False, False, False, False), True
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        ).add_extension(x509.ExtendedKeyUsage([usage]), time_stamping)
+    if ocsp_url and not ca:
+        builder = builder.add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(ocsp_url),
+                    )
+                ]
+            ),
+            False,
+        )
     return key, builder.sign(issuer_key or key, hashes.SHA256())
 
 
-def make_pki(folder: Path) -> Pki:
+def make_pki(folder: Path, services_url: str | None = None, *, token: bool = True) -> Pki:
+    """The demo PKI under ``folder``; with ``services_url`` (e.g. ``http://127.0.0.1:8091``)
+    its certificates name that server's ``/ocsp`` as their OCSP responder. ``token=False``
+    leaves the SoftHSM2 token out (a second PKI in one process must: the PKCS#11 library,
+    once loaded, sees every token labelled "Dispatch")."""
     folder.mkdir(parents=True, exist_ok=True)
+    services_url = services_url.rstrip("/") if services_url else None
+    ocsp_url = f"{services_url}/ocsp" if services_url else None
     root_key, root = _issue("Dispatch DEMO Root CA", None, None, ca=True)
     root_pem = folder / "root.pem"
     root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
     identities = {}
-    for role, common in (("leader", "Trần Văn Lãnh Đạo"), ("agency", "Cục Tin học hoá")):
-        key, cert = _issue(common, root_key, root.subject)
+    for role, common, usage in (
+        ("leader", "Trần Văn Lãnh Đạo", ExtendedKeyUsageOID.EMAIL_PROTECTION),
+        ("agency", "Cục Tin học hoá", ExtendedKeyUsageOID.EMAIL_PROTECTION),
+        ("tsa", "Dispatch DEMO TSA", ExtendedKeyUsageOID.TIME_STAMPING),
+    ):
+        key, cert = _issue(common, root_key, root.subject, usage=usage, ocsp_url=ocsp_url)
         p12 = folder / f"{role}.p12"
         p12.write_bytes(
             pkcs12.serialize_key_and_certificates(
@@ -99,8 +146,20 @@ def make_pki(folder: Path) -> Pki:
             )
         )
         identities[role] = Identity(common, key, cert, p12)
-    token_dir, uri = _softhsm_token(folder / "softhsm", identities["agency"])
-    return Pki(root, root_pem, identities["leader"], identities["agency"], token_dir, uri)
+    token_dir, uri = (
+        _softhsm_token(folder / "softhsm", identities["agency"]) if token else (None, None)
+    )
+    return Pki(
+        root,
+        root_pem,
+        identities["leader"],
+        identities["agency"],
+        token_dir,
+        uri,
+        tsa=identities["tsa"],
+        root_key=root_key,
+        services_url=services_url,
+    )
 
 
 def _softhsm_token(folder: Path, identity: Identity) -> tuple[Path | None, str | None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,12 +15,7 @@ from dispatch.signing import pades
 
 def trust_roots(config: dict[str, Any]) -> list[bytes]:
     """The certificates ``DISPATCH_TRUST_ROOTS`` names (a PEM file; several certificates)."""
-    path = config.get("DISPATCH_TRUST_ROOTS")
-    if not path:
-        return []
-    text = Path(path).read_bytes()
-    marker = b"-----END CERTIFICATE-----"
-    return [part + marker for part in text.split(marker) if b"-----BEGIN" in part]
+    return pades.read_trust_roots(config.get("DISPATCH_TRUST_ROOTS"))
 
 
 def pdfa_level(pdf: bytes) -> str | None:

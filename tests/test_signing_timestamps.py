@@ -1,0 +1,313 @@
+"""Time-stamped signatures (PAdES B-T) with their revocation information (B-LT), against the demo
+PKI's RFC 3161 TSA and OCSP responder served over HTTP on loopback (dispatch/signing/
+demo_services.py): checked by pyHanko without fetching anything, by poppler's pdfsig and by
+``dispatch verify``; a TSA that is down; and the audit checkpoints' time-stamp tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from PIL import Image
+
+from dispatch import audit
+from dispatch.extensions import db
+from dispatch.letters.pdf import render_pdf
+from dispatch.signing import keys, pades, reading, timestamps
+from tests.fixtures.pki import PASSWORD
+from tests.letter_samples import seed_letter
+
+SIGNATURE_BOX = pades.Box(-1, 330, 300, 480, 360)
+SEAL_BOX = pades.Box(-1, 290, 280, 410, 400)
+AT = dt.datetime(2021, 11, 15, 1, 30, tzinfo=dt.UTC)
+
+
+def _png(size: tuple[int, int], colour: tuple[int, int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _sign_both(pki, rendered: bytes, **evidence) -> tuple[bytes, bytes]:
+    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
+        approved = pades.approve(
+            rendered,
+            signer,
+            image=_png((150, 60), (0, 0, 160, 200)),
+            box=SIGNATURE_BOX,
+            seal_box=SEAL_BOX,
+            **evidence,
+        )
+    with keys.open_signer(pki.agency_uri or str(pki.agency.p12), PASSWORD) as signer:
+        issued = pades.issue(approved, signer, seal=_png((120, 120), (255, 0, 0, 180)), **evidence)
+    return approved, issued
+
+
+@pytest.fixture(scope="session")
+def rendered():
+    return render_pdf(seed_letter(number=4321, date=dt.date(2021, 11, 15)))
+
+
+@pytest.fixture(scope="session")
+def long_term(pki, rendered, trust_services):
+    """The seed letter approved and issued with the local TSA, revocation info embedded."""
+    before = len(trust_services.requests)
+    approved, issued = _sign_both(
+        pki, rendered, tsa_url=pki.tsa_url, trust_roots=[pki.root_pem.read_bytes()]
+    )
+    asked = trust_services.requests[before:]
+    return approved, issued, asked
+
+
+def _closed_port_url() -> str:
+    """An address on loopback where nothing listens (connection refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/tsa"
+
+
+def test_demo_certificates_name_the_responder_and_the_tsa_may_only_time_stamp(pki):
+    aia = pki.leader.cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    assert [
+        d.access_location.value
+        for d in aia.value
+        if d.access_method == AuthorityInformationAccessOID.OCSP
+    ] == [pki.ocsp_url]
+    usage = pki.tsa.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert usage.critical and list(usage.value) == [ExtendedKeyUsageOID.TIME_STAMPING]
+    assert pki.tsa.cert.issuer == pki.root.subject
+
+
+def test_both_signatures_are_b_lt_and_pyhanko_validates_them_offline(long_term, pki):
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation.dss import DocumentSecurityStore
+    from pyhanko_certvalidator import ValidationContext
+
+    _, issued, asked = long_term
+    # Both signatures were time-stamped and their certificates' status asked over HTTP.
+    assert asked.count("tsa") >= 2 and asked.count("ocsp") >= 2
+
+    reports = pades.verify(issued, [pki.root_pem.read_bytes()])
+    assert [(r.role, r.level) for r in reports] == [("signer", "B-LT"), ("agency", "B-LT")]
+    assert all(r.intact and r.trusted for r in reports)
+    assert reports[0].changes_after == "form_filling"
+    for report in reports:
+        assert report.timestamp.endswith("+07:00") and report.signed_at.endswith("+07:00")
+        stamped = dt.datetime.fromisoformat(report.timestamp)
+        signed = dt.datetime.fromisoformat(report.signed_at)
+        assert abs((stamped - signed).total_seconds()) < 60
+
+    # pyHanko on its own: with only what the file carries (the DSS), no fetching, and
+    # revocation information required for every certificate, both signatures hold.
+    root = timestamps.load_roots([pki.root_pem.read_bytes()])
+    reader = reading.open_pdf(issued)
+    dss = DocumentSecurityStore.read_dss(reader)
+    assert dss.ocsps, "no OCSP response embedded"
+    for sig in reader.embedded_signatures:
+        context = dss.as_validation_context(
+            {"trust_roots": root, "allow_fetching": False, "revocation_mode": "require"}
+        )
+        status = validate_pdf_signature(sig, context)
+        assert status.bottom_line, status.pretty_print_details()
+        assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+        # The same check without the embedded responses fails: they are what makes it hold.
+        bare = ValidationContext(
+            trust_roots=root, allow_fetching=False, revocation_mode="require", ocsps=[], crls=[]
+        )
+        assert not validate_pdf_signature(sig, bare).trusted
+
+
+def test_a_time_stamp_without_revocation_info_is_b_t(pki, rendered):
+    _, issued = _sign_both(pki, rendered, tsa_url=pki.tsa_url, revocation="off")
+    reports = pades.verify(issued, [pki.root_pem.read_bytes()])
+    assert [r.level for r in reports] == ["B-T", "B-T"]
+    assert all(r.intact and r.trusted and r.timestamp for r in reports)
+    assert b"/DSS" not in issued
+
+
+def test_without_a_tsa_the_level_is_b_b(pki, rendered):
+    _, issued = _sign_both(pki, rendered)
+    reports = pades.verify(issued, [pki.root_pem.read_bytes()])
+    assert [(r.level, r.timestamp) for r in reports] == [("B-B", None), ("B-B", None)]
+
+
+def test_pdfsig_reports_the_time_stamped_signatures_valid(long_term, rendered, tmp_path):
+    _, issued, _ = long_term
+    path = tmp_path / "cong-van-lt.pdf"
+    path.write_bytes(issued)
+    out = subprocess.run(["pdfsig", str(path)], capture_output=True, text=True).stdout
+    assert out.count("Signature Validation: Signature is Valid.") == 2, out
+    bad = tmp_path / "bi-sua.pdf"
+    data = bytearray(issued)
+    data[len(rendered) // 2] ^= 0x01
+    bad.write_bytes(bytes(data))
+    out = subprocess.run(["pdfsig", str(bad)], capture_output=True, text=True).stdout
+    assert "Signature is Valid." not in out, out
+    assert all(not r.intact for r in pades.verify(bytes(data)))
+
+
+def test_a_tsa_that_is_down_signs_nothing(pki, rendered, long_term):
+    down = _closed_port_url()
+    with (
+        keys.open_signer(str(pki.leader.p12), PASSWORD) as signer,
+        pytest.raises(pades.SigningError) as refused,
+    ):
+        pades.approve(rendered, signer, image=None, box=SIGNATURE_BOX, tsa_url=down)
+    message = str(refused.value)
+    assert "Không lấy được dấu thời gian" in message and down in message
+    assert "Văn bản chưa được ký" in message
+    # Issuing an approved letter with the TSA down leaves it as it was: approved, not issued.
+    approved = long_term[0]
+    with (
+        keys.open_signer(str(pki.agency.p12), PASSWORD) as signer,
+        pytest.raises(pades.SigningError, match="Không lấy được dấu thời gian"),
+    ):
+        pades.issue(approved, signer, seal=None, tsa_url=down)
+    assert pades.signatures_in(approved) == [pades.APPROVAL_FIELD]
+
+
+def test_a_revoked_certificate_is_refused_unless_revocation_is_off(tmp_path, rendered, monkeypatch):
+    """A PKI and services of its own: revoking the session's leader would break other tests."""
+    from tests.fixtures.pki import DemoServices, make_pki
+
+    services = DemoServices.start()
+    try:
+        own = make_pki(tmp_path / "pki", services_url=services.url, token=False)
+        services.attach(own)
+        services.revoke(own.leader.cert.serial_number, AT)
+        for mode in ("embed", "require"):
+            with (
+                keys.open_signer(str(own.leader.p12), PASSWORD) as signer,
+                pytest.raises(pades.SigningError, match=r"đã bị thu hồi.*Văn bản chưa được ký"),
+            ):
+                pades.approve(rendered, signer, image=None, box=None, tsa_url=own.tsa_url,
+                              revocation=mode)  # fmt: skip
+        with keys.open_signer(str(own.leader.p12), PASSWORD) as signer:
+            signed = pades.approve(
+                rendered, signer, image=None, box=None, tsa_url=own.tsa_url, revocation="off"
+            )
+        assert [r.level for r in pades.verify(signed, [own.root_pem.read_bytes()])] == ["B-T"]
+    finally:
+        services.stop()
+
+
+def test_dispatch_verify_gives_level_and_time_stamp(long_term, pki, db_app, runner, tmp_path):
+    _, issued, _ = long_term
+    db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)
+    path = tmp_path / "cong-van.pdf"
+    path.write_bytes(issued)
+    data = json.loads(runner.invoke(args=["verify", str(path), "--json"]).output)
+    signatures = data["signatures"]
+    assert [s["level"] for s in signatures] == ["B-LT", "B-LT"]
+    for sig in signatures:
+        assert {"role", "name", "signed_at", "intact", "trusted", "changes_after"} <= set(sig)
+        assert dt.datetime.fromisoformat(sig["timestamp"]).utcoffset() == dt.timedelta(hours=7)
+    text = runner.invoke(args=["verify", str(path)]).output
+    assert text.count("Mức chữ ký: PAdES B-LT") == 2, text
+    stamped = dt.datetime.fromisoformat(signatures[0]["timestamp"])
+    assert f"dấu thời gian lúc {stamped:%d/%m/%Y %H:%M:%S} (+07:00)" in text
+
+
+def test_the_indexed_reader_reads_every_object_as_pyhanko_does(long_term):
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    issued = long_term[1]
+    plain = PdfFileReader(io.BytesIO(issued), strict=False)
+    indexed = reading.open_pdf(issued)
+    compared = 0
+    for number in range(1, int(plain.trailer["/Size"])):
+        ours = indexed.get_object(generic.Reference(number, 0, indexed))
+        theirs = plain.get_object(generic.Reference(number, 0, plain))
+        if isinstance(theirs, generic.NullObject):
+            assert isinstance(ours, generic.NullObject), number
+            continue
+        assert type(ours) is type(theirs) and ours == theirs, number
+        compared += 1
+    assert compared > 400  # the tagged letter's structure elements, most in object streams
+    assert indexed._object_stream_index, "no object stream was indexed"
+
+
+# --- The audit checkpoints -----------------------------------------------------------------
+
+
+def _entries(count: int = 3) -> None:
+    for index in range(count):
+        audit.record(
+            "test.step",
+            actor="chuyenvien@thh.example",
+            at=AT + dt.timedelta(minutes=index),
+            object_type="test",
+            object_id=index,
+        )
+    db.session.commit()
+
+
+def _audit_verify(runner):
+    db.session.commit()
+    db.session.expire_all()
+    return runner.invoke(args=["audit", "verify"])
+
+
+def test_a_checkpoint_is_time_stamped_and_checked(db_app, runner, pki):
+    db_app.config["DISPATCH_TSA_URL"] = pki.tsa_url
+    db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)
+    _entries()
+    written = runner.invoke(args=["audit", "checkpoint", "--at", "2021-11-15T17:00:00+07:00"])
+    assert written.exit_code == 0, written.output
+    assert "dấu thời gian RFC 3161" in written.output
+    path = Path(db_app.config["DISPATCH_DATA_DIR"]) / audit.CHECKPOINT_DIR
+    (checkpoint,) = path.iterdir()
+    assert "rfc3161" in json.loads(checkpoint.read_text())
+
+    result = _audit_verify(runner)
+    assert result.exit_code == 0, result.output
+    assert "Điểm neo mới nhất có dấu thời gian RFC 3161 lúc" in result.output
+    assert "Dispatch DEMO TSA (chứng thư tin cậy)" in result.output
+
+    # Whoever holds the audit key rewrites the checkpoint, MAC and all, keeping its token:
+    # the token no longer matches what it covered.
+    payload = json.loads(checkpoint.read_text())
+    token = payload.pop("rfc3161")
+    payload.pop("mac")
+    next(iter(payload["lanes"].values()))["count"] += 1
+    payload["mac"] = audit._mac(audit._checkpoint_body(payload))
+    payload["rfc3161"] = token
+    checkpoint.write_bytes(audit._checkpoint_body(payload))
+
+    tampered = _audit_verify(runner)
+    assert tampered.exit_code == 1, tampered.output
+    assert "dấu thời gian RFC 3161 không khớp" in tampered.output
+    assert "nội dung đã khác so với lúc đóng dấu thời gian" in tampered.output
+
+
+def test_a_checkpoint_when_the_tsa_is_down_is_written_keyed_and_says_so(db_app, runner):
+    down = _closed_port_url()
+    db_app.config["DISPATCH_TSA_URL"] = down
+    _entries(2)
+    written = runner.invoke(args=["audit", "checkpoint", "--at", "2021-11-15T17:00:00+07:00"])
+    assert written.exit_code == 1
+    assert f"Không lấy được dấu thời gian từ máy chủ cấp dấu thời gian (TSA) {down}" in (
+        written.output
+    )
+    (checkpoint,) = (Path(db_app.config["DISPATCH_DATA_DIR"]) / audit.CHECKPOINT_DIR).iterdir()
+    assert "rfc3161" not in json.loads(checkpoint.read_text())
+    assert _audit_verify(runner).exit_code == 0
+
+
+def test_a_token_checked_against_other_bytes_is_not_intact(pki):
+    token = timestamps.stamp(b"diem neo", pki.tsa_url)
+    good = timestamps.check(token, b"diem neo", [pki.root_pem.read_bytes()])
+    assert good.intact and good.trusted and good.tsa == "Dispatch DEMO TSA"
+    assert good.at_vietnam.endswith("+07:00")
+    assert not timestamps.check(token, b"diem neo!", [pki.root_pem.read_bytes()]).intact
+    untrusted = timestamps.check(token, b"diem neo")
+    assert untrusted.intact and not untrusted.trusted
