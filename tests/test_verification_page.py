@@ -346,3 +346,41 @@ def test_verify_url_is_under_base_url(db_app, issued_dispatch):
     assert url == f"https://congvan.example.vn/xac-minh/{dispatch.verification_code}"
     assert CODE.search(url)
     assert Path(url).name == dispatch.verification_code
+
+
+@pytest.mark.nodb
+def test_the_migration_gives_existing_dispatches_each_their_own_code(tmp_path):
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from dispatch import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.db'}",
+            "SECRET_KEY": "x",
+            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    with app.app_context():
+        upgrade(revision="0010")
+        with db.engine.begin() as conn:
+            for index in range(3):
+                conn.execute(
+                    text(
+                        "INSERT INTO dispatch (status, source, subject, symbol, register, "
+                        "created_at, updated_at, deadline_working_days, deadline_hour, "
+                        "reminder_hour, reminders_enabled) VALUES ('draft', '{}', :subject, "
+                        "'THH-VP', 'THH', '2021-11-01 01:00:00', '2021-11-01 01:00:00', 3, 17, "
+                        "8, 1)"
+                    ),
+                    {"subject": f"cũ {index}"},
+                )
+        upgrade(revision="0012")
+        codes = db.session.execute(select(Dispatch.verification_code)).scalars().all()
+        assert len(codes) == 3 and len(set(codes)) == 3
+        assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", code) for code in codes)
+        db.session.remove()
+        downgrade(revision="0010")
+        db.engine.dispose()
