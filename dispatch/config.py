@@ -173,6 +173,10 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "MAX_CONTENT_LENGTH": _int(
             "DISPATCH_MAX_UPLOAD", env.get("DISPATCH_MAX_UPLOAD"), 20 * 1024 * 1024
         ),
+        # The largest file the public verification page (/xac-minh) takes.
+        "DISPATCH_VERIFY_MAX_UPLOAD": _int(
+            "DISPATCH_VERIFY_MAX_UPLOAD", env.get("DISPATCH_VERIFY_MAX_UPLOAD"), 30 * 1024 * 1024
+        ),
         # The largest letter e-mail, in bytes of files: the letter's PDF and DOCX and every
         # attachment, as each office receives them. Checked at upload and again at issuing. On
         # the wire the files are base64, a third larger: the relay must accept about 1.4 times

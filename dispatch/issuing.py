@@ -29,6 +29,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -60,6 +61,7 @@ from dispatch.models import (
     RegisterCounter,
     User,
 )
+from dispatch.signing import verification
 
 PDF_MEDIA_TYPE = "application/pdf"
 DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -198,13 +200,14 @@ def _unique_name(name: str, taken: set[str]) -> str:
         counter += 1
 
 
-def _render(letter: Letter) -> tuple[bytes, bytes]:
+def _render(letter: Letter, verify_url: str) -> tuple[bytes, bytes]:
+    """The PDF (with the QR code of its verification page) and the DOCX of the letter."""
     # Imported here: WeasyPrint takes about a second to import, and only issuing needs it.
     from dispatch.letters.docx import render_docx
     from dispatch.letters.pdf import RenderError, render_pdf
 
     try:
-        return render_pdf(letter), render_docx(letter)
+        return render_pdf(letter, verify_url=verify_url), render_docx(letter)
     except RenderError as exc:
         raise IssueError(f"Không tạo được bản PDF của công văn: {exc}") from exc
 
@@ -266,7 +269,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             }
         )
         issued = letter.issued_as(number, issued_on)
-        pdf, docx = _render(issued)
+        pdf, docx = _render(issued, verification.verify_url(dispatch, current_app.config))
 
         writer = ArchiveWriter(dispatch.id)
         base = base_filename(dispatch.symbol, number, issued_on)

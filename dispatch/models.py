@@ -9,6 +9,7 @@ job run twice, or by two schedulers at once, cannot send anything twice.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +40,16 @@ class UTCDateTime(sa.types.TypeDecorator):
 
     def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+# The verification code's length in random bytes: 12 bytes are 16 URL-safe characters (96 bits,
+# beyond guessing), short enough for a small QR code.
+VERIFICATION_CODE_BYTES = 12
+
+
+def new_verification_code() -> str:
+    """A fresh random, URL-safe code for a dispatch's public verification page."""
+    return secrets.token_urlsafe(VERIFICATION_CODE_BYTES)
 
 
 def _enum(enum_cls: type[StrEnum]) -> sa.Enum:
@@ -317,6 +328,11 @@ class Dispatch(db.Model):
     # A follow-up letter (công văn đôn đốc) names the dispatch whose late offices it chases.
     follow_up_of_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("dispatch.id", ondelete="SET NULL"), index=True
+    )
+    # The code of the public verification page (/xac-minh/<code>) that the letter's QR code
+    # opens: random, so that the issued letters cannot be listed by counting.
+    verification_code: Mapped[str] = mapped_column(
+        sa.String(32), unique=True, default=new_verification_code
     )
 
     # Reminder policy (editable per dispatch until issued; defaults from Decree 30 practice).

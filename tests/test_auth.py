@@ -324,8 +324,9 @@ def test_old_attempts_are_pruned(db_app, clerk_user):
 # --- Roles --------------------------------------------------------------------------------
 
 PUBLIC_ENDPOINTS = {"static", "health.healthz", "auth.login", "auth.logout"}
-# Blueprints with their own guard: the API (bearer tokens) and the provinces' token links.
-OWN_GUARD_BLUEPRINTS = {"api", "api-docs", "provinces"}
+# Blueprints with their own guard: the API (bearer tokens) and the provinces' token links; and
+# the public verification pages, open to anyone by design (they show no recipient data).
+OWN_GUARD_BLUEPRINTS = {"api", "api-docs", "provinces", "verification"}
 
 
 def _staff_rules(app):

@@ -599,6 +599,8 @@ PUBLIC = {
     "auth.login": "the sign-in form",
     "provinces.letter": "a province's personal link: the token is the credential",
     "provinces.unknown": "any other /r/ address: the same 404 as a wrong link",
+    "verification.upload": "the public verification page: checks a file, stores nothing",
+    "verification.unknown": "any deeper /xac-minh/ address: the same 404 as a wrong code",
 }
 # Routes any signed-in user may post to.
 ANY_SIGNED_IN = {"auth.logout": "signing out", "auth.change_password": "one's own password"}

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from dispatch.accounts import users
+from dispatch.archive import read_archived
 from dispatch.extensions import db
 from dispatch.letters.docx import render_docx
 from dispatch.letters.source import load_letter
-from dispatch.models import Organisation, Role
+from dispatch.models import Dispatch, Document, Organisation, Role
 from tests.fixtures.browser import PHONE, SEED_AT, LiveServer, confirmation_link, sign_in_page
 from tests.fixtures.checkers import AXE, VNU, require, vnu_errors
 from tests.letter_samples import SEED_FOLDER
@@ -57,12 +59,16 @@ def _pages(
     org_id: int,
     imported: str,
 ):
-    """(name, path, who) for every page a person can see; ``who`` is None when signed out."""
+    """(name, path, who) for every page a person can see; ``who`` is None when signed out.
+    (The verification result, a POST, is checked after these, in ``_verify_result``.)"""
     return [
         ("login", "/login", None),
         ("not-found", "/khong-co-trang-nay", None),
         ("province-letter", live.ids["link"].removeprefix(live.url), None),
         ("province-unknown-link", "/r/khong-co-lien-ket-nay", None),
+        ("verify-upload", "/xac-minh", None),
+        ("verify-record", f"/xac-minh/{live.ids['code']}", None),
+        ("verify-unknown", "/xac-minh/khong-co-ma-nay", None),
         ("clerk-list", "/", "admin"),
         ("clerk-list-drafts", "/?status=draft", "admin"),
         ("compose-new", "/dispatches/new", "admin"),
@@ -98,6 +104,29 @@ def _issue_and_send(page, live: LiveServer) -> int:
     page.get_by_role("button", name="Gửi ngay").click()
     page.wait_for_url(live(f"/dispatches/{draft}"))
     return draft
+
+
+def _verify_result(
+    page, live: LiveServer, pdf: Path, width: int, shots: Path, html_dir: Path
+) -> list[str]:
+    """Upload the issued PDF on /xac-minh and check the result page as the others."""
+    page.goto(live("/xac-minh"))
+    page.set_input_files("#file", str(pdf))
+    page.get_by_role("button", name="Xác minh", exact=True).click()
+    page.wait_for_load_state()
+    problems = []
+    if "Kết quả xác minh" not in page.inner_text("h1"):
+        problems.append(f"verify-result at {width} px: no result ({page.inner_text('main')[:200]})")
+    if width == 1366:
+        (html_dir / "verify-result.html").write_text(page.content(), encoding="utf-8")
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    if width == 390 and wide > 390:
+        problems.append(f"verify-result at 390 px is {wide} px wide")
+    page.add_script_tag(path=str(AXE))
+    for violation in page.evaluate(AXE_RUN):
+        problems.append(f"verify-result at {width} px: axe {violation}")
+    page.screenshot(path=str(shots / f"verify-result-{width}.png"), full_page=True)
+    return problems
 
 
 def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
@@ -157,6 +186,15 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
         and admin.locator("a[href*='/recipients/']").first.get_attribute("href").rsplit("/", 1)[1]
     )
 
+    with live.app.app_context():
+        issued = db.session.get(Dispatch, dispatch_id)
+        live.ids["code"] = issued.verification_code
+        pdf = db.session.execute(
+            select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "pdf")
+        ).scalar_one()
+        pdf_file = tmp_path / pdf.filename
+        pdf_file.write_bytes(read_archived(pdf.path, pdf.sha256))
+
     problems: list[str] = []
     for width in (1366, 390):
         for name, path, who in _pages(live, dispatch_id, draft_id, recipient_id, org_id, imported):
@@ -172,6 +210,7 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
             for violation in page.evaluate(AXE_RUN):
                 problems.append(f"{name} at {width} px: axe {violation}")
             page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
+        problems += _verify_result(page_for(None, width), live, pdf_file, width, shots, html_dir)
 
     problems += [f"vnu: {error}" for error in vnu_errors(sorted(html_dir.glob("*.html")))]
     (artifacts_dir / "pages-problems.txt").write_text("\n".join(problems), encoding="utf-8")

@@ -56,6 +56,7 @@ from dispatch.models import (
     Organisation,
     RecipientGroup,
     User,
+    new_verification_code,
 )
 from dispatch.text import without_refused_characters
 
@@ -256,6 +257,9 @@ def _write(
             created_at=at,
             updated_at=at,
             created_by_id=actor.id if actor is not None else None,
+            # The draft knows its verification page before approval: the PDF a leader signs
+            # already carries the QR code that opens it.
+            verification_code=new_verification_code(),
         )
         db.session.add(dispatch)
         db.session.flush()
@@ -312,6 +316,7 @@ def _write(
                 "subject": dispatch.subject,
                 "symbol": dispatch.symbol,
                 "register": dispatch.register,
+                "verification_code": dispatch.verification_code,
                 "group": code,
                 "recipients_on": on.isoformat(),
                 "recipients": [recipient.province_code for recipient in dispatch.recipients],

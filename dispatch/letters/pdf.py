@@ -63,6 +63,11 @@ BREAK_AFTER_MARK = re.compile(r"([/\-])(?=\w)")
 PDF_VARIANT = "pdf/a-3u"
 OUTPUT_INTENT = "dispatch-srgb"
 
+# The verification QR code (``verify_url``): the caption printed under it, and its error
+# correction level (M: 15 % of the symbol may be stained or creased and it still reads).
+VERIFY_LABEL = "Xác minh văn bản:"
+VERIFY_ERROR_LEVEL = "m"
+
 # Characters that HTML collapses into ordinary spaces, so they never need a glyph.
 COLLAPSIBLE = frozenset("\t\n\r")
 
@@ -169,8 +174,27 @@ def printed_texts(letter: Letter) -> Iterator[_Text]:
         yield from _blocks_text(appendix.body, label, asrc)
 
 
-def letter_view(letter: Letter) -> dict[str, Any]:
-    """The plain data the letter template reads; every text is NFC and every word Decree 30's."""
+def verify_block(url: str) -> dict[str, Any]:
+    """The QR code that opens ``url`` (inline SVG, drawn by segno) and its caption.
+
+    The SVG is our own markup, never the user's text: the URL is only encoded in the symbol's
+    modules and printed (escaped) in the caption.
+    """
+    import markupsafe
+    import segno
+
+    if not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
+        raise RenderError(f"Địa chỉ xác minh không hợp lệ: {url[:200]!r}.")
+    code = segno.make(url, error=VERIFY_ERROR_LEVEL, micro=False)
+    svg = code.svg_inline(border=0, omitsize=True, svgclass=None, lineclass=None)
+    return {"svg": markupsafe.Markup(svg), "label": VERIFY_LABEL, "url": url}
+
+
+def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, Any]:
+    """The plain data the letter template reads; every text is NFC and every word Decree 30's.
+
+    With ``verify_url``, the first page carries a small QR code that opens it (``verify``).
+    """
     if len(letter.appendices) > MAX_APPENDICES:
         raise RenderError(f"Một công văn chỉ có tối đa {MAX_APPENDICES} phụ lục.")
     number = formatting.number_and_symbol(letter)
@@ -208,6 +232,7 @@ def letter_view(letter: Letter) -> dict[str, Any]:
             }
             for index, appendix in enumerate(letter.appendices, start=1)
         ],
+        "verify": verify_block(verify_url) if verify_url else None,
     }
 
 
@@ -454,10 +479,12 @@ class _Engine(PrintEngine):
             )
         _refuse(complaints)
 
-    def render_letter(self, letter: Letter) -> bytes:
-        """The PDF of ``letter``."""
+    def render_letter(self, letter: Letter, *, verify_url: str | None = None) -> bytes:
+        """The PDF of ``letter`` (with the QR code of ``verify_url`` when given)."""
         self.coverage.check(printed_texts(letter))
-        view = letter_view(letter)
+        if verify_url:
+            self.coverage.check(iter([_Text("dòng xác minh", f"{VERIFY_LABEL} {verify_url}")]))
+        view = letter_view(letter, verify_url=verify_url)
         with self.lock, _complaints() as complaints:
             document, pdf = self._print(view)
         _refuse(complaints)
@@ -482,6 +509,11 @@ def _get_engine() -> _Engine:
         return _engine
 
 
-def render_pdf(letter: Letter) -> bytes:
-    """The letter as PDF bytes, laid out to Decree 30 with the shipped fonts embedded."""
-    return _get_engine().render_letter(letter)
+def render_pdf(letter: Letter, *, verify_url: str | None = None) -> bytes:
+    """The letter as PDF bytes, laid out to Decree 30 with the shipped fonts embedded.
+
+    ``verify_url``: the address of the letter's public verification page; the first page then
+    carries a small QR code that opens it, with the address printed under it, at the foot of
+    the left margin, clear of the text, the signature block and the page numbers.
+    """
+    return _get_engine().render_letter(letter, verify_url=verify_url)

@@ -15,6 +15,9 @@ The package is a zip of one folder:
 * ``audit.jsonl``: the audit entries of the dispatch with their hashes, ``chain.json``: the
   result of checking the whole chain at export time and its last hash;
 * ``status.json``: the status report (as ``dispatch status --json``);
+* ``signatures/``: pyHanko's validation report of each digital signature of each archived PDF
+  (the letter, and any signed PDF sent with it), one text file each, and ``signatures.json``
+  listing them; a letter issued without signatures has an empty list, and the README says so;
 * ``README.txt`` (Vietnamese) and ``MANIFEST.sha256`` (``sha256sum -c`` format) of every file.
 
 Building the package reads only; what does not match its record is put in the package as it is
@@ -33,6 +36,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from dispatch import audit
@@ -177,6 +181,44 @@ def _documents(builder: _Builder, dispatch: Dispatch) -> list[dict[str, Any]]:
                     f"khác với bản ghi khi ban hành ({document.sha256})."
                 )
         listed.append(entry)
+    return listed
+
+
+def _signatures(builder: _Builder, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each signature of each archived PDF, validated now: its report as a text file."""
+    from dispatch.signing import pades, verification
+
+    roots = verification.trust_roots(current_app.config)
+    listed: list[dict[str, Any]] = []
+    for document in documents:
+        if document["media_type"] != "application/pdf" or document["file"] is None:
+            continue
+        data = builder.files[document["file"]]
+        try:
+            reports = pades.verify(data, roots)
+        except pades.SigningError as exc:
+            builder.problems.append(f"Không đọc được chữ ký số của {document['filename']}: {exc}")
+            continue
+        stem = safe_filename(document["filename"]).rsplit(".", 1)[0]
+        for index, report in enumerate(reports, start=1):
+            name = builder.add(
+                f"signatures/{stem}-{index}-{report.role}.txt",
+                (
+                    f"Tệp: {document['filename']} (SHA-256 {document['sha256']})\n"
+                    f"Chữ ký số thứ {index}: {report.role}, {report.name}\n"
+                    f"Kiểm tra lúc: {format_local(builder.at)} (giờ Việt Nam)\n\n"
+                    f"{report.report}\n"
+                ).encode(),
+            )
+            listed.append(
+                {"document": document["file"], "index": index, **report.as_json(), "report": name}
+            )
+            if not report.intact:
+                builder.problems.append(
+                    f"Chữ ký số thứ {index} ({report.name}) của {document['filename']} không còn "
+                    "nguyên vẹn."
+                )
+    builder.add("signatures.json", _json(listed))
     return listed
 
 
@@ -429,7 +471,12 @@ def _audit(builder: _Builder, entries: list[AuditEntry], at: dt.datetime) -> Non
         )
 
 
-def _readme(dispatch: Dispatch, builder: _Builder, report: dict[str, Any]) -> bytes:
+def _readme(
+    dispatch: Dispatch,
+    builder: _Builder,
+    report: dict[str, Any],
+    signatures: list[dict[str, Any]],
+) -> bytes:
     counts = report["counts"]
     lines = [
         "GÓI CHỨNG CỨ CÔNG VĂN",
@@ -460,6 +507,8 @@ def _readme(dispatch: Dispatch, builder: _Builder, report: dict[str, Any]) -> by
         "audit.jsonl          Các mục nhật ký kiểm tra của công văn, mỗi dòng một mục kèm mã băm.",
         "chain.json           Kết quả kiểm tra toàn bộ chuỗi băm lúc lập gói và mã băm mục cuối.",
         "status.json          Báo cáo trạng thái (như lệnh dispatch status --json).",
+        "signatures/          Báo cáo kiểm tra từng chữ ký số của từng tệp PDF (của pyHanko, lập",
+        "signatures.json      lúc lập gói): toàn vẹn, tin cậy, thay đổi sau khi ký.",
         f"{MANIFEST}      SHA-256 của mọi tệp trong gói.",
         "",
         "Cách kiểm tra",
@@ -478,6 +527,15 @@ def _readme(dispatch: Dispatch, builder: _Builder, report: dict[str, Any]) -> by
         "   kiểm tra cả chuỗi, chữ ký và các điểm neo ghi hằng ngày (phát hiện mục bị cắt bớt).",
         "",
     ]
+    if signatures:
+        lines.append(
+            f"Chữ ký số: {len(signatures)} chữ ký, mỗi chữ ký một báo cáo trong signatures/."
+        )
+    else:
+        lines.append(
+            "Chữ ký số: công văn ban hành không có chữ ký số, nên không có báo cáo kiểm tra."
+        )
+    lines.append("")
     if builder.problems:
         lines += ["CẢNH BÁO: phát hiện điểm không khớp khi lập gói", "-" * 46]
         lines += [f"- {problem}" for problem in builder.problems]
@@ -513,6 +571,7 @@ def build_evidence(dispatch_id: int, *, at: dt.datetime) -> EvidencePackage:
     }
     documents = _documents(builder, dispatch)
     builder.add("documents.json", _json(documents))
+    signatures = _signatures(builder, documents)
     _messages(builder, dispatch, codes)
     entries = _audit_entries(dispatch_id)
     _smtp_replies(builder, entries)
@@ -520,7 +579,7 @@ def build_evidence(dispatch_id: int, *, at: dt.datetime) -> EvidencePackage:
     _audit(builder, entries, at)
     builder.add("status.json", _json(report))
     # The README first in the listing, the manifest last; the manifest covers every other file.
-    builder.files = {README: _readme(dispatch, builder, report), **builder.files}
+    builder.files = {README: _readme(dispatch, builder, report, signatures), **builder.files}
     digests = {name: _sha256(data) for name, data in builder.files.items()}
     builder.add(MANIFEST, "".join(f"{d}  {n}\n" for n, d in digests.items()).encode())
     return EvidencePackage(

@@ -54,6 +54,9 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(health.bp)
     provinces.init_app(app)
+    from dispatch.views import verification
+
+    verification.init_app(app)  # the public /xac-minh pages (share the provinces' throttle)
     from dispatch.views import api, auth, clerks
 
     auth.init_app(app)  # sign-in, roles and the error pages

@@ -339,30 +339,35 @@ def _amendment_notice(dispatch: Dispatch, letter: acknowledgements.IssuedLetter)
 # --- Responses that say nothing about the token -----------------------------------------------
 
 
-def _not_found() -> Response:
+def _not_found(template: str) -> Response:
     """The same page for a malformed, forged, unknown or draft token, and counts the miss."""
     _throttle().miss(_client_key(), time.monotonic())
-    return Response(render_template("provinces/not_found.html"), status=404)
+    return Response(render_template(template), status=404)
 
 
-def _too_many(retry_after: int) -> Response:
-    response = Response(render_template("provinces/too_many_requests.html"), status=429)
+def _too_many(retry_after: int, template: str) -> Response:
+    response = Response(render_template(template), status=429)
     response.headers["Retry-After"] = str(retry_after)
     return response
 
 
-def _blocked() -> Response | None:
+def _blocked(template: str) -> Response | None:
     retry_after = _throttle().retry_after(_client_key(), time.monotonic())
-    return None if retry_after is None else _too_many(retry_after)
+    return None if retry_after is None else _too_many(retry_after, template)
 
 
-def _unknown_link() -> Response:
+def unknown_link(
+    not_found: str = "provinces/not_found.html",
+    too_many: str = "provinces/too_many_requests.html",
+) -> Response:
     """A link that opens nothing: 429 to an address that guessed too often, else the counted 404.
 
     Only unknown links are throttled. A valid link works from any address, blocked or not:
     offices behind one NAT share an address, and one mistyped bookmark must not lock them out.
+    Other public pages with codes in their URL (``/xac-minh/<code>``) count their misses in the
+    same window, with their own wording (``not_found``, ``too_many``).
     """
-    return _blocked() or _not_found()
+    return _blocked(too_many) or _not_found(not_found)
 
 
 # --- Routes ---------------------------------------------------------------------------------
@@ -387,7 +392,7 @@ def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
-        return _unknown_link()
+        return unknown_link()
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     form = ConfirmationForm()
@@ -452,7 +457,7 @@ def download(token: str, ref: str) -> Response:
     recipient = acknowledgements.find_recipient(token)
     document = None if recipient is None else acknowledgements.find_document(recipient, ref)
     if recipient is None or document is None:
-        return _unknown_link()
+        return unknown_link()
     try:
         data = archive.read_archived(document.path, document.sha256)
     except archive.ArchiveError:
@@ -474,7 +479,7 @@ def download(token: str, ref: str) -> Response:
 @bp.route("/r/<path:rest>", methods=["GET", "POST"])
 def unknown(rest: str) -> Response:
     """Any other address under /r/ is a link that does not exist: same answer, same count."""
-    return _unknown_link()
+    return unknown_link()
 
 
 def init_app(app: Flask) -> None:
