@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -124,6 +124,53 @@ def _actor(recipient: DispatchRecipient) -> str:
     return f"recipient:{recipient.id}"
 
 
+_RECIPIENTS = DispatchRecipient.__table__
+_EVENTS = RecipientEvent.__table__
+_EVENT_COLUMNS = ("recipient_id", "kind", "detail", "at", "ip", "user_agent")
+_INSERT_EVENT = insert(_EVENTS)
+
+
+def _first_open_statement():
+    """PostgreSQL: set ``opened_at`` if unset and, only then, add the "opened" event, in one
+    statement; returns the event's id (no row if the link had been opened already)."""
+    opened = (
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.id == bindparam("event_recipient_id"),
+            _RECIPIENTS.c.opened_at.is_(None),
+        )
+        .values(opened_at=bindparam("event_at"))
+        .returning(_RECIPIENTS.c.id)
+        .cte("opened")
+    )
+    # Parameters named apart from every column: an UPDATE sets the columns its parameters name.
+    values = select(
+        *(bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS)
+    ).select_from(opened)
+    return insert(_EVENTS).from_select(list(_EVENT_COLUMNS), values).returning(_EVENTS.c.id)
+
+
+_FIRST_OPEN = _first_open_statement()
+
+
+def _audit_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> None:
+    audit.record(
+        "recipient.opened",
+        actor=_actor(recipient),
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=recipient.dispatch_id,
+        details={"via": via},
+    )
+
+
+def _learn_opened(recipient: DispatchRecipient, at: dt.datetime) -> None:
+    """Written just now: the object learns it without reading the row back."""
+    if isinstance(recipient, DispatchRecipient):
+        set_committed_value(recipient, "opened_at", at)
+
+
 def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> bool:
     """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did.
 
@@ -131,58 +178,66 @@ def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> boo
     """
     if recipient.opened_at is not None:
         return False
-    table = DispatchRecipient.__table__
     result = db.session.execute(
-        update(table)
-        .where(table.c.id == recipient.id, table.c.opened_at.is_(None))
+        update(_RECIPIENTS)
+        .where(_RECIPIENTS.c.id == recipient.id, _RECIPIENTS.c.opened_at.is_(None))
         .values(opened_at=at)
     )
     if result.rowcount != 1:
         return False
-    # Read again when next asked for (no query now): the caller may have shown it already.
-    db.session.expire(recipient, ["opened_at"])
-    audit.record_recipient(
-        "recipient.opened",
-        recipient,
-        actor=_actor(recipient),
-        at=at,
-        details={"via": via},
-    )
+    _audit_opened(recipient, at, via)
     return True
 
 
 def record_opened(
     recipient: DispatchRecipient, *, ip: str | None, user_agent: str | None, at: dt.datetime
 ) -> bool:
-    """Record that the link's page was opened; False if an identical open was just recorded."""
+    """Record that the link's page was opened; False if an identical open was just recorded.
+
+    ``recipient`` is the row as read (``opened_at`` decides whether this may be the first open).
+    The first open costs, on PostgreSQL, one statement for the mark and its event and the audit
+    entry's own (its lane's end, the entry).
+    """
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    first = _mark_opened(recipient, at, via="page")
-    if first:
-        # Written just now: the object learns it without reading the row back.
-        set_committed_value(recipient, "opened_at", at)
-    else:
-        recent = db.session.execute(
-            select(RecipientEvent.id)
-            .where(
-                RecipientEvent.recipient_id == recipient.id,
-                RecipientEvent.kind == "opened",
-                RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
-                RecipientEvent.user_agent.is_(None)
-                if user_agent is None
-                else RecipientEvent.user_agent == user_agent,
-                RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
-                RecipientEvent.at <= at,
-            )
-            .limit(1)
-        ).first()
-        if recent is not None:
-            return False
-    db.session.add(
-        RecipientEvent(
-            recipient_id=recipient.id, kind="opened", at=at, ip=ip, user_agent=user_agent
+    event = {
+        "recipient_id": recipient.id,
+        "kind": "opened",
+        "detail": None,
+        "at": at,
+        "ip": ip,
+        "user_agent": user_agent,
+    }
+    if recipient.opened_at is None:
+        if db.engine.dialect.name == "postgresql":
+            named = {f"event_{name}": value for name, value in event.items()}
+            first = db.session.execute(_FIRST_OPEN, named).first() is not None
+            if first:
+                _audit_opened(recipient, at, "page")
+                _learn_opened(recipient, at)
+                return True
+        elif _mark_opened(recipient, at, via="page"):
+            _learn_opened(recipient, at)
+            db.session.execute(_INSERT_EVENT, event)
+            return True
+    # Opened before (or just now, by another request): an event unless an identical one is
+    # recent.
+    recent = db.session.execute(
+        select(RecipientEvent.id)
+        .where(
+            RecipientEvent.recipient_id == recipient.id,
+            RecipientEvent.kind == "opened",
+            RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
+            RecipientEvent.user_agent.is_(None)
+            if user_agent is None
+            else RecipientEvent.user_agent == user_agent,
+            RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
+            RecipientEvent.at <= at,
         )
-    )
-    db.session.flush()
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return False
+    db.session.execute(_INSERT_EVENT, event)
     return True
 
 
@@ -284,7 +339,8 @@ def record_download(
 ) -> None:
     """Record that a file was downloaded through the link (and that the link was opened)."""
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    _mark_opened(recipient, at, via="download")
+    if _mark_opened(recipient, at, via="download"):
+        _learn_opened(recipient, at)
     db.session.add(
         RecipientEvent(
             recipient_id=recipient.id,
@@ -346,6 +402,110 @@ def record_visit(
         record_download(recipient, document, **common)
 
 
+def _checked_confirmer(name: str, position: str, note: str | None) -> tuple[str, str, str]:
+    """The confirmer's fields as stored; AcknowledgementError if they cannot be."""
+    refused = {
+        field: f"{label} {message}."
+        for field, label, value in (("name", "Họ và tên", name), ("position", "Chức vụ", position))
+        if (message := refused_characters_message(value or ""))
+    }
+    name, position, note = clean_line(name), clean_line(position), clean_note(note)
+    errors = validate_confirmer(name, position, note) | refused
+    if errors:
+        raise AcknowledgementError(errors)
+    return name, position, note
+
+
+def _confirmation_values(
+    name: str,
+    position: str,
+    note: str,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+    method: AcknowledgementMethod,
+) -> dict[str, object]:
+    return {
+        "acknowledged_at": at,
+        "acknowledged_by": name,
+        "acknowledged_position": position,
+        "acknowledgement_note": note or None,
+        "acknowledged_ip": ip,
+        "acknowledged_user_agent": user_agent,
+        "acknowledged_method": method,
+    }
+
+
+def _audit_acknowledged(
+    recipient_id: int, dispatch_id: int, values: dict[str, object], actor: str
+) -> None:
+    method = values["acknowledged_method"]
+    assert isinstance(method, AcknowledgementMethod)
+    audit.record(
+        "recipient.acknowledged",
+        actor=actor,
+        at=values["acknowledged_at"],  # type: ignore[arg-type]
+        object_type="dispatch_recipient",
+        object_id=recipient_id,
+        dispatch_id=dispatch_id,
+        details={
+            "name": values["acknowledged_by"],
+            "position": values["acknowledged_position"],
+            "note": values["acknowledgement_note"],
+            "method": method.value,
+            "ip": values["acknowledged_ip"],
+            "user_agent": values["acknowledged_user_agent"],
+        },
+    )
+
+
+def acknowledge_link(
+    token: str,
+    name: str,
+    position: str,
+    note: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+) -> AckResult | None:
+    """Record a confirmation through the link ``token`` if its recipient has none yet; None if
+    nothing was recorded (an unknown or dead link, or a confirmation already on record: look
+    the link up to tell which).
+
+    The link's common case without reading first: one UPDATE finds the recipient by its token
+    and records the confirmation, under the same condition as ``acknowledge`` (of two at once,
+    the second matches nothing), then the audit entry.
+    """
+    if not is_well_formed(token):
+        return None
+    name, position, note = _checked_confirmer(name, position, note)
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    method = AcknowledgementMethod.LINK
+    values = _confirmation_values(name, position, note, ip, user_agent, at, method)
+    dispatches = Dispatch.__table__
+    row = db.session.execute(
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.token_hash == hash_token(token),
+            _RECIPIENTS.c.acknowledged_at.is_(None),
+            _RECIPIENTS.c.dispatch_id == dispatches.c.id,
+            dispatches.c.status.in_(_LIVE_STATUSES),
+        )
+        .values(values)
+        .returning(_RECIPIENTS.c.id, _RECIPIENTS.c.dispatch_id)
+    ).first()
+    if row is None:
+        return None
+    _audit_acknowledged(row.id, row.dispatch_id, values, f"recipient:{row.id}")
+    return AckResult(
+        recorded=True,
+        acknowledged_at=at,
+        acknowledged_by=name,
+        acknowledged_position=position,
+        method=method,
+    )
+
+
 def acknowledge(
     recipient: DispatchRecipient,
     name: str,
@@ -358,60 +518,21 @@ def acknowledge(
     actor: str | None = None,
 ) -> AckResult:
     """Record a confirmation of receipt once; later calls change nothing and return the first."""
-    refused = {
-        field: f"{label} {message}."
-        for field, label, value in (("name", "Họ và tên", name), ("position", "Chức vụ", position))
-        if (message := refused_characters_message(value or ""))
-    }
-    name, position, note = clean_line(name), clean_line(position), clean_note(note)
-    errors = validate_confirmer(name, position, note) | refused
-    if errors:
-        raise AcknowledgementError(errors)
+    name, position, note = _checked_confirmer(name, position, note)
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    table = DispatchRecipient.__table__
+    values = _confirmation_values(name, position, note, ip, user_agent, at, method)
     # The condition makes the database the referee: of two confirmations at once, the second
     # waits for the first's row lock, re-reads the row and matches nothing.
     result = db.session.execute(
-        update(table)
-        .where(table.c.id == recipient.id, table.c.acknowledged_at.is_(None))
-        .values(
-            acknowledged_at=at,
-            acknowledged_by=name,
-            acknowledged_position=position,
-            acknowledgement_note=note or None,
-            acknowledged_ip=ip,
-            acknowledged_user_agent=user_agent,
-            acknowledged_method=method,
-        )
+        update(_RECIPIENTS)
+        .where(_RECIPIENTS.c.id == recipient.id, _RECIPIENTS.c.acknowledged_at.is_(None))
+        .values(values)
     )
     recorded = result.rowcount == 1
     if recorded:
-        audit.record_recipient(
-            "recipient.acknowledged",
-            recipient,
-            actor=actor or _actor(recipient),
-            at=at,
-            details={
-                "name": name,
-                "position": position,
-                "note": note or None,
-                "method": method.value,
-                "ip": ip,
-                "user_agent": user_agent,
-            },
-        )
-    db.session.flush()
-    if recorded:
+        _audit_acknowledged(recipient.id, recipient.dispatch_id, values, actor or _actor(recipient))
         # Written just now: the object learns the values without reading the row back.
-        for key, value in (
-            ("acknowledged_at", at),
-            ("acknowledged_by", name),
-            ("acknowledged_position", position),
-            ("acknowledgement_note", note or None),
-            ("acknowledged_ip", ip),
-            ("acknowledged_user_agent", user_agent),
-            ("acknowledged_method", method),
-        ):
+        for key, value in values.items():
             set_committed_value(recipient, key, value)
     else:
         # A lost race: the row holds the winner's confirmation.

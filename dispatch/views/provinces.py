@@ -385,6 +385,8 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 @bp.route("/r/<token>", methods=["GET", "POST"])
 def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
+    if request.method == "POST" and (confirmed := _confirm_at_once(token)) is not None:
+        return confirmed
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
         return _unknown_link()
@@ -430,6 +432,29 @@ def letter(token: str) -> Any:
     return render_template(
         "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
     )
+
+
+def _confirm_at_once(token: str) -> Response | None:
+    """The common confirmation: a valid form on a live link not yet confirmed, recorded without
+    reading the link first (the 303 of Post/Redirect/Get); None for anything else, which
+    ``letter`` then looks into (an unknown link, a confirmation already on record, errors)."""
+    form = ConfirmationForm()
+    if not form.validate():
+        return None
+    with unit_of_work():
+        result = acknowledgements.acknowledge_link(
+            token,
+            form.name.data,
+            form.position.data,
+            form.note.data,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string,
+            at=clock.now(),
+        )
+    if result is None:
+        return None
+    bookkeep()  # the database takes writes: record any visits still waiting
+    return redirect(url_for("provinces.letter", token=token), code=303)
 
 
 _FAILED_FORM_KEY = "failed_confirmation"
