@@ -4,9 +4,10 @@ on gunicorn (4 workers) and PostgreSQL, against a bare Flask endpoint served the
 ``python -m bench confirm_load``. The letter is issued for real (the seed letter to 2,000
 generated offices) in the database ``dispatch_bench``, or that of ``BENCH_DATABASE_URL`` (created
 if missing, emptied first: the tests' ``test`` database is never touched). Then ``gunicorn -w 4
-wsgi:app`` serves it, and a second process (``bench._load``) runs 50 concurrent clients, each confirmation the real flow:
-GET the page, read the CSRF token, POST the form, expect the 303. The baseline is the same load
-against ``gunicorn -w 4 bench._bare_app:app``, which answers both requests trivially.
+wsgi:app`` serves it, and a second process (``bench._load``) runs 50 concurrent clients, each
+confirmation the real flow: GET the page, read the CSRF token, POST the form, expect the 303. The
+baseline is the same load against ``gunicorn -w 4 bench._bare_app:app``, which answers both
+requests trivially.
 
 Afterwards every confirmation must be on record exactly once: 2,000 recipients confirmed, 2,000
 ``recipient.acknowledged`` audit entries for 2,000 different recipients, and the audit chain
