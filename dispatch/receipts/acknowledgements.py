@@ -119,7 +119,93 @@ def find_recipient(token: str) -> DispatchRecipient | None:
     ).scalar_one_or_none()
 
 
-def _actor(recipient: DispatchRecipient) -> str:
+@dataclass(frozen=True)
+class LinkDispatch:
+    """What a link's page reads of its dispatch on every request (plain values, no ORM)."""
+
+    id: int
+    status: DispatchStatus
+    subject: str
+    symbol: str
+    number: int | None
+    issued_on: dt.date | None
+    issued_at: dt.datetime | None
+    deadline_at: dt.datetime | None
+
+    @property
+    def number_and_symbol(self) -> str | None:
+        """'01/THH-VP' once issued (as ``Dispatch.number_and_symbol``)."""
+        return None if self.number is None else f"{self.number:02d}/{self.symbol}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A recipient as its link's page reads it, with its dispatch (``find_link``)."""
+
+    id: int
+    dispatch_id: int
+    name: str
+    opened_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    acknowledged_by: str | None
+    acknowledged_position: str | None
+    acknowledged_method: AcknowledgementMethod | None
+    dispatch: LinkDispatch
+
+
+_DISPATCHES = Dispatch.__table__
+_LINK_RECIPIENT_COLUMNS = (
+    "id",
+    "dispatch_id",
+    "name",
+    "opened_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "acknowledged_position",
+    "acknowledged_method",
+)
+_LINK_DISPATCH_COLUMNS = (
+    "id",
+    "status",
+    "subject",
+    "symbol",
+    "number",
+    "issued_on",
+    "issued_at",
+    "deadline_at",
+)
+# Built once: every opening of a link runs it.
+_FIND_LINK = (
+    select(
+        *(DispatchRecipient.__table__.c[name] for name in _LINK_RECIPIENT_COLUMNS),
+        *(_DISPATCHES.c[name].label(f"of_dispatch_{name}") for name in _LINK_DISPATCH_COLUMNS),
+    )
+    .join_from(DispatchRecipient.__table__, _DISPATCHES)
+    .where(
+        DispatchRecipient.__table__.c.token_hash == bindparam("token_hash"),
+        _DISPATCHES.c.status.in_(_LIVE_STATUSES),
+    )
+)
+
+
+def find_link(token: str) -> Link | None:
+    """What the page of the link ``token`` shows of its recipient and dispatch, as plain values
+    read in one query; None for a token that is not a live link (as ``find_recipient``)."""
+    if not is_well_formed(token):
+        return None
+    row = db.session.execute(_FIND_LINK, {"token_hash": hash_token(token)}).first()
+    if row is None:
+        return None
+    values = row._mapping
+    return Link(
+        **{name: values[name] for name in _LINK_RECIPIENT_COLUMNS},
+        dispatch=LinkDispatch(
+            **{name: values[f"of_dispatch_{name}"] for name in _LINK_DISPATCH_COLUMNS}
+        ),
+    )
+
+
+def _actor(recipient: DispatchRecipient | Link) -> str:
     """How the audit log names someone acting through a recipient's link."""
     return f"recipient:{recipient.id}"
 
@@ -153,7 +239,7 @@ def _first_open_statement():
 _FIRST_OPEN = _first_open_statement()
 
 
-def _audit_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> None:
+def _audit_opened(recipient: DispatchRecipient | Link, at: dt.datetime, via: str) -> None:
     audit.record(
         "recipient.opened",
         actor=_actor(recipient),
@@ -165,13 +251,13 @@ def _audit_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> No
     )
 
 
-def _learn_opened(recipient: DispatchRecipient, at: dt.datetime) -> None:
+def _learn_opened(recipient: DispatchRecipient | Link, at: dt.datetime) -> None:
     """Written just now: the object learns it without reading the row back."""
     if isinstance(recipient, DispatchRecipient):
         set_committed_value(recipient, "opened_at", at)
 
 
-def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> bool:
+def _mark_opened(recipient: DispatchRecipient | Link, at: dt.datetime, via: str) -> bool:
     """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did.
 
     A recipient already read as opened costs no query: ``opened_at`` is never unset.
@@ -190,7 +276,7 @@ def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> boo
 
 
 def record_opened(
-    recipient: DispatchRecipient, *, ip: str | None, user_agent: str | None, at: dt.datetime
+    recipient: DispatchRecipient | Link, *, ip: str | None, user_agent: str | None, at: dt.datetime
 ) -> bool:
     """Record that the link's page was opened; False if an identical open was just recorded.
 
@@ -279,7 +365,7 @@ def _issuing_agency(source: object) -> str:
 _ISSUED_LETTERS_MAX = 256
 
 
-def issued_letter(dispatch: Dispatch) -> IssuedLetter:
+def issued_letter(dispatch: Dispatch | LinkDispatch) -> IssuedLetter:
     """The frozen facts of an issued ``dispatch`` (read from the database once per process)."""
     cache = current_app.extensions.setdefault("dispatch_issued_letters", {})
     key = (dispatch.id, dispatch.issued_at)
@@ -307,7 +393,10 @@ def issued_letter(dispatch: Dispatch) -> IssuedLetter:
         if amendment is None
         else (amendment.kind.value, amendment.original.number_and_symbol or "")
     )
-    letter = IssuedLetter(_issuing_agency(dispatch.source), files, successor_of)
+    source = db.session.execute(
+        select(Dispatch.source).where(Dispatch.id == dispatch.id)
+    ).scalar_one()
+    letter = IssuedLetter(_issuing_agency(source), files, successor_of)
     if dispatch.status in _LIVE_STATUSES:
         if len(cache) >= _ISSUED_LETTERS_MAX:
             cache.pop(next(iter(cache)))
@@ -330,7 +419,7 @@ def find_document(recipient: DispatchRecipient, ref: str) -> Document | None:
 
 
 def record_download(
-    recipient: DispatchRecipient,
+    recipient: DispatchRecipient | Link,
     document: Document,
     *,
     ip: str | None,
@@ -380,7 +469,7 @@ class LinkVisit:
 
 def record_visit(
     visit: LinkVisit,
-    recipient: DispatchRecipient | None = None,
+    recipient: DispatchRecipient | Link | None = None,
     document: Document | None = None,
 ) -> None:
     """Record ``visit`` at its own moment (``record_opened`` or ``record_download``).

@@ -159,7 +159,7 @@ def _pending() -> PendingVisits:
 
 def bookkeep(
     visit: acknowledgements.LinkVisit | None = None,
-    recipient: DispatchRecipient | None = None,
+    recipient: DispatchRecipient | acknowledgements.Link | None = None,
     document: Document | None = None,
 ) -> None:
     """Record the visits still waiting, then ``visit`` (of the rows already read), oldest first,
@@ -265,7 +265,8 @@ def _size(n: int) -> str:
 
 
 def _receipt(
-    recipient: DispatchRecipient, files: tuple[acknowledgements.IssuedFile, ...]
+    recipient: DispatchRecipient | acknowledgements.Link,
+    files: tuple[acknowledgements.IssuedFile, ...],
 ) -> Receipt | None:
     if recipient.acknowledged_at is None:
         return None
@@ -280,7 +281,7 @@ def _receipt(
     )
 
 
-def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
+def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link) -> dict[str, Any]:
     """Plain data for the letter's page (templates never see ORM objects)."""
     dispatch = recipient.dispatch
     letter = acknowledgements.issued_letter(dispatch)
@@ -306,7 +307,9 @@ def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
     }
 
 
-def _amendment_notice(dispatch: Dispatch, letter: acknowledgements.IssuedLetter) -> str | None:
+def _amendment_notice(
+    dispatch: Dispatch | acknowledgements.LinkDispatch, letter: acknowledgements.IssuedLetter
+) -> str | None:
     """What became of this letter (recalled, replaced), or what this recall letter asks."""
     if dispatch.status in (DispatchStatus.RECALLED, DispatchStatus.REPLACED):
         from dispatch import amendments
@@ -387,19 +390,23 @@ def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
     if request.method == "POST" and (confirmed := _confirm_at_once(token)) is not None:
         return confirmed
-    recipient = acknowledgements.find_recipient(token)
-    if recipient is None:
-        return _unknown_link()
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
-    form = ConfirmationForm()
     if request.method == "GET":
+        link = acknowledgements.find_link(token)
+        if link is None:
+            return _unknown_link()
+        form = ConfirmationForm()
         _restore_failed_form(form, token)
         # What the page shows is read first: the note that it was opened is bookkeeping, written
         # after (and kept for later if the database refuses it), and nothing is read again.
-        page = _page_data(token, recipient)
-        bookkeep(acknowledgements.LinkVisit(recipient.id, at, ip, user_agent), recipient=recipient)
+        page = _page_data(token, link)
+        bookkeep(acknowledgements.LinkVisit(link.id, at, ip, user_agent), recipient=link)
         return render_template("provinces/letter.html", form=form, already=False, **page)
+    recipient = acknowledgements.find_recipient(token)
+    if recipient is None:
+        return _unknown_link()
+    form = ConfirmationForm()
     already = False
     if recipient.acknowledged_at is not None:
         already = True
