@@ -5,9 +5,12 @@ together. Three things make the log trustworthy:
 
 - **Chains.** Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's
   canonical JSON, so editing, deleting or inserting a row breaks the chain. There are ``LANES``
-  chains side by side: a transaction appends to one lane only (picked by the object of its
-  first entry), so that writers in different lanes never wait for each other (one global chain
-  serialised every confirmation). Anyone can recompute the hashes.
+  chains side by side: a transaction appends to one lane only, its thread's (each gunicorn
+  worker, the scheduler, a command has its own, mostly), so that writers in different lanes
+  never wait for each other (one global chain serialised every confirmation). Where each lane
+  ends is kept in ``audit_lane``, a row the append moves in the statement that inserts the
+  entry, only from the end the process last left there (else it locks and reads the row
+  first). Anyone can recompute the hashes.
 - **A key.** Each entry's ``mac`` is HMAC-SHA256, with ``DISPATCH_AUDIT_KEY`` (kept outside the
   database), over its hash. Whoever can write to the database but does not hold the key can
   no longer edit a row and recompute the chain.
@@ -27,7 +30,7 @@ import hmac
 import json
 import os
 import secrets
-import zlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +114,17 @@ def _mac(data: bytes | str) -> str:
     return hmac.new(_key(), data, hashlib.sha256).hexdigest()
 
 
-def _lane_of(fields: Mapping[str, Any]) -> int:
-    """The lane an entry's object belongs to (for the first entry of a transaction)."""
-    name = f"{fields['object_type']}:{fields.get('object_id')}"
-    return zlib.crc32(name.encode("utf-8")) % LANES
+def _own_lane() -> int:
+    """The lane this thread appends to: gunicorn's workers (consecutive process ids), the
+    scheduler, a command and each thread of a process have their own, mostly. Two that share
+    one only wait for each other's appends, as any two appends to one lane do."""
+    return threading.get_native_id() % LANES
+
+
+def _known_ends() -> dict[int, str]:
+    """Where this process last left each lane, by lane: where its next append will most
+    likely find the end (checked by the append itself, never trusted)."""
+    return current_app.extensions.setdefault("dispatch_audit_lane_ends", {})
 
 
 @dataclass
@@ -127,8 +137,8 @@ class _Pinned:
     end: str | None = None
 
 
-def _pinned_lane(first: Mapping[str, Any]) -> _Pinned:
-    """The lane of the current transaction: taken by its first entry, kept until it ends.
+def _pinned_lane() -> _Pinned:
+    """The lane of the current transaction: this thread's, kept until the transaction ends.
 
     One lane per transaction means one lane lock per transaction, held until it ends, so two
     transactions can never wait for each other's lanes (no deadlock).
@@ -139,7 +149,7 @@ def _pinned_lane(first: Mapping[str, Any]) -> _Pinned:
     pinned = session.info.get("audit_lane")
     if pinned is not None and pinned.transaction is transaction:
         return pinned
-    pinned = _Pinned(transaction, _lane_of(first))
+    pinned = _Pinned(transaction, _own_lane())
     session.info["audit_lane"] = pinned
     return pinned
 
@@ -259,24 +269,28 @@ def record_many(entries: list[dict[str, Any]]) -> list[int]:
     The entries themselves are plain rows (an INSERT, no ORM objects): a sender records every
     e-mail it sends, and the unit of work was most of that cost (bench/issue_63).
 
-    Round trips: the transaction's first append locks and reads its lane's end (one SELECT …
-    FOR UPDATE); each append then moves the end and inserts, in one statement on PostgreSQL
-    (two on SQLite, or for several entries). A later append in the same transaction starts
-    from the end it left; should that no longer be the end (a savepoint rolled back), it reads
-    the end again.
+    Round trips: each append moves its lane's end and inserts, in one statement on PostgreSQL
+    (two on SQLite, or for several entries), only if the end is where this process last left
+    it; the UPDATE locks the lane's row until the transaction ends. Should the end have moved
+    (another process on the same lane, a rolled-back transaction or savepoint), the append
+    locks and reads it (one SELECT … FOR UPDATE) and goes again from there.
     """
     if not entries:
         return []
     db.session.flush()
-    pinned = _pinned_lane(entries[0])
+    pinned = _pinned_lane()
     if pinned.end is None:
-        pinned.end = _lock_lane_end(pinned.lane)
-    ids = _append(pinned, entries)
+        # Where this process left the lane: nearly always still its end, as the lane is this
+        # process's own. The append checks it; if another moved the end since, it reads the end.
+        pinned.end = _known_ends().get(pinned.lane)
+    ids = None if pinned.end is None else _append(pinned, entries)
     if ids is None:
         pinned.end = _lock_lane_end(pinned.lane)
         ids = _append(pinned, entries)
         if ids is None:  # the row is locked by this transaction: nobody else moved it
             raise RuntimeError(f"audit lane {pinned.lane} moved under its lock")
+    assert pinned.end is not None
+    _known_ends()[pinned.lane] = pinned.end
     return ids
 
 
