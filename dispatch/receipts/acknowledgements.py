@@ -505,6 +505,18 @@ def _checked_confirmer(name: str, position: str, note: str | None) -> tuple[str,
     return name, position, note
 
 
+# What a confirmation sets on its recipient's row (``_confirmation_values``).
+_CONFIRMATION_COLUMNS = (
+    "acknowledged_at",
+    "acknowledged_by",
+    "acknowledged_position",
+    "acknowledgement_note",
+    "acknowledged_ip",
+    "acknowledged_user_agent",
+    "acknowledged_method",
+)
+
+
 def _confirmation_values(
     name: str,
     position: str,
@@ -548,6 +560,27 @@ def _audit_acknowledged(
     )
 
 
+def _acknowledge_link_statement():
+    """Record a confirmation on the live link whose token hash is given, if it has none yet;
+    returns the recipient's id and dispatch id (no row otherwise)."""
+    return (
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.token_hash == bindparam("link_token_hash"),
+            _RECIPIENTS.c.acknowledged_at.is_(None),
+            _RECIPIENTS.c.dispatch_id == _DISPATCHES.c.id,
+            _DISPATCHES.c.status.in_(_LIVE_STATUSES),
+        )
+        # Parameters named apart from the columns: an UPDATE sets the columns its parameters name.
+        .values({name: bindparam(f"set_{name}") for name in _CONFIRMATION_COLUMNS})
+        .returning(_RECIPIENTS.c.id, _RECIPIENTS.c.dispatch_id)
+    )
+
+
+# Built once: every confirmation through a link runs it.
+_ACKNOWLEDGE_LINK = _acknowledge_link_statement()
+
+
 def acknowledge_link(
     token: str,
     name: str,
@@ -571,18 +604,9 @@ def acknowledge_link(
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
     method = AcknowledgementMethod.LINK
     values = _confirmation_values(name, position, note, ip, user_agent, at, method)
-    dispatches = Dispatch.__table__
-    row = db.session.execute(
-        update(_RECIPIENTS)
-        .where(
-            _RECIPIENTS.c.token_hash == hash_token(token),
-            _RECIPIENTS.c.acknowledged_at.is_(None),
-            _RECIPIENTS.c.dispatch_id == dispatches.c.id,
-            dispatches.c.status.in_(_LIVE_STATUSES),
-        )
-        .values(values)
-        .returning(_RECIPIENTS.c.id, _RECIPIENTS.c.dispatch_id)
-    ).first()
+    parameters = {f"set_{name}": value for name, value in values.items()}
+    parameters["link_token_hash"] = hash_token(token)
+    row = db.session.execute(_ACKNOWLEDGE_LINK, parameters).first()
     if row is None:
         return None
     _audit_acknowledged(row.id, row.dispatch_id, values, f"recipient:{row.id}")
