@@ -2,11 +2,12 @@
 on gunicorn (4 workers) and PostgreSQL, against a bare Flask endpoint served the same way.
 
 ``python -m bench confirm_load``. The letter is issued for real (the seed letter to 2,000
-generated offices) in the database ``dispatch_bench`` (created if missing, emptied first: the
-tests' ``test`` database is never touched). Then ``gunicorn -w 4 wsgi:app`` serves it, and a
-second process (``bench._load``) runs 50 concurrent clients, each confirmation the real flow:
-GET the page, read the CSRF token, POST the form, expect the 303. The baseline is the same load
-against ``gunicorn -w 4 bench._bare_app:app``, which answers both requests trivially.
+generated offices) in the database ``dispatch_bench``, or that of ``BENCH_DATABASE_URL`` (created
+if missing, emptied first: the tests' ``test`` database is never touched). Then ``gunicorn -w 4
+wsgi:app`` serves it, and a second process (``bench._load``) runs 50 concurrent clients, each
+confirmation the real flow: GET the page, read the CSRF token, POST the form, expect the 303. The
+baseline is the same load against ``gunicorn -w 4 bench._bare_app:app``, which answers both
+requests trivially.
 
 Afterwards every confirmation must be on record exactly once: 2,000 recipients confirmed, 2,000
 ``recipient.acknowledged`` audit entries for 2,000 different recipients, and the audit chain
@@ -33,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench._sending import free_port
-from bench._setup import ROOT, make_app, prepare_draft, reset_postgres
+from bench._setup import POSTGRES_BENCH_URL, ROOT, make_app, prepare_draft, reset_postgres
 from bench.common import record
 
 CONFIRMATIONS = 2000
@@ -202,7 +203,7 @@ def main() -> dict[str, Any]:
     """Measure, print and record the confirm_load benchmark."""
     with tempfile.TemporaryDirectory(prefix="bench-confirm-") as name:
         folder = Path(name)
-        database_url = reset_postgres()
+        database_url = reset_postgres(os.environ.get("BENCH_DATABASE_URL") or POSTGRES_BENCH_URL)
         dispatch_id, tokens = _issue_and_tokens(folder, database_url)
         tokens_file = folder / "tokens.txt"
         tokens_file.write_text("\n".join(tokens))

@@ -5,9 +5,12 @@ together. Three things make the log trustworthy:
 
 - **Chains.** Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's
   canonical JSON, so editing, deleting or inserting a row breaks the chain. There are ``LANES``
-  chains side by side: a transaction appends to one lane only (picked by the object of its
-  first entry), so that writers in different lanes never wait for each other (one global chain
-  serialised every confirmation). Anyone can recompute the hashes.
+  chains side by side: a transaction appends to one lane only, its thread's (each gunicorn
+  worker, the scheduler, a command has its own, mostly), so that writers in different lanes
+  never wait for each other (one global chain serialised every confirmation). Where each lane
+  ends is kept in ``audit_lane``, a row the append moves in the statement that inserts the
+  entry, only from the end the process last left there (else it locks and reads the row
+  first). Anyone can recompute the hashes.
 - **A key.** Each entry's ``mac`` is HMAC-SHA256, with ``DISPATCH_AUDIT_KEY`` (kept outside the
   database), over its hash. Whoever can write to the database but does not hold the key can
   no longer edit a row and recompute the chain.
@@ -32,17 +35,17 @@ import hmac
 import json
 import os
 import secrets
-import zlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy import bindparam, func, insert, select, update
 
 from dispatch.extensions import db
-from dispatch.models import AuditEntry, DispatchRecipient, User
+from dispatch.models import AuditEntry, AuditLane, DispatchRecipient, User
 
 # How the log names work done by the system itself (the scheduler, a seed).
 SYSTEM_ACTOR = "system"
@@ -50,12 +53,10 @@ SYSTEM_ACTOR = "system"
 # How many chains run side by side. Stored on each entry, so changing it later is safe.
 LANES = 16
 
-# Any constant: with the lane, the key of the PostgreSQL advisory lock that serialises appends
-# to one lane.
-_CHAIN_LOCK = 0x44495350  # "DISP"
-
 _TABLE = AuditEntry.__table__
+_LANES = AuditLane.__table__
 _FIELDS = ("at", "actor", "action", "object_type", "object_id", "dispatch_id", "details")
+_COLUMNS = (*_FIELDS, "prev_hash", "hash", "lane", "mac")
 # Built once: every audited change runs them (each e-mail sent, each confirmation).
 _CHAIN_END = (
     select(_TABLE.c.hash)
@@ -63,9 +64,37 @@ _CHAIN_END = (
     .order_by(_TABLE.c.id.desc())
     .limit(1)
 )
+# Locks the lane's end until the transaction ends and reads it, in one round trip. (FOR UPDATE
+# reads the row as last committed, after any wait: never an end another append has moved.)
+_LANE_END = select(_LANES.c.hash).where(_LANES.c.lane == bindparam("lane")).with_for_update()
+# Moves the lane's end, only from where this transaction last saw it.
+_MOVE_END = (
+    update(_LANES)
+    .where(_LANES.c.lane == bindparam("end_lane"), _LANES.c.hash == bindparam("end_before"))
+    .values(hash=bindparam("end_after"))
+)
 _INSERT_ONE = insert(_TABLE).returning(_TABLE.c.id)
 _INSERT_MANY = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-_LOCK = text("SELECT pg_advisory_xact_lock(:key, :lane)")
+
+
+def _append_one_statement():
+    """PostgreSQL: move the lane's end and insert the entry in one statement; the entry is
+    inserted only if the end was where this transaction saw it (no row returned otherwise)."""
+    moved = (
+        update(_LANES)
+        .where(_LANES.c.lane == bindparam("end_lane"), _LANES.c.hash == bindparam("end_before"))
+        .values(hash=bindparam("end_after"))
+        .returning(_LANES.c.lane)
+        .cte("moved")
+    )
+    # Parameters named apart from every column: an UPDATE sets the columns its parameters name.
+    values = select(
+        *(bindparam(f"entry_{name}", type_=_TABLE.c[name].type) for name in _COLUMNS)
+    ).select_from(moved)
+    return insert(_TABLE).from_select(list(_COLUMNS), values).returning(_TABLE.c.id)
+
+
+_APPEND_ONE = _append_one_statement()
 
 # Where checkpoints are written, under DISPATCH_DATA_DIR.
 CHECKPOINT_DIR = "audit-checkpoints"
@@ -90,14 +119,31 @@ def _mac(data: bytes | str) -> str:
     return hmac.new(_key(), data, hashlib.sha256).hexdigest()
 
 
-def _lane_of(fields: Mapping[str, Any]) -> int:
-    """The lane an entry's object belongs to (for the first entry of a transaction)."""
-    name = f"{fields['object_type']}:{fields.get('object_id')}"
-    return zlib.crc32(name.encode("utf-8")) % LANES
+def _own_lane() -> int:
+    """The lane this thread appends to: gunicorn's workers (consecutive process ids), the
+    scheduler, a command and each thread of a process have their own, mostly. Two that share
+    one only wait for each other's appends, as any two appends to one lane do."""
+    return threading.get_native_id() % LANES
 
 
-def _transaction_lane(first: Mapping[str, Any]) -> int:
-    """The lane of the current transaction: taken by its first entry, kept until it ends.
+def _known_ends() -> dict[int, str]:
+    """Where this process last left each lane, by lane: where its next append will most
+    likely find the end (checked by the append itself, never trusted)."""
+    return current_app.extensions.setdefault("dispatch_audit_lane_ends", {})
+
+
+@dataclass
+class _Pinned:
+    """The lane the current transaction appends to, and where it last saw the lane end (None
+    before its first append: the lane's row is not locked yet)."""
+
+    transaction: Any
+    lane: int
+    end: str | None = None
+
+
+def _pinned_lane() -> _Pinned:
+    """The lane of the current transaction: this thread's, kept until the transaction ends.
 
     One lane per transaction means one lane lock per transaction, held until it ends, so two
     transactions can never wait for each other's lanes (no deadlock).
@@ -106,11 +152,31 @@ def _transaction_lane(first: Mapping[str, Any]) -> int:
     session.connection()  # begins the transaction if nothing has yet
     transaction = session.get_transaction()
     pinned = session.info.get("audit_lane")
-    if pinned is not None and pinned[0] is transaction:
-        return pinned[1]
-    lane = _lane_of(first)
-    session.info["audit_lane"] = (transaction, lane)
-    return lane
+    if pinned is not None and pinned.transaction is transaction:
+        return pinned
+    pinned = _Pinned(transaction, _own_lane())
+    session.info["audit_lane"] = pinned
+    return pinned
+
+
+def _lock_lane_end(lane: int) -> str:
+    """Lock the lane's row until the transaction ends; the hash of the lane's last entry.
+
+    The row is made, from the lane's entries, when a lane has none yet (a new database, or
+    ``LANES`` raised).
+    """
+    end = db.session.execute(_LANE_END, {"lane": lane}).scalar_one_or_none()
+    if end is not None:
+        return end
+    last = db.session.execute(_CHAIN_END, {"lane": lane}).scalar_one_or_none() or ""
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_or_skip
+    else:
+        from sqlalchemy.dialects.sqlite import insert as insert_or_skip
+    # Two first appends at once: one makes the row, the other waits for it and then locks it.
+    db.session.execute(insert_or_skip(_LANES).values(lane=lane, hash=last).on_conflict_do_nothing())
+    return db.session.execute(_LANE_END, {"lane": lane}).scalar_one()
 
 
 def actor_name(actor: User | None) -> str:
@@ -201,22 +267,40 @@ def record_recipient(
 
 
 def record_many(entries: list[dict[str, Any]]) -> list[int]:
-    """Append several entries (each the keyword arguments of ``record``) in this order, with one
-    look-up of the lane's end and one INSERT; the caller commits. Returns their ids.
+    """Append several entries (each the keyword arguments of ``record``) in this order; the
+    caller commits. Returns their ids.
 
     The ORM's pending changes are flushed first, so the change is written before its record.
     The entries themselves are plain rows (an INSERT, no ORM objects): a sender records every
     e-mail it sends, and the unit of work was most of that cost (bench/issue_63).
+
+    Round trips: each append moves its lane's end and inserts, in one statement on PostgreSQL
+    (two on SQLite, or for several entries), only if the end is where this process last left
+    it; the UPDATE locks the lane's row until the transaction ends. Should the end have moved
+    (another process on the same lane, a rolled-back transaction or savepoint), the append
+    locks and reads it (one SELECT … FOR UPDATE) and goes again from there.
     """
     if not entries:
         return []
     db.session.flush()
-    lane = _transaction_lane(entries[0])
-    if db.engine.dialect.name == "postgresql":
-        # Appends must see the lane's previous entry: serialise them until this transaction
-        # ends. (SQLite has one writer at a time anyway.)
-        db.session.execute(_LOCK, {"key": _CHAIN_LOCK, "lane": lane})
-    prev = db.session.execute(_CHAIN_END, {"lane": lane}).scalar_one_or_none() or ""
+    pinned = _pinned_lane()
+    if pinned.end is None:
+        # Where this process left the lane: nearly always still its end, as the lane is this
+        # process's own. The append checks it; if another moved the end since, it reads the end.
+        pinned.end = _known_ends().get(pinned.lane)
+    ids = None if pinned.end is None else _append(pinned, entries)
+    if ids is None:
+        pinned.end = _lock_lane_end(pinned.lane)
+        ids = _append(pinned, entries)
+        if ids is None:  # the row is locked by this transaction: nobody else moved it
+            raise RuntimeError(f"audit lane {pinned.lane} moved under its lock")
+    assert pinned.end is not None
+    _known_ends()[pinned.lane] = pinned.end
+    return ids
+
+
+def _rows(prev: str, lane: int, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries as rows chained from ``prev``, hashed and keyed."""
     rows = []
     for fields in entries:
         object_id = fields.get("object_id")
@@ -237,9 +321,31 @@ def record_many(entries: list[dict[str, Any]]) -> list[int]:
         values["hash"] = prev = _entry_hash(values["prev_hash"], values)
         values["mac"] = _mac(values["hash"])
         rows.append(values)
-    if len(rows) == 1:
-        return [db.session.execute(_INSERT_ONE, rows[0]).scalar_one()]
-    return list(db.session.execute(_INSERT_MANY, rows).scalars())
+    return rows
+
+
+def _append(pinned: _Pinned, entries: list[dict[str, Any]]) -> list[int] | None:
+    """Insert ``entries`` after the end ``pinned`` knows and move the end past them; None (and
+    nothing written) if the lane does not end there."""
+    assert pinned.end is not None
+    rows = _rows(pinned.end, pinned.lane, entries)
+    new_end = rows[-1]["hash"]
+    move = {"end_lane": pinned.lane, "end_before": pinned.end, "end_after": new_end}
+    if len(rows) == 1 and db.engine.dialect.name == "postgresql":
+        entry = {f"entry_{name}": value for name, value in rows[0].items()}
+        ids = list(db.session.execute(_APPEND_ONE, entry | move).scalars())
+        if not ids:
+            return None
+    else:
+        moved = db.session.execute(_MOVE_END, move)
+        if moved.rowcount != 1:
+            return None
+        if len(rows) == 1:
+            ids = [db.session.execute(_INSERT_ONE, rows[0]).scalar_one()]
+        else:
+            ids = list(db.session.execute(_INSERT_MANY, rows).scalars())
+    pinned.end = new_end
+    return ids
 
 
 @dataclass(frozen=True)

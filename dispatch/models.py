@@ -532,6 +532,18 @@ class AuditEntry(db.Model):
     mac: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
 
 
+class AuditLane(db.Model):
+    """Where one lane of the audit log ends: the hash of its last entry. An append locks this row
+    for the rest of its transaction as it reads the end, and moves it in the statement that
+    inserts the entry (see dispatch.audit). A cache of ``audit_entry``: verification never
+    trusts it."""
+
+    __tablename__ = "audit_lane"
+
+    lane: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
+
+
 class SchedulerHeartbeat(db.Model):
     """The scheduler's last sign of life, shown to admins."""
 

@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -119,70 +119,211 @@ def find_recipient(token: str) -> DispatchRecipient | None:
     ).scalar_one_or_none()
 
 
-def _actor(recipient: DispatchRecipient) -> str:
+@dataclass(frozen=True)
+class LinkDispatch:
+    """What a link's page reads of its dispatch on every request (plain values, no ORM)."""
+
+    id: int
+    status: DispatchStatus
+    subject: str
+    symbol: str
+    number: int | None
+    issued_on: dt.date | None
+    issued_at: dt.datetime | None
+    deadline_at: dt.datetime | None
+
+    @property
+    def number_and_symbol(self) -> str | None:
+        """'01/THH-VP' once issued (as ``Dispatch.number_and_symbol``)."""
+        return None if self.number is None else f"{self.number:02d}/{self.symbol}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A recipient as its link's page reads it, with its dispatch (``find_link``)."""
+
+    id: int
+    dispatch_id: int
+    name: str
+    opened_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    acknowledged_by: str | None
+    acknowledged_position: str | None
+    acknowledged_method: AcknowledgementMethod | None
+    dispatch: LinkDispatch
+
+
+_DISPATCHES = Dispatch.__table__
+_LINK_RECIPIENT_COLUMNS = (
+    "id",
+    "dispatch_id",
+    "name",
+    "opened_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "acknowledged_position",
+    "acknowledged_method",
+)
+_LINK_DISPATCH_COLUMNS = (
+    "id",
+    "status",
+    "subject",
+    "symbol",
+    "number",
+    "issued_on",
+    "issued_at",
+    "deadline_at",
+)
+# Built once: every opening of a link runs it.
+_FIND_LINK = (
+    select(
+        *(DispatchRecipient.__table__.c[name] for name in _LINK_RECIPIENT_COLUMNS),
+        *(_DISPATCHES.c[name].label(f"of_dispatch_{name}") for name in _LINK_DISPATCH_COLUMNS),
+    )
+    .join_from(DispatchRecipient.__table__, _DISPATCHES)
+    .where(
+        DispatchRecipient.__table__.c.token_hash == bindparam("token_hash"),
+        _DISPATCHES.c.status.in_(_LIVE_STATUSES),
+    )
+)
+
+
+def find_link(token: str) -> Link | None:
+    """What the page of the link ``token`` shows of its recipient and dispatch, as plain values
+    read in one query; None for a token that is not a live link (as ``find_recipient``)."""
+    if not is_well_formed(token):
+        return None
+    row = db.session.execute(_FIND_LINK, {"token_hash": hash_token(token)}).first()
+    if row is None:
+        return None
+    values = row._mapping
+    return Link(
+        **{name: values[name] for name in _LINK_RECIPIENT_COLUMNS},
+        dispatch=LinkDispatch(
+            **{name: values[f"of_dispatch_{name}"] for name in _LINK_DISPATCH_COLUMNS}
+        ),
+    )
+
+
+def _actor(recipient: DispatchRecipient | Link) -> str:
     """How the audit log names someone acting through a recipient's link."""
     return f"recipient:{recipient.id}"
 
 
-def _mark_opened(recipient: DispatchRecipient, at: dt.datetime, via: str) -> bool:
+_RECIPIENTS = DispatchRecipient.__table__
+_EVENTS = RecipientEvent.__table__
+_EVENT_COLUMNS = ("recipient_id", "kind", "detail", "at", "ip", "user_agent")
+_INSERT_EVENT = insert(_EVENTS)
+
+
+def _first_open_statement():
+    """PostgreSQL: set ``opened_at`` if unset and, only then, add the "opened" event, in one
+    statement; returns the event's id (no row if the link had been opened already)."""
+    opened = (
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.id == bindparam("event_recipient_id"),
+            _RECIPIENTS.c.opened_at.is_(None),
+        )
+        .values(opened_at=bindparam("event_at"))
+        .returning(_RECIPIENTS.c.id)
+        .cte("opened")
+    )
+    # Parameters named apart from every column: an UPDATE sets the columns its parameters name.
+    values = select(
+        *(bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS)
+    ).select_from(opened)
+    return insert(_EVENTS).from_select(list(_EVENT_COLUMNS), values).returning(_EVENTS.c.id)
+
+
+_FIRST_OPEN = _first_open_statement()
+
+
+def _audit_opened(recipient: DispatchRecipient | Link, at: dt.datetime, via: str) -> None:
+    audit.record(
+        "recipient.opened",
+        actor=_actor(recipient),
+        at=at,
+        object_type="dispatch_recipient",
+        object_id=recipient.id,
+        dispatch_id=recipient.dispatch_id,
+        details={"via": via},
+    )
+
+
+def _learn_opened(recipient: DispatchRecipient | Link, at: dt.datetime) -> None:
+    """Written just now: the object learns it without reading the row back."""
+    if isinstance(recipient, DispatchRecipient):
+        set_committed_value(recipient, "opened_at", at)
+
+
+def _mark_opened(recipient: DispatchRecipient | Link, at: dt.datetime, via: str) -> bool:
     """Set ``opened_at`` if it is unset (once, even under concurrency); True if this call did.
 
     A recipient already read as opened costs no query: ``opened_at`` is never unset.
     """
     if recipient.opened_at is not None:
         return False
-    table = DispatchRecipient.__table__
     result = db.session.execute(
-        update(table)
-        .where(table.c.id == recipient.id, table.c.opened_at.is_(None))
+        update(_RECIPIENTS)
+        .where(_RECIPIENTS.c.id == recipient.id, _RECIPIENTS.c.opened_at.is_(None))
         .values(opened_at=at)
     )
     if result.rowcount != 1:
         return False
-    # Read again when next asked for (no query now): the caller may have shown it already.
-    db.session.expire(recipient, ["opened_at"])
-    audit.record_recipient(
-        "recipient.opened",
-        recipient,
-        actor=_actor(recipient),
-        at=at,
-        details={"via": via},
-    )
+    _audit_opened(recipient, at, via)
     return True
 
 
 def record_opened(
-    recipient: DispatchRecipient, *, ip: str | None, user_agent: str | None, at: dt.datetime
+    recipient: DispatchRecipient | Link, *, ip: str | None, user_agent: str | None, at: dt.datetime
 ) -> bool:
-    """Record that the link's page was opened; False if an identical open was just recorded."""
+    """Record that the link's page was opened; False if an identical open was just recorded.
+
+    ``recipient`` is the row as read (``opened_at`` decides whether this may be the first open).
+    The first open costs, on PostgreSQL, one statement for the mark and its event and the audit
+    entry's own (its lane's end, the entry).
+    """
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    first = _mark_opened(recipient, at, via="page")
-    if first:
-        # Written just now: the object learns it without reading the row back.
-        set_committed_value(recipient, "opened_at", at)
-    else:
-        recent = db.session.execute(
-            select(RecipientEvent.id)
-            .where(
-                RecipientEvent.recipient_id == recipient.id,
-                RecipientEvent.kind == "opened",
-                RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
-                RecipientEvent.user_agent.is_(None)
-                if user_agent is None
-                else RecipientEvent.user_agent == user_agent,
-                RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
-                RecipientEvent.at <= at,
-            )
-            .limit(1)
-        ).first()
-        if recent is not None:
-            return False
-    db.session.add(
-        RecipientEvent(
-            recipient_id=recipient.id, kind="opened", at=at, ip=ip, user_agent=user_agent
+    event = {
+        "recipient_id": recipient.id,
+        "kind": "opened",
+        "detail": None,
+        "at": at,
+        "ip": ip,
+        "user_agent": user_agent,
+    }
+    if recipient.opened_at is None:
+        if db.engine.dialect.name == "postgresql":
+            named = {f"event_{name}": value for name, value in event.items()}
+            first = db.session.execute(_FIRST_OPEN, named).first() is not None
+            if first:
+                _audit_opened(recipient, at, "page")
+                _learn_opened(recipient, at)
+                return True
+        elif _mark_opened(recipient, at, via="page"):
+            _learn_opened(recipient, at)
+            db.session.execute(_INSERT_EVENT, event)
+            return True
+    # Opened before (or just now, by another request): an event unless an identical one is
+    # recent.
+    recent = db.session.execute(
+        select(RecipientEvent.id)
+        .where(
+            RecipientEvent.recipient_id == recipient.id,
+            RecipientEvent.kind == "opened",
+            RecipientEvent.ip.is_(None) if ip is None else RecipientEvent.ip == ip,
+            RecipientEvent.user_agent.is_(None)
+            if user_agent is None
+            else RecipientEvent.user_agent == user_agent,
+            RecipientEvent.at > at - OPENED_EVENT_INTERVAL,
+            RecipientEvent.at <= at,
         )
-    )
-    db.session.flush()
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return False
+    db.session.execute(_INSERT_EVENT, event)
     return True
 
 
@@ -224,7 +365,7 @@ def _issuing_agency(source: object) -> str:
 _ISSUED_LETTERS_MAX = 256
 
 
-def issued_letter(dispatch: Dispatch) -> IssuedLetter:
+def issued_letter(dispatch: Dispatch | LinkDispatch) -> IssuedLetter:
     """The frozen facts of an issued ``dispatch`` (read from the database once per process)."""
     cache = current_app.extensions.setdefault("dispatch_issued_letters", {})
     key = (dispatch.id, dispatch.issued_at)
@@ -252,7 +393,10 @@ def issued_letter(dispatch: Dispatch) -> IssuedLetter:
         if amendment is None
         else (amendment.kind.value, amendment.original.number_and_symbol or "")
     )
-    letter = IssuedLetter(_issuing_agency(dispatch.source), files, successor_of)
+    source = db.session.execute(
+        select(Dispatch.source).where(Dispatch.id == dispatch.id)
+    ).scalar_one()
+    letter = IssuedLetter(_issuing_agency(source), files, successor_of)
     if dispatch.status in _LIVE_STATUSES:
         if len(cache) >= _ISSUED_LETTERS_MAX:
             cache.pop(next(iter(cache)))
@@ -275,7 +419,7 @@ def find_document(recipient: DispatchRecipient, ref: str) -> Document | None:
 
 
 def record_download(
-    recipient: DispatchRecipient,
+    recipient: DispatchRecipient | Link,
     document: Document,
     *,
     ip: str | None,
@@ -284,7 +428,8 @@ def record_download(
 ) -> None:
     """Record that a file was downloaded through the link (and that the link was opened)."""
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    _mark_opened(recipient, at, via="download")
+    if _mark_opened(recipient, at, via="download"):
+        _learn_opened(recipient, at)
     db.session.add(
         RecipientEvent(
             recipient_id=recipient.id,
@@ -324,7 +469,7 @@ class LinkVisit:
 
 def record_visit(
     visit: LinkVisit,
-    recipient: DispatchRecipient | None = None,
+    recipient: DispatchRecipient | Link | None = None,
     document: Document | None = None,
 ) -> None:
     """Record ``visit`` at its own moment (``record_opened`` or ``record_download``).
@@ -346,6 +491,134 @@ def record_visit(
         record_download(recipient, document, **common)
 
 
+def _checked_confirmer(name: str, position: str, note: str | None) -> tuple[str, str, str]:
+    """The confirmer's fields as stored; AcknowledgementError if they cannot be."""
+    refused = {
+        field: f"{label} {message}."
+        for field, label, value in (("name", "Họ và tên", name), ("position", "Chức vụ", position))
+        if (message := refused_characters_message(value or ""))
+    }
+    name, position, note = clean_line(name), clean_line(position), clean_note(note)
+    errors = validate_confirmer(name, position, note) | refused
+    if errors:
+        raise AcknowledgementError(errors)
+    return name, position, note
+
+
+# What a confirmation sets on its recipient's row (``_confirmation_values``).
+_CONFIRMATION_COLUMNS = (
+    "acknowledged_at",
+    "acknowledged_by",
+    "acknowledged_position",
+    "acknowledgement_note",
+    "acknowledged_ip",
+    "acknowledged_user_agent",
+    "acknowledged_method",
+)
+
+
+def _confirmation_values(
+    name: str,
+    position: str,
+    note: str,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+    method: AcknowledgementMethod,
+) -> dict[str, object]:
+    return {
+        "acknowledged_at": at,
+        "acknowledged_by": name,
+        "acknowledged_position": position,
+        "acknowledgement_note": note or None,
+        "acknowledged_ip": ip,
+        "acknowledged_user_agent": user_agent,
+        "acknowledged_method": method,
+    }
+
+
+def _audit_acknowledged(
+    recipient_id: int, dispatch_id: int, values: dict[str, object], actor: str
+) -> None:
+    method = values["acknowledged_method"]
+    assert isinstance(method, AcknowledgementMethod)
+    audit.record(
+        "recipient.acknowledged",
+        actor=actor,
+        at=values["acknowledged_at"],  # type: ignore[arg-type]
+        object_type="dispatch_recipient",
+        object_id=recipient_id,
+        dispatch_id=dispatch_id,
+        details={
+            "name": values["acknowledged_by"],
+            "position": values["acknowledged_position"],
+            "note": values["acknowledgement_note"],
+            "method": method.value,
+            "ip": values["acknowledged_ip"],
+            "user_agent": values["acknowledged_user_agent"],
+        },
+    )
+
+
+def _acknowledge_link_statement():
+    """Record a confirmation on the live link whose token hash is given, if it has none yet;
+    returns the recipient's id and dispatch id (no row otherwise)."""
+    return (
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.token_hash == bindparam("link_token_hash"),
+            _RECIPIENTS.c.acknowledged_at.is_(None),
+            _RECIPIENTS.c.dispatch_id == _DISPATCHES.c.id,
+            _DISPATCHES.c.status.in_(_LIVE_STATUSES),
+        )
+        # Parameters named apart from the columns: an UPDATE sets the columns its parameters name.
+        .values({name: bindparam(f"set_{name}") for name in _CONFIRMATION_COLUMNS})
+        .returning(_RECIPIENTS.c.id, _RECIPIENTS.c.dispatch_id)
+    )
+
+
+# Built once: every confirmation through a link runs it.
+_ACKNOWLEDGE_LINK = _acknowledge_link_statement()
+
+
+def acknowledge_link(
+    token: str,
+    name: str,
+    position: str,
+    note: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+) -> AckResult | None:
+    """Record a confirmation through the link ``token`` if its recipient has none yet; None if
+    nothing was recorded (an unknown or dead link, or a confirmation already on record: look
+    the link up to tell which).
+
+    The link's common case without reading first: one UPDATE finds the recipient by its token
+    and records the confirmation, under the same condition as ``acknowledge`` (of two at once,
+    the second matches nothing), then the audit entry.
+    """
+    if not is_well_formed(token):
+        return None
+    name, position, note = _checked_confirmer(name, position, note)
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    method = AcknowledgementMethod.LINK
+    values = _confirmation_values(name, position, note, ip, user_agent, at, method)
+    parameters = {f"set_{name}": value for name, value in values.items()}
+    parameters["link_token_hash"] = hash_token(token)
+    row = db.session.execute(_ACKNOWLEDGE_LINK, parameters).first()
+    if row is None:
+        return None
+    _audit_acknowledged(row.id, row.dispatch_id, values, f"recipient:{row.id}")
+    return AckResult(
+        recorded=True,
+        acknowledged_at=at,
+        acknowledged_by=name,
+        acknowledged_position=position,
+        method=method,
+    )
+
+
 def acknowledge(
     recipient: DispatchRecipient,
     name: str,
@@ -358,60 +631,21 @@ def acknowledge(
     actor: str | None = None,
 ) -> AckResult:
     """Record a confirmation of receipt once; later calls change nothing and return the first."""
-    refused = {
-        field: f"{label} {message}."
-        for field, label, value in (("name", "Họ và tên", name), ("position", "Chức vụ", position))
-        if (message := refused_characters_message(value or ""))
-    }
-    name, position, note = clean_line(name), clean_line(position), clean_note(note)
-    errors = validate_confirmer(name, position, note) | refused
-    if errors:
-        raise AcknowledgementError(errors)
+    name, position, note = _checked_confirmer(name, position, note)
     ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
-    table = DispatchRecipient.__table__
+    values = _confirmation_values(name, position, note, ip, user_agent, at, method)
     # The condition makes the database the referee: of two confirmations at once, the second
     # waits for the first's row lock, re-reads the row and matches nothing.
     result = db.session.execute(
-        update(table)
-        .where(table.c.id == recipient.id, table.c.acknowledged_at.is_(None))
-        .values(
-            acknowledged_at=at,
-            acknowledged_by=name,
-            acknowledged_position=position,
-            acknowledgement_note=note or None,
-            acknowledged_ip=ip,
-            acknowledged_user_agent=user_agent,
-            acknowledged_method=method,
-        )
+        update(_RECIPIENTS)
+        .where(_RECIPIENTS.c.id == recipient.id, _RECIPIENTS.c.acknowledged_at.is_(None))
+        .values(values)
     )
     recorded = result.rowcount == 1
     if recorded:
-        audit.record_recipient(
-            "recipient.acknowledged",
-            recipient,
-            actor=actor or _actor(recipient),
-            at=at,
-            details={
-                "name": name,
-                "position": position,
-                "note": note or None,
-                "method": method.value,
-                "ip": ip,
-                "user_agent": user_agent,
-            },
-        )
-    db.session.flush()
-    if recorded:
+        _audit_acknowledged(recipient.id, recipient.dispatch_id, values, actor or _actor(recipient))
         # Written just now: the object learns the values without reading the row back.
-        for key, value in (
-            ("acknowledged_at", at),
-            ("acknowledged_by", name),
-            ("acknowledged_position", position),
-            ("acknowledgement_note", note or None),
-            ("acknowledged_ip", ip),
-            ("acknowledged_user_agent", user_agent),
-            ("acknowledged_method", method),
-        ):
+        for key, value in values.items():
             set_committed_value(recipient, key, value)
     else:
         # A lost race: the row holds the winner's confirmation.

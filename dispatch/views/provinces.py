@@ -159,7 +159,7 @@ def _pending() -> PendingVisits:
 
 def bookkeep(
     visit: acknowledgements.LinkVisit | None = None,
-    recipient: DispatchRecipient | None = None,
+    recipient: DispatchRecipient | acknowledgements.Link | None = None,
     document: Document | None = None,
 ) -> None:
     """Record the visits still waiting, then ``visit`` (of the rows already read), oldest first,
@@ -265,7 +265,8 @@ def _size(n: int) -> str:
 
 
 def _receipt(
-    recipient: DispatchRecipient, files: tuple[acknowledgements.IssuedFile, ...]
+    recipient: DispatchRecipient | acknowledgements.Link,
+    files: tuple[acknowledgements.IssuedFile, ...],
 ) -> Receipt | None:
     if recipient.acknowledged_at is None:
         return None
@@ -280,7 +281,7 @@ def _receipt(
     )
 
 
-def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
+def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link) -> dict[str, Any]:
     """Plain data for the letter's page (templates never see ORM objects)."""
     dispatch = recipient.dispatch
     letter = acknowledgements.issued_letter(dispatch)
@@ -306,7 +307,9 @@ def _page_data(token: str, recipient: DispatchRecipient) -> dict[str, Any]:
     }
 
 
-def _amendment_notice(dispatch: Dispatch, letter: acknowledgements.IssuedLetter) -> str | None:
+def _amendment_notice(
+    dispatch: Dispatch | acknowledgements.LinkDispatch, letter: acknowledgements.IssuedLetter
+) -> str | None:
     """What became of this letter (recalled, replaced), or what this recall letter asks."""
     if dispatch.status in (DispatchStatus.RECALLED, DispatchStatus.REPLACED):
         from dispatch import amendments
@@ -390,19 +393,25 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 @bp.route("/r/<token>", methods=["GET", "POST"])
 def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
-    recipient = acknowledgements.find_recipient(token)
-    if recipient is None:
-        return unknown_link()
+    if request.method == "POST" and (confirmed := _confirm_at_once(token)) is not None:
+        return confirmed
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
-    form = ConfirmationForm()
     if request.method == "GET":
+        link = acknowledgements.find_link(token)
+        if link is None:
+            return unknown_link()
+        form = ConfirmationForm()
         _restore_failed_form(form, token)
         # What the page shows is read first: the note that it was opened is bookkeeping, written
         # after (and kept for later if the database refuses it), and nothing is read again.
-        page = _page_data(token, recipient)
-        bookkeep(acknowledgements.LinkVisit(recipient.id, at, ip, user_agent), recipient=recipient)
+        page = _page_data(token, link)
+        bookkeep(acknowledgements.LinkVisit(link.id, at, ip, user_agent), recipient=link)
         return render_template("provinces/letter.html", form=form, already=False, **page)
+    recipient = acknowledgements.find_recipient(token)
+    if recipient is None:
+        return unknown_link()
+    form = ConfirmationForm()
     already = False
     if recipient.acknowledged_at is not None:
         already = True
@@ -435,6 +444,29 @@ def letter(token: str) -> Any:
     return render_template(
         "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
     )
+
+
+def _confirm_at_once(token: str) -> Response | None:
+    """The common confirmation: a valid form on a live link not yet confirmed, recorded without
+    reading the link first (the 303 of Post/Redirect/Get); None for anything else, which
+    ``letter`` then looks into (an unknown link, a confirmation already on record, errors)."""
+    form = ConfirmationForm()
+    if not form.validate():
+        return None
+    with unit_of_work():
+        result = acknowledgements.acknowledge_link(
+            token,
+            form.name.data,
+            form.position.data,
+            form.note.data,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string,
+            at=clock.now(),
+        )
+    if result is None:
+        return None
+    bookkeep()  # the database takes writes: record any visits still waiting
+    return redirect(url_for("provinces.letter", token=token), code=303)
 
 
 _FAILED_FORM_KEY = "failed_confirmation"
