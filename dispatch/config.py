@@ -101,6 +101,8 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         "DISPATCH_AGENCY_KEY": env.get("DISPATCH_AGENCY_KEY") or None,
         "DISPATCH_AGENCY_KEY_PASSWORD": env.get("DISPATCH_AGENCY_KEY_PASSWORD") or None,
         "DISPATCH_TSA_URL": env.get("DISPATCH_TSA_URL") or None,
+        # The agency's seal (a red PNG, transparent background) on the agency's signature.
+        "DISPATCH_AGENCY_SEAL": env.get("DISPATCH_AGENCY_SEAL") or None,
         # The root certificates (a PEM file) that ``dispatch verify`` trusts.
         "DISPATCH_TRUST_ROOTS": env.get("DISPATCH_TRUST_ROOTS") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or "127.0.0.1",
