@@ -104,6 +104,8 @@ def load_config(instance_path: Path, env: os._Environ[str] | dict[str, str] | No
         # With a TSA: embed the certificates' revocation information (OCSP/CRL) fetched at
         # signing time (PAdES B-LT): "embed" what can be had, "require" it, or "off".
         "DISPATCH_REVOCATION": (env.get("DISPATCH_REVOCATION") or "embed").strip().lower(),
+        # The agency's seal (a red PNG, transparent background) on the agency's signature.
+        "DISPATCH_AGENCY_SEAL": env.get("DISPATCH_AGENCY_SEAL") or None,
         # The root certificates (a PEM file) that ``dispatch verify`` trusts.
         "DISPATCH_TRUST_ROOTS": env.get("DISPATCH_TRUST_ROOTS") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or "127.0.0.1",

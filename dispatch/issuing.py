@@ -9,7 +9,11 @@
    ``INSERT … ON CONFLICT DO NOTHING`` creates the counter, ``UPDATE … SET last_number =
    last_number + 1 … RETURNING`` takes the row lock and the number. A second issuer waits on
    that row until the first commits or rolls back, so numbers are unique and gapless;
-4. render the PDF and the DOCX of the numbered, dated letter, once;
+4. render the PDF and the DOCX of the numbered, dated letter, once; or, when the agency's
+   signing key is configured (``DISPATCH_AGENCY_KEY``), take the PDF the leader signed
+   (``drafting.approval``), fill in its number and date and add the agency's signature with
+   the seal (``signing.original.issue``), render only the DOCX, and sign each attached PDF
+   (``signing.original.sign_attachment``): the archived PDF is the signed original;
 5. write them (and the files the letter carries) to the archive, with a ``Document`` row each;
 6. copy each recipient's address from the directory again, give it its confirmation token, and
    queue its letter e-mail in the outbox;
@@ -25,8 +29,10 @@ second render or a number that is not on the page.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -47,6 +53,7 @@ from dispatch.drafting.drafts import (
 from dispatch.drafting.uploads import human_size, letter_root, mail_max_bytes
 from dispatch.drafting.word_import import ORIGINAL_FOLDER, original_path
 from dispatch.extensions import db
+from dispatch.letters import formatting
 from dispatch.letters.model import Letter
 from dispatch.letters.source import build_letter, source_from_json
 from dispatch.mail import outbox
@@ -79,6 +86,14 @@ class ArchiveUnavailable(IssueError, ArchiveError):
     """The archive folder cannot be written: nothing was issued."""
 
 
+class NotApproved(IssueError):
+    """Signing is configured and the draft has no leader's approval to issue with."""
+
+
+class SigningFailed(IssueError):
+    """The agency's key, seal or signature failed: nothing was issued."""
+
+
 class MailTooLarge(IssueError):
     """The letter's e-mail (PDF, DOCX and attachments) would pass DISPATCH_MAIL_MAX_BYTES."""
 
@@ -101,6 +116,8 @@ class IssueResult:
     placeholder_addresses: int
     # Offices whose directory record is not valid on the day of issue (warned, not refused).
     not_valid_on_issue_day: tuple[str, ...] = field(default=())
+    # The PDF is the signed electronic original (the leader's and the agency's signatures).
+    signed: bool = False
 
 
 def _is_postgres() -> bool:
@@ -200,6 +217,91 @@ def _unique_name(name: str, taken: set[str]) -> str:
         counter += 1
 
 
+UNSIGNED_NOTICE = "Chưa cấu hình khóa ký số: văn bản được ban hành không ký số."
+
+
+@dataclass(frozen=True)
+class AgencySigning:
+    """The agency's signing configuration: the key's reference and password, the time-stamp
+    authority, the seal image. Only ever held for one issue; never stored or logged."""
+
+    key: str
+    password: str | None = field(repr=False)
+    tsa_url: str | None
+    seal: bytes | None = field(repr=False)
+
+
+def signing_configured() -> bool:
+    """Whether the agency's key is configured: issued letters are then signed originals."""
+    return bool(current_app.config.get("DISPATCH_AGENCY_KEY"))
+
+
+def agency_signing() -> AgencySigning | None:
+    """The agency's signing configuration, or None when no key is configured (letters are then
+    issued unsigned). ``DISPATCH_AGENCY_SEAL`` names the seal's PNG (transparent background)."""
+    from dispatch.signing.keys import SigningKeyError, check_signature_image
+
+    config = current_app.config
+    key = config.get("DISPATCH_AGENCY_KEY")
+    if not key:
+        return None
+    seal = None
+    if seal_path := config.get("DISPATCH_AGENCY_SEAL"):
+        try:
+            seal = Path(seal_path).read_bytes()
+            check_signature_image(seal)
+        except OSError as exc:
+            raise SigningFailed(
+                f"Không đọc được ảnh con dấu {seal_path} (DISPATCH_AGENCY_SEAL): {exc.strerror}."
+            ) from exc
+        except SigningKeyError as exc:
+            raise SigningFailed(
+                f"Ảnh con dấu (DISPATCH_AGENCY_SEAL) không dùng được: "
+                f"{str(exc).replace('Ảnh chữ ký', 'ảnh')}"
+            ) from exc
+    return AgencySigning(
+        key=key,
+        password=config.get("DISPATCH_AGENCY_KEY_PASSWORD"),
+        tsa_url=config.get("DISPATCH_TSA_URL"),
+        seal=seal,
+    )
+
+
+def refuse_unapproved(dispatch_id: int) -> None:
+    """Before any other check: with the agency's key configured, ``NotApproved`` for a draft
+    its leader has not signed (issuing would refuse it anyway, after the other questions)."""
+    from dispatch.drafting import approval
+    from dispatch.models import ApprovalStatus
+
+    if not signing_configured():
+        return
+    current = approval.open_approval(dispatch_id)
+    if current is None or current.status is not ApprovalStatus.APPROVED:
+        try:
+            approval.approved_pdf(dispatch_id)
+        except approval.NotApproved as exc:
+            raise NotApproved(str(exc)) from exc
+
+
+def _approved(dispatch_id: int) -> tuple[int, bytes]:
+    """The draft's approval id and the PDF its leader signed; ``NotApproved`` without one."""
+    from dispatch.drafting import approval
+
+    try:
+        row, pdf = approval.approved_pdf(dispatch_id)
+    except approval.NotApproved as exc:
+        raise NotApproved(str(exc)) from exc
+    except approval.ApprovalError as exc:
+        raise SigningFailed(str(exc)) from exc
+    return row.id, pdf
+
+
+def _render_docx(letter: Letter) -> bytes:
+    from dispatch.letters.docx import render_docx
+
+    return render_docx(letter)
+
+
 def _render(letter: Letter, verify_url: str) -> tuple[bytes, bytes]:
     """The PDF (with the QR code of its verification page) and the DOCX of the letter."""
     # Imported here: WeasyPrint takes about a second to import, and only issuing needs it.
@@ -228,6 +330,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
     # audited writes, and it should not be held while the letter renders.
     entries: list[dict[str, Any]] = []
     originals: ArchiveWriter | None = None
+    stack = contextlib.ExitStack()
     try:
         dispatch = _lock_for_issue(dispatch_id, at)
         if dispatch.status is not DispatchStatus.DRAFT:
@@ -249,6 +352,9 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             # Files uploaded through the web composer live in the draft's own folder.
             project_root=letter_root(dispatch_id),
         )
+        # Signed or not is settled before a number is taken: an unapproved draft costs none.
+        agency = agency_signing()
+        approval_id, approved = _approved(dispatch_id) if agency is not None else (None, None)
         issued_on = local(at).date()
         deadline_at = deadline_for(
             at, working_days=dispatch.deadline_working_days, hour=dispatch.deadline_hour
@@ -269,7 +375,28 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             }
         )
         issued = letter.issued_as(number, issued_on)
-        pdf, docx = _render(issued, verification.verify_url(dispatch, current_app.config))
+        if agency is None:
+            pdf, docx = _render(issued, verification.verify_url(dispatch, current_app.config))
+            agency_signer = None
+        else:
+            from dispatch.signing import keys
+
+            docx = _render_docx(issued)
+            try:
+                agency_signer = stack.enter_context(keys.open_signer(agency.key, agency.password))
+            except keys.SigningKeyError as exc:
+                raise SigningFailed(f"Không mở được khóa ký số của cơ quan: {exc}") from exc
+            pdf = _signed(
+                lambda original: original.issue(
+                    approved,
+                    agency_signer,
+                    number_symbol=formatting.number_and_symbol(issued),
+                    place_date=formatting.place_date_line(issued),
+                    at=at,
+                    seal=agency.seal,
+                    tsa_url=agency.tsa_url,
+                )
+            )
 
         writer = ArchiveWriter(dispatch.id)
         base = base_filename(dispatch.symbol, number, issued_on)
@@ -287,6 +414,17 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                 ) from exc
             name = _unique_name(attachment.name, taken)
             taken.add(name)
+            if agency_signer is not None and attachment.media_type == PDF_MEDIA_TYPE:
+                data = _signed(
+                    lambda original, data=data: original.sign_attachment(
+                        data,
+                        agency_signer,
+                        number_symbol=formatting.number_and_symbol(issued),
+                        at=at,
+                        tsa_url=agency.tsa_url,
+                    ),
+                    what=f"tệp gửi kèm {attachment.name}",
+                )
             files.append(("attachment", name, attachment.media_type, data))
         _refuse_oversized_mail(dispatch_id, files)
 
@@ -353,6 +491,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
         dispatch.issued_at = at
         dispatch.issued_by_id = actor.id if actor is not None else None
         dispatch.deadline_at = deadline_at
+        dispatch.signed = agency is not None
         dispatch.updated_at = at
         db.session.flush()
 
@@ -376,6 +515,8 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                     "documents": {doc.filename: doc.sha256 for doc in archived},
                     "recipients": recipients,
                     "letters_queued": queued,
+                    "signed": agency is not None,
+                    "approval_id": approval_id,
                 },
             }
         )
@@ -389,6 +530,8 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             if written is not None:
                 written.discard()
         raise
+    finally:
+        stack.close()  # the agency's key (a PKCS#11 session) is closed whatever happened
     return IssueResult(
         dispatch_id=dispatch_id,
         number=number,
@@ -403,7 +546,20 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
         queued=queued,
         placeholder_addresses=placeholders,
         not_valid_on_issue_day=tuple(stale),
+        signed=agency is not None,
     )
+
+
+def _signed(sign, what: str = "công văn") -> bytes:
+    """``sign(original)``'s bytes; a signing failure becomes ``SigningFailed`` (Vietnamese)."""
+    from dispatch.signing import original, pades
+
+    try:
+        return sign(original)
+    except pades.SigningError as exc:
+        raise SigningFailed(f"Không ký số được {what}: {exc}") from exc
+    except Exception as exc:  # pyHanko and the token raise many kinds; no secret is in them
+        raise SigningFailed(f"Không ký số được {what}: {type(exc).__name__}.") from exc
 
 
 # Recipients frozen and queued at a time: memory stays flat for any number of offices.
@@ -570,7 +726,7 @@ def readdress_to_successors(dispatch_id: int, *, actor: User | None, at: dt.date
     from dispatch.drafting.drafts import ensure_editable, lock_dispatch
 
     dispatch = lock_dispatch(dispatch_id)
-    ensure_editable(dispatch)
+    ensure_editable(dispatch, letter=False)
     check = check_before_issue(dispatch_id, at)
     if not check.stale:
         return 0

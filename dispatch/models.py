@@ -341,6 +341,9 @@ class Dispatch(db.Model):
     reminder_hour: Mapped[int] = mapped_column(default=8)
     reminders_enabled: Mapped[bool] = mapped_column(default=True)
     deadline_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Issued as the electronic original: its PDF carries the leader's and the agency's digital
+    # signatures (dispatch.drafting.approval, dispatch.issuing); False: issued unsigned.
+    signed: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     escalated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
@@ -672,3 +675,47 @@ class DispatchAmendment(db.Model):
     new: Mapped[Dispatch | None] = relationship(foreign_keys=[new_id])
     requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
+
+
+class ApprovalStatus(StrEnum):
+    """Where one submission of a draft for signature (trình ký) stands."""
+
+    SUBMITTED = "submitted"  # by a clerk, waiting for the leader it is addressed to
+    RETURNED = "returned"  # trả lại: the leader sent it back with a comment
+    APPROVED = "approved"  # ký duyệt: the leader signed the rendered letter
+    WITHDRAWN = "withdrawn"  # the clerk took it back (to edit): the submission or signature is void
+
+
+class DispatchApproval(db.Model):
+    """One submission of a draft to a leader for signature, and what became of it.
+
+    A draft has at most one open submission (``submitted`` or ``approved``) at a time; while it
+    has one its letter cannot be edited. The rows are the history: each submission, the leader's
+    decision (who, when, the comment when returned) and a withdrawal (who, when). The approved
+    PDF (the leader's signature on the rendered letter, number and date still blank) is kept in
+    the archive: ``pdf_path`` relative to DISPATCH_DATA_DIR, its ``pdf_sha256``.
+    """
+
+    __tablename__ = "dispatch_approval"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispatch_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("dispatch.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[ApprovalStatus] = mapped_column(_enum(ApprovalStatus), index=True)
+    leader_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    submitted_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    submitted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    comment: Mapped[str | None] = mapped_column(sa.Text)  # the leader's, when returned
+    withdrawn_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    certificate: Mapped[str | None] = mapped_column(sa.String(500))  # the signer's subject
+    pdf_path: Mapped[str | None] = mapped_column(sa.String(500))
+    pdf_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    pdf_size: Mapped[int | None] = mapped_column()
+
+    dispatch: Mapped[Dispatch] = relationship()
+    leader: Mapped[User] = relationship(foreign_keys=[leader_id])
+    submitted_by: Mapped[User | None] = relationship(foreign_keys=[submitted_by_id])
+    withdrawn_by: Mapped[User | None] = relationship(foreign_keys=[withdrawn_by_id])

@@ -473,6 +473,14 @@ def test_the_openapi_document_is_valid_and_complete(client):
         ("/api/dispatches/{dispatch_id}", "get"): {"200", "401", "404"},
         ("/api/dispatches/{dispatch_id}", "delete"): {"204", "401", "403", "404", "409"},
         ("/api/dispatches/{dispatch_id}/issue", "post"): {"200", "401", "403", "404", "409", "422"},
+        ("/api/dispatches/{dispatch_id}/submit", "post"): {
+            "200",
+            "401",
+            "403",
+            "404",
+            "409",
+            "422",
+        },
         ("/api/directory", "get"): {"200", "401", "422"},
         ("/api/edxml/status", "post"): {"200", "401", "403", "413", "415", "422"},
     }

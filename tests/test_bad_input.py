@@ -608,6 +608,8 @@ ANY_SIGNED_IN = {"auth.logout": "signing out", "auth.change_password": "one's ow
 LEADERS_ONLY = {
     "clerks.approve_amendment": "approving a recall or a replacement",
     "clerks.reject_amendment": "declining it",
+    "approvals.sign": "signing a draft submitted to the leader (ký duyệt)",
+    "approvals.send_back": "returning it with a comment (trả lại)",
 }
 # The API's catch-all: 404/405 JSON for addresses that are not operations.
 API_CATCH_ALL = {"api.unknown", "api.unknown_root"}

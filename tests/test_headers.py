@@ -13,7 +13,8 @@ from tests.fixtures.web import csrf_token_from
 
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 # The composer shows its draft's PDF preview in a frame of its own page.
-FRAMED_BY_THE_SITE = {"clerks.preview"}
+# (and the leader's submission page the letter to sign).
+FRAMED_BY_THE_SITE = {"clerks.preview", "approvals.document"}
 
 
 def assert_secure(response, where: str, *, endpoint: str | None = None) -> None:

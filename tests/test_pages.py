@@ -90,6 +90,9 @@ def _pages(
         ("staff-not-found", "/dispatches/999999", "admin"),
         ("leader-list", "/lanh-dao/", "leader"),
         ("leader-dispatch", f"/lanh-dao/cong-van/{dispatch_id}", "leader"),
+        ("draft-submitted", f"/dispatches/{live.ids['submitted']}", "admin"),
+        ("leader-approvals", "/lanh-dao/trinh-ky/", "leader"),
+        ("leader-approval", f"/lanh-dao/trinh-ky/{live.ids['approval']}", "leader"),
     ]
 
 
@@ -129,8 +132,34 @@ def _verify_result(
     return problems
 
 
+def _submit_for_signature(live: LiveServer, pki) -> None:
+    """The live leader given the demo key, and a second copy of the seed letter submitted to
+    them: the clerk's page of a submitted draft, the leader's list and submission page."""
+    from dispatch.cli.seed import SEED_LETTER
+    from dispatch.config import PROJECT_ROOT
+    from dispatch.directory import offices
+    from dispatch.drafting import approval, drafts
+    from dispatch.signing import keys
+    from tests.fixtures.pki import PASSWORD
+
+    leader = users.get_user(live.leader[0])
+    keys.set_signing_key(
+        leader, str(pki.leader.p12), password_env="PAGES_LEADER_KEY_PASSWORD",
+        environ={"PAGES_LEADER_KEY_PASSWORD": PASSWORD}, image=None, actor="system",
+        at=SEED_AT,
+    )  # fmt: skip
+    clerk = users.get_user(live.clerk[0])
+    draft = drafts.create_draft(
+        PROJECT_ROOT / SEED_LETTER, group_code=offices.DEFAULT_GROUP_CODE, actor=clerk, at=SEED_AT
+    )
+    db.session.flush()
+    submitted = approval.submit(draft.id, leader_email=leader.email, actor=clerk, at=SEED_AT)
+    db.session.commit()
+    live.ids["submitted"], live.ids["approval"] = draft.id, submitted.id
+
+
 def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
-    live_server: LiveServer, browser_context, artifacts_dir: Path, tmp_path: Path
+    live_server: LiveServer, browser_context, artifacts_dir: Path, tmp_path: Path, pki
 ):
     _tools()
     live = live_server
@@ -139,6 +168,7 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
         name=ADMIN[1],
     )  # fmt: skip
     db.session.commit()
+    _submit_for_signature(live, pki)
     shots = Path(os.environ.get("DISPATCH_PAGES_DIR") or artifacts_dir / "pages")
     shots.mkdir(parents=True, exist_ok=True)
     html_dir = tmp_path / "html"

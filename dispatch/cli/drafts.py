@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from dispatch.cli.options import CliError, at_option, dispatch_id_argument, resolve_actor
@@ -151,6 +150,74 @@ def draft_import_command(
     click.echo(str(dispatch.id))
 
 
+# --- approval (trình ký) -------------------------------------------------------------------------
+
+
+@draft_group.command("submit")
+@dispatch_id_argument
+@click.option("--to", "leader_email", required=True, help="E-mail of the leader who signs.")
+@click.option("--as", "as_email", help="E-mail of the clerk who submits (default: system).")
+@at_option
+@with_appcontext
+def draft_submit_command(
+    dispatch_id: int, leader_email: str, as_email: str | None, at: dt.datetime
+) -> None:
+    """Submit draft DISPATCH_ID to a leader for signature (trình ký)."""
+    from dispatch.drafting import approval
+    from dispatch.drafting.drafts import DraftError
+
+    actor = resolve_actor(as_email)
+    try:
+        with unit_of_work():
+            submitted = approval.submit(dispatch_id, leader_email=leader_email, actor=actor, at=at)
+            leader = submitted.leader.email
+    except DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã trình lãnh đạo {leader} ký duyệt bản nháp mã {dispatch_id}.")
+    click.echo(f"Ký duyệt bằng: dispatch approve {dispatch_id} --as {leader}")
+
+
+@draft_group.command("return")
+@dispatch_id_argument
+@click.option("--as", "as_email", required=True, help="E-mail of the leader it was submitted to.")
+@click.option("--comment", required=True, help="Why it goes back (required).")
+@at_option
+@with_appcontext
+def draft_return_command(dispatch_id: int, as_email: str, comment: str, at: dt.datetime) -> None:
+    """Return draft DISPATCH_ID to the clerk with a comment (trả lại), as the leader."""
+    from dispatch.drafting import approval
+    from dispatch.drafting.drafts import DraftError
+
+    actor = resolve_actor(as_email)
+    assert actor is not None
+    try:
+        with unit_of_work():
+            approval.return_draft(dispatch_id, comment=comment, actor=actor, at=at)
+    except DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã trả lại bản nháp mã {dispatch_id} kèm ý kiến.")
+
+
+@draft_group.command("withdraw")
+@dispatch_id_argument
+@click.option("--as", "as_email", help="E-mail of the clerk who withdraws (default: system).")
+@at_option
+@with_appcontext
+def draft_withdraw_command(dispatch_id: int, as_email: str | None, at: dt.datetime) -> None:
+    """Withdraw draft DISPATCH_ID's submission or approval, to edit it (it becomes void)."""
+    from dispatch.drafting import approval
+    from dispatch.drafting.drafts import DraftError
+
+    actor = resolve_actor(as_email)
+    try:
+        with unit_of_work():
+            withdrawn = approval.withdraw(dispatch_id, actor=actor, at=at)
+            was = "chữ ký duyệt" if withdrawn.pdf_sha256 else "lần trình ký"
+    except DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã rút lại {was} của bản nháp mã {dispatch_id}; bản nháp sửa được.")
+
+
 # --- issuing ------------------------------------------------------------------------------------
 
 
@@ -189,15 +256,8 @@ def issue_command(
     from dispatch.letters.source import LetterSourceError
 
     actor = resolve_actor(as_email)
-    signing = bool(current_app.config.get("DISPATCH_AGENCY_KEY"))
-    if signing:
-        # With a key configured only an approved letter may be issued; this build keeps no
-        # approval yet, so none can be: refuse rather than send an unsigned original.
-        raise CliError(
-            "Văn bản chưa được lãnh đạo ký duyệt: khi đã cấu hình khóa ký của cơ quan "
-            "(DISPATCH_AGENCY_KEY), chỉ ban hành văn bản đã ký duyệt."
-        )
     try:
+        issuing.refuse_unapproved(dispatch_id)
         check = issuing.check_before_issue(dispatch_id, at)
     except DraftError as exc:
         raise CliError(str(exc)) from exc
@@ -244,11 +304,10 @@ def issue_command(
         f"Đã ban hành công văn số {result.number_and_symbol} "
         f"ngày {result.issued_on:%d/%m/%Y} (mã {result.dispatch_id})."
     )
-    if not signing:
-        click.echo(
-            "Chưa cấu hình khóa ký của cơ quan (DISPATCH_AGENCY_KEY): công văn được ban hành "
-            "không có chữ ký số."
-        )
+    if result.signed:
+        click.echo("Bản PDF là bản gốc điện tử: có chữ ký số của người ký và của cơ quan ban hành.")
+    else:
+        click.echo(issuing.UNSIGNED_NOTICE)
     click.echo(f"Hạn xác nhận đã nhận: {format_local(result.deadline_at)}.")
     for document in result.documents:
         click.echo(f"  {document.path}  SHA-256 {document.sha256}")

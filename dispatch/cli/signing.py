@@ -1,19 +1,49 @@
-"""``dispatch verify FILE [--json]``: the signatures of a PDF and its place in the register."""
+"""``dispatch approve ID --as EMAIL``: a leader signs a submitted draft (ký duyệt);
+``dispatch verify FILE [--json]``: the signatures of a PDF and its place in the register."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from dispatch.cli.options import CliError
+from dispatch.cli.options import CliError, at_option, dispatch_id_argument, resolve_actor
 
 ROLE_LABELS = {"signer": "Người ký (ký duyệt)", "agency": "Cơ quan ban hành", "other": "Khác"}
+
+
+@click.command("approve")
+@dispatch_id_argument
+@click.option("--as", "as_email", required=True, help="E-mail of the leader who signs.")
+@at_option
+@with_appcontext
+def approve_command(dispatch_id: int, as_email: str, at: dt.datetime) -> None:
+    """Sign draft DISPATCH_ID as the leader it was submitted to (ký duyệt).
+
+    The key is the leader's (``dispatch users signing-key``); its password is read from the
+    environment variable named there.
+    """
+    from dispatch.drafting import approval
+    from dispatch.drafting.drafts import DraftError
+    from dispatch.transaction import unit_of_work
+
+    actor = resolve_actor(as_email)
+    assert actor is not None
+    try:
+        with unit_of_work():  # approving commits on its own; this ends the command's session
+            signed = approval.approve(dispatch_id, actor=actor, at=at, environ=os.environ)
+    except DraftError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"Đã ký duyệt bản nháp mã {dispatch_id} ({signed.certificate}).")
+    click.echo(f"  {signed.pdf_path}  SHA-256 {signed.pdf_sha256}")
+    click.echo(f"Ban hành bằng: dispatch issue {dispatch_id}")
 
 
 @click.command("verify")
@@ -77,8 +107,6 @@ LEVEL_LABELS = {
 
 def _local(iso: str | None) -> str:
     """An ISO 8601 time (already in Vietnam time) as dd/mm/yyyy HH:MM:SS (+07:00)."""
-    import datetime as dt
-
     if not iso:
         return "không rõ"
     moment = dt.datetime.fromisoformat(iso)
@@ -92,4 +120,4 @@ def _level_line(sig: dict) -> str:
     return f"Mức chữ ký: {label}."
 
 
-commands = (verify_command,)
+commands = (approve_command, verify_command)

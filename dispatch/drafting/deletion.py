@@ -9,7 +9,7 @@ from sqlalchemy import select
 from dispatch import audit
 from dispatch.audit import actor_name
 from dispatch.drafting import uploads
-from dispatch.drafting.drafts import DispatchFrozen, DraftError, lock_dispatch
+from dispatch.drafting.drafts import DispatchFrozen, DraftError, ensure_editable, lock_dispatch
 from dispatch.extensions import db
 from dispatch.models import DispatchAmendment, DispatchStatus, User
 
@@ -27,6 +27,7 @@ def delete_draft(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> st
             f"Công văn số {dispatch.number_and_symbol or f'#{dispatch.id}'} đã ban hành nên "
             "không xoá được; muốn thu hồi, hãy yêu cầu thu hồi hoặc ban hành văn bản thay thế."
         )
+    ensure_editable(dispatch)  # a draft submitted or approved for signature is withdrawn first
     amendment = db.session.execute(
         select(DispatchAmendment).where(DispatchAmendment.new_id == dispatch_id).limit(1)
     ).scalar_one_or_none()

@@ -49,7 +49,9 @@ from dispatch.letters.source import (
     source_to_json,
 )
 from dispatch.models import (
+    ApprovalStatus,
     Dispatch,
+    DispatchApproval,
     DispatchRecipient,
     DispatchStatus,
     Document,
@@ -72,8 +74,12 @@ FROZEN_FIELDS = (
     "issued_at",
     "issued_by_id",
     "group_id",
+    "signed",
 )
 FROZEN_DOCUMENT_FIELDS = ("dispatch_id", "kind", "filename", "media_type", "sha256", "size", "path")
+
+# A submission that holds the draft's letter still: waiting for the leader, or signed.
+OPEN_APPROVAL = (ApprovalStatus.SUBMITTED, ApprovalStatus.APPROVED)
 
 # How a draft's letter is named in error messages, followed by its id ("bản nháp 12").
 DRAFT_ORIGIN = "bản nháp"
@@ -99,10 +105,46 @@ def frozen_message(dispatch: Dispatch) -> str:
     )
 
 
-def ensure_editable(dispatch: Dispatch) -> None:
-    """Raise ``DispatchFrozen`` unless the dispatch is still a draft."""
+class AwaitingSignature(DispatchFrozen):
+    """The draft is submitted to a leader for signature, or signed: withdraw it to edit it."""
+
+
+def signature_lock_message(status: ApprovalStatus) -> str:
+    """Why a draft under submission or approved cannot be edited, for the clerk."""
+    state = (
+        "đang trình lãnh đạo ký duyệt"
+        if status is ApprovalStatus.SUBMITTED
+        else "đã được lãnh đạo ký duyệt"
+    )
+    return (
+        f"Bản nháp {state} nên không sửa được. Muốn sửa, hãy rút lại trước "
+        "(việc rút lại huỷ lần trình ký hoặc chữ ký duyệt; sửa xong trình ký lại)."
+    )
+
+
+def open_approval_status(dispatch_id: int) -> ApprovalStatus | None:
+    """The state of the draft's open submission for signature (submitted or approved), if any."""
+    return db.session.execute(
+        select(DispatchApproval.status)
+        .where(
+            DispatchApproval.dispatch_id == dispatch_id,
+            DispatchApproval.status.in_(OPEN_APPROVAL),
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def ensure_editable(dispatch: Dispatch, *, letter: bool = True) -> None:
+    """Raise ``DispatchFrozen`` unless the dispatch is still a draft; with ``letter`` (the
+    default) also ``AwaitingSignature`` while it is submitted for signature or approved: what
+    the leader reads and signs does not change under them. Readdressing to successors at
+    issue (``letter=False``) changes no part of the signed letter."""
     if dispatch.status is not DispatchStatus.DRAFT:
         raise DispatchFrozen(frozen_message(dispatch))
+    if letter and dispatch.id is not None:
+        status = open_approval_status(dispatch.id)
+        if status is not None:
+            raise AwaitingSignature(signature_lock_message(status))
 
 
 # --- the rules every door shares -----------------------------------------------------------------
@@ -400,8 +442,9 @@ def readdress(
     dispatch: Dispatch, organisation_ids: Iterable[int], *, actor: User | None, at: dt.datetime
 ) -> None:
     """Make a draft's recipients exactly these offices (the issuing check's "send to the
-    successors"); the caller audits and commits."""
-    ensure_editable(dispatch)
+    successors"); the caller audits and commits. Allowed on a draft submitted or approved for
+    signature: the recipients' rows are not part of the signed letter."""
+    ensure_editable(dispatch, letter=False)
     if _set_recipients(dispatch, offices.organisations_by_id(organisation_ids)):
         dispatch.updated_at = at
     db.session.flush()

@@ -545,6 +545,8 @@ def _letter_context(dispatch: Dispatch) -> dict[str, Any]:
         "deadline_words": deadline_words(confirmation_deadline(dispatch)),
         "contact": _contact(dispatch),
         "base_url": current_app.config["BASE_URL"],
+        # Signed: the PDF is the electronic original (bản gốc điện tử), the DOCX a copy to edit.
+        "signed": bool(dispatch.signed),
     }
 
 

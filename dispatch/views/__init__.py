@@ -64,6 +64,9 @@ def register_blueprints(app: Flask) -> None:
     from dispatch.views import leadership
 
     app.register_blueprint(leadership.bp)  # read-only progress pages, map, chart, exports
+    from dispatch.views import approvals
+
+    app.register_blueprint(approvals.bp)  # ký duyệt: the drafts submitted to a leader
     from dispatch.views import admin
 
     app.register_blueprint(admin.bp)  # the people who sign in

@@ -248,6 +248,12 @@ _KIND_LABELS = {
     "docx": "Công văn (DOCX)",
     "attachment": "Tài liệu kèm theo",
 }
+# When the letter is signed (``Dispatch.signed``): the PDF is the original, the DOCX a copy.
+_SIGNED_KIND_LABELS = {
+    **_KIND_LABELS,
+    "pdf": "Bản gốc điện tử (PDF có chữ ký số)",
+    "docx": "Bản để chỉnh sửa (DOCX)",
+}
 _METHOD_LABELS = {
     AcknowledgementMethod.LINK: "qua đường liên kết",
     AcknowledgementMethod.PHONE: "qua điện thoại, do văn thư ghi nhận",
@@ -296,7 +302,9 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
             FileLink(
                 url=url_for("provinces.download", token=token, ref=str(file.id)),
                 filename=file.filename,
-                label=_KIND_LABELS.get(file.kind, "Tệp"),
+                label=(_SIGNED_KIND_LABELS if dispatch.signed else _KIND_LABELS).get(
+                    file.kind, "Tệp"
+                ),
                 size=_size(file.size),
             )
             for file in letter.files
@@ -304,6 +312,7 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
         "receipt": _receipt(recipient, letter.files),
         "action": url_for("provinces.letter", token=token),
         "notice": _amendment_notice(dispatch, letter),
+        "signed": bool(dispatch.signed),
     }
 
 

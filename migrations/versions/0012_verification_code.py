@@ -1,7 +1,7 @@
 """A verification code per dispatch, for the public page its QR code opens
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 09:00:00
 
 Every dispatch gets a random, URL-safe code (``/xac-minh/<code>``); existing rows are given one
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,7 @@ from flask_smorest import abort
 
 from dispatch import clock, issuing
 from dispatch.directory import offices
-from dispatch.drafting import deletion, drafts
+from dispatch.drafting import approval, deletion, drafts
 from dispatch.extensions import db
 from dispatch.letters.formatting import ROMAN
 from dispatch.letters.source import LetterSourceError, source_from_json
@@ -25,11 +25,13 @@ from dispatch.views.api.common import (
     require_change,
 )
 from dispatch.views.api.schemas import (
+    ApprovalSchema,
     DispatchListArgs,
     DispatchPageSchema,
     IssueArgs,
     LetterSourceSchema,
     StatusReportSchema,
+    SubmitArgs,
 )
 
 
@@ -152,6 +154,10 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
     if db.session.get(Dispatch, dispatch_id) is None:
         abort(404, message=f"Không có công văn mã {dispatch_id}.")
     at = clock.now()
+    try:
+        issuing.refuse_unapproved(dispatch_id)  # signing configured: only an approved draft
+    except issuing.NotApproved as exc:
+        abort(409, message=str(exc))
     check = issuing.check_before_issue(dispatch_id, at)
     if check.stale and not payload.get("to_successors"):
         abort(
@@ -192,3 +198,36 @@ def issue(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
     except LetterSourceError as exc:
         abort(422, message=str(exc.message), **_source_error(exc))
     return _report(dispatch_id)
+
+
+@bp.route("/dispatches/<int:dispatch_id>/submit", methods=["POST"])
+@bp.arguments(SubmitArgs)
+@bp.response(200, ApprovalSchema)
+@documented_errors(*CHANGE_ERRORS)
+def submit(payload: dict[str, Any], dispatch_id: int) -> dict[str, Any]:
+    """Submit a finished draft to a leader for signature (trình ký; clerk, admin). The leader
+    signs or returns it in the web app or with ``dispatch approve``, never through the API:
+    409 when the draft is issued or already submitted, 422 when the draft is not a finished
+    letter or the leader cannot sign."""
+    user = require_change()
+    if db.session.get(Dispatch, dispatch_id) is None:
+        abort(404, message=f"Không có công văn mã {dispatch_id}.")
+    try:
+        with unit_of_work():
+            submitted = approval.submit(
+                dispatch_id, leader_email=payload["leader"], actor=user, at=clock.now()
+            )
+            result = {
+                "dispatch_id": dispatch_id,
+                "approval_id": submitted.id,
+                "status": submitted.status.value,
+                "leader": submitted.leader.email,
+                "submitted_at": submitted.submitted_at.isoformat(),
+            }
+    except approval.LeaderRefused as exc:
+        abort(422, message=str(exc), field="leader")
+    except approval.DraftNotReady as exc:
+        abort(422, message=str(exc))
+    except drafts.DraftError as exc:
+        abort(409, message=str(exc))
+    return result

@@ -376,3 +376,28 @@ class EdxmlStatusResultSchema(ma.Schema):
     dispatch_id = ma.fields.Integer(allow_none=True)
     recipient_id = ma.fields.Integer(allow_none=True)
     changed = ma.fields.Boolean(required=True, metadata={"description": "Trạng thái đã thay đổi"})
+
+
+class SubmitArgs(InputSchema):
+    """Trình ký: the leader who is to sign the draft."""
+
+    leader = ma.fields.Email(
+        required=True,
+        metadata={
+            "description": "Địa chỉ thư điện tử của lãnh đạo ký duyệt (đã có khóa ký số).",
+            "example": "lanhdao@thh.example",
+        },
+    )
+
+
+class ApprovalSchema(ma.Schema):
+    """Where a draft's submission for signature stands."""
+
+    dispatch_id = ma.fields.Integer(required=True)
+    approval_id = ma.fields.Integer(required=True)
+    status = ma.fields.String(
+        required=True,
+        metadata={"enum": ["submitted", "returned", "approved", "withdrawn"]},
+    )
+    leader = ma.fields.String(required=True)
+    submitted_at = ma.fields.String(required=True, metadata={"format": "date-time"})

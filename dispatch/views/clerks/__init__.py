@@ -15,6 +15,7 @@ from __future__ import annotations
 # Importing each module registers its routes on ``bp``.
 from dispatch.views.clerks import (
     amendments,
+    approval,
     directory,
     dispatches,
     drafts,
@@ -26,6 +27,7 @@ from dispatch.views.clerks.common import bp
 
 __all__ = [
     "amendments",
+    "approval",
     "bp",
     "directory",
     "dispatches",

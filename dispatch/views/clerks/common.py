@@ -59,7 +59,11 @@ def human_size(size: int) -> str:
 def _roles() -> dict[str, Any]:
     # App-wide: the leaders' pages share the staff layout and its navigation.
     role = getattr(current_user, "role", None)
-    return {"can_change": role in CHANGE_ROLES, "is_admin": role in ADMIN_ROLES}
+    return {
+        "can_change": role in CHANGE_ROLES,
+        "is_admin": role in ADMIN_ROLES,
+        "is_leader": role is Role.LEADER,
+    }
 
 
 def signed_in_user() -> Any:

@@ -100,6 +100,7 @@ def issue(dispatch_id: int) -> Any:
     errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch_id))
     return render_template(
         "clerks/issue.html",
+        signing=_signing_state(dispatch_id),
         dispatch=dispatch,
         errors=errors,
         expected=compose_form.expected_number(dispatch, at),
@@ -109,6 +110,22 @@ def issue(dispatch_id: int) -> Any:
         attachments=uploads.stored_files(dispatch_id, uploads.attachments_of(dispatch.source)),
         error_items=error_items(errors),
     )
+
+
+def _signing_state(dispatch_id: int) -> dict[str, str]:
+    """What the issue page says about digital signatures: signed on issue, unsigned (no key
+    configured), or refused (a key is configured and the leader has not signed)."""
+    if not issuing.signing_configured():
+        return {"refusal": "", "notice": issuing.UNSIGNED_NOTICE}
+    try:
+        issuing.refuse_unapproved(dispatch_id)
+    except issuing.NotApproved as exc:
+        return {"refusal": str(exc), "notice": ""}
+    return {
+        "refusal": "",
+        "notice": "Lãnh đạo đã ký duyệt. Khi ban hành, số và ngày được điền vào bản đã ký duyệt, "
+        "rồi ký số của cơ quan (kèm con dấu); bản PDF gửi đi là bản gốc điện tử.",
+    }
 
 
 def _unconfirmed(check: issuing.IssueCheck) -> str | None:
@@ -255,6 +272,7 @@ def dispatch_detail(dispatch_id: int) -> Any:
     """One dispatch: number, subject, status, and every recipient's delivery and receipt."""
     from dispatch.reporting.dashboard import follow_up_links
     from dispatch.views.clerks.amendments import amendment_rows
+    from dispatch.views.clerks.approval import approval_panel
 
     data = status_data(dispatch_id)
     dispatch = dispatch_or_404(dispatch_id)
@@ -270,6 +288,7 @@ def dispatch_detail(dispatch_id: int) -> Any:
         refresh_seconds=REFRESH_SECONDS,
         documents=list(dispatch.documents),
         amendments=amendment_rows(dispatch_id),
+        signature=approval_panel(dispatch_id, report["status"]),
         can_amend=report["status"] in ("issued", "completed"),
         follow_up_of=follow_up_of,
         follow_ups=follow_ups,

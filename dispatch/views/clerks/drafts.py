@@ -318,6 +318,11 @@ def edit(dispatch_id: int) -> Any:
             "error",
         )
         return redirect(url_for("clerks.dispatch_detail", dispatch_id=dispatch_id), code=303)
+    if (locked := drafts.open_approval_status(dispatch_id)) is not None:
+        flash(drafts.signature_lock_message(locked), "error")
+        return redirect(
+            url_for("clerks.dispatch_detail", dispatch_id=dispatch_id) + "#trinh-ky", code=303
+        )
     if request.method == "POST":
         return _handle_compose_post(dispatch_id)
     errors = compose_form.draft_errors(dispatch, project_root=uploads.letter_root(dispatch_id))
