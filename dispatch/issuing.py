@@ -217,7 +217,7 @@ def _unique_name(name: str, taken: set[str]) -> str:
         counter += 1
 
 
-UNSIGNED_NOTICE = "Chưa cấu hình khóa ký số: văn bản được ban hành không ký số."
+UNSIGNED_NOTICE = "Chưa cấu hình khoá ký số: văn bản được ban hành không ký số."
 
 
 @dataclass(frozen=True)
@@ -385,7 +385,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
             try:
                 agency_signer = stack.enter_context(keys.open_signer(agency.key, agency.password))
             except keys.SigningKeyError as exc:
-                raise SigningFailed(f"Không mở được khóa ký số của cơ quan: {exc}") from exc
+                raise SigningFailed(f"Không mở được khoá ký số của cơ quan: {exc}") from exc
             pdf = _signed(
                 lambda original: original.issue(
                     approved,

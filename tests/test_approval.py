@@ -184,7 +184,7 @@ def test_submit_return_resubmit_approve_withdraw_with_history_and_audit(signing)
 
 def test_refusals_wrong_leader_no_key_clerk_unfinished_draft(signing, letter_folder):
     d = signing
-    with pytest.raises(approval.LeaderRefused, match="chưa có khóa ký số"):
+    with pytest.raises(approval.LeaderRefused, match="chưa có khoá ký số"):
         approval.submit(d.draft_id, leader_email=OTHER_LEADER, actor=d.clerk, at=DRAFT_AT)
     db.session.rollback()
     with pytest.raises(approval.LeaderRefused, match="không phải lãnh đạo"):
@@ -249,7 +249,7 @@ def test_without_a_key_issuing_is_unsigned_and_says_so(signing, db_app, runner):
         args=["issue", str(d.draft_id), "--confirm-placeholders", "--at", ISSUE_AT_TEXT]
     )
     assert result.exit_code == 0, result.output
-    assert "Chưa cấu hình khóa ký số: văn bản được ban hành không ký số." in result.output
+    assert "Chưa cấu hình khoá ký số: văn bản được ban hành không ký số." in result.output
     db.session.expire_all()
     dispatch = db.session.get(Dispatch, d.draft_id)
     assert dispatch.signed is False

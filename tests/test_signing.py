@@ -173,4 +173,4 @@ def test_dispatch_issue_says_unsigned_or_refuses_unapproved(seeded, runner, db_a
     db_app.config["DISPATCH_AGENCY_KEY"] = None
     issued = runner.invoke(args=["issue", str(first), "--confirm-placeholders", "--at", ISSUE_AT])
     assert issued.exit_code == 0, issued.output
-    assert "Chưa cấu hình khóa ký số: văn bản được ban hành không ký số." in issued.output
+    assert "Chưa cấu hình khoá ký số: văn bản được ban hành không ký số." in issued.output

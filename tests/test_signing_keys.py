@@ -32,7 +32,7 @@ def test_pkcs12_opens_with_its_password_only(pki):
     with pytest.raises(keys.SigningKeyError, match="sai mật khẩu") as wrong:
         keys.describe(str(pki.leader.p12), "sai")
     assert "sai" not in str(wrong.value).replace("sai mật khẩu", "")
-    with pytest.raises(keys.SigningKeyError, match="Không tìm thấy tệp khóa"):
+    with pytest.raises(keys.SigningKeyError, match="Không tìm thấy tệp khoá"):
         keys.describe(str(pki.leader.p12) + ".missing", PASSWORD)
 
 
@@ -42,7 +42,7 @@ def test_pkcs11_token_key_and_certificate(pki):
     assert "Cục Tin học hoá" in keys.describe(pki.agency_uri, PASSWORD)
     with pytest.raises(keys.SigningKeyError, match="Không mở được token"):
         keys.describe(pki.agency_uri, "000000")
-    with pytest.raises(keys.SigningKeyError, match="không có khóa"):
+    with pytest.raises(keys.SigningKeyError, match="không có khoá"):
         keys.describe(pki.agency_uri.replace("object=agency", "object=khong-co"), PASSWORD)
 
 

@@ -142,7 +142,7 @@ def approved_pdf(dispatch_id: int) -> tuple[DispatchApproval, bytes]:
         )
         raise NotApproved(
             f"Văn bản chưa được lãnh đạo ký duyệt (công văn mã {dispatch_id} {state}): khi đã "
-            "cấu hình khóa ký số của cơ quan (DISPATCH_AGENCY_KEY), chỉ ban hành văn bản đã "
+            "cấu hình khoá ký số của cơ quan (DISPATCH_AGENCY_KEY), chỉ ban hành văn bản đã "
             "ký duyệt. Hãy trình ký (dispatch draft submit) và chờ lãnh đạo ký duyệt."
         )
     try:
@@ -206,7 +206,7 @@ def _leader(email: str) -> User:
         raise LeaderRefused(f"{user.email} không phải lãnh đạo: chỉ trình ký lãnh đạo.")
     if not user.signing_key:
         raise LeaderRefused(
-            f"Lãnh đạo {user.email} chưa có khóa ký số: quản trị viên cấu hình bằng "
+            f"Lãnh đạo {user.email} chưa có khoá ký số: quản trị viên cấu hình bằng "
             "“dispatch users signing-key” trước khi trình ký."
         )
     return user
@@ -316,7 +316,7 @@ def _password(user: User, environ: Mapping[str, str]) -> str | None:
         return None
     if name not in environ:
         raise ApprovalError(
-            f"Biến môi trường {name} (mật khẩu khóa ký số của {user.email}) chưa được đặt "
+            f"Biến môi trường {name} (mật khẩu khoá ký số của {user.email}) chưa được đặt "
             "trên máy chủ: chưa ký duyệt được."
         )
     return environ[name]
@@ -358,7 +358,7 @@ def approve(
         assert dispatch is not None
         if not actor.signing_key:
             raise ApprovalError(
-                f"{actor.email} chưa có khóa ký số: quản trị viên cấu hình bằng "
+                f"{actor.email} chưa có khoá ký số: quản trị viên cấu hình bằng "
                 "“dispatch users signing-key”."
             )
         pdf = render(dispatch)

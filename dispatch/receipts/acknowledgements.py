@@ -131,6 +131,7 @@ class LinkDispatch:
     issued_on: dt.date | None
     issued_at: dt.datetime | None
     deadline_at: dt.datetime | None
+    signed: bool  # issued as a signed original: the PDF is the original, the DOCX a copy
 
     @property
     def number_and_symbol(self) -> str | None:
@@ -173,6 +174,7 @@ _LINK_DISPATCH_COLUMNS = (
     "issued_on",
     "issued_at",
     "deadline_at",
+    "signed",
 )
 # Built once: every opening of a link runs it.
 _FIND_LINK = (

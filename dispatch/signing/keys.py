@@ -84,7 +84,7 @@ def open_signer(reference: str, password: str | None) -> Iterator[object]:
                 signer.signing_cert  # noqa: B018 - loads the certificate now, to fail here
             except Exception as exc:
                 raise SigningKeyError(
-                    f"Token {where.token_label!r} không có khóa/chứng thư "
+                    f"Token {where.token_label!r} không có khoá/chứng thư "
                     f"{where.object_label!r}: {type(exc).__name__}."
                 ) from exc
             yield signer
@@ -93,7 +93,7 @@ def open_signer(reference: str, password: str | None) -> Iterator[object]:
         return
     path = Path(reference)
     if not path.is_file():
-        raise SigningKeyError(f"Không tìm thấy tệp khóa {reference}.")
+        raise SigningKeyError(f"Không tìm thấy tệp khoá {reference}.")
     signer = signers.SimpleSigner.load_pkcs12(
         path, passphrase=password.encode("utf-8") if password else None
     )

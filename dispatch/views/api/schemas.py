@@ -384,7 +384,7 @@ class SubmitArgs(InputSchema):
     leader = ma.fields.Email(
         required=True,
         metadata={
-            "description": "Địa chỉ thư điện tử của lãnh đạo ký duyệt (đã có khóa ký số).",
+            "description": "Địa chỉ thư điện tử của lãnh đạo ký duyệt (đã có khoá ký số).",
             "example": "lanhdao@thh.example",
         },
     )
