@@ -46,12 +46,13 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import queue
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import partial
@@ -107,6 +108,9 @@ OUTCOME_COMMIT_ATTEMPTS = 5
 OUTCOME_PATIENCE = dt.timedelta(minutes=5)
 # Rows claimed at a time: each batch is sent before the next is claimed.
 CLAIM_BATCH = 100
+# E-mails composed ahead of the one being sent, their copies written meanwhile (``_KeptCopies``):
+# composed in groups of half as many, whose copies share one fsync of their folder.
+KEEP_AHEAD = 8
 
 
 def default_worker() -> str:
@@ -532,13 +536,19 @@ class _KeptCopies:
     record is that copy's. The temporary name is fixed per e-mail, so one that a killed sender
     left behind is replaced when the e-mail is next written. A copy whose e-mail does not go
     after all (refused, or never handed over) is replaced at the next try; only a row recorded
-    as sent points to its copy. The sender composes one e-mail ahead, so the writing (waiting on
-    a disk, milliseconds on a shared one) overlaps with sending the previous e-mail.
+    as sent points to its copy. The sender composes up to ``KEEP_AHEAD`` e-mails ahead, so the
+    writing (waiting on a disk, milliseconds on a shared one) overlaps with sending the ones
+    before, and the copies queued together share one fsync of their folder: each copy is
+    reported kept only once that fsync, made after its rename, has returned.
     """
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch-copies")
+        self._jobs: queue.SimpleQueue[tuple[ArchiveWriter, _Composed, Future] | None] = (
+            queue.SimpleQueue()
+        )
         self._writers: dict[int, ArchiveWriter] = {}
+        self._thread = threading.Thread(target=self._run, name="dispatch-copies", daemon=True)
+        self._thread.start()
 
     def start(self, composed: _Composed) -> Future[ArchivedFile]:
         """Start writing the composed e-mail's copy."""
@@ -546,17 +556,64 @@ class _KeptCopies:
         writer = self._writers.get(row.dispatch_id)
         if writer is None:  # here: it reads the app's configuration
             writer = self._writers[row.dispatch_id] = sent_messages_writer(row.dispatch_id)
-        return self._thread.submit(
-            writer.write,
-            sent_message_name(row.id),
-            composed.data,
-            sha256=composed.sha256,
-            temporary=sent_message_temporary_name(row.id),
-        )
+        kept: Future[ArchivedFile] = Future()
+        self._jobs.put((writer, composed, kept))
+        return kept
+
+    def _run(self) -> None:
+        """Write the copies queued, in order; those queued together share a folder fsync."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            last = False
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    last = True
+                    break
+                batch.append(job)
+            self._write(batch)
+            if last:
+                return
+
+    @staticmethod
+    def _write(batch: list[tuple[ArchiveWriter, _Composed, Future]]) -> None:
+        written: list[tuple[ArchiveWriter, Future, ArchivedFile]] = []
+        for writer, composed, kept in batch:
+            row = composed.row
+            try:
+                copy = writer.write(
+                    sent_message_name(row.id),
+                    composed.data,
+                    sha256=composed.sha256,
+                    temporary=sent_message_temporary_name(row.id),
+                    sync_folder=False,  # once for the batch, below
+                )
+            except BaseException as exc:  # told to the sender, which stops (``_wait_until_kept``)
+                kept.set_exception(exc)
+                continue
+            written.append((writer, kept, copy))
+        failed: dict[int, BaseException] = {}
+        for writer in {id(writer): writer for writer, _, _ in written}.values():
+            try:
+                writer.sync_folder()
+            except BaseException as exc:
+                failed[id(writer)] = exc
+        for writer, kept, copy in written:
+            if id(writer) in failed:
+                kept.set_exception(failed[id(writer)])
+            else:
+                kept.set_result(copy)
 
     def close(self) -> None:
-        """Finish the copy being written, then stop the thread."""
-        self._thread.shutdown(wait=True)
+        """Finish the copies being written, then stop the thread."""
+        self._jobs.put(None)
+        self._thread.join()
 
 
 def _apply_failure(
@@ -915,8 +972,10 @@ def _send_claimed(
     So an accepted message is without its record only from the server's 250 to that commit
     (the time to read the reply and write one row and its audit entry): a sender killed
     meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
-    The next e-mail is composed, and its copy written, before this one is handed over: outside
-    that window, and while the disk works on the copy. When the run stops (``_Stop``) or the
+    The next e-mails (up to ``KEEP_AHEAD``, a few at a time) are composed, and their copies
+    written, before this one is handed over: outside that window, and while the disk works on
+    the copies. A reminder composed ahead was read again a few messages before it leaves (an
+    office confirming meanwhile still gets it). When the run stops (``_Stop``) or the
     relay is given up, the rows nothing of which reached the server go back to the queue
     untried (``_give_back``).
     """
@@ -927,6 +986,7 @@ def _send_claimed(
     claim = _Claim(claimed, claimed_at, worker)
     untried = 0  # claimed[untried:]: rows nothing of which has reached the server
     composed: dict[int, _Composed | None] = {}  # by position: ready, or settled without going
+    ahead = 0  # composed up to this position
 
     def compose_at(position: int, loaded: dict[int, tuple[_Row, _Recipient | None]]) -> None:
         if position >= len(claimed) or position in composed:
@@ -954,7 +1014,12 @@ def _send_claimed(
             ready = composed.pop(position)
             if ready is None:
                 continue
-            compose_at(position + 1, loaded)  # one ahead
+            if ahead - position < KEEP_AHEAD // 2:
+                # Several ahead at once: their copies are written together (one folder fsync),
+                # while this one and the next go.
+                for later in range(position + 1, position + KEEP_AHEAD + 1):
+                    compose_at(later, loaded)
+                ahead = position + KEEP_AHEAD
             _wait_until_kept(ready)
             untried = position + 1
             hand_over = partial(_hand_over_message, ready, claim, session, worker, moment, report)
