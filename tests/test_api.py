@@ -700,16 +700,9 @@ def test_tokens_made_before_scopes_keep_writing_and_expire_90_days_after_the_upg
     from flask_migrate import upgrade
     from sqlalchemy import text
 
-    from dispatch import create_app
+    from tests.fixtures.database import scratch_app
 
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.db'}",
-            "SECRET_KEY": "x",
-            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
-        }
-    )
+    app = scratch_app(tmp_path)
     with app.app_context():
         upgrade(revision="0001")
         with db.engine.begin() as conn:

@@ -353,16 +353,9 @@ def test_the_migration_gives_existing_dispatches_each_their_own_code(tmp_path):
     from flask_migrate import downgrade, upgrade
     from sqlalchemy import text
 
-    from dispatch import create_app
+    from tests.fixtures.database import scratch_app
 
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.db'}",
-            "SECRET_KEY": "x",
-            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
-        }
-    )
+    app = scratch_app(tmp_path)
     with app.app_context():
         upgrade(revision="0010")
         with db.engine.begin() as conn:

@@ -920,6 +920,17 @@ def source_to_json(source: LetterSource) -> dict:
     }
 
 
+def issuing_agency_in(data: object) -> str:
+    """The issuing agency named by ``source_to_json`` data (under "meta"), read without
+    rebuilding the source; "" when it names none."""
+    if not isinstance(data, dict):
+        return ""
+    for holder in (data.get("meta"), data):
+        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
+            return holder["issuing_agency"]
+    return ""
+
+
 def source_from_json(data: Any, origin: str | None = None) -> LetterSource:
     """Rebuild a source from ``source_to_json`` data; ``origin`` ("bản nháp 12") overrides."""
     label = origin or (data.get("origin") if isinstance(data, dict) else None) or "nguồn công văn"

@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from dispatch import audit
 from dispatch.extensions import db
+from dispatch.letters.source import issuing_agency_in
 from dispatch.mail.links import hash_token, is_well_formed
 from dispatch.models import (
     AcknowledgementMethod,
@@ -352,16 +353,6 @@ class IssuedLetter:
     successor_of: tuple[str, str] | None  # (kind, number of the original) for a recall/replacement
 
 
-def _issuing_agency(source: object) -> str:
-    """The issuing agency from the frozen source (``source_to_json``: under "meta")."""
-    if not isinstance(source, dict):
-        return ""
-    for holder in (source.get("meta"), source):
-        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
-            return holder["issuing_agency"]
-    return ""
-
-
 # Kept per process in the app (by dispatch id and moment of issue), at most this many letters:
 # a process serving many letters keeps the most recently read ones.
 _ISSUED_LETTERS_MAX = 256
@@ -398,7 +389,7 @@ def issued_letter(dispatch: Dispatch | LinkDispatch) -> IssuedLetter:
     source = db.session.execute(
         select(Dispatch.source).where(Dispatch.id == dispatch.id)
     ).scalar_one()
-    letter = IssuedLetter(_issuing_agency(source), files, successor_of)
+    letter = IssuedLetter(issuing_agency_in(source), files, successor_of)
     if dispatch.status in _LIVE_STATUSES:
         if len(cache) >= _ISSUED_LETTERS_MAX:
             cache.pop(next(iter(cache)))

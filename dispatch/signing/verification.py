@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dispatch.extensions import db
+from dispatch.letters.source import issuing_agency_in
 from dispatch.models import (
     AmendmentKind,
     AmendmentStatus,
@@ -129,16 +130,6 @@ class PublicRecord:
         return self.status == "issued"
 
 
-def _issuer(source: object) -> str:
-    """The issuing agency as the frozen source names it."""
-    if not isinstance(source, dict):
-        return ""
-    for holder in (source.get("meta"), source):
-        if isinstance(holder, dict) and isinstance(holder.get("issuing_agency"), str):
-            return holder["issuing_agency"]
-    return ""
-
-
 def _approved_amendments(dispatch_id: int, *, as_original: bool) -> list[DispatchAmendment]:
     column = DispatchAmendment.original_id if as_original else DispatchAmendment.new_id
     return list(
@@ -194,7 +185,7 @@ def public_record(dispatch: Dispatch) -> PublicRecord | None:
         number=dispatch.number_and_symbol or "",
         date=dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
         subject=dispatch.subject,
-        issuer=_issuer(dispatch.source),
+        issuer=issuing_agency_in(dispatch.source),
         pdf_sha256=pdf_sha256,
         status=status,
         status_text=status_text,
