@@ -365,7 +365,7 @@ def approve(
         try:
             with keys.open_signer(actor.signing_key, _password(actor, environ)) as signer:
                 certificate = signer.signing_cert.subject.human_friendly
-                signed = original.approve(pdf, signer, image=actor.signature_image)
+                signed = original.approve(pdf, signer, image=actor.signature_image, at=at)
         except (keys.SigningKeyError, pades.SigningError) as exc:
             raise ApprovalError(f"Chưa ký duyệt được: {exc}") from exc
         writer = ArchiveWriter(dispatch.id, APPROVALS_FOLDER)

@@ -211,6 +211,7 @@ def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, A
         "issuing_agency": _nfc(letter.issuing_agency.upper()),
         "national_title": formatting.NATIONAL_TITLE,
         "motto": formatting.MOTTO,
+        "fields": False,  # True: number and day lines left to PDF form fields (render_with_places)
         "number_line": _nfc(formatting.number_line(letter)),
         "place_date": _nfc(formatting.place_date_line(letter)),
         "subject": _plain(subject),
@@ -481,15 +482,85 @@ class _Engine(PrintEngine):
 
     def render_letter(self, letter: Letter, *, verify_url: str | None = None) -> bytes:
         """The PDF of ``letter`` (with the QR code of ``verify_url`` when given)."""
+        return self._render(letter, fields=False, verify_url=verify_url)[1]
+
+    def render_with_places(
+        self, letter: Letter, *, verify_url: str | None = None
+    ) -> tuple[bytes, dict[str, Place]]:
+        """The PDF of ``letter`` with its number and day lines laid out but not drawn, and the
+        places of those lines and of the signature space, read back from the layout."""
+        document, pdf = self._render(letter, fields=True, verify_url=verify_url)
+        return pdf, places_in(document)
+
+    def _render(self, letter: Letter, *, fields: bool, verify_url: str | None) -> tuple[Any, bytes]:
         self.coverage.check(printed_texts(letter))
         if verify_url:
             self.coverage.check(iter([_Text("dòng xác minh", f"{VERIFY_LABEL} {verify_url}")]))
         view = letter_view(letter, verify_url=verify_url)
+        view["fields"] = fields
         with self.lock, _complaints() as complaints:
             document, pdf = self._print(view)
         _refuse(complaints)
         self._check_fonts(document)
-        return pdf
+        return document, pdf
+
+
+# CSS px to PDF points.
+PX = 0.75
+# The marked boxes of the letter template whose places the signing code needs.
+PLACES = {"number": "number", "place-date": "place_date", "signature-place": "signature"}
+
+
+@dataclass(frozen=True)
+class Place:
+    """A laid-out box in PDF points (origin bottom left): page index, content box, the first
+    line's baseline and horizontal extent, and the font its text is set in."""
+
+    page: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    baseline: float
+    font_size: float
+    font: tuple[str, str]  # (weight, style) as in FONT_FILES
+
+
+def places_in(document: Any) -> dict[str, Place]:
+    """Where the boxes named in ``PLACES`` (by CSS class) were laid out."""
+    found: dict[str, Place] = {}
+    for index, page in enumerate(document.pages):
+        height = page.height
+        stack = [page._page_box]  # WeasyPrint's layout tree (no public accessor)
+        while stack:
+            box = stack.pop()
+            stack.extend(getattr(box, "children", ()) or ())
+            element = getattr(box, "element", None)
+            if element is None or type(box).__name__ != "BlockBox":
+                continue
+            classes = (element.get("class") or "").split()
+            names = [PLACES[c] for c in classes if c in PLACES]
+            if not names:
+                continue
+            x, y = box.content_box_x(), box.content_box_y()
+            lines = [c for c in box.children if type(c).__name__ == "LineBox"]
+            baseline = lines[0].position_y + lines[0].baseline if lines else y + box.height
+            style = box.style
+            weight = "bold" if int(style["font_weight"]) >= 600 else "normal"
+            found[names[0]] = Place(
+                page=index,
+                x1=x * PX,
+                y1=(height - y - box.height) * PX,
+                x2=(x + box.width) * PX,
+                y2=(height - y) * PX,
+                baseline=(height - baseline) * PX,
+                font_size=style["font_size"] * PX,
+                font=(weight, "italic" if style["font_style"] == "italic" else "normal"),
+            )
+    missing = set(PLACES.values()) - set(found)
+    if missing:
+        raise RenderError(f"Mẫu công văn thiếu vị trí: {', '.join(sorted(missing))}.")
+    return found
 
 
 _engine: _Engine | None = None
@@ -517,3 +588,9 @@ def render_pdf(letter: Letter, *, verify_url: str | None = None) -> bytes:
     the left margin, clear of the text, the signature block and the page numbers.
     """
     return _get_engine().render_letter(letter, verify_url=verify_url)
+
+
+def render_with_places(letter: Letter, **options: Any) -> tuple[bytes, dict[str, Place]]:
+    """The letter for the electronic original: as ``render_pdf`` but with the number and day
+    lines laid out and not drawn, and the places (``PLACES``) where signing puts its fields."""
+    return _get_engine().render_with_places(letter, **options)

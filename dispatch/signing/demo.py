@@ -211,3 +211,66 @@ def _softhsm_token(folder: Path, identity: Identity) -> tuple[Path | None, str |
         )
     uri = f"pkcs11:token=Dispatch;object=agency?module-path={SOFTHSM_MODULE}"
     return folder, uri
+
+
+# --------------------------------------------------------------------------- demo images
+
+SEAL_DPI = 300
+SEAL_DIAMETER_MM = 38  # a usual round office seal
+SIGNATURE_DPI = 96
+RED = (255, 0, 0, 255)
+BLUE = (0, 40, 160, 255)
+
+
+def _png(image, dpi: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG", dpi=(dpi, dpi))
+    return out.getvalue()
+
+
+def _label_font(size: int):
+    from PIL import ImageFont
+
+    from dispatch.letters.pdf import FONT_DIR, FONT_FILES
+
+    return ImageFont.truetype(str(FONT_DIR / FONT_FILES[("bold", "normal")]), size)
+
+
+def seal_png() -> bytes:
+    """A DEMO seal: two red (255, 0, 0) rings, "DEMO" and the demo agency's name on a
+    transparent background, 38 mm across at 300 dpi (its real size)."""
+    from PIL import Image, ImageDraw
+
+    side = round(SEAL_DIAMETER_MM / 25.4 * SEAL_DPI)
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((4, 4, side - 5, side - 5), outline=RED, width=12)
+    draw.ellipse((70, 70, side - 71, side - 71), outline=RED, width=5)
+    draw.text((side / 2, side / 2), "DEMO", fill=RED, font=_label_font(110), anchor="mm")
+    draw.text((side / 2, side / 2 + 95), "KHÔNG DÙNG THẬT", fill=RED,
+              font=_label_font(34), anchor="mm")  # fmt: skip
+    draw.text((side / 2, 130), "CỤC TIN HỌC HOÁ", fill=RED, font=_label_font(40), anchor="mm")
+    # Pure red only: anti-aliasing goes into the alpha channel, never into the colour.
+    alpha = image.getchannel("A")
+    solid = Image.new("RGBA", image.size, RED)
+    solid.putalpha(alpha)
+    return _png(solid, SEAL_DPI)
+
+
+def signature_png() -> bytes:
+    """A DEMO handwritten signature: a blue stroke and "DEMO" on a transparent background,
+    190 × 80 px at 96 dpi (about 50 × 21 mm)."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    width, height = 190, 80
+    image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    points = [(10 + t * 1.7, 48 - 22 * math.sin(t / 9) * math.exp(-t / 160)) for t in range(0, 100)]
+    draw.line(points, fill=BLUE, width=3, joint="curve")
+    draw.line([(20, 66), (175, 58)], fill=BLUE, width=2)
+    draw.text((150, 30), "DEMO", fill=BLUE, font=_label_font(16), anchor="mm")
+    return _png(image, SIGNATURE_DPI)
