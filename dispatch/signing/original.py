@@ -564,6 +564,9 @@ def sign_attachment(
     resources = generic.DictionaryObject(
         {pdf_name("/Font"): generic.DictionaryObject({pdf_name(resource): font_ref})}
     )
+    if "/Contents" not in page:  # a page with nothing drawn on it (pyHanko expects contents)
+        page[pdf_name("/Contents")] = writer.add_object(generic.StreamObject(stream_data=b""))
+        writer.update_container(page)
     # The page's own content may leave its transformation changed: fence it in q … Q first.
     writer.add_stream_to_page(
         0, writer.add_object(generic.StreamObject(stream_data=b"q")), prepend=True
