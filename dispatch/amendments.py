@@ -16,14 +16,34 @@ number, text and files stay as they were), its e-mails still waiting are cancell
 reminders stop; the two letters name each other (``DispatchAmendment``) on the pages, in the
 audit log and in edXML (business type 1 recall, 3 replace, ``ResponseFor`` the original).
 
+The new letter is issued like any other (``issuing``), with the same questions first
+(``issue_check``): the date it will carry when it differs from its draft's, the offices no
+longer valid that day (readdressed to their successors when confirmed), the placeholder
+addresses. Without the confirmation ``approve`` refuses (``ConfirmationNeeded``) and changes
+nothing.
+
+With the agency's signing key configured (``issuing.signing_configured``) the new letter is a
+signed electronic original, in the order Decree 30 sets:
+
+* **Recall.** The leader who approves the recall is the person with authority over it, and signs
+  the recall letter in the same act: the draft is submitted to them (rendered once, archived:
+  ``drafting.approval.submit``) and those archived bytes are signed with their key
+  (``drafting.approval.approve``), then issued with the agency's signature. A leader without a
+  usable key (or whose key's password is not in the server's environment) is refused before
+  anything changes.
+* **Replacement.** The corrected draft goes through approval like any draft: the clerk submits
+  it, a leader reads and signs it (trình ký, ký duyệt); the amendment is approved, and the
+  letter issued, only once it is signed.
+
 ``request_recall``, ``start_replacement`` and ``reject`` write in the caller's transaction;
-``approve`` commits on its own, because issuing does (``issuing.issue_dispatch``).
+``approve`` commits on its own, because signing and issuing do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, select, update
 
@@ -31,11 +51,13 @@ from dispatch import audit, issuing
 from dispatch.archive import read_archived
 from dispatch.audit import actor_name
 from dispatch.clock import local
+from dispatch.drafting import approval as signing_approval
 from dispatch.drafting import drafts, uploads
 from dispatch.extensions import db
 from dispatch.models import (
     AmendmentKind,
     AmendmentStatus,
+    ApprovalStatus,
     DeliveryStatus,
     Dispatch,
     DispatchAmendment,
@@ -61,6 +83,31 @@ STATUS_LABELS = {
 
 class AmendmentError(ValueError):
     """The request or decision cannot be made; the message is for people (Vietnamese)."""
+
+
+class ConfirmationNeeded(AmendmentError):
+    """Issuing the new letter needs a confirmation that was not given (its printed date, its
+    offices no longer valid that day, placeholder addresses): nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Confirmations:
+    """What the leader confirmed for issuing the new letter, as on the normal issue path: the
+    printed date that differs from the draft's, sending to the successors of offices no longer
+    valid that day, and sending to placeholder addresses."""
+
+    date: bool = False
+    successors: bool = False
+    placeholders: bool = False
+
+
+@dataclass(frozen=True)
+class PendingIssue:
+    """What issuing the amendment's new letter at a moment will ask: the check of
+    ``issuing.check_before_issue`` and the offices with placeholder addresses."""
+
+    check: issuing.IssueCheck
+    placeholders: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -289,23 +336,154 @@ def _supersede(amendment: DispatchAmendment, new: Dispatch, actor: User, at: dt.
     )
 
 
-def approve(amendment_id: int, *, actor: User, at: dt.datetime) -> Approved:
+def _pending_draft(amendment: DispatchAmendment) -> Dispatch | None:
+    """The amendment's new letter while it is still a draft to issue; None once issued."""
+    if amendment.new_id is None:
+        return None
+    new = db.session.get(Dispatch, amendment.new_id)
+    return new if new is not None and new.status is DispatchStatus.DRAFT else None
+
+
+def issue_check(amendment_id: int, at: dt.datetime) -> PendingIssue | None:
+    """What approving the amendment at ``at`` will ask before its new letter is issued; None
+    when there is nothing left to issue (decided and issued, or declined).
+
+    For a recall not yet approved the letter is not drafted yet: it will carry ``at``'s month
+    and go to the original's offices, so the check is the original's offices on that day, with
+    no date to confirm.
+    """
+    amendment = db.session.get(DispatchAmendment, amendment_id)
+    if amendment is None or amendment.status is AmendmentStatus.REJECTED:
+        return None
+    draft = _pending_draft(amendment)
+    if draft is not None:
+        return PendingIssue(
+            issuing.check_before_issue(draft.id, at),
+            tuple(issuing.placeholder_recipients(draft.id)),
+        )
+    if (
+        amendment.status is not AmendmentStatus.REQUESTED
+        or amendment.kind is not AmendmentKind.RECALL
+    ):
+        return None
+    check = issuing.check_before_issue(amendment.original_id, at)
+    return PendingIssue(
+        replace(check, draft_date=f"{check.printed_on:%m/%Y}", date_differs=False),
+        tuple(issuing.placeholder_recipients(amendment.original_id)),
+    )
+
+
+def _confirm_issue(draft_id: int, confirm: Confirmations, actor: User, at: dt.datetime) -> None:
+    """Ask what the normal issue path asks before the new letter is issued at ``at``; readdress
+    to the successors when that was confirmed. ``ConfirmationNeeded`` otherwise."""
+    check = issuing.check_before_issue(draft_id, at)
+    if check.stale:
+        if not confirm.successors:
+            names = "; ".join(
+                f"{item.name} → "
+                + (", ".join(name for _, name in item.successors) or "không có cơ quan kế nhiệm")
+                for item in check.stale
+            )
+            raise ConfirmationNeeded(
+                f"{len(check.stale)} nơi nhận không còn hiệu lực vào ngày {check.printed_text} "
+                f"({names}): hãy xác nhận gửi tới các cơ quan kế nhiệm."
+            )
+        issuing.readdress_to_successors(draft_id, actor=actor, at=at)
+    if check.date_differs and not confirm.date:
+        raise ConfirmationNeeded(
+            f"Văn bản mới sẽ mang ngày {check.printed_text}, khác ngày {check.draft_date} của "
+            "bản nháp: hãy xác nhận ngày ban hành."
+        )
+    placeholders = issuing.placeholder_recipients(draft_id)
+    if placeholders and not confirm.placeholders:
+        raise ConfirmationNeeded(
+            issuing.placeholders_refusal(len(placeholders), "hãy xác nhận gửi tới địa chỉ tạm")
+        )
+
+
+def _refuse_unsigned(
+    amendment: DispatchAmendment, draft: Dispatch | None, actor: User, environ: Mapping[str, str]
+) -> None:
+    """With the agency's key configured, refuse before any change what could not be signed: a
+    recall whose approving leader cannot sign it now, a replacement not yet signed (ký duyệt)."""
+    if not issuing.signing_configured():
+        return
+    if amendment.kind is AmendmentKind.RECALL:
+        current = signing_approval.open_approval(draft.id) if draft is not None else None
+        if current is not None and current.status is ApprovalStatus.APPROVED:
+            return
+        try:
+            signing_approval.ready_to_sign(actor, environ)
+        except signing_approval.ApprovalError as exc:
+            raise AmendmentError(
+                "Văn bản thu hồi được ban hành có chữ ký số: lãnh đạo duyệt thu hồi ký số văn "
+                f"bản thu hồi. {exc}"
+            ) from exc
+        return
+    assert draft is not None
+    try:
+        issuing.refuse_unapproved(draft.id)
+    except issuing.NotApproved as exc:
+        raise AmendmentError(
+            f"Văn bản thay thế (bản nháp mã {draft.id}) chưa được lãnh đạo ký duyệt: văn thư "
+            "trình ký bản nháp, lãnh đạo ký duyệt rồi mới duyệt thay thế và ban hành."
+        ) from exc
+
+
+def _sign_recall(
+    draft_id: int, *, leader: User, requester: User | None, at: dt.datetime,
+    environ: Mapping[str, str],
+) -> None:  # fmt: skip
+    """The approving leader signs the recall letter: submitted to them (rendered once and
+    archived), then those archived bytes signed with their key. Each step commits; a retry
+    goes on from where it stopped."""
+    current = signing_approval.open_approval(draft_id)
+    if current is None:
+        signing_approval.submit(draft_id, leader_email=leader.email, actor=requester, at=at)
+        current = signing_approval.open_approval(draft_id)
+        assert current is not None
+    if current.status is ApprovalStatus.SUBMITTED:
+        signing_approval.approve(
+            draft_id, actor=leader, at=at, environ=environ, approval_id=current.id
+        )
+
+
+def approve(
+    amendment_id: int,
+    *,
+    actor: User,
+    at: dt.datetime,
+    environ: Mapping[str, str] | None = None,
+    confirm: Confirmations = Confirmations(),
+) -> Approved:
     """A leader approves: the recall letter (drafted now) or the replacement is issued, and the
     original marked recalled or replaced; commits on its own, as issuing does.
 
-    Safe to call again for an approval whose issue failed (an invalid replacement draft, an
-    archive that could not be written): it issues what is still a draft.
+    Before anything changes: the questions of the normal issue path (``confirm`` answers them;
+    ``ConfirmationNeeded`` otherwise) and, with the agency's key configured, whether the new
+    letter can be signed (``environ`` holds the leader's key's password, under the variable
+    their ``signing_password_env`` names). A signed recall is signed by ``actor``.
+
+    Safe to call again for an approval whose signing or issue failed (an invalid replacement
+    draft, an archive that could not be written, a key that did not open): it goes on with what
+    is still a draft.
     """
-    amendment = _decided(amendment_id, actor)
-    if amendment.status is AmendmentStatus.REJECTED:
-        raise AmendmentError("Đề nghị này đã bị từ chối.")
-    requester = (
-        db.session.get(User, amendment.requested_by_id) if amendment.requested_by_id else None
-    )
-    if amendment.status is AmendmentStatus.REQUESTED:
-        original = db.session.get(Dispatch, amendment.original_id)
-        assert original is not None
-        if amendment.kind is AmendmentKind.RECALL:
+    environ = environ if environ is not None else {}
+    try:
+        amendment = _decided(amendment_id, actor)
+        if amendment.status is AmendmentStatus.REJECTED:
+            raise AmendmentError("Đề nghị này đã bị từ chối.")
+        deciding = amendment.status is AmendmentStatus.REQUESTED
+        draft = _pending_draft(amendment)
+        pending = draft is not None or (deciding and amendment.kind is AmendmentKind.RECALL)
+        if pending:
+            _refuse_unsigned(amendment, draft, actor, environ)
+        requester = (
+            db.session.get(User, amendment.requested_by_id) if amendment.requested_by_id else None
+        )
+        if deciding and amendment.kind is AmendmentKind.RECALL:
+            original = db.session.get(Dispatch, amendment.original_id)
+            assert original is not None
             saved = drafts.save_as_typed(
                 None,
                 recall_source(original, amendment.reason, at),
@@ -315,16 +493,26 @@ def approve(amendment_id: int, *, actor: User, at: dt.datetime) -> Approved:
                 at=at,
             )
             amendment.new_id = saved.dispatch.id
-        amendment.status = AmendmentStatus.APPROVED
-        amendment.decided_by_id = actor.id
-        amendment.decided_at = at
-        db.session.flush()
-        _record("dispatch.amendment_approved", amendment, actor, at)
+            db.session.flush()
+        if pending:
+            assert amendment.new_id is not None
+            _confirm_issue(amendment.new_id, confirm, actor, at)
+        if deciding:
+            amendment.status = AmendmentStatus.APPROVED
+            amendment.decided_by_id = actor.id
+            amendment.decided_at = at
+            db.session.flush()
+            _record("dispatch.amendment_approved", amendment, actor, at)
         db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
     assert amendment.new_id is not None
     new = db.session.get(Dispatch, amendment.new_id)
     assert new is not None
     if new.status is DispatchStatus.DRAFT:
+        if issuing.signing_configured() and amendment.kind is AmendmentKind.RECALL:
+            _sign_recall(new.id, leader=actor, requester=requester, at=at, environ=environ)
         # Issued in the name of the clerk who prepared it, on the leader's approval.
         issuing.issue_dispatch(new.id, actor=requester, at=at)
         db.session.expire_all()

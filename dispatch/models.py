@@ -691,9 +691,12 @@ class DispatchApproval(db.Model):
 
     A draft has at most one open submission (``submitted`` or ``approved``) at a time; while it
     has one its letter cannot be edited. The rows are the history: each submission, the leader's
-    decision (who, when, the comment when returned) and a withdrawal (who, when). The approved
-    PDF (the leader's signature on the rendered letter, number and date still blank) is kept in
-    the archive: ``pdf_path`` relative to DISPATCH_DATA_DIR, its ``pdf_sha256``.
+    decision (who, when, the comment when returned) and a withdrawal (who, when). The PDF
+    submitted (the letter rendered once, at submission, number and date still blank) is kept in
+    the archive: ``submitted_pdf_path`` relative to DISPATCH_DATA_DIR, its
+    ``submitted_pdf_sha256``; the leader reads exactly those bytes and signs exactly them. The
+    approved PDF (those bytes plus the leader's signature, an incremental update) is kept beside
+    it: ``pdf_path``, its ``pdf_sha256``.
     """
 
     __tablename__ = "dispatch_approval"
@@ -711,6 +714,9 @@ class DispatchApproval(db.Model):
     withdrawn_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
     withdrawn_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     certificate: Mapped[str | None] = mapped_column(sa.String(500))  # the signer's subject
+    submitted_pdf_path: Mapped[str | None] = mapped_column(sa.String(500))
+    submitted_pdf_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    submitted_pdf_size: Mapped[int | None] = mapped_column()
     pdf_path: Mapped[str | None] = mapped_column(sa.String(500))
     pdf_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     pdf_size: Mapped[int | None] = mapped_column()

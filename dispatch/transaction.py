@@ -5,7 +5,9 @@ domain calls that make one change in ``with unit_of_work():``; the domain functi
 only add and flush, so the change and its audit entries commit (or roll back) together. The few
 domain functions that must commit on their own say so in the first line of their docstring:
 the sender (each outcome before the next message leaves), issuing (the number, the archive and
-the outbox at once, before any e-mail can leave) and the reminder run (one dispatch at a time).
+the outbox at once, before any e-mail can leave), the reminder run (one dispatch at a time),
+submitting and approving for signature (each with the PDF it archived) and approving a recall
+or replacement (it signs and issues).
 """
 
 from __future__ import annotations

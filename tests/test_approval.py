@@ -8,6 +8,7 @@ pyHanko, poppler's pdfsig, a real SMTP server on loopback, the archive on disk."
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,46 +16,27 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
 from dispatch.accounts import users
+from dispatch.archive import read_archived
 from dispatch.drafting import approval, drafts, uploads
 from dispatch.drafting.drafts import AwaitingSignature
 from dispatch.extensions import db
 from dispatch.models import ApprovalStatus, AuditEntry, Dispatch, DispatchApproval, Role
-from dispatch.signing import keys, pades
+from dispatch.signing import pades
 from tests.fixtures.database import SEED_AT
 from tests.fixtures.dispatches import DRAFT_AT, group_of
 from tests.fixtures.files import pdf_bytes
 from tests.fixtures.pki import PASSWORD
+from tests.fixtures.signing import PASSWORD_ENV, configure_agency, give_key
 from tests.fixtures.web import csrf_token_from
 
 LEADER = "lanhdao.kyduyet@thh.example"
 OTHER_LEADER = "phocuctruong@thh.example"
-PASSWORD_ENV = "DISPATCH_TEST_LEADER_KEY_PASSWORD"
 CODES = ("01", "79", "48")
 ISSUE_AT_TEXT = "2021-11-15T08:30:00+07:00"
 ATTACHMENT = "Hướng dẫn kèm theo.pdf"
-
-
-def png(colour: tuple[int, int, int, int], size: tuple[int, int] = (150, 60)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGBA", size, colour).save(out, format="PNG")
-    return out.getvalue()
-
-
-def give_key(user, pki) -> None:
-    """The demo leader's PKCS#12 key and a blue signature image, as an admin would set them."""
-    keys.set_signing_key(
-        user,
-        str(pki.leader.p12),
-        password_env=PASSWORD_ENV,
-        environ={PASSWORD_ENV: PASSWORD},
-        image=png((0, 0, 200, 220)),
-        actor="system",
-        at=SEED_AT,
-    )
 
 
 @pytest.fixture()
@@ -92,17 +74,6 @@ def actions(dispatch_id: int) -> list[str]:
             .where(AuditEntry.dispatch_id == dispatch_id)
             .order_by(AuditEntry.id)
         )
-    )
-
-
-def configure_agency(app, pki, tmp_path: Path) -> None:
-    seal = tmp_path / "con-dau.png"
-    seal.write_bytes(png((255, 0, 0, 200), (120, 120)))
-    app.config.update(
-        DISPATCH_AGENCY_KEY=pki.agency_uri or str(pki.agency.p12),
-        DISPATCH_AGENCY_KEY_PASSWORD=PASSWORD,
-        DISPATCH_AGENCY_SEAL=str(seal),
-        DISPATCH_TRUST_ROOTS=str(pki.root_pem),
     )
 
 
@@ -460,3 +431,113 @@ def test_api_issue_refuses_unapproved_with_a_key(web, api_headers, app, pki, tmp
     )
     assert response.status_code == 409
     assert "chưa được lãnh đạo ký duyệt" in response.get_json()["message"]
+
+
+# --- sign what you read: the submitted PDF, rendered once ---------------------------------------
+
+
+def _signed_prefix(approved: bytes) -> bytes:
+    """The bytes the leader's signature was laid over: the approved PDF before its incremental
+    update, the revision the signature's byte range starts with (read with pyHanko)."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    reader = PdfFileReader(io.BytesIO(approved))
+    (signature,) = reader.embedded_signatures
+    start, first, _, _ = signature.sig_object["/ByteRange"]
+    assert start == 0 and signature.signed_revision >= 1
+    previous = reader.xrefs.get_startxref_for_revision(signature.signed_revision - 1)
+    end = approved.index(b"%%EOF", previous) + len(b"%%EOF")
+    end += len(approved[end:]) - len(approved[end:].lstrip(b"\r\n"))
+    assert end <= first  # the whole previous revision lies in the signed range
+    return approved[:end]
+
+
+def test_the_leader_reads_and_signs_exactly_the_pdf_archived_at_submission(web, monkeypatch):
+    leader_email = web.users[Role.LEADER].email
+    submitted = approval.submit(
+        web.draft_id, leader_email=leader_email, actor=web.users[Role.CLERK], at=DRAFT_AT
+    )
+    row = db.session.get(DispatchApproval, submitted.id)
+    archived = read_archived(row.submitted_pdf_path, row.submitted_pdf_sha256)
+    assert archived.startswith(b"%PDF") and len(archived) == row.submitted_pdf_size
+    assert hashlib.sha256(archived).hexdigest() == row.submitted_pdf_sha256
+    entry = db.session.scalars(
+        select(AuditEntry).where(
+            AuditEntry.dispatch_id == web.draft_id,
+            AuditEntry.action == "dispatch.submitted_for_signature",
+        )
+    ).one()
+    assert entry.details["pdf_sha256"] == row.submitted_pdf_sha256
+
+    # The leader's page shows those bytes, not a fresh rendering.
+    shown = web.leader.get(f"/lanh-dao/trinh-ky/{submitted.id}/van-ban.pdf")
+    assert shown.status_code == 200 and shown.data == archived
+
+    # Nothing renders again from here on: a renderer that now fails cannot matter.
+    def no_second_rendering(*args, **kwargs):
+        raise AssertionError("the letter was rendered again after its submission")
+
+    monkeypatch.setattr(approval, "render", no_second_rendering)
+    signed = _post(
+        web.leader,
+        f"/lanh-dao/trinh-ky/{submitted.id}",
+        f"/lanh-dao/trinh-ky/{submitted.id}/ky-duyet",
+    )
+    assert signed.status_code == 303 and signed.location.endswith("/lanh-dao/trinh-ky/")
+    db.session.expire_all()
+    row = db.session.get(DispatchApproval, submitted.id)
+    assert row.status is ApprovalStatus.APPROVED
+    _, approved = approval.approved_pdf(web.draft_id)
+    # The approved PDF is the submitted bytes plus the signature's incremental update: the
+    # bytes the signature covers before its own revision are those the leader was shown.
+    assert approved.startswith(archived) and len(approved) > len(archived)
+    assert _signed_prefix(approved) == archived == shown.data
+    reports = pades.verify(approved, [])
+    assert reports[0].role == "signer" and reports[0].intact
+    approved_entry = db.session.scalars(
+        select(AuditEntry).where(
+            AuditEntry.dispatch_id == web.draft_id,
+            AuditEntry.action == "dispatch.approved_by_signer",
+        )
+    ).one()
+    assert approved_entry.details["submitted_pdf_sha256"] == row.submitted_pdf_sha256
+
+
+def test_an_altered_submitted_pdf_is_not_signed(signing, db_app):
+    d = signing
+    submitted = approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    path = Path(db_app.config["DISPATCH_DATA_DIR"]) / submitted.submitted_pdf_path
+    original = path.read_bytes()
+    # Someone with access to the archive changes one byte of the letter the leader will sign.
+    path.chmod(0o644)
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 0x01
+    path.write_bytes(bytes(changed))
+
+    with pytest.raises(approval.SubmittedPdfUnavailable, match="không còn đúng như khi trình"):
+        approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
+    db.session.expire_all()
+    row = db.session.get(DispatchApproval, submitted.id)
+    assert row.status is ApprovalStatus.SUBMITTED and row.pdf_path is None
+    assert "dispatch.approved_by_signer" not in actions(d.draft_id)
+    assert not list(path.parent.glob("ky-duyet-*"))  # nothing signed was archived
+    # A missing file is refused the same way.
+    path.unlink()
+    with pytest.raises(approval.SubmittedPdfUnavailable, match="Không đọc được tệp lưu trữ"):
+        approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
+
+
+def test_returned_and_withdrawn_submissions_keep_their_pdfs(signing, db_app):
+    d = signing
+    first = approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    approval.return_draft(d.draft_id, comment="Sửa trích yếu.", actor=d.leader, at=DRAFT_AT)
+    db.session.commit()
+    second = approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    approval.withdraw(d.draft_id, actor=d.clerk, at=DRAFT_AT)
+    db.session.commit()
+    history = approval.history(d.draft_id)
+    assert [h.id for h in history] == [first.id, second.id]
+    assert [h.status for h in history] == [ApprovalStatus.RETURNED, ApprovalStatus.WITHDRAWN]
+    assert history[0].submitted_pdf_path != history[1].submitted_pdf_path
+    for row in history:  # each submission's PDF stays in the archive as it was submitted
+        assert approval.submitted_pdf(row).startswith(b"%PDF")

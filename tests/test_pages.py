@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from dispatch import amendments
 from dispatch.accounts import users
 from dispatch.archive import read_archived
 from dispatch.extensions import db
@@ -93,6 +94,7 @@ def _pages(
         ("draft-submitted", f"/dispatches/{live.ids['submitted']}", "admin"),
         ("leader-approvals", "/lanh-dao/trinh-ky/", "leader"),
         ("leader-approval", f"/lanh-dao/trinh-ky/{live.ids['approval']}", "leader"),
+        ("amendment-confirm", f"/amendments/{live.ids['amendment']}/approve", "leader"),
     ]
 
 
@@ -219,6 +221,12 @@ def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
     with live.app.app_context():
         issued = db.session.get(Dispatch, dispatch_id)
         live.ids["code"] = issued.verification_code
+        # A recall asked for: the leader's confirmation page before approving it.
+        recall = amendments.request_recall(
+            dispatch_id, reason="Nhầm số liệu.", actor=users.get_user(live.clerk[0]), at=SEED_AT
+        )
+        db.session.commit()
+        live.ids["amendment"] = recall.id
         pdf = db.session.execute(
             select(Document).where(Document.dispatch_id == dispatch_id, Document.kind == "pdf")
         ).scalar_one()

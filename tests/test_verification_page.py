@@ -173,7 +173,12 @@ def test_a_recalled_letter_says_so_and_names_the_recall(issued_dispatch, client,
         dispatch.id, reason="Nhầm số liệu.", actor=clerk, at=DECIDED
     )
     db.session.commit()
-    approved = amendments.approve(amendment.id, actor=leader, at=DECIDED)
+    approved = amendments.approve(
+        amendment.id,
+        actor=leader,
+        at=DECIDED,
+        confirm=amendments.Confirmations(placeholders=True),  # the seeded .example addresses
+    )
     db.session.expire_all()
     assert db.session.get(Dispatch, dispatch.id).status is DispatchStatus.RECALLED
     text = _text(client.get(f"/xac-minh/{dispatch.verification_code}"))

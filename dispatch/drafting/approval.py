@@ -6,17 +6,28 @@ authority signs first; the number and date are given, and the agency signs, at i
 (``dispatch.issuing``). Here:
 
 * ``submit``: a clerk addresses a draft that validates and renders to a leader who has a signing
-  key; one open submission per draft at a time.
+  key; one open submission per draft at a time. The letter is rendered ONCE, here, and those
+  exact bytes are archived with their SHA-256 (``submitted_pdf``): they are what the leader reads
+  and what the leader signs. Commits on its own.
 * ``return_draft``: the addressed leader sends it back, with a comment (required).
-* ``approve``: the addressed leader signs the rendered letter (``signing.original.approve``, with
-  the image of their handwritten signature) with their key, whose password comes from the
-  environment variable named in ``User.signing_password_env`` (never stored, never logged);
-  the signed PDF's exact bytes are archived with their SHA-256. Commits on its own.
+* ``approve``: the addressed leader signs the submitted PDF, read back from the archive with its
+  SHA-256 checked (an altered or missing file is refused: nothing is signed), with
+  ``signing.original.approve`` (the image of their handwritten signature) and their key, whose
+  password comes from the environment variable named in ``User.signing_password_env`` (never
+  stored, never logged). The signature is an incremental update: the approved PDF is the
+  submitted bytes followed by the signature. Its exact bytes are archived with their SHA-256.
+  Commits on its own.
 * ``withdraw``: the clerk takes a submission or an approval back, to edit the draft; it is void.
 
+Sign what you read: nothing renders the letter again between the submission and the signature,
+so the bytes the leader viewed are the bytes signed, whatever may change in the renderer, its
+fonts or the letter's files meanwhile. A returned or withdrawn submission keeps its files and
+its row: the history.
+
 While a draft is submitted or approved its letter cannot be edited (``drafts.ensure_editable``).
-Every change is audited. Except ``approve``, nothing here commits: the caller ends the
-transaction.
+Every change is audited. ``return_draft`` and ``withdraw`` do not commit: the caller ends the
+transaction; ``submit`` and ``approve`` commit on their own, because they alone know the files
+they archived (removed again if their transaction fails).
 """
 
 from __future__ import annotations
@@ -70,6 +81,11 @@ class DraftNotReady(ApprovalError):
 
 class NotApproved(ApprovalError):
     """The draft has no approval (the leader's signature) to issue with."""
+
+
+class SubmittedPdfUnavailable(ApprovalError):
+    """The submitted PDF is not in the archive as it was submitted (missing or altered), or the
+    submission was made before submissions kept it: nothing can be signed."""
 
 
 # --- looking up --------------------------------------------------------------------------------
@@ -130,6 +146,24 @@ def leaders_who_sign() -> list[User]:
     )
 
 
+def submitted_pdf(approval: DispatchApproval) -> bytes:
+    """The PDF submitted for signature, exactly as archived at submission (its SHA-256 checked):
+    what the leader reads and signs. ``SubmittedPdfUnavailable`` otherwise."""
+    if not approval.submitted_pdf_path:
+        raise SubmittedPdfUnavailable(
+            f"Lần trình ký mã {approval.id} không có bản PDF trình ký được lưu (trình trước khi "
+            "hệ thống lưu bản trình ký): văn thư hãy rút lại rồi trình ký lại."
+        )
+    try:
+        return read_archived(approval.submitted_pdf_path, approval.submitted_pdf_sha256)
+    except ArchiveError as exc:
+        raise SubmittedPdfUnavailable(
+            f"Bản PDF trình ký không còn đúng như khi trình (lần trình ký mã {approval.id}): "
+            f"{exc} Không ký duyệt văn bản này; hãy báo quản trị viên, văn thư rút lại rồi "
+            "trình ký lại."
+        ) from exc
+
+
 def approved_pdf(dispatch_id: int) -> tuple[DispatchApproval, bytes]:
     """The draft's approval and its signed PDF, read back from the archive with its SHA-256
     checked; ``NotApproved`` when the draft is not approved."""
@@ -165,8 +199,8 @@ def letter_for_approval(dispatch: Dispatch) -> Letter:
 
 
 def render(dispatch: Dispatch) -> bytes:
-    """The PDF the leader reads: the draft rendered as it will be signed, with the QR code of
-    the page that will verify it once issued."""
+    """The draft rendered as it will be signed, with the QR code of the page that will verify
+    it once issued: called once, at submission (``submit`` archives it)."""
     from flask import current_app
 
     from dispatch.letters.pdf import RenderError
@@ -212,6 +246,17 @@ def _leader(email: str) -> User:
     return user
 
 
+def ready_to_sign(leader: User, environ: Mapping[str, str]) -> None:
+    """``ApprovalError`` unless ``leader`` can sign now: a signing key, and its password's
+    environment variable set (the key itself is opened only when signing)."""
+    if not leader.signing_key:
+        raise ApprovalError(
+            f"{leader.email} chưa có khoá ký số: quản trị viên cấu hình bằng "
+            "“dispatch users signing-key”."
+        )
+    _password(leader, environ)
+
+
 def _may_submit(actor: User | None) -> None:
     if actor is not None and actor.role not in (Role.CLERK, Role.ADMIN):
         raise ApprovalError("Chỉ văn thư, chuyên viên mới trình ký hoặc rút lại bản nháp.")
@@ -227,34 +272,63 @@ def _draft(dispatch_id: int) -> Dispatch:
 def submit(
     dispatch_id: int, *, leader_email: str, actor: User | None, at: dt.datetime
 ) -> DispatchApproval:
-    """A clerk submits a finished draft (it must validate and render) to a leader with a
-    signing key; audited ("dispatch.submitted_for_signature"). The caller commits."""
-    _may_submit(actor)
-    dispatch = _draft(dispatch_id)
-    current = open_approval(dispatch_id)
-    if current is not None:
-        raise ApprovalError(drafts.signature_lock_message(current.status))
-    leader = _leader(leader_email)
+    """A clerk submits a finished draft to a leader with a signing key; commits on its own.
+
+    The letter is rendered once (a draft that does not render is not a finished letter:
+    ``DraftNotReady``) and the PDF's exact bytes are archived read-only with their SHA-256:
+    the leader reads them, and ``approve`` signs them. Audited
+    ("dispatch.submitted_for_signature", with the PDF's SHA-256). On any failure nothing is
+    recorded and the file written is removed.
+    """
+    writer: ArchiveWriter | None = None
     try:
-        render(dispatch)  # a draft that does not render is not a finished letter
-    except ApprovalError as exc:
-        raise DraftNotReady(str(exc)) from exc
-    approval = DispatchApproval(
-        dispatch_id=dispatch.id,
-        status=ApprovalStatus.SUBMITTED,
-        leader_id=leader.id,
-        submitted_by_id=actor.id if actor is not None else None,
-        submitted_at=at,
-    )
-    db.session.add(approval)
-    db.session.flush()
-    audit.record_dispatch(
-        "dispatch.submitted_for_signature",
-        dispatch.id,
-        actor=actor_name(actor),
-        at=at,
-        details=_details(approval, subject=dispatch.subject),
-    )
+        _may_submit(actor)
+        dispatch = _draft(dispatch_id)
+        current = open_approval(dispatch_id)
+        if current is not None:
+            raise ApprovalError(drafts.signature_lock_message(current.status))
+        leader = _leader(leader_email)
+        try:
+            pdf = render(dispatch)
+        except ApprovalError as exc:
+            raise DraftNotReady(str(exc)) from exc
+        approval = DispatchApproval(
+            dispatch_id=dispatch.id,
+            status=ApprovalStatus.SUBMITTED,
+            leader_id=leader.id,
+            submitted_by_id=actor.id if actor is not None else None,
+            submitted_at=at,
+        )
+        db.session.add(approval)
+        db.session.flush()
+        writer = ArchiveWriter(dispatch.id, APPROVALS_FOLDER)
+        try:
+            stored = writer.write(f"trinh-ky-{approval.id}.pdf", pdf)
+        except ArchiveError as exc:
+            raise ApprovalError(str(exc)) from exc
+        approval.submitted_pdf_path = stored.path
+        approval.submitted_pdf_sha256 = stored.sha256
+        approval.submitted_pdf_size = stored.size
+        db.session.flush()
+        audit.record_dispatch(
+            "dispatch.submitted_for_signature",
+            dispatch.id,
+            actor=actor_name(actor),
+            at=at,
+            details=_details(
+                approval,
+                subject=dispatch.subject,
+                pdf_path=stored.path,
+                pdf_sha256=stored.sha256,
+                size=stored.size,
+            ),
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        if writer is not None:
+            writer.discard()
+        raise
     return approval
 
 
@@ -341,13 +415,15 @@ def approve(
     environ: Mapping[str, str],
     approval_id: int | None = None,
 ) -> Signed:
-    """The addressed leader signs the rendered draft (ký duyệt); commits on its own.
+    """The addressed leader signs the submitted PDF (ký duyệt); commits on its own.
 
-    It commits because it alone knows the archived file: the signed PDF is written read-only
-    to the archive, and removed again if the transaction fails. The key's password is read from
-    ``environ`` under the name the leader's ``signing_password_env`` gives; it is neither stored
-    nor written anywhere. Raises ``ApprovalError`` (wrong person, no key, a key that does not
-    open, a draft that no longer renders); nothing is changed then.
+    What is signed is exactly the PDF archived at submission, the one the leader's page shows,
+    read back with its SHA-256 checked: nothing is rendered again. It commits because it alone
+    knows the archived file: the signed PDF is written read-only to the archive, and removed
+    again if the transaction fails. The key's password is read from ``environ`` under the name
+    the leader's ``signing_password_env`` gives; it is neither stored nor written anywhere.
+    Raises ``ApprovalError`` (wrong person, no key, a key that does not open, a submitted PDF
+    missing or altered: ``SubmittedPdfUnavailable``); nothing is changed then.
     """
     from dispatch.signing import keys, original, pades
 
@@ -356,12 +432,8 @@ def approve(
         approval = _addressed(dispatch_id, actor, approval_id)
         dispatch = db.session.get(Dispatch, dispatch_id)
         assert dispatch is not None
-        if not actor.signing_key:
-            raise ApprovalError(
-                f"{actor.email} chưa có khoá ký số: quản trị viên cấu hình bằng "
-                "“dispatch users signing-key”."
-            )
-        pdf = render(dispatch)
+        ready_to_sign(actor, environ)
+        pdf = submitted_pdf(approval)
         try:
             with keys.open_signer(actor.signing_key, _password(actor, environ)) as signer:
                 certificate = signer.signing_cert.subject.human_friendly
@@ -389,6 +461,7 @@ def approve(
             details=_details(
                 approval,
                 certificate=approval.certificate,
+                submitted_pdf_sha256=approval.submitted_pdf_sha256,
                 pdf_path=stored.path,
                 pdf_sha256=stored.sha256,
                 size=stored.size,
@@ -422,6 +495,11 @@ def withdraw(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> Dispat
         dispatch_id,
         actor=actor_name(actor),
         at=at,
-        details=_details(approval, was=was.value, pdf_sha256=approval.pdf_sha256),
+        details=_details(
+            approval,
+            was=was.value,
+            submitted_pdf_sha256=approval.submitted_pdf_sha256,
+            pdf_sha256=approval.pdf_sha256,
+        ),
     )
     return approval

@@ -1,6 +1,7 @@
 """Ký duyệt: the leaders' side of approval. "Chờ ký duyệt" lists the drafts submitted to the
-signed-in leader; a submission's page shows the letter as it will be signed (the PDF, inline)
-with two forms: "Ký duyệt" (sign with the leader's key) and "Trả lại" (with a comment).
+signed-in leader; a submission's page shows the letter as it will be signed (the PDF archived
+when it was submitted, inline: exactly the bytes "Ký duyệt" signs) with two forms: "Ký duyệt"
+(sign with the leader's key) and "Trả lại" (with a comment).
 
 Only the leader a draft was submitted to signs or returns it (``drafting.approval`` checks it
 again); clerks and admins may open the PDF of a submission. The key's password comes from the
@@ -94,8 +95,10 @@ def submission(approval_id: int) -> Any:
 @frameable  # shown in the submission's page
 @role_required(Role.LEADER, Role.CLERK, Role.ADMIN)
 def document(approval_id: int) -> Any:
-    """The letter of a submission: as it will be signed while it waits, the signed PDF once
-    approved (its SHA-256 checked). A leader sees only what was submitted to them."""
+    """The letter of a submission: the PDF archived when it was submitted (exactly the bytes
+    the leader signs) while it waits, or returned or withdrawn; the signed PDF once approved.
+    Both are read back with their SHA-256 checked. A leader sees only what was submitted to
+    them."""
     item = db.session.get(DispatchApproval, approval_id)
     if item is None or (_me().role is Role.LEADER and item.leader_id != _me().id):
         abort(404)
@@ -106,12 +109,10 @@ def document(approval_id: int) -> Any:
         except ArchiveError as exc:
             abort(Response(str(exc), status=500, mimetype="text/plain"))
         return file_response(data, "application/pdf", name, inline=True, headers=NO_STORE)
-    if item.status is not ApprovalStatus.SUBMITTED or item.dispatch.status.value != "draft":
-        abort(404)
     try:
-        data = approval.render(item.dispatch)
-    except DraftError as exc:
-        return Response(str(exc), status=422, mimetype="text/plain", headers=NO_STORE)
+        data = approval.submitted_pdf(item)
+    except approval.SubmittedPdfUnavailable as exc:
+        return Response(str(exc), status=409, mimetype="text/plain", headers=NO_STORE)
     return file_response(data, "application/pdf", name, inline=True, headers=NO_STORE)
 
 

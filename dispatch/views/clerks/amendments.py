@@ -3,16 +3,17 @@ leader approves or declines) and the follow-up letter (công văn đôn đốc).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from dispatch import amendments, clock
 from dispatch.accounts.auth import role_required
 from dispatch.drafting.drafts import DraftError
 from dispatch.letters.source import LetterSourceError
-from dispatch.models import DispatchAmendment, Role
+from dispatch.models import AmendmentKind, DispatchAmendment, Role
 from dispatch.transaction import unit_of_work
 from dispatch.views.clerks.common import CHANGE_ROLES, bp, dispatch_or_404, signed_in_user
 
@@ -138,12 +139,109 @@ def _back(amendment_id: int) -> Any:
     return redirect(url_for("clerks.dispatch_detail", dispatch_id=target), code=303)
 
 
+def _confirmations(pending: amendments.PendingIssue | None) -> amendments.Confirmations:
+    """What the confirmation form ticked, each checked against what it was shown: the printed
+    date's token, the number of placeholder addresses, the number of offices to readdress."""
+    if pending is None:
+        return amendments.Confirmations()
+    check, form = pending.check, request.form
+    return amendments.Confirmations(
+        date=form.get("confirm_date") == check.confirmation_token,
+        successors=form.get("to_successors") == str(len(check.stale)),
+        placeholders=form.get("confirm_placeholders") == str(len(pending.placeholders)),
+    )
+
+
+def _signing_notice(amendment: DispatchAmendment, leader: Any) -> dict[str, str]:
+    """What the confirmation page says about digital signatures: unsigned (no key configured),
+    signed by this leader (a recall), signed by the leader it was submitted to (a replacement),
+    or refused (the leader cannot sign, the replacement is not signed yet)."""
+    from dispatch import issuing
+    from dispatch.drafting import approval
+
+    if not issuing.signing_configured():
+        return {"refusal": "", "notice": issuing.UNSIGNED_NOTICE}
+    if amendment.kind is AmendmentKind.RECALL:
+        try:
+            approval.ready_to_sign(leader, os.environ)
+        except approval.ApprovalError as exc:
+            return {
+                "refusal": "Văn bản thu hồi được ban hành có chữ ký số và do lãnh đạo duyệt thu "
+                f"hồi ký: {exc}",
+                "notice": "",
+            }
+        return {
+            "refusal": "",
+            "notice": "Khi bấm “Duyệt và ban hành”, văn bản thu hồi được tạo bản PDF một lần, "
+            "lưu trữ, và ký số bằng khoá của bạn (ký duyệt); rồi được cấp số, ngày và ký số "
+            "của cơ quan (kèm con dấu). Bản PDF gửi đi là bản gốc điện tử.",
+        }
+    if amendment.new_id is not None:
+        try:
+            issuing.refuse_unapproved(amendment.new_id)
+        except issuing.NotApproved:
+            return {
+                "refusal": "Văn bản thay thế chưa được lãnh đạo ký duyệt: văn thư trình ký bản "
+                "nháp, lãnh đạo ký duyệt rồi mới duyệt thay thế và ban hành.",
+                "notice": "",
+            }
+    return {
+        "refusal": "",
+        "notice": "Văn bản thay thế đã được lãnh đạo ký duyệt; khi ban hành, số và ngày được "
+        "điền vào bản đã ký duyệt rồi ký số của cơ quan (kèm con dấu).",
+    }
+
+
+@bp.get("/amendments/<int:amendment_id>/approve")
+@role_required(Role.LEADER)
+def confirm_amendment(amendment_id: int) -> Any:
+    """Before a leader approves: the letter that will be issued (the recall letter's text, or
+    the replacement draft), its printed date, offices no longer valid that day, placeholder
+    addresses and signatures, with the confirmations the normal issue page asks."""
+    from dispatch.extensions import db
+
+    amendment = db.session.get(DispatchAmendment, amendment_id)
+    if amendment is None:
+        abort(404)
+    at = clock.now()
+    pending = amendments.issue_check(amendment_id, at)
+    if pending is None:
+        flash("Đề nghị này không còn văn bản nào chờ ban hành.", "info")
+        return _back(amendment_id)
+    original = amendment.original
+    recall = None
+    if amendment.kind is AmendmentKind.RECALL and amendment.new_id is None:
+        recall = amendments.recall_source(original, amendment.reason, at)
+    return render_template(
+        "clerks/amendment_approve.html",
+        amendment=amendment,
+        label=amendments.LABELS[amendment.kind],
+        original=original,
+        recall=recall,
+        check=pending.check,
+        placeholders=list(pending.placeholders),
+        signing=_signing_notice(amendment, signed_in_user()),
+    )
+
+
 @bp.post("/amendments/<int:amendment_id>/approve")
 @role_required(Role.LEADER)
 def approve_amendment(amendment_id: int) -> Any:
-    """A leader approves: the recall letter or the replacement is issued with a new number."""
+    """A leader approves: the recall letter or the replacement is issued with a new number
+    (signed, when the agency's key is configured); asked confirmations missing, back to the
+    confirmation page."""
+    at = clock.now()
     try:
-        approved = amendments.approve(amendment_id, actor=signed_in_user(), at=clock.now())
+        approved = amendments.approve(
+            amendment_id,
+            actor=signed_in_user(),
+            at=at,
+            environ=os.environ,
+            confirm=_confirmations(amendments.issue_check(amendment_id, at)),
+        )
+    except amendments.ConfirmationNeeded as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("clerks.confirm_amendment", amendment_id=amendment_id), code=303)
     except (amendments.AmendmentError, DraftError) as exc:
         flash(str(exc), "error")
     except LetterSourceError as exc:

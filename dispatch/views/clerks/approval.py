@@ -50,6 +50,8 @@ def approval_panel(dispatch_id: int, status: str) -> dict[str, Any] | None:
                     else ""
                 ),
                 "sha256": item.pdf_sha256 or "",
+                "submitted_sha256": item.submitted_pdf_sha256 or "",
+                "pdf_url": url_for("approvals.document", approval_id=item.id),
             }
         )
     current = approval.open_approval(dispatch_id)
