@@ -1,4 +1,5 @@
-"""``dispatch dev`` (``make run``): migrate, seed, run three children, stop them all."""
+"""``dispatch dev`` (``make run``): migrate, seed, run three children, stop them all; the DEMO
+key set it makes once, and the seed letter it shows approved, sealed and verifiable."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ pytestmark = [pytest.mark.nodb, pytest.mark.slow]
 
 DISPATCH = str(Path(sys.executable).with_name("dispatch"))
 WAIT = 120.0  # start-up imports WeasyPrint and friends: slow on a busy machine
+DEMO_FILES = (
+    "DEMO-root-ca.pem",
+    "DEMO-agency.p12",
+    "DEMO-leader.p12",
+    "DEMO-seal.png",
+    "DEMO-leader-signature.png",
+    "DEMO-password",
+    "README.txt",
+)
 
 
 def process_table() -> dict[int, tuple[int, int]]:
@@ -72,6 +82,11 @@ def smtp_accepts(port: int) -> bool:
 def sign_in_and_list(port: int, email: str, password: str) -> tuple[str, str, str]:
     """Sign in through /login like a browser (cookie jar, CSRF token from the form); returns
     the login page, the address signed in to and the page it shows."""
+    return sign_in(port, email, password)[1:]
+
+
+def sign_in(port: int, email: str, password: str):
+    """``sign_in_and_list``, with the signed-in opener first (for the pages after)."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     base = f"http://127.0.0.1:{port}"
     with opener.open(f"{base}/login", timeout=30) as response:
@@ -82,7 +97,28 @@ def sign_in_and_list(port: int, email: str, password: str) -> tuple[str, str, st
     form = {"csrf_token": match.group(1), "email": email, "password": password}
     data = urllib.parse.urlencode(form).encode()
     with opener.open(f"{base}/login", data=data, timeout=30) as response:
-        return login_page, response.url, response.read().decode("utf-8")
+        return opener, login_page, response.url, response.read().decode("utf-8")
+
+
+def fetch(opener, url: str) -> tuple[int, bytes]:
+    with opener.open(url, timeout=30) as response:
+        return response.status, response.read()
+
+
+def dev_app(instance: Path):
+    """An app on the dev server's own database and archive, trusting its DEMO root."""
+    from dispatch import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'dispatch.db'}",
+            "DISPATCH_DATA_DIR": str(instance / "data"),
+            "DISPATCH_TRUST_ROOTS": str(instance / "demo-pki" / "DEMO-root-ca.pem"),
+            "SECRET_KEY": "test-secret",
+            "DISPATCH_AUDIT_KEY": "test-audit-key",
+        }
+    )
 
 
 def wait_for(predicate, what: str, process: subprocess.Popen, timeout: float = WAIT) -> None:
@@ -135,18 +171,51 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_every_child(dev_env, tmp_path):
         wait_for(lambda: healthz(web) == 200, "/healthz to answer 200", process)
         wait_for(lambda: smtp_accepts(sink), "the SMTP sink to accept", process)
         wait_for(lambda: "Nhấn Ctrl-C để dừng" in log.read_text(), "the banner", process)
-        # The printed demo account signs in, and the seed letter waits there as a draft.
+        # The printed demo account signs in: the seed letter is issued, signed, 63 recipients.
         printed = re.search(r"mật khẩu chung, nếu chưa đổi: (\S+)\)", log.read_text())
         assert printed, log.read_text()
-        login_page, landed, home = sign_in_and_list(web, "chuyenvien@thh.example", printed[1])
+        clerk, login_page, landed, home = sign_in(web, "chuyenvien@thh.example", printed[1])
         assert "Đăng nhập" in login_page
         assert landed == f"http://127.0.0.1:{web}/"
         assert "Chuyên viên Văn phòng Cục" in home  # signed in as the demo clerk
-        draft_row = re.search(r'<tr data-dispatch-id="\d+">.*?</tr>', home, re.S)
-        assert draft_row, home
-        assert "PC-Covid" in draft_row[0]
-        assert "Dự thảo" in draft_row[0]
-        assert "63 nơi nhận" in draft_row[0]
+        rows = re.findall(r'<tr data-dispatch-id="(\d+)">(.*?)</tr>', home, re.S)
+        issued = [(i, row) for i, row in rows if "01/THH-VP" in row]
+        assert len(issued) == 1, home
+        seed_id, seed_row = issued[0]
+        assert "tổ chức hướng dẫn và truyền thông về ứng dụng PC-Covid" in seed_row
+        assert "15/11/2021" in seed_row
+        assert "/63" in seed_row  # confirmations counted over its 63 recipients
+        waiting_rows = [row for _, row in rows if "báo cáo kết quả triển khai" in row]
+        assert len(waiting_rows) == 1 and "Chưa cấp số" in waiting_rows[0], home
+
+        # Its page links the archived PDF: the signed original, as the e-mails carry it.
+        status, page = fetch(clerk, f"http://127.0.0.1:{web}/dispatches/{seed_id}")
+        assert status == 200
+        link = re.search(r'href="([^"]+)">CV-01-THH-VP-2021-11-15\.pdf<', page.decode())
+        assert link, page.decode()
+        status, served_pdf = fetch(clerk, f"http://127.0.0.1:{web}{link[1]}")
+        assert status == 200 and served_pdf.startswith(b"%PDF")
+
+        # The public verification page of the letter (the QR code's target) names its number.
+        instance = Path(dev_env["DISPATCH_INSTANCE_PATH"])
+        app = dev_app(instance)
+        with app.app_context():
+            from dispatch.extensions import db
+            from dispatch.models import Dispatch
+
+            code = db.session.get(Dispatch, int(seed_id)).verification_code
+            db.session.remove()
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/xac-minh/{code}", timeout=30) as r:
+            assert r.status == 200
+            public = r.read().decode("utf-8")
+        assert "Công văn số 01/THH-VP" in public and "15/11/2021" in public
+
+        # The demo leader finds the second draft waiting for their signature.
+        leader, *_ = sign_in(web, "lanhdao@thh.example", printed[1])
+        status, waiting = fetch(leader, f"http://127.0.0.1:{web}/lanh-dao/trinh-ky/")
+        assert status == 200
+        assert "báo cáo kết quả triển khai ứng dụng PC-Covid" in waiting.decode()
+
         children = descendants(process.pid)
         assert len(children) >= 3  # web, scheduler, sink (and nothing they left behind)
         commands = " ".join(
@@ -168,6 +237,42 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_every_child(dev_env, tmp_path):
 
     output = log.read_text()
     instance = Path(dev_env["DISPATCH_INSTANCE_PATH"])
+    # The DEMO key set, labelled as such, said so on the banner.
+    pki = instance / "demo-pki"
+    made = {name: (pki / name).read_bytes() for name in DEMO_FILES}
+    assert "DEMO" in (pki / "README.txt").read_text()
+    assert f"Ký số: khoá, chứng thư và con dấu DEMO tại {pki}" in output
+    assert "không bao giờ dùng ký văn bản thật" in output
+    assert (pki / "DEMO-password").stat().st_mode & 0o077 == 0
+    from cryptography import x509
+
+    root = x509.load_pem_x509_certificate(made["DEMO-root-ca.pem"])
+    assert "DEMO" in root.subject.rfc4514_string()
+
+    # The served PDF is the archived original: both signatures intact, trusted against the
+    # demo root, the leader's first; the register knows it.
+    from dispatch.signing.verification import verify_file
+
+    app = dev_app(instance)
+    with app.app_context():
+        result, passed, _ = verify_file(served_pdf, app.config)
+    assert passed, result
+    signatures = result["signatures"]
+    assert [s["role"] for s in signatures] == ["signer", "agency"]
+    assert all(s["intact"] and s["trusted"] for s in signatures), signatures
+    # Signed by the demo leader's and the demo agency's keys.
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    secret = made["DEMO-password"].strip()
+    for signature, name in zip(signatures, ("DEMO-leader.p12", "DEMO-agency.p12"), strict=True):
+        cert = pkcs12.load_key_and_certificates(made[name], secret)[1]
+        subject = cert.subject
+        assert signature["name"] == subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert "DEMO" in subject.rfc4514_string()
+    assert result["register"]["number"] == "01/THH-VP"
+    assert result["register"]["date"] == "15/11/2021"
+
     # Migrated, seeded (the 63 offices, demo users), and said how to sign in.
     assert (instance / "dispatch.db").exists()
     assert "Running upgrade" in output
@@ -192,6 +297,10 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_every_child(dev_env, tmp_path):
     second = log2.read_text()
     assert "dữ liệu mẫu" not in second
     assert f"mật khẩu chung, nếu chưa đổi: {password}" in second
+    # The DEMO key set is made once: the second start uses the same files.
+    assert "Đã tạo bộ khoá ký số DEMO" not in second
+    assert f"con dấu DEMO tại {pki}" in second
+    assert {name: (pki / name).read_bytes() for name in DEMO_FILES} == made
 
 
 def test_dev_stops_everything_when_one_child_dies(dev_env, tmp_path):
@@ -234,3 +343,73 @@ def test_dev_refuses_a_port_in_use(dev_env, tmp_path):
         )
     assert result.returncode != 0
     assert f"cổng {port}" in result.stderr
+
+
+def scratch_app(tmp_path, monkeypatch, **config):
+    from dispatch import create_app
+
+    monkeypatch.setenv("DISPATCH_INSTANCE_PATH", str(tmp_path / "instance"))
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'unused.db'}",
+            "SECRET_KEY": "test-secret",
+            "DISPATCH_AUDIT_KEY": "test-audit-key",
+            **config,
+        }
+    )
+
+
+def test_an_operator_key_is_used_as_it_is_and_no_demo_key_is_made(tmp_path, monkeypatch):
+    from dispatch.processes.devserver import signing_setup
+
+    real = str(tmp_path / "agency.p12")
+    app = scratch_app(tmp_path, monkeypatch, DISPATCH_AGENCY_KEY=real)
+    signing = signing_setup(app)
+    assert signing.pki is None
+    assert signing.env == {}  # the children inherit the operator's own settings
+    assert "DISPATCH_AGENCY_KEY" in signing.banner[0] and "không tạo khoá DEMO" in signing.banner[0]
+    assert not (tmp_path / "instance" / "demo-pki").exists()
+
+
+def test_the_demo_key_set_is_made_whole_and_the_samples_refuse_another_key(tmp_path, monkeypatch):
+    from dispatch.processes import demo_signing
+    from dispatch.processes.devserver import signing_setup
+
+    folder = tmp_path / "instance" / "demo-pki"
+    folder.mkdir(parents=True)
+    (folder / "DEMO-root-ca.pem").write_text("left by an interrupted start")
+    app = scratch_app(tmp_path, monkeypatch)
+    signing = signing_setup(app)
+    # The incomplete folder is kept aside, a whole new set is in place.
+    assert (tmp_path / "instance" / "demo-pki.incomplete-1" / "DEMO-root-ca.pem").exists()
+    assert signing.pki is not None and signing.pki.created
+    assert all((folder / name).is_file() for name in DEMO_FILES)
+    assert signing.env["DISPATCH_AGENCY_KEY"] == str(folder / "DEMO-agency.p12")
+    assert signing.env["DISPATCH_AGENCY_SEAL"] == str(folder / "DEMO-seal.png")
+    assert signing.env["DISPATCH_TRUST_ROOTS"] == str(folder / "DEMO-root-ca.pem")
+    assert signing.env["DISPATCH_AGENCY_KEY_PASSWORD"] == signing.pki.password
+    assert any("DISPATCH_TSA_URL" in line for line in signing.banner)
+    # The seal is pure red on a transparent background, about 4 cm across at its dpi.
+    from PIL import Image
+
+    seal = Image.open(folder / "DEMO-seal.png")
+    assert seal.mode == "RGBA"
+    assert [colour for _, colour in seal.convert("RGB").getcolors()] == [(255, 0, 0)]
+    assert seal.getchannel("A").getextrema() == (0, 255)
+    assert abs(seal.width / seal.info["dpi"][0] * 2.54 - 4.0) < 0.05
+    # Found again, not made again.
+    again = demo_signing.ensure_demo_pki(folder)
+    assert not again.created and again.password == signing.pki.password
+
+    # A key that is not the demo folder's own never signs a sample.
+    other = scratch_app(tmp_path, monkeypatch, DISPATCH_AGENCY_KEY=str(tmp_path / "real.p12"))
+    with other.app_context(), pytest.raises(demo_signing.DemoSigningError, match="khoá DEMO"):
+        demo_signing.seed_signed_letters(
+            again,
+            seed_letter=Path("official_letters/pc-covid-2021"),
+            waiting_letter=Path("official_letters/demo-bao-cao-pc-covid"),
+            group_code="so-tttt-2021",
+            clerk_email="chuyenvien@thh.example",
+            leader_email="lanhdao@thh.example",
+        )

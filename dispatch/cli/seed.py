@@ -1,4 +1,6 @@
-"""``dispatch seed``: the 2021 directory, the demo users and the seed letter as a draft."""
+"""``dispatch seed``: the 2021 directory, the demo users and the seed letter as a draft; with
+``--demo-pki`` (what ``make run`` does), the seed letter signed and issued and a second draft
+waiting for the demo leader's signature."""
 
 from __future__ import annotations
 
@@ -18,16 +20,38 @@ from dispatch.models import Dispatch
 from dispatch.transaction import unit_of_work
 
 SEED_LETTER = Path("official_letters") / "pc-covid-2021"
+# A DEMO draft that waits for the demo leader's signature (only with --demo-pki).
+WAITING_LETTER = Path("official_letters") / "demo-bao-cao-pc-covid"
 
 
 @click.command("seed")
 @at_option
+@click.option(
+    "--demo-pki",
+    "demo_pki",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "A DEMO key folder made by 'dispatch dev' (instance/demo-pki): give the demo leader its "
+        "key, sign and issue the seed letter with it (November 2021), leave a second draft "
+        "waiting for signature. DISPATCH_AGENCY_KEY must be that folder's agency key."
+    ),
+)
 @with_appcontext
-def seed_command(at: dt.datetime) -> None:
+def seed_command(at: dt.datetime, demo_pki: Path | None) -> None:
     """Load the 2021 directory, the demo users and the seed letter as a draft (idempotent)."""
+    from dispatch.processes import demo_signing
+
+    pki = None
+    if demo_pki is not None:
+        pki = demo_signing.open_demo_pki(demo_pki)
+        if pki is None:
+            raise CliError(f"{demo_pki} không phải thư mục khoá DEMO do 'dispatch dev' tạo.")
     _seed_directory(at)
     _seed_users(at)
-    _seed_letter(at)
+    # The signed samples happen in November 2021, as the seed letter did: its draft too.
+    _seed_letter(demo_signing.LETTER_CREATED_AT if pki is not None else at)
+    if pki is not None:
+        _seed_signed_letters(pki)
 
 
 def _seed_directory(at: dt.datetime) -> None:
@@ -123,6 +147,36 @@ def _seed_letter(at: dt.datetime) -> None:
     click.echo(
         f"Công văn mẫu: đã tạo bản nháp mã {dispatch.id} gửi {len(dispatch.recipients)} nơi nhận."
     )
+
+
+def _seed_signed_letters(pki) -> None:
+    """Sign and issue the seed letter with the demo keys; leave a draft waiting (DEMO)."""
+    from dispatch.accounts import users
+    from dispatch.directory import offices
+    from dispatch.drafting import drafts
+    from dispatch.issuing import IssueError
+    from dispatch.letters.source import LetterSourceError
+    from dispatch.processes import demo_signing
+
+    try:
+        lines = demo_signing.seed_signed_letters(
+            pki,
+            seed_letter=PROJECT_ROOT / SEED_LETTER,
+            waiting_letter=PROJECT_ROOT / WAITING_LETTER,
+            group_code=offices.DEFAULT_GROUP_CODE,
+            clerk_email=users.DEMO_USERS[0][0],
+            leader_email=users.DEMO_USERS[1][0],
+        )
+    except (
+        demo_signing.DemoSigningError,
+        drafts.DraftError,
+        IssueError,
+        offices.DirectoryError,
+        LetterSourceError,
+    ) as exc:
+        raise CliError(str(exc)) from exc
+    for line in lines:
+        click.echo(line)
 
 
 commands = (seed_command,)

@@ -8,6 +8,10 @@ seed it when it is empty, then start three child processes, each with one role:
 * the scheduler (``dispatch scheduler``),
 * the SMTP sink (``dispatch smtp-sink``), which keeps every e-mail as an ``.eml`` file.
 
+Unless the operator configured the agency's key (``DISPATCH_AGENCY_KEY``), letters are signed
+with a DEMO key set made once under ``instance/demo-pki/`` (``processes.demo_signing``), and
+the sample data shows the seed letter approved by the demo leader and issued with the DEMO seal.
+
 Ctrl-C or SIGTERM stops all three. If one of them dies, the others are stopped and ``dispatch
 dev`` exits non-zero, so a broken piece is never hidden behind a running one. Each child runs in
 a process group of its own, which is signalled as a whole, so nothing is left behind.
@@ -33,6 +37,7 @@ from sqlalchemy import func, select
 
 from dispatch.config import PROJECT_ROOT
 from dispatch.extensions import db
+from dispatch.processes import demo_signing
 
 STOP_TIMEOUT = 10.0  # seconds a child is given to exit after SIGTERM, before SIGKILL
 READY_TIMEOUT = 120.0  # seconds to wait for the web app and the sink to accept connections
@@ -94,10 +99,12 @@ def database_is_empty(app: Flask) -> bool:
     return users == 0 and offices == 0
 
 
-def seed_database(env: dict[str, str]) -> str:
-    """Run ``dispatch seed`` (directory, group, demo accounts); returns what it printed."""
+def seed_database(env: dict[str, str], demo_pki: Path | None = None) -> str:
+    """Run ``dispatch seed`` (directory, group, demo accounts; with ``demo_pki`` the signed
+    samples too); returns what it printed."""
+    extra = ["--demo-pki", str(demo_pki)] if demo_pki is not None else []
     result = subprocess.run(
-        [*dispatch_executable(), "seed"],
+        [*dispatch_executable(), "seed", *extra],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -124,6 +131,51 @@ def demo_password(instance_path: Path, *, create: bool) -> str | None:
     path.write_text(password + "\n")
     path.chmod(0o600)
     return password
+
+
+@dataclass
+class Signing:
+    """How the stack signs: the variables the children get, the demo PKI (None when the
+    operator configured the agency's key), and what the banner says about it."""
+
+    env: dict[str, str]
+    pki: demo_signing.DemoPki | None
+    banner: list[str]
+
+
+def signing_setup(app: Flask) -> Signing:
+    """The operator's agency key when configured; otherwise the DEMO PKI under the instance
+    folder (made on the first start, reused later) and its settings for the children."""
+    config = app.config
+    if config.get("DISPATCH_AGENCY_KEY"):
+        return Signing(
+            {},
+            None,
+            [
+                "Ký số: dùng khoá của cơ quan đã cấu hình (DISPATCH_AGENCY_KEY), không tạo khoá "
+                "DEMO; văn bản mẫu không được ký."
+            ],
+        )
+    folder = Path(app.instance_path) / demo_signing.FOLDER_NAME
+    pki = demo_signing.ensure_demo_pki(folder)
+    if pki.created:
+        print(f"Đã tạo bộ khoá ký số DEMO tại {folder}", flush=True)
+    own_roots = bool(config.get("DISPATCH_TRUST_ROOTS"))
+    banner = [
+        f"Ký số: khoá, chứng thư và con dấu DEMO tại {folder}",
+        "  (chỉ để trình diễn, không ai tin các chứng thư này: không bao giờ dùng ký văn bản thật)",
+    ]
+    if own_roots:
+        banner.append(
+            "  DISPATCH_TRUST_ROOTS đã được đặt: giữ nguyên, chứng thư DEMO sẽ không được tin cậy."
+        )
+    if config.get("DISPATCH_TSA_URL"):
+        banner.append(f"  Dấu thời gian: {config['DISPATCH_TSA_URL']} (DISPATCH_TSA_URL).")
+    else:
+        banner.append(
+            "  Dấu thời gian: không có (chưa đặt DISPATCH_TSA_URL), chữ ký ở mức PAdES B-B."
+        )
+    return Signing(pki.environment(trust_roots=not own_roots), pki, banner)
 
 
 def demo_accounts(app: Flask) -> list[tuple[str, str]]:
@@ -237,6 +289,8 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
 
     print("Cập nhật cơ sở dữ liệu …", flush=True)
     migrate_database(app)
+    signing = signing_setup(app)
+    env.update(signing.env)
     if database_is_empty(app):
         print("Cơ sở dữ liệu trống: nạp dữ liệu mẫu (dispatch seed) …", flush=True)
         password = demo_password(Path(app.instance_path), create=True)
@@ -247,7 +301,7 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
             seed_env["DISPATCH_DEMO_PASSWORD_ORIGIN"] = str(
                 Path(app.instance_path) / "demo-password"
             )
-        output = seed_database(seed_env)
+        output = seed_database(seed_env, signing.pki.folder if signing.pki else None)
         if output.strip():
             print(output.rstrip(), flush=True)
     accounts = demo_accounts(app)
@@ -279,7 +333,12 @@ def run_dev(app: Flask, *, host: str = "127.0.0.1", port: int = 5000, smtp_port:
             else:
                 lines.append("Tài khoản dùng thử (mật khẩu: như khi chạy 'dispatch seed'):")
             lines += [f"  {email}  ({role})" for email, role in accounts]
-        lines += ["Nhấn Ctrl-C để dừng.", ""]
+        lines += signing.banner
+        lines += [
+            f"Xác minh văn bản đã ban hành: http://{host}:{port}/xac-minh",
+            "Nhấn Ctrl-C để dừng.",
+            "",
+        ]
         print("\n".join(lines), flush=True)
         while not stop.wait(0.2):
             code = _exit_code_if_one_died(started)
