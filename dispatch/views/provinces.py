@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError, generate_csrf
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch import archive, clock
@@ -39,7 +40,7 @@ from dispatch.models import (
 )
 from dispatch.receipts import acknowledgements
 from dispatch.text import clean_line, clean_note
-from dispatch.transaction import unit_of_work
+from dispatch.transaction import statement_connection, unit_of_work
 from dispatch.views.downloads import file_response
 
 bp = Blueprint("provinces", __name__)
@@ -158,12 +159,33 @@ def bookkeep(
     visit: acknowledgements.LinkVisit | None = None,
     recipient: DispatchRecipient | acknowledgements.Link | None = None,
     document: Document | None = None,
+    connection: Connection | None = None,
 ) -> None:
     """Record the visits still waiting, then ``visit`` (of the rows already read), oldest first,
     each in its own transaction; if the database refuses one, log it and keep it and the rest
     for the next request. Never raises for a database failure: the caller has a page to serve.
+
+    A link's first opening with nothing waiting is one statement on ``connection`` (see
+    ``acknowledgements.record_first_open``).
     """
     visits = _pending().take()
+    if (
+        not visits
+        and visit is not None
+        and isinstance(recipient, acknowledgements.Link)
+        and connection is not None
+    ):
+        try:
+            if acknowledgements.record_first_open(connection, recipient, visit):
+                return
+        except SQLAlchemyError:
+            current_app.logger.warning(
+                "could not record link visit (%s), kept to record later: 1 waiting",
+                visit.describe(),
+                exc_info=True,
+            )
+            _pending().keep([visit])
+            return
     if visit is not None:
         visits.append(visit)
     for index, item in enumerate(visits):
@@ -433,15 +455,19 @@ def letter(token: str) -> Any:
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     if request.method == "GET":
-        link = acknowledgements.find_link(token)
-        if link is None:
-            return unknown_link()
-        form = ConfirmationForm()
-        _restore_failed_form(form, token)
-        # What the page shows is read first: the note that it was opened is bookkeeping, written
-        # after (and kept for later if the database refuses it), and nothing is read again.
-        page = _page_data(token, link)
-        bookkeep(acknowledgements.LinkVisit(link.id, at, ip, user_agent), recipient=link)
+        with statement_connection() as connection:
+            link = acknowledgements.find_link(token, connection)
+            if link is None:
+                return unknown_link()
+            form = ConfirmationForm()
+            _restore_failed_form(form, token)
+            # What the page shows is read first: the note that it was opened is bookkeeping,
+            # written after (and kept for later if the database refuses it), and nothing is
+            # read again.
+            page = _page_data(token, link)
+            _remember_link(link)
+            visit = acknowledgements.LinkVisit(link.id, at, ip, user_agent)
+            bookkeep(visit, recipient=link, connection=connection)
         return _letter_page(form, already=False, **page)
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
@@ -486,24 +512,48 @@ def _letter_page(form: ConfirmationForm, **page: Any) -> str:
 def _confirm_at_once(token: str) -> Response | None:
     """The common confirmation: a valid form on a live link not yet confirmed, recorded without
     reading the link first (the 303 of Post/Redirect/Get); None for anything else, which
-    ``letter`` then looks into (an unknown link, a confirmation already on record, errors)."""
+    ``letter`` then looks into (an unknown link, a confirmation already on record, errors).
+
+    On PostgreSQL the confirmation and its audit entry are one statement, given the ids the
+    page put in the form (``acknowledge_link_at_once``); otherwise, or if that wrote nothing,
+    an UPDATE and the entry in one transaction (``acknowledge_link``).
+    """
     form = ConfirmationForm(request.form)
     if not form.validate():
         return None
-    with unit_of_work():
-        result = acknowledgements.acknowledge_link(
-            token,
-            form.name.data,
-            form.position.data,
-            form.note.data,
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string,
-            at=clock.now(),
+    fields = (token, form.name.data, form.position.data, form.note.data)
+    context = {"ip": request.remote_addr, "user_agent": request.user_agent.string}
+    at = clock.now()
+    with statement_connection() as connection:
+        result = acknowledgements.acknowledge_link_at_once(
+            connection, _link_ids(), *fields, **context, at=at
         )
+    if result is None:
+        with unit_of_work():
+            result = acknowledgements.acknowledge_link(*fields, **context, at=at)
     if result is None:
         return None
     bookkeep()  # the database takes writes: record any visits still waiting
     return redirect(url_for("provinces.letter", token=token), code=303)
+
+
+# The ids of the link last opened in this browser, [recipient id, dispatch id], kept in the
+# session by the page: they let the confirmation and its audit entry be written at once. The
+# statement finds the recipient by its token and records nothing if the ids are not its own.
+_LINK_IDS_KEY = "link"
+
+
+def _remember_link(link: acknowledgements.Link) -> None:
+    ids = [link.id, link.dispatch_id]
+    if session.get(_LINK_IDS_KEY) != ids:
+        session[_LINK_IDS_KEY] = ids
+
+
+def _link_ids() -> tuple[int, int] | None:
+    ids = session.get(_LINK_IDS_KEY)
+    if isinstance(ids, list) and len(ids) == 2 and all(type(i) is int for i in ids):
+        return ids[0], ids[1]
+    return None
 
 
 _FAILED_FORM_KEY = "failed_confirmation"
