@@ -339,6 +339,8 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
     """Plain data for the letter's page (templates never see ORM objects)."""
     dispatch = recipient.dispatch
     letter = acknowledgements.issued_letter(dispatch)
+    # One URL built: the files' are under it (as the download route says).
+    action = url_for("provinces.letter", token=token)
     return {
         "number": dispatch.number_and_symbol or "",
         "date": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
@@ -348,7 +350,7 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
         "deadline": clock.format_local(dispatch.deadline_at),
         "files": [
             FileLink(
-                url=url_for("provinces.download", token=token, ref=str(file.id)),
+                url=f"{action}/files/{file.id}",
                 filename=file.filename,
                 label=(_SIGNED_KIND_LABELS if dispatch.signed else _KIND_LABELS).get(
                     file.kind, "Tệp"
@@ -358,7 +360,7 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
             for file in letter.files
         ],
         "receipt": _receipt(recipient, letter.files),
-        "action": url_for("provinces.letter", token=token),
+        "action": action,
         "notice": _amendment_notice(dispatch, letter),
         "signed": bool(dispatch.signed),
     }
