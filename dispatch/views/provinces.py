@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch import archive, clock
+from dispatch.mail.links import is_well_formed
 from dispatch.models import (
     AcknowledgementMethod,
     AmendmentKind,
@@ -457,6 +458,8 @@ def letter(token: str) -> Any:
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     if request.method == "GET":
+        if not is_well_formed(token):
+            return unknown_link()  # not even a connection for it
         with statement_connection() as connection:
             link = acknowledgements.find_link(token, connection)
             if link is None:
@@ -526,10 +529,13 @@ def _confirm_at_once(token: str) -> Response | None:
     fields = (token, form.name.data, form.position.data, form.note.data)
     context = {"ip": request.remote_addr, "user_agent": request.user_agent.string}
     at = clock.now()
-    with statement_connection() as connection:
-        result = acknowledgements.acknowledge_link_at_once(
-            connection, _link_ids(), *fields, **context, at=at
-        )
+    result = None
+    link_ids = _link_ids()
+    if link_ids is not None and is_well_formed(token):
+        with statement_connection() as connection:
+            result = acknowledgements.acknowledge_link_at_once(
+                connection, link_ids, *fields, **context, at=at
+            )
     if result is None:
         with unit_of_work():
             result = acknowledgements.acknowledge_link(*fields, **context, at=at)
