@@ -96,6 +96,82 @@ def _append_one_statement():
 
 _APPEND_ONE = _append_one_statement()
 
+
+def gated_append(gate: Any) -> Any:
+    """PostgreSQL, for a statement that makes a change and its audit entry at once: the CTE
+    that appends one entry (``GatedAppend.parameters``) to its lane, only if the CTE ``gate``
+    (the change) returned a row and only if the lane ends where this process last left it (as
+    ``_append_one_statement``). Returns the CTE of the inserted entry's id.
+
+    The statement using it must fail as a whole when the change was made but the entry was not
+    (another process moved the lane's end): see ``acknowledgements`` for how.
+    """
+    moved = (
+        update(_LANES)
+        .where(
+            _LANES.c.lane == bindparam("end_lane"),
+            _LANES.c.hash == bindparam("end_before"),
+            select(gate).exists(),
+        )
+        .values(hash=bindparam("end_after"))
+        .returning(_LANES.c.lane)
+        .cte("moved")
+    )
+    values = select(
+        *(bindparam(f"entry_{name}", type_=_TABLE.c[name].type) for name in _COLUMNS)
+    ).select_from(moved)
+    return insert(_TABLE).from_select(list(_COLUMNS), values).returning(_TABLE.c.id).cte("entry")
+
+
+@dataclass(frozen=True)
+class GatedAppend:
+    """One entry hashed and keyed after the lane end this process knows, for ``gated_append``."""
+
+    lane: int
+    parameters: dict[str, Any]
+
+    def appended(self) -> None:
+        """The statement inserted the entry: the lane now ends with it."""
+        _known_ends()[self.lane] = self.parameters["end_after"]
+
+
+def prepare_gated(
+    action: str,
+    *,
+    actor: str,
+    at: dt.datetime,
+    object_type: str,
+    object_id: str | int | None = None,
+    dispatch_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> GatedAppend | None:
+    """The entry ``record`` would append, ready for a statement built with ``gated_append``
+    and run outside any transaction of the session; None if this process does not know where
+    its lane ends yet (``record`` then learns it)."""
+    pinned = db.session().info.get("audit_lane")
+    if pinned is not None and pinned.end is not None and pinned.transaction.is_active:
+        # The session's transaction has appended and holds its lane until it ends: an append
+        # from elsewhere in this thread could wait for it forever.
+        return None
+    lane = _own_lane()
+    end = _known_ends().get(lane)
+    if end is None:
+        return None
+    fields = {
+        "action": action,
+        "actor": actor,
+        "at": at,
+        "object_type": object_type,
+        "object_id": object_id,
+        "dispatch_id": dispatch_id,
+        "details": details,
+    }
+    [row] = _rows(end, lane, [fields])
+    parameters = {f"entry_{name}": value for name, value in row.items()}
+    parameters |= {"end_lane": lane, "end_before": end, "end_after": row["hash"]}
+    return GatedAppend(lane, parameters)
+
+
 # Where checkpoints are written, under DISPATCH_DATA_DIR.
 CHECKPOINT_DIR = "audit-checkpoints"
 

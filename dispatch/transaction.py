@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import Connection
+
 from dispatch.extensions import db
 
 
@@ -28,3 +30,19 @@ def unit_of_work() -> Iterator[None]:
         # Also when the commit itself fails: the session must not carry a half-done change.
         db.session.rollback()
         raise
+
+
+@contextmanager
+def statement_connection() -> Iterator[Connection | None]:
+    """A pooled connection of its own on which each statement commits by itself (autocommit),
+    for a request whose every change is one statement (a confirmation link's): no BEGIN and
+    no COMMIT to wait for. None on SQLite, where those requests use the session as any other.
+
+    Only statements that are whole changes may run on it: a change and its audit entry go in
+    one statement (``receipts.acknowledgements``), or in a ``unit_of_work``.
+    """
+    if db.engine.dialect.name != "postgresql":
+        yield None
+        return
+    with db.engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")

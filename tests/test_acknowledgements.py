@@ -839,3 +839,109 @@ def test_an_issued_letter_is_confirmed_through_its_link(seeded, client):
     assert pdf.sha256 in receipt
     assert _recipient(bac_lieu.id).acknowledged_by == "Nguyễn Văn Bạc"
     assert audit.verify_chain() == []
+
+
+@contextmanager
+def _statements() -> list[str]:
+    """The SQL statements sent to the database while the block runs."""
+    sent: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+
+
+@on_postgres
+@pytest.mark.postgres
+def test_a_link_is_opened_and_confirmed_in_one_statement_each_with_its_audit_entry(
+    issued, db_app, client
+):
+    # The first confirmation of a process learns where its audit lane ends.
+    assert confirm(client, issued.tokens[0], "Nguyễn Văn An", "Văn thư").status_code == 303
+    token = issued.tokens[1]
+    browser = db_app.test_client()
+    with _statements() as on_opening:
+        page = open_page(browser, token)
+    assert page.status_code == 200
+    form = {"csrf_token": csrf_token_from(page.get_data(as_text=True))}
+    form |= {"name": "Trần Thị Bình", "position": "Chánh Văn phòng"}
+    with _statements() as on_confirming:
+        assert browser.post(f"/r/{token}", data=form).status_code == 303
+
+    # Opening: the link's row, then its opening, its event and its audit entry at once.
+    # Confirming: the confirmation and its audit entry at once. No BEGIN, no COMMIT.
+    assert len(on_opening) == 2, on_opening
+    assert "audit_entry" in on_opening[1] and "recipient_event" in on_opening[1]
+    assert len(on_confirming) == 1, on_confirming
+    assert "audit_entry" in on_confirming[0] and "dispatch_recipient" in on_confirming[0]
+    recipient = _recipient(issued.recipient_ids[1])
+    assert recipient.opened_at is not None and recipient.acknowledged_by == "Trần Thị Bình"
+    assert [e.object_id for e in _audit("recipient.opened")] == [
+        str(issued.recipient_ids[0]),
+        str(issued.recipient_ids[1]),
+    ]
+    [_, entry] = _audit("recipient.acknowledged")
+    assert entry.object_id == str(recipient.id) and entry.dispatch_id == recipient.dispatch_id
+    assert entry.details["name"] == "Trần Thị Bình"
+    assert len(_events(recipient.id, "opened")) == 1
+    assert audit.verify_chain() == []
+
+
+@on_postgres
+@pytest.mark.postgres
+def test_a_lane_moved_by_another_process_writes_nothing_at_once_and_the_change_goes_the_long_way(
+    issued, db_app, client
+):
+    assert confirm(client, issued.tokens[0], "Nguyễn Văn An", "Văn thư").status_code == 303
+    ends = db_app.extensions["dispatch_audit_lane_ends"]
+    assert ends, "the process knows where its lane ends"
+
+    def another_process_appended() -> None:
+        # What this process believes is no longer the end of its lane.
+        for lane in ends:
+            ends[lane] = hashlib.sha256(os.urandom(8)).hexdigest()
+
+    token = issued.tokens[1]
+    browser = db_app.test_client()
+    another_process_appended()
+    with _statements() as on_opening:
+        page = open_page(browser, token)
+    assert page.status_code == 200
+    # The one statement was refused whole, and the page's visit recorded in a transaction.
+    assert len(on_opening) > 2
+    form = {"csrf_token": csrf_token_from(page.get_data(as_text=True))}
+    form |= {"name": "Trần Thị Bình", "position": "Chánh Văn phòng"}
+    another_process_appended()
+    with _statements() as on_confirming:
+        assert browser.post(f"/r/{token}", data=form).status_code == 303
+    assert len(on_confirming) > 1
+
+    recipient = _recipient(issued.recipient_ids[1])
+    assert recipient.acknowledged_by == "Trần Thị Bình"
+    assert len(_events(recipient.id, "opened")) == 1
+    assert [e.object_id for e in _audit("recipient.opened")].count(str(recipient.id)) == 1
+    assert [e.object_id for e in _audit("recipient.acknowledged")].count(str(recipient.id)) == 1
+    assert audit.verify_chain() == []
+
+
+def test_ids_in_the_session_that_are_not_the_links_record_nothing_wrong(issued, db_app, client):
+    # The page keeps its link's ids in the session; a confirmation of another link (ids of the
+    # first in the session) is recorded for its own recipient, once.
+    first, second = issued.tokens[0], issued.tokens[1]
+    page = open_page(client, second)
+    csrf = csrf_token_from(page.get_data(as_text=True))
+    assert open_page(client, first).status_code == 200
+    posted = client.post(
+        f"/r/{second}", data={"csrf_token": csrf, "name": "Lê Văn Cường", "position": "Văn thư"}
+    )
+    assert posted.status_code == 303
+    assert _recipient(issued.recipient_ids[1]).acknowledged_by == "Lê Văn Cường"
+    assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
+    [entry] = _audit("recipient.acknowledged")
+    assert entry.object_id == str(issued.recipient_ids[1])
+    assert audit.verify_chain() == []

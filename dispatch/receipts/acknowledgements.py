@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Integer, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -191,12 +193,17 @@ _FIND_LINK = (
 )
 
 
-def find_link(token: str) -> Link | None:
+def find_link(token: str, connection: Connection | None = None) -> Link | None:
     """What the page of the link ``token`` shows of its recipient and dispatch, as plain values
-    read in one query; None for a token that is not a live link (as ``find_recipient``)."""
+    read in one query (through ``connection`` if given, else the session); None for a token
+    that is not a live link (as ``find_recipient``)."""
     if not is_well_formed(token):
         return None
-    row = db.session.execute(_FIND_LINK, {"token_hash": hash_token(token)}).first()
+    parameters = {"token_hash": hash_token(token)}
+    if connection is None:
+        row = db.session.execute(_FIND_LINK, parameters).first()
+    else:
+        row = connection.execute(_FIND_LINK, parameters).first()
     if row is None:
         return None
     values = row._mapping
@@ -240,6 +247,111 @@ def _first_open_statement():
 
 
 _FIRST_OPEN = _first_open_statement()
+
+
+def _audited_statement(change: Any, *others: Any) -> Any:
+    """PostgreSQL: one statement that makes ``change`` (a CTE returning a row when it changed
+    something), the ``others`` that depend on it, and its audit entry (``audit.gated_append``),
+    all or nothing.
+
+    It returns how many rows the change touched, and fails as a whole (a division by zero,
+    ``GUARD_FAILED``) if it changed something without appending its entry, which happens when
+    another process moved the lane's end: nothing is then written, and the caller takes the
+    ordinary way (a transaction that reads the lane's end).
+    """
+    entry = audit.gated_append(change)
+    changed = select(func.count()).select_from(change).scalar_subquery()
+    entries = select(func.count()).select_from(entry).scalar_subquery()
+    # Every CTE is named in the statement (an unnamed one would not be sent); 1 / 0 when a
+    # change has no entry (entries is never more than changed).
+    return select(
+        changed.label("changed"),
+        (literal(1, Integer) // (literal(1, Integer) + entries - changed)).label("guard"),
+        *(select(func.count()).select_from(other).scalar_subquery() for other in others),
+    )
+
+
+# SQLSTATE of the guard of ``_audited_statement`` (division_by_zero).
+GUARD_FAILED = "22012"
+
+
+def _run_audited(connection: Connection, statement: Any, parameters: dict[str, Any]) -> int | None:
+    """Run an ``_audited_statement`` on its own (``connection`` in autocommit); how many rows it
+    changed, or None if it wrote nothing because the audit lane had moved."""
+    try:
+        return connection.execute(statement, parameters).scalar_one()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == GUARD_FAILED:
+            return None
+        raise
+
+
+def _first_open_audited_statement():
+    """PostgreSQL: ``_FIRST_OPEN`` and the "recipient.opened" entry, in one statement."""
+    opened = (
+        update(_RECIPIENTS)
+        .where(
+            _RECIPIENTS.c.id == bindparam("event_recipient_id"),
+            _RECIPIENTS.c.opened_at.is_(None),
+        )
+        .values(opened_at=bindparam("event_at"))
+        .returning(_RECIPIENTS.c.id)
+        .cte("opened")
+    )
+    values = select(
+        *(bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS)
+    ).select_from(opened)
+    event = (
+        insert(_EVENTS)
+        .from_select(list(_EVENT_COLUMNS), values)
+        .returning(_EVENTS.c.id)
+        .cte("event")
+    )
+    return _audited_statement(opened, event)
+
+
+_FIRST_OPEN_AUDITED = _first_open_audited_statement()
+
+
+def record_first_open(connection: Connection | None, link: Link, visit: LinkVisit) -> bool:
+    """The common case of ``record_visit`` in one statement of its own: the link's first
+    opening, its event and its audit entry, on PostgreSQL, through ``connection`` (in
+    autocommit: the statement is its own transaction). True if it recorded the visit; False if
+    nothing was written and ``record_visit`` must (the link was opened before, or is being
+    opened by another request; the audit lane's end is not where this process left it; or
+    another database).
+    """
+    if (
+        connection is None
+        or link.opened_at is not None
+        or visit.document_id is not None
+        or connection.dialect.name != "postgresql"
+    ):
+        return False
+    append = audit.prepare_gated(
+        "recipient.opened",
+        actor=_actor(link),
+        at=visit.at,
+        object_type="dispatch_recipient",
+        object_id=link.id,
+        dispatch_id=link.dispatch_id,
+        details={"via": "page"},
+    )
+    if append is None:
+        return False
+    parameters = {
+        "event_recipient_id": link.id,
+        "event_kind": "opened",
+        "event_detail": None,
+        "event_at": visit.at,
+        "event_ip": _clip(visit.ip, IP_MAX),
+        "event_user_agent": _clip(visit.user_agent, USER_AGENT_MAX),
+        **append.parameters,
+    }
+    if not _run_audited(connection, _FIRST_OPEN_AUDITED, parameters):
+        return False
+    append.appended()
+    return True
 
 
 def _audit_opened(recipient: DispatchRecipient | Link, at: dt.datetime, via: str) -> None:
@@ -530,19 +642,19 @@ def _confirmation_values(
     }
 
 
-def _audit_acknowledged(
+def _acknowledged_entry(
     recipient_id: int, dispatch_id: int, values: dict[str, object], actor: str
-) -> None:
+) -> dict[str, Any]:
+    """The "recipient.acknowledged" audit entry of a confirmation (``audit.record``'s keywords)."""
     method = values["acknowledged_method"]
     assert isinstance(method, AcknowledgementMethod)
-    audit.record(
-        "recipient.acknowledged",
-        actor=actor,
-        at=values["acknowledged_at"],  # type: ignore[arg-type]
-        object_type="dispatch_recipient",
-        object_id=recipient_id,
-        dispatch_id=dispatch_id,
-        details={
+    return {
+        "actor": actor,
+        "at": values["acknowledged_at"],
+        "object_type": "dispatch_recipient",
+        "object_id": recipient_id,
+        "dispatch_id": dispatch_id,
+        "details": {
             "name": values["acknowledged_by"],
             "position": values["acknowledged_position"],
             "note": values["acknowledgement_note"],
@@ -550,6 +662,14 @@ def _audit_acknowledged(
             "ip": values["acknowledged_ip"],
             "user_agent": values["acknowledged_user_agent"],
         },
+    }
+
+
+def _audit_acknowledged(
+    recipient_id: int, dispatch_id: int, values: dict[str, object], actor: str
+) -> None:
+    audit.record(
+        "recipient.acknowledged", **_acknowledged_entry(recipient_id, dispatch_id, values, actor)
     )
 
 
@@ -603,6 +723,77 @@ def acknowledge_link(
     if row is None:
         return None
     _audit_acknowledged(row.id, row.dispatch_id, values, f"recipient:{row.id}")
+    return AckResult(
+        recorded=True,
+        acknowledged_at=at,
+        acknowledged_by=name,
+        acknowledged_position=position,
+        method=method,
+    )
+
+
+def _acknowledge_link_audited_statement():
+    """PostgreSQL: ``_ACKNOWLEDGE_LINK`` for a recipient whose ids are given as well, and its
+    audit entry, in one statement (``_audited_statement``)."""
+    acknowledged = (
+        _acknowledge_link_statement()
+        .where(
+            _RECIPIENTS.c.id == bindparam("link_recipient_id"),
+            _RECIPIENTS.c.dispatch_id == bindparam("link_dispatch_id"),
+        )
+        .cte("acknowledged")
+    )
+    return _audited_statement(acknowledged)
+
+
+_ACKNOWLEDGE_LINK_AUDITED = _acknowledge_link_audited_statement()
+
+
+def acknowledge_link_at_once(
+    connection: Connection | None,
+    link_ids: tuple[int, int] | None,
+    token: str,
+    name: str,
+    position: str,
+    note: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    at: dt.datetime,
+) -> AckResult | None:
+    """``acknowledge_link`` in one statement of its own: the confirmation and its audit entry,
+    on PostgreSQL, through ``connection`` (in autocommit), for the link whose recipient and
+    dispatch ids the page gave (``link_ids``, as the form sent them back: the statement finds
+    the recipient by its token and checks them). None if nothing was written: then
+    ``acknowledge_link`` (in a transaction) does what is left, or finds why not.
+    """
+    if (
+        connection is None
+        or link_ids is None
+        or not is_well_formed(token)
+        or connection.dialect.name != "postgresql"
+    ):
+        return None
+    recipient_id, dispatch_id = link_ids
+    name, position, note = _checked_confirmer(name, position, note)
+    ip, user_agent = _clip(ip, IP_MAX), _clip(user_agent, USER_AGENT_MAX)
+    method = AcknowledgementMethod.LINK
+    values = _confirmation_values(name, position, note, ip, user_agent, at, method)
+    append = audit.prepare_gated(
+        "recipient.acknowledged",
+        **_acknowledged_entry(recipient_id, dispatch_id, values, f"recipient:{recipient_id}"),
+    )
+    if append is None:
+        return None
+    parameters = {f"set_{name}": value for name, value in values.items()}
+    parameters |= {
+        "link_token_hash": hash_token(token),
+        "link_recipient_id": recipient_id,
+        "link_dispatch_id": dispatch_id,
+        **append.parameters,
+    }
+    if not _run_audited(connection, _ACKNOWLEDGE_LINK_AUDITED, parameters):
+        return None
+    append.appended()
     return AckResult(
         recorded=True,
         acknowledged_at=at,

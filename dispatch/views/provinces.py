@@ -25,13 +25,12 @@ from flask import (
     session,
     url_for,
 )
-from flask_wtf import FlaskForm
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, generate_csrf
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from wtforms import StringField, TextAreaField
-from wtforms.validators import ValidationError
 
 from dispatch import archive, clock
+from dispatch.mail.links import is_well_formed
 from dispatch.models import (
     AcknowledgementMethod,
     AmendmentKind,
@@ -42,7 +41,7 @@ from dispatch.models import (
 )
 from dispatch.receipts import acknowledgements
 from dispatch.text import clean_line, clean_note
-from dispatch.transaction import unit_of_work
+from dispatch.transaction import statement_connection, unit_of_work
 from dispatch.views.downloads import file_response
 
 bp = Blueprint("provinces", __name__)
@@ -161,12 +160,33 @@ def bookkeep(
     visit: acknowledgements.LinkVisit | None = None,
     recipient: DispatchRecipient | acknowledgements.Link | None = None,
     document: Document | None = None,
+    connection: Connection | None = None,
 ) -> None:
     """Record the visits still waiting, then ``visit`` (of the rows already read), oldest first,
     each in its own transaction; if the database refuses one, log it and keep it and the rest
     for the next request. Never raises for a database failure: the caller has a page to serve.
+
+    A link's first opening with nothing waiting is one statement on ``connection`` (see
+    ``acknowledgements.record_first_open``).
     """
     visits = _pending().take()
+    if (
+        not visits
+        and visit is not None
+        and isinstance(recipient, acknowledgements.Link)
+        and connection is not None
+    ):
+        try:
+            if acknowledgements.record_first_open(connection, recipient, visit):
+                return
+        except SQLAlchemyError:
+            current_app.logger.warning(
+                "could not record link visit (%s), kept to record later: 1 waiting",
+                visit.describe(),
+                exc_info=True,
+            )
+            _pending().keep([visit])
+            return
     if visit is not None:
         visits.append(visit)
     for index, item in enumerate(visits):
@@ -190,33 +210,62 @@ def bookkeep(
 # --- The form -------------------------------------------------------------------------------
 
 
-def _check(field_name: str):
-    """A WTForms validator running the domain's own rules, so the page and the domain agree."""
+class Field:
+    """One field of the confirmation form as the page shows it: what was typed (cleaned) and
+    what is wrong with it."""
 
-    def validator(form: ConfirmationForm, field: Any) -> None:
+    __slots__ = ("data", "errors", "label", "name")
+
+    def __init__(self, name: str, label: str, data: str) -> None:
+        self.name = name
+        self.label = label
+        self.data = data
+        self.errors: list[str] = []
+
+    @property
+    def id(self) -> str:
+        """The input's id (its name, as WTForms would give it)."""
+        return self.name
+
+
+class ConfirmationForm:
+    """The confirmation of receipt: who confirms, in which position, and an optional note.
+
+    Read from the request by hand: three text fields do not need WTForms, whose form objects
+    were a large share of a confirmation's CPU. The CSRF token is checked before the view runs,
+    for every POST of the app (``CSRFProtect``); the rules are the domain's own
+    (``validate_confirmer``), so the page and the domain agree.
+    """
+
+    def __init__(self, formdata: Any = None) -> None:
+        get = (formdata or {}).get
+        self.name = Field("name", "Họ và tên người xác nhận", clean_line(get("name")))
+        self.position = Field("position", "Chức vụ", clean_line(get("position")))
+        self.note = Field("note", "Ghi chú (không bắt buộc)", clean_note(get("note")))
+
+    def __getitem__(self, name: str) -> Field:
+        if name not in _FORM_FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    @property
+    def fields(self) -> tuple[Field, Field, Field]:
+        """The fields in the page's order."""
+        return (self.name, self.position, self.note)
+
+    @property
+    def errors(self) -> dict[str, list[str]]:
+        """The messages of each field that has any."""
+        return {field.name: field.errors for field in self.fields if field.errors}
+
+    def validate(self) -> bool:
+        """Check the fields with the domain's rules; True if they can be recorded."""
         errors = acknowledgements.validate_confirmer(
-            form.name.data or "", form.position.data or "", form.note.data or ""
+            self.name.data, self.position.data, self.note.data
         )
-        if field_name in errors:
-            raise ValidationError(errors[field_name])
-
-    return validator
-
-
-class ConfirmationForm(FlaskForm):
-    """The confirmation of receipt: who confirms, in which position, and an optional note."""
-
-    name = StringField(
-        "Họ và tên người xác nhận",
-        filters=[clean_line],
-        validators=[_check("name")],
-    )
-    position = StringField("Chức vụ", filters=[clean_line], validators=[_check("position")])
-    note = TextAreaField(
-        "Ghi chú (không bắt buộc)",
-        filters=[clean_note],
-        validators=[_check("note")],
-    )
+        for field in self.fields:
+            field.errors = [errors[field.name]] if field.name in errors else []
+        return not errors
 
 
 # --- What the templates are given -----------------------------------------------------------
@@ -291,6 +340,8 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
     """Plain data for the letter's page (templates never see ORM objects)."""
     dispatch = recipient.dispatch
     letter = acknowledgements.issued_letter(dispatch)
+    # One URL built: the files' are under it (as the download route says).
+    action = url_for("provinces.letter", token=token)
     return {
         "number": dispatch.number_and_symbol or "",
         "date": dispatch.issued_on.strftime("%d/%m/%Y") if dispatch.issued_on else "",
@@ -300,7 +351,7 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
         "deadline": clock.format_local(dispatch.deadline_at),
         "files": [
             FileLink(
-                url=url_for("provinces.download", token=token, ref=str(file.id)),
+                url=f"{action}/files/{file.id}",
                 filename=file.filename,
                 label=(_SIGNED_KIND_LABELS if dispatch.signed else _KIND_LABELS).get(
                     file.kind, "Tệp"
@@ -310,7 +361,7 @@ def _page_data(token: str, recipient: DispatchRecipient | acknowledgements.Link)
             for file in letter.files
         ],
         "receipt": _receipt(recipient, letter.files),
-        "action": url_for("provinces.letter", token=token),
+        "action": action,
         "notice": _amendment_notice(dispatch, letter),
         "signed": bool(dispatch.signed),
     }
@@ -407,20 +458,26 @@ def letter(token: str) -> Any:
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     if request.method == "GET":
-        link = acknowledgements.find_link(token)
-        if link is None:
-            return unknown_link()
-        form = ConfirmationForm()
-        _restore_failed_form(form, token)
-        # What the page shows is read first: the note that it was opened is bookkeeping, written
-        # after (and kept for later if the database refuses it), and nothing is read again.
-        page = _page_data(token, link)
-        bookkeep(acknowledgements.LinkVisit(link.id, at, ip, user_agent), recipient=link)
-        return render_template("provinces/letter.html", form=form, already=False, **page)
+        if not is_well_formed(token):
+            return unknown_link()  # not even a connection for it
+        with statement_connection() as connection:
+            link = acknowledgements.find_link(token, connection)
+            if link is None:
+                return unknown_link()
+            form = ConfirmationForm()
+            _restore_failed_form(form, token)
+            # What the page shows is read first: the note that it was opened is bookkeeping,
+            # written after (and kept for later if the database refuses it), and nothing is
+            # read again.
+            page = _page_data(token, link)
+            _remember_link(link)
+            visit = acknowledgements.LinkVisit(link.id, at, ip, user_agent)
+            bookkeep(visit, recipient=link, connection=connection)
+        return _letter_page(form, already=False, **page)
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
         return unknown_link()
-    form = ConfirmationForm()
+    form = ConfirmationForm(request.form)
     already = False
     if recipient.acknowledged_at is not None:
         already = True
@@ -450,32 +507,61 @@ def letter(token: str) -> Any:
             "errors": {name: list(form[name].errors) for name in _FORM_FIELDS},
         }
         return redirect(url_for("provinces.letter", token=token, _anchor="xac-nhan"), code=303)
-    return render_template(
-        "provinces/letter.html", form=form, already=already, **_page_data(token, recipient)
-    )
+    return _letter_page(form, already=already, **_page_data(token, recipient))
+
+
+def _letter_page(form: ConfirmationForm, **page: Any) -> str:
+    return render_template("provinces/letter.html", form=form, csrf_token=generate_csrf(), **page)
 
 
 def _confirm_at_once(token: str) -> Response | None:
     """The common confirmation: a valid form on a live link not yet confirmed, recorded without
     reading the link first (the 303 of Post/Redirect/Get); None for anything else, which
-    ``letter`` then looks into (an unknown link, a confirmation already on record, errors)."""
-    form = ConfirmationForm()
+    ``letter`` then looks into (an unknown link, a confirmation already on record, errors).
+
+    On PostgreSQL the confirmation and its audit entry are one statement, given the ids the
+    page put in the form (``acknowledge_link_at_once``); otherwise, or if that wrote nothing,
+    an UPDATE and the entry in one transaction (``acknowledge_link``).
+    """
+    form = ConfirmationForm(request.form)
     if not form.validate():
         return None
-    with unit_of_work():
-        result = acknowledgements.acknowledge_link(
-            token,
-            form.name.data,
-            form.position.data,
-            form.note.data,
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string,
-            at=clock.now(),
-        )
+    fields = (token, form.name.data, form.position.data, form.note.data)
+    context = {"ip": request.remote_addr, "user_agent": request.user_agent.string}
+    at = clock.now()
+    result = None
+    link_ids = _link_ids()
+    if link_ids is not None and is_well_formed(token):
+        with statement_connection() as connection:
+            result = acknowledgements.acknowledge_link_at_once(
+                connection, link_ids, *fields, **context, at=at
+            )
+    if result is None:
+        with unit_of_work():
+            result = acknowledgements.acknowledge_link(*fields, **context, at=at)
     if result is None:
         return None
     bookkeep()  # the database takes writes: record any visits still waiting
     return redirect(url_for("provinces.letter", token=token), code=303)
+
+
+# The ids of the link last opened in this browser, [recipient id, dispatch id], kept in the
+# session by the page: they let the confirmation and its audit entry be written at once. The
+# statement finds the recipient by its token and records nothing if the ids are not its own.
+_LINK_IDS_KEY = "link"
+
+
+def _remember_link(link: acknowledgements.Link) -> None:
+    ids = [link.id, link.dispatch_id]
+    if session.get(_LINK_IDS_KEY) != ids:
+        session[_LINK_IDS_KEY] = ids
+
+
+def _link_ids() -> tuple[int, int] | None:
+    ids = session.get(_LINK_IDS_KEY)
+    if isinstance(ids, list) and len(ids) == 2 and all(type(i) is int for i in ids):
+        return ids[0], ids[1]
+    return None
 
 
 _FAILED_FORM_KEY = "failed_confirmation"
