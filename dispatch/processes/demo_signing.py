@@ -67,7 +67,7 @@ Thư mục này do `make run` (dispatch dev) tạo để trình diễn văn bả
 
 Không ai ngoài máy này tin các chứng thư DEMO. Không bao giờ dùng chúng để ký một văn bản thật:
 khoá thật của cơ quan do tổ chức cung cấp dịch vụ chứng thực cấp, đặt bằng DISPATCH_AGENCY_KEY
-và DISPATCH_AGENCY_KEY_PASSWORD (xem README.md, mục "Signatures and verification").
+và DISPATCH_AGENCY_KEY_PASSWORD (xem README.md, mục “Signatures and verification”).
 Xoá thư mục này (cùng cơ sở dữ liệu của instance/) để `make run` tạo bộ khoá DEMO mới.
 
 This folder was made by `make run` (dispatch dev) to demonstrate signed letters. Nobody trusts
