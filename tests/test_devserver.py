@@ -390,14 +390,14 @@ def test_the_demo_key_set_is_made_whole_and_the_samples_refuse_another_key(tmp_p
     assert signing.env["DISPATCH_TRUST_ROOTS"] == str(folder / "DEMO-root-ca.pem")
     assert signing.env["DISPATCH_AGENCY_KEY_PASSWORD"] == signing.pki.password
     assert any("DISPATCH_TSA_URL" in line for line in signing.banner)
-    # The seal is pure red on a transparent background, about 4 cm across at its dpi.
+    # The seal is pure red on a transparent background, 38 mm across at its dpi (its real size).
     from PIL import Image
 
     seal = Image.open(folder / "DEMO-seal.png")
     assert seal.mode == "RGBA"
     assert [colour for _, colour in seal.convert("RGB").getcolors()] == [(255, 0, 0)]
     assert seal.getchannel("A").getextrema() == (0, 255)
-    assert abs(seal.width / seal.info["dpi"][0] * 2.54 - 4.0) < 0.05
+    assert abs(seal.width / seal.info["dpi"][0] * 2.54 - 3.8) < 0.05
     # Found again, not made again.
     again = demo_signing.ensure_demo_pki(folder)
     assert not again.created and again.password == signing.pki.password

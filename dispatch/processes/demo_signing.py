@@ -3,7 +3,7 @@
 So that the development server shows what the product is for, a signed electronic original,
 ``dispatch dev`` makes once, under ``instance/demo-pki/``, a demo public-key infrastructure
 (``dispatch.signing.demo``): a root CA, the agency's key and the demo leader's key as PKCS#12
-files, the seal and the leader's handwritten-signature image (``dispatch.signing.demo_images``),
+files, the seal and the leader's handwritten-signature image (``dispatch.signing.demo`` too),
 their password and a README. Later starts reuse the folder.
 
 With it the dev server sets ``DISPATCH_AGENCY_KEY`` and friends for its children
@@ -138,8 +138,7 @@ def ensure_demo_pki(folder: Path) -> DemoPki:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    from dispatch.signing.demo import make_pki
-    from dispatch.signing.demo_images import seal_png, signature_png
+    from dispatch.signing.demo import make_pki, seal_png, signature_png
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     building = folder.with_name(f"{folder.name}.building")
