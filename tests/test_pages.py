@@ -144,20 +144,26 @@ def _submit_for_signature(live: LiveServer, pki) -> None:
     from dispatch.signing import keys
     from tests.fixtures.pki import PASSWORD
 
-    leader = users.get_user(live.leader[0])
-    keys.set_signing_key(
-        leader, str(pki.leader.p12), password_env="PAGES_LEADER_KEY_PASSWORD",
-        environ={"PAGES_LEADER_KEY_PASSWORD": PASSWORD}, image=None, actor="system",
-        at=SEED_AT,
-    )  # fmt: skip
-    clerk = users.get_user(live.clerk[0])
-    draft = drafts.create_draft(
-        PROJECT_ROOT / SEED_LETTER, group_code=offices.DEFAULT_GROUP_CODE, actor=clerk, at=SEED_AT
-    )
-    db.session.flush()
-    submitted = approval.submit(draft.id, leader_email=leader.email, actor=clerk, at=SEED_AT)
-    db.session.commit()
-    live.ids["submitted"], live.ids["approval"] = draft.id, submitted.id
+    # In the live app: the submitted PDF is archived under its data folder, where its pages
+    # read it back.
+    with live.app.app_context():
+        leader = users.get_user(live.leader[0])
+        keys.set_signing_key(
+            leader, str(pki.leader.p12), password_env="PAGES_LEADER_KEY_PASSWORD",
+            environ={"PAGES_LEADER_KEY_PASSWORD": PASSWORD}, image=None, actor="system",
+            at=SEED_AT,
+        )  # fmt: skip
+        clerk = users.get_user(live.clerk[0])
+        draft = drafts.create_draft(
+            PROJECT_ROOT / SEED_LETTER,
+            group_code=offices.DEFAULT_GROUP_CODE,
+            actor=clerk,
+            at=SEED_AT,
+        )
+        db.session.flush()
+        submitted = approval.submit(draft.id, leader_email=leader.email, actor=clerk, at=SEED_AT)
+        db.session.commit()
+        live.ids["submitted"], live.ids["approval"] = draft.id, submitted.id
 
 
 def test_every_page_fits_a_phone_and_passes_axe_and_the_html_checker(
