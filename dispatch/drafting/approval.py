@@ -33,13 +33,14 @@ they archived (removed again if their transaction fails).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 
 from dispatch import audit
-from dispatch.archive import ArchiveError, ArchiveWriter, read_archived
+from dispatch.archive import ArchivedFile, ArchiveError, ArchiveWriter, read_archived
 from dispatch.audit import actor_name
 from dispatch.drafting import drafts
 from dispatch.drafting.drafts import DraftError, lock_dispatch
@@ -269,6 +270,28 @@ def _draft(dispatch_id: int) -> Dispatch:
     return dispatch
 
 
+@contextmanager
+def _committed_with_file(dispatch_id: int) -> Iterator[Callable[[str, bytes], ArchivedFile]]:
+    """One transaction that also writes a file to the draft's approvals folder: the body's
+    changes are committed at the end with the file in place, or, on any failure, rolled back
+    and the file removed. Yields ``store(name, data)``, which writes the file."""
+    writer = ArchiveWriter(dispatch_id, APPROVALS_FOLDER)
+
+    def store(filename: str, data: bytes) -> ArchivedFile:
+        try:
+            return writer.write(filename, data)
+        except ArchiveError as exc:
+            raise ApprovalError(str(exc)) from exc
+
+    try:
+        yield store
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        writer.discard()
+        raise
+
+
 def submit(
     dispatch_id: int, *, leader_email: str, actor: User | None, at: dt.datetime
 ) -> DispatchApproval:
@@ -280,8 +303,7 @@ def submit(
     ("dispatch.submitted_for_signature", with the PDF's SHA-256). On any failure nothing is
     recorded and the file written is removed.
     """
-    writer: ArchiveWriter | None = None
-    try:
+    with _committed_with_file(dispatch_id) as store:
         _may_submit(actor)
         dispatch = _draft(dispatch_id)
         current = open_approval(dispatch_id)
@@ -301,11 +323,7 @@ def submit(
         )
         db.session.add(approval)
         db.session.flush()
-        writer = ArchiveWriter(dispatch.id, APPROVALS_FOLDER)
-        try:
-            stored = writer.write(f"trinh-ky-{approval.id}.pdf", pdf)
-        except ArchiveError as exc:
-            raise ApprovalError(str(exc)) from exc
+        stored = store(f"trinh-ky-{approval.id}.pdf", pdf)
         approval.submitted_pdf_path = stored.path
         approval.submitted_pdf_sha256 = stored.sha256
         approval.submitted_pdf_size = stored.size
@@ -323,12 +341,6 @@ def submit(
                 size=stored.size,
             ),
         )
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        if writer is not None:
-            writer.discard()
-        raise
     return approval
 
 
@@ -427,8 +439,7 @@ def approve(
     """
     from dispatch.signing import keys, original, pades
 
-    writer: ArchiveWriter | None = None
-    try:
+    with _committed_with_file(dispatch_id) as store:
         approval = _addressed(dispatch_id, actor, approval_id)
         dispatch = db.session.get(Dispatch, dispatch_id)
         assert dispatch is not None
@@ -440,11 +451,7 @@ def approve(
                 signed = original.approve(pdf, signer, image=actor.signature_image, at=at)
         except (keys.SigningKeyError, pades.SigningError) as exc:
             raise ApprovalError(f"Chưa ký duyệt được: {exc}") from exc
-        writer = ArchiveWriter(dispatch.id, APPROVALS_FOLDER)
-        try:
-            stored = writer.write(f"ky-duyet-{approval.id}.pdf", signed)
-        except ArchiveError as exc:
-            raise ApprovalError(str(exc)) from exc
+        stored = store(f"ky-duyet-{approval.id}.pdf", signed)
         approval.status = ApprovalStatus.APPROVED
         approval.decided_at = at
         approval.certificate = certificate[:500]
@@ -467,12 +474,6 @@ def approve(
                 size=stored.size,
             ),
         )
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        if writer is not None:
-            writer.discard()
-        raise
     return Signed(approval.id, dispatch_id, stored.path, stored.sha256, certificate)
 
 
