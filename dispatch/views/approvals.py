@@ -12,6 +12,8 @@ server's environment, never from the request.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
@@ -116,45 +118,37 @@ def document(approval_id: int) -> Any:
     return file_response(data, "application/pdf", name, inline=True, headers=NO_STORE)
 
 
+def _decide(approval_id: int, decide: Callable[..., object], done: str) -> Any:
+    """Carry out the addressed leader's decision on a submission; back to the list with
+    ``done`` (``{id}``: the draft's), or to the submission with the refusal."""
+    dispatch_id = _addressed_to_me(approval_id).dispatch_id
+    try:
+        with unit_of_work():  # approving commits on its own; this ends the request's session
+            decide(dispatch_id, actor=_me(), at=clock.now(), approval_id=approval_id)
+    except DraftError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("approvals.submission", approval_id=approval_id), code=303)
+    flash(done.format(id=dispatch_id), "info")
+    return redirect(url_for("approvals.waiting"), code=303)
+
+
 @bp.post("/<int:approval_id>/ky-duyet")
 @role_required(Role.LEADER)
 def sign(approval_id: int) -> Any:
     """Ký duyệt: sign the letter with the leader's key; back to the list."""
-    item = _addressed_to_me(approval_id)
-    dispatch_id = item.dispatch_id
-    try:
-        with unit_of_work():  # approving commits on its own; this ends the request's session
-            approval.approve(
-                dispatch_id,
-                actor=_me(),
-                at=clock.now(),
-                environ=os.environ,
-                approval_id=approval_id,
-            )
-    except DraftError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("approvals.submission", approval_id=approval_id), code=303)
-    flash(f"Đã ký duyệt bản nháp mã {dispatch_id}; văn thư có thể ban hành.", "info")
-    return redirect(url_for("approvals.waiting"), code=303)
+    return _decide(
+        approval_id,
+        partial(approval.approve, environ=os.environ),
+        "Đã ký duyệt bản nháp mã {id}; văn thư có thể ban hành.",
+    )
 
 
 @bp.post("/<int:approval_id>/tra-lai")
 @role_required(Role.LEADER)
 def send_back(approval_id: int) -> Any:
     """Trả lại: return the draft to the clerk with a comment (required)."""
-    item = _addressed_to_me(approval_id)
-    dispatch_id = item.dispatch_id
-    try:
-        with unit_of_work():
-            approval.return_draft(
-                dispatch_id,
-                comment=request.form.get("comment", ""),
-                actor=_me(),
-                at=clock.now(),
-                approval_id=approval_id,
-            )
-    except DraftError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("approvals.submission", approval_id=approval_id), code=303)
-    flash(f"Đã trả lại bản nháp mã {dispatch_id} kèm ý kiến.", "info")
-    return redirect(url_for("approvals.waiting"), code=303)
+    return _decide(
+        approval_id,
+        partial(approval.return_draft, comment=request.form.get("comment", "")),
+        "Đã trả lại bản nháp mã {id} kèm ý kiến.",
+    )
