@@ -146,40 +146,40 @@ def users_set_password_command(
     click.echo(f"Đã đặt mật khẩu mới cho {email}; các phiên đăng nhập đã kết thúc.")
 
 
-@users_group.command("deactivate")
-@click.argument("email")
-@_as_option
-@at_option
-@with_appcontext
-def users_deactivate_command(email: str, as_email: str | None, at: dt.datetime) -> None:
-    """Stop a user from signing in; every session of theirs ends."""
-    from dispatch.accounts import users
+def _activation_command(name: str, active: bool, doc: str, done: str, already: str) -> None:
+    """``dispatch users activate|deactivate EMAIL``: ``done`` or ``already`` ({email}) said."""
 
-    changed = _change(
-        email,
-        as_email,
-        at,
-        lambda user, actor, at: users.set_active(user, False, actor=actor, at=at),
-    )
-    click.echo(f"Đã vô hiệu hoá {email}." if changed else f"{email} đã bị vô hiệu hoá từ trước.")
+    @users_group.command(name, help=doc)
+    @click.argument("email")
+    @_as_option
+    @at_option
+    @with_appcontext
+    def command(email: str, as_email: str | None, at: dt.datetime) -> None:
+        from dispatch.accounts import users
+
+        changed = _change(
+            email,
+            as_email,
+            at,
+            lambda user, actor, at: users.set_active(user, active, actor=actor, at=at),
+        )
+        click.echo((done if changed else already).format(email=email))
 
 
-@users_group.command("activate")
-@click.argument("email")
-@_as_option
-@at_option
-@with_appcontext
-def users_activate_command(email: str, as_email: str | None, at: dt.datetime) -> None:
-    """Let a deactivated user sign in again."""
-    from dispatch.accounts import users
-
-    changed = _change(
-        email,
-        as_email,
-        at,
-        lambda user, actor, at: users.set_active(user, True, actor=actor, at=at),
-    )
-    click.echo(f"Đã kích hoạt lại {email}." if changed else f"{email} vẫn đang hoạt động.")
+_activation_command(
+    "deactivate",
+    False,
+    "Stop a user from signing in; every session of theirs ends.",
+    "Đã vô hiệu hoá {email}.",
+    "{email} đã bị vô hiệu hoá từ trước.",
+)
+_activation_command(
+    "activate",
+    True,
+    "Let a deactivated user sign in again.",
+    "Đã kích hoạt lại {email}.",
+    "{email} vẫn đang hoạt động.",
+)
 
 
 @users_group.command("end-sessions")
