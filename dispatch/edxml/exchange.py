@@ -48,7 +48,7 @@ from dispatch.edxml.package import (
 from dispatch.edxml.status import StatusMessage, parse_status
 from dispatch.edxml.xml import EdxmlError
 from dispatch.extensions import db
-from dispatch.inbound.handler import insert_inbound
+from dispatch.inbound.handler import record_inbound
 from dispatch.models import (
     AcknowledgementMethod,
     AmendmentKind,
@@ -385,7 +385,7 @@ def receive_status(raw: bytes, *, door: str, at: dt.datetime) -> StatusResult:
         )  # fmt: skip
     dispatch, recipient = _find(message)
     path = keep_inbound(raw, sha256, at, suffix=".xml")
-    inbound_id = insert_inbound(
+    inbound_id, again = record_inbound(
         {
             "received_at": at,
             "door": door,
@@ -407,34 +407,21 @@ def receive_status(raw: bytes, *, door: str, at: dt.datetime) -> StatusResult:
                 "organ_id": message.sender.organ_id,
                 "timestamp": message.timestamp.isoformat(),
             },
-        }
-    )
-    if inbound_id is None:
-        again = db.session.execute(
-            select(InboundMessage).where(InboundMessage.sha256 == sha256)
-        ).scalar_one()
-        return StatusResult(
-            again.id, True, message.code, message.meaning, again.dispatch_id,
-            again.recipient_id, False,
-        )  # fmt: skip
-    audit.record(
-        "inbound.received",
+        },
         actor=_actor(message),
         at=at,
-        object_type="inbound_message",
-        object_id=inbound_id,
-        dispatch_id=dispatch.id if dispatch is not None else None,
         details={
-            "door": door,
-            "kind": InboundKind.EDXML_STATUS.value,
-            "sha256": sha256,
-            "archive_path": path,
             "code": message.code,
             "document_id": message.response_for.document_id,
             "organ_id": message.sender.organ_id,
             "recipient_id": recipient.id if recipient is not None else None,
         },
     )
+    if again is not None:
+        return StatusResult(
+            again.id, True, message.code, message.meaning, again.dispatch_id,
+            again.recipient_id, False,
+        )  # fmt: skip
     changed = False
     if dispatch is not None and recipient is not None:
         changed = _apply(message, dispatch, recipient, at)

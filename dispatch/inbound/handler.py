@@ -126,8 +126,15 @@ def _report_for(row: OutboxMessage | None, classified: Classified) -> RecipientR
     return ordered[0] if ordered and row is not None else None
 
 
-def insert_inbound(values: dict) -> int | None:
-    """INSERT the inbound row unless its SHA-256 is known; its id, or None (a duplicate)."""
+def record_inbound(
+    values: dict, *, actor: str, at: dt.datetime, details: dict
+) -> tuple[int, InboundMessage | None]:
+    """INSERT the inbound row and its "inbound.received" audit entry (its door, kind, SHA-256,
+    archive path and ``details``), unless its SHA-256 is known: then nothing is written.
+
+    Returns the row's id and, when another door kept the same bytes at this very moment, that
+    earlier row (None when this call inserted it).
+    """
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     table = InboundMessage.__table__
     statement = (
@@ -136,7 +143,28 @@ def insert_inbound(values: dict) -> int | None:
         .on_conflict_do_nothing(index_elements=["sha256"])
         .returning(table.c.id)
     )
-    return db.session.execute(statement).scalar_one_or_none()
+    inbound_id = db.session.execute(statement).scalar_one_or_none()
+    if inbound_id is None:
+        again = db.session.execute(
+            select(InboundMessage).where(InboundMessage.sha256 == values["sha256"])
+        ).scalar_one()
+        return again.id, again
+    audit.record(
+        "inbound.received",
+        actor=actor,
+        at=at,
+        object_type="inbound_message",
+        object_id=inbound_id,
+        dispatch_id=values.get("dispatch_id"),
+        details={
+            "door": values["door"],
+            "kind": values["kind"].value,
+            "sha256": values["sha256"],
+            "archive_path": values["archive_path"],
+            **details,
+        },
+    )
+    return inbound_id, None
 
 
 def _mark_bounced(
@@ -260,7 +288,7 @@ def handle_message(
     report = _report_for(row, classified) if classified.reports else None
     path = keep_inbound(raw, sha256, at)
     recipient_id = row.recipient_id if row is not None else None
-    inbound_id = insert_inbound(
+    inbound_id, again = record_inbound(
         {
             "received_at": at,
             "door": door,
@@ -291,26 +319,10 @@ def handle_message(
                     for r in classified.reports[:50]
                 ],
             },
-        }
-    )
-    if inbound_id is None:  # handled at this very moment by another door
-        again = db.session.execute(
-            select(InboundMessage).where(InboundMessage.sha256 == sha256)
-        ).scalar_one()
-        return InboundResult(again.id, True, again.kind, again.matched_by, again.recipient_id)
-
-    audit.record(
-        "inbound.received",
+        },
         actor=ACTOR,
         at=at,
-        object_type="inbound_message",
-        object_id=inbound_id,
-        dispatch_id=row.dispatch_id if row is not None else None,
         details={
-            "door": door,
-            "kind": classified.kind.value,
-            "sha256": sha256,
-            "archive_path": path,
             "message_id": classified.message_id,
             "from": classified.from_address,
             "subject": classified.subject,
@@ -319,6 +331,8 @@ def handle_message(
             "recipient_id": recipient_id,
         },
     )
+    if again is not None:  # handled at this very moment by another door
+        return InboundResult(again.id, True, again.kind, again.matched_by, again.recipient_id)
     bounced = False
     if row is not None and classified.kind is InboundKind.BOUNCE and report is not None:
         bounced = _mark_bounced(row, report, classified, inbound_id, at)
