@@ -508,10 +508,10 @@ def _run_deliver(env, at: str, log: Path) -> subprocess.Popen:
         )
 
 
-@pytest.mark.slow
-def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
-    smtp_app, smtp_server, outbox_dispatch, tmp_path
-):
+def _signal_mid_batch(signum, smtp_app, smtp_server, outbox_dispatch, tmp_path):
+    """Queue 12 messages, start ``dispatch deliver`` against a server that answers each after
+    0.3 s, and send it ``signum`` while the server holds its fourth message; the ended sender,
+    its environment and its log."""
     outbox_dispatch(12)
     db.session.commit()
     db.session.close()  # the subprocess writes; hold no lock here
@@ -519,14 +519,24 @@ def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     log = tmp_path / "deliver.log"
     handler = smtp_server.handler
     handler.delay = 0.3
-
     sender = _run_deliver(env, "2021-11-15T08:31:00+07:00", log)
     try:
-        # Kill it while the server holds its fourth message, before answering it.
         handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
-        sender.send_signal(signal.SIGKILL)
+        sender.send_signal(signum)
     finally:
         sender.wait(timeout=60)
+    return sender, env, log
+
+
+@pytest.mark.slow
+def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+    smtp_app, smtp_server, outbox_dispatch, tmp_path
+):
+    # Kill it while the server holds its fourth message, before answering it.
+    sender, env, log = _signal_mid_batch(
+        signal.SIGKILL, smtp_app, smtp_server, outbox_dispatch, tmp_path
+    )
+    handler = smtp_server.handler
     assert sender.returncode == -signal.SIGKILL
     handler.wait_until(lambda h: h.holding == 0)
     accepted_before = len(handler.messages)
@@ -555,21 +565,11 @@ def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
 def test_a_sender_asked_to_stop_ends_once_the_message_in_hand_is_recorded(
     smtp_app, smtp_server, outbox_dispatch, tmp_path
 ):
-    outbox_dispatch(12)
-    db.session.commit()
-    db.session.close()
-    env = _dispatch_env(smtp_app, smtp_server, tmp_path)
-    log = tmp_path / "deliver.log"
+    # SIGTERM (systemd's stop, a time-out) while the server holds a message.
+    sender, env, log = _signal_mid_batch(
+        signal.SIGTERM, smtp_app, smtp_server, outbox_dispatch, tmp_path
+    )
     handler = smtp_server.handler
-    handler.delay = 0.3
-
-    sender = _run_deliver(env, "2021-11-15T08:31:00+07:00", log)
-    try:
-        # SIGTERM (systemd's stop, a time-out) while the server holds a message.
-        handler.wait_until(lambda h: len(h.messages) >= 3 and h.holding > 0)
-        sender.send_signal(signal.SIGTERM)
-    finally:
-        sender.wait(timeout=60)
 
     output = log.read_text()
     assert sender.returncode == 1, output
