@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from dispatch.models import (
     MessageKind,
     OutboxMessage,
 )
+from tests.fixtures.database import command_env
 from tests.fixtures.smtp import ISSUED_AT
 
 AT = ISSUED_AT + dt.timedelta(minutes=1)
@@ -480,22 +480,7 @@ def test_deliver_command_prints_a_vietnamese_summary(smtp_app, smtp_server, outb
 
 
 def _dispatch_env(app, smtp_server, tmp_path: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MAIL_", "DATABASE_URL", "DISPATCH_"))
-    }
-    env.update(
-        {
-            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "DISPATCH_AUDIT_KEY": app.config["DISPATCH_AUDIT_KEY"],
-            "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
-            "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
-            **smtp_server.environ(),
-        }
-    )
-    return env
+    return command_env(app, tmp_path, **smtp_server.environ())
 
 
 def _run_deliver(env, at: str, log: Path) -> subprocess.Popen:

@@ -49,6 +49,7 @@ from dispatch.models import (
     OutboxMessage,
     RegisterCounter,
 )
+from tests.fixtures.database import command_env
 from tests.fixtures.smtp import ISSUED_AT, SmtpServer
 
 DISPATCH = str(Path(sys.executable).with_name("dispatch"))
@@ -138,23 +139,7 @@ def assert_nothing_lost(smtp_server: SmtpServer, *, failed: Iterable[str] = ()) 
 
 
 def _env(app, smtp_server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MAIL_", "DATABASE_URL", "DISPATCH_", "PG"))
-    }
-    env.update(
-        {
-            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "DISPATCH_AUDIT_KEY": app.config["DISPATCH_AUDIT_KEY"],
-            "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
-            "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
-            **smtp_server.environ(),
-            **extra,
-        }
-    )
-    return env
+    return command_env(app, tmp_path, **smtp_server.environ(), **extra)
 
 
 def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:

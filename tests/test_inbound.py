@@ -10,7 +10,6 @@ real process) and a Dovecot mailbox read over IMAPS.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from dispatch.models import (
     OutboxMessage,
 )
 from dispatch.reporting.status import status_report
+from tests.fixtures.database import command_env
 from tests.fixtures.relay import dsn_bytes, qmail_bounce_bytes, wait_for
 from tests.fixtures.smtp import ISSUED_AT, free_port
 
@@ -257,22 +257,7 @@ def test_a_bounce_by_the_second_server_read_from_a_file(
 
 
 def _dispatch_env(app, tmp_path: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MAIL_", "DATABASE_URL", "DISPATCH_"))
-    }
-    env.update(
-        {
-            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "DISPATCH_AUDIT_KEY": app.config["DISPATCH_AUDIT_KEY"],
-            "DISPATCH_DATA_DIR": app.config["DISPATCH_DATA_DIR"],
-            "DISPATCH_INSTANCE_PATH": str(tmp_path / "instance"),
-            "DISPATCH_BOUNCE_ADDRESS": BOUNCES,
-        }
-    )
-    return env
+    return command_env(app, tmp_path, DISPATCH_BOUNCE_ADDRESS=BOUNCES)
 
 
 @pytest.mark.slow
