@@ -174,6 +174,7 @@ def prepare_gated(
 
 # Where checkpoints are written, under DISPATCH_DATA_DIR.
 CHECKPOINT_DIR = "audit-checkpoints"
+CHECKPOINT_WRITTEN = "audit.checkpoint_written"
 
 
 class AuditKeyError(RuntimeError):
@@ -560,7 +561,10 @@ def write_checkpoint_report(at: dt.datetime, *, stamp: Stamper | None = None) ->
     only, and the error returned, so the caller can say so.
 
     Written to a temporary file, flushed to disk and renamed, so a checkpoint is whole or
-    absent. Reads only: nothing to commit.
+    absent. Then the log itself records it ("audit.checkpoint_written": the file's name, whether
+    it was time-stamped and the token's SHA-256), so that a later checkpoint anchors that record:
+    a checkpoint file removed, or stripped of its token, is then found by
+    ``verify_checkpoints``. The caller commits.
     """
     payload: dict[str, Any] = {
         "format": 1,
@@ -568,11 +572,11 @@ def write_checkpoint_report(at: dt.datetime, *, stamp: Stamper | None = None) ->
         "lanes": {str(lane): head for lane, head in lane_heads().items()},
     }
     payload["mac"] = _mac(_checkpoint_body(payload))
-    record = dict(payload)
+    content = dict(payload)
     stamp_error = None
     if stamp is not None:
         try:
-            record["rfc3161"] = base64.b64encode(stamp(_checkpoint_body(payload))).decode()
+            content["rfc3161"] = base64.b64encode(stamp(_checkpoint_body(payload))).decode()
         except RuntimeError as exc:
             stamp_error = str(exc)
     folder = _checkpoint_folder()
@@ -581,11 +585,25 @@ def write_checkpoint_report(at: dt.datetime, *, stamp: Stamper | None = None) ->
     # Two schedulers (a standby taking over) may write in the same second: each its own file.
     temporary = path.with_name(f".{path.stem}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     with temporary.open("wb") as handle:
-        handle.write(_checkpoint_body(record))
+        handle.write(_checkpoint_body(content))
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(path)
-    return CheckpointWritten(path, "rfc3161" in record, stamp_error)
+    token = content.get("rfc3161")
+    record(
+        CHECKPOINT_WRITTEN,
+        actor="system",
+        at=at,
+        object_type="audit_checkpoint",
+        object_id=path.name[:50],
+        details={
+            "file": path.name,
+            "stamped": token is not None,
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None,
+            "stamp_error": stamp_error,
+        },
+    )
+    return CheckpointWritten(path, token is not None, stamp_error)
 
 
 @dataclass(frozen=True)
@@ -604,6 +622,7 @@ class Checkpoint:
     at: dt.datetime
     lanes: dict[int, dict[str, Any]]
     stamp: Any = None  # what the StampChecker found of its RFC 3161 token, when it has one
+    token_sha256: str | None = None  # of the token as kept in the file (base64), when it has one
 
 
 def read_checkpoints(
@@ -617,8 +636,9 @@ def read_checkpoints(
     for path in sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []:
         try:
             payload = json.loads(path.read_bytes())
-            token = payload.pop("rfc3161", None)
-            token = base64.b64decode(token, validate=True) if token is not None else None
+            kept = payload.pop("rfc3161", None)
+            token = base64.b64decode(kept, validate=True) if kept is not None else None
+            token_sha256 = hashlib.sha256(kept.encode()).hexdigest() if kept is not None else None
             mac = payload.pop("mac")
             lanes = {int(k): v for k, v in payload["lanes"].items()}
             at = dt.datetime.fromisoformat(payload["at"])
@@ -642,7 +662,7 @@ def read_checkpoints(
                     )
                 )
                 continue
-        found.append(Checkpoint(path.name, at, lanes, stamp))
+        found.append(Checkpoint(path.name, at, lanes, stamp, token_sha256))
     return found, problems
 
 
@@ -681,4 +701,38 @@ def verify_checkpoints(
         problems.extend(CheckpointProblem(checkpoint.name, message) for message in found)
         if not found:
             holding.append(checkpoint)
+    problems.extend(_recorded_checkpoints_missing(checkpoints, problems))
     return holding, problems
+
+
+def _recorded_checkpoints_missing(
+    readable: list[Checkpoint], problems: list[CheckpointProblem]
+) -> list[CheckpointProblem]:
+    """The checkpoints the log says were written that are gone from the archive, or have lost
+    (or changed) the time-stamp they were written with."""
+    folder = _checkpoint_folder()
+    present = {path.name for path in folder.glob("checkpoint-*.json")} if folder.is_dir() else set()
+    by_name = {checkpoint.name: checkpoint for checkpoint in readable}
+    already = {problem.checkpoint for problem in problems}
+    missing = []
+    for details in db.session.execute(
+        select(AuditEntry.details).where(AuditEntry.action == CHECKPOINT_WRITTEN)
+    ).scalars():
+        name = (details or {}).get("file")
+        if not name or name in already:
+            continue
+        if name not in present:
+            missing.append(CheckpointProblem(name, "tệp điểm neo đã ghi trong nhật ký không còn"))
+            continue
+        checkpoint = by_name.get(name)
+        if (
+            checkpoint is not None
+            and details.get("stamped")
+            and checkpoint.token_sha256 != details.get("token_sha256")
+        ):
+            missing.append(
+                CheckpointProblem(
+                    name, "dấu thời gian RFC 3161 ghi trong nhật ký đã bị gỡ hoặc thay khỏi tệp"
+                )
+            )
+    return missing

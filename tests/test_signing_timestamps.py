@@ -289,6 +289,35 @@ def test_a_checkpoint_is_time_stamped_and_checked(db_app, runner, pki):
     assert "nội dung đã khác so với lúc đóng dấu thời gian" in tampered.output
 
 
+def test_a_checkpoint_stripped_of_its_token_or_removed_is_reported(db_app, runner, pki):
+    db_app.config["DISPATCH_TSA_URL"] = pki.tsa_url
+    db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)
+    _entries()
+    folder = Path(db_app.config["DISPATCH_DATA_DIR"]) / audit.CHECKPOINT_DIR
+    for at in ("2021-11-15T17:00:00+07:00", "2021-11-16T17:00:00+07:00"):
+        written = runner.invoke(args=["audit", "checkpoint", "--at", at])
+        assert written.exit_code == 0, written.output
+    first, second = sorted(folder.iterdir())
+    assert _audit_verify(runner).exit_code == 0
+
+    # Whoever holds the audit key takes the token off the first checkpoint (its MAC does not
+    # cover the token) to rewrite it later without one: the log recorded it time-stamped.
+    payload = json.loads(first.read_text())
+    del payload["rfc3161"]
+    first.write_bytes(audit._checkpoint_body(payload))
+    stripped = _audit_verify(runner)
+    assert stripped.exit_code == 1, stripped.output
+    assert (
+        f"{first.name}: dấu thời gian RFC 3161 ghi trong nhật ký đã bị gỡ hoặc thay khỏi tệp"
+    ) in stripped.output
+
+    # The second checkpoint's file is removed.
+    second.unlink()
+    removed = _audit_verify(runner)
+    assert removed.exit_code == 1, removed.output
+    assert f"{second.name}: tệp điểm neo đã ghi trong nhật ký không còn" in removed.output
+
+
 def test_a_checkpoint_when_the_tsa_is_down_is_written_keyed_and_says_so(db_app, runner):
     down = _closed_port_url()
     db_app.config["DISPATCH_TSA_URL"] = down

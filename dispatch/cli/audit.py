@@ -92,9 +92,11 @@ def audit_checkpoint_command(at: dt.datetime) -> None:
     """Write the heads of the audit log's chains, keyed, to a file in the archive."""
     from dispatch import audit
     from dispatch.signing import timestamps
+    from dispatch.transaction import unit_of_work
 
     url = current_app.config.get("DISPATCH_TSA_URL")
-    written = audit.write_checkpoint_report(at, stamp=timestamps.stamper(url))
+    with unit_of_work():
+        written = audit.write_checkpoint_report(at, stamp=timestamps.stamper(url))
     click.echo(f"Đã ghi điểm neo nhật ký: {written.path}")
     if written.stamped:
         click.echo(f"Điểm neo có dấu thời gian RFC 3161 của {url}.")
