@@ -392,6 +392,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                     agency_signer,
                     number_symbol=formatting.number_and_symbol(issued),
                     place_date=formatting.place_date_line(issued),
+                    reference=formatting.appendix_reference_line(issued),
                     at=at,
                     seal=agency.seal,
                     tsa_url=agency.tsa_url,
