@@ -453,7 +453,8 @@ class _SignerAt:
         return TimedPdfSigner(meta, signer=signer, **kwargs)
 
 
-def _metadata(field: str, *, certify: bool):
+def _metadata(field: str, *, certify: bool, locks: bool = False):
+    """``locks``: the signature's field lock forbids any change after it (the agency's)."""
     from pyhanko.sign import fields, signers
 
     return signers.PdfSignatureMetadata(
@@ -461,7 +462,7 @@ def _metadata(field: str, *, certify: bool):
         md_algorithm="sha256",
         subfilter=fields.SigSeedSubFilter.PADES,
         certify=certify,
-        docmdp_permissions=fields.MDPPerm.FILL_FORMS,
+        docmdp_permissions=fields.MDPPerm.NO_CHANGES if locks else fields.MDPPerm.FILL_FORMS,
         location="Việt Nam",
         use_pades_lta=False,
     )
@@ -504,12 +505,17 @@ def approve(pdf: bytes, signer, *, image: bytes | None, at: dt.datetime | None =
         seal_right,
         centre_y + SEAL_FIELD / 2,
     )
+    # The agency's field locks every field and the document once signed (FieldMDP, all
+    # fields; DocMDP no changes): after issuance, a new number or date is a change its signature
+    # does not permit, whatever the leader's certification allowed before.
     fields.append_signature_field(
         writer,
         fields.SigFieldSpec(
             ISSUANCE_FIELD,
             on_page=_page_of(writer, sig_ref),
             box=tuple(round(v, 3) for v in seal_box),
+            field_mdp_spec=fields.FieldMDPSpec(fields.FieldMDPAction.ALL),
+            doc_mdp_update_value=fields.MDPPerm.NO_CHANGES,
         ),
     )
     pdf_signer = _SignerAt.make(
@@ -587,7 +593,7 @@ def issue(
     for name in references:
         _fill_reference(writer, fonts, found[name], unicodedata.normalize("NFC", reference))
     pdf_signer = _SignerAt.make(
-        _metadata(ISSUANCE_FIELD, certify=False),
+        _metadata(ISSUANCE_FIELD, certify=False, locks=True),
         agency_signer,
         at=at,
         timestamper=timestamper_for(tsa_url),
