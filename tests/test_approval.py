@@ -25,6 +25,7 @@ from dispatch.drafting.drafts import AwaitingSignature
 from dispatch.extensions import db
 from dispatch.models import ApprovalStatus, AuditEntry, Dispatch, DispatchApproval, Role
 from dispatch.signing import pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from tests.fixtures.database import SEED_AT
 from tests.fixtures.dispatches import DRAFT_AT, group_of
 from tests.fixtures.files import pdf_bytes
@@ -113,7 +114,7 @@ def test_submit_return_resubmit_approve_withdraw_with_history_and_audit(signing)
     signed = approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
     row = db.session.get(DispatchApproval, signed.approval_id)
     assert row.status is ApprovalStatus.APPROVED and row.pdf_sha256 == signed.pdf_sha256
-    assert "Trần Văn Lãnh Đạo" in row.certificate
+    assert LEADER_NAME in row.certificate
     # The archived approved PDF is the exact signed bytes, and carries the leader's signature.
     _, data = approval.approved_pdf(d.draft_id)
     assert pades.signatures_in(data) == [pades.APPROVAL_FIELD]
@@ -295,12 +296,12 @@ def test_cli_submit_approve_issue_deliver_verify(signing, smtp_app, smtp_server,
     assert verified.exit_code == 0, verified.output
     result = json.loads(verified.output)
     assert [s["role"] for s in result["signatures"]] == ["signer", "agency"]
-    assert [s["name"] for s in result["signatures"]] == ["Trần Văn Lãnh Đạo", "Cục Tin học hoá"]
+    assert [s["name"] for s in result["signatures"]] == [LEADER_NAME, AGENCY_NAME]
     assert all(s["intact"] and s["trusted"] for s in result["signatures"])
     assert result["register"]["number"] == dispatch.number_and_symbol
     named = runner.invoke(args=["verify", str(letter)])
     assert named.exit_code == 0
-    assert "Trần Văn Lãnh Đạo" in named.output and "Cục Tin học hoá" in named.output
+    assert LEADER_NAME in named.output and AGENCY_NAME in named.output
 
     out = subprocess.run(["pdfsig", str(letter)], capture_output=True, text=True).stdout
     assert out.count("Signature Validation: Signature is Valid.") == 2, out
@@ -308,7 +309,7 @@ def test_cli_submit_approve_issue_deliver_verify(signing, smtp_app, smtp_server,
     # The attached PDF carries the agency's signature, intact.
     attached = files[ATTACHMENT]
     reports = pades.verify(attached, [d.pki.root_pem.read_bytes()])
-    assert [(r.role, r.name, r.intact) for r in reports] == [("agency", "Cục Tin học hoá", True)]
+    assert [(r.role, r.name, r.intact) for r in reports] == [("agency", AGENCY_NAME, True)]
 
 
 # --- the web: the clerk's form and the leader's forms ------------------------------------------

@@ -15,6 +15,7 @@ from PIL import Image
 
 from dispatch.letters.pdf import render_pdf
 from dispatch.signing import keys, pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
@@ -59,7 +60,7 @@ def test_both_signatures_intact_trusted_in_order(letters, pki):
     _, _, issued = letters
     reports = pades.verify(issued, [pki.root_pem.read_bytes()])
     assert [r.role for r in reports] == ["signer", "agency"]
-    assert reports[0].name == "Trần Văn Lãnh Đạo" and reports[1].name == "Cục Tin học hoá"
+    assert reports[0].name == LEADER_NAME and reports[1].name == AGENCY_NAME
     assert all(r.intact and r.trusted for r in reports)
     # The signer's signature still validates after the agency's: the change after it is
     # a permitted form filling (signing the prepared field).
@@ -133,7 +134,7 @@ def test_dispatch_verify_names_both_and_the_broken_one(letters, pki, db_app, run
     bad.write_bytes(_tampered(issued, rendered))
     text = runner.invoke(args=["verify", str(bad)])
     assert text.exit_code == 1
-    assert "Trần Văn Lãnh Đạo" in text.output and "BỊ HỎNG" in text.output
+    assert LEADER_NAME in text.output and "BỊ HỎNG" in text.output
 
 
 def test_dispatch_verify_finds_an_issued_letter_in_the_register(seeded, runner, app, tmp_path):

@@ -21,6 +21,7 @@ from dispatch import audit
 from dispatch.extensions import db
 from dispatch.letters.pdf import render_pdf
 from dispatch.signing import keys, pades, reading, timestamps
+from dispatch.signing.demo import TSA_NAME
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
@@ -271,7 +272,7 @@ def test_a_checkpoint_is_time_stamped_and_checked(db_app, runner, pki):
     result = _audit_verify(runner)
     assert result.exit_code == 0, result.output
     assert "Điểm neo mới nhất có dấu thời gian RFC 3161 lúc" in result.output
-    assert "Dispatch DEMO TSA (chứng thư tin cậy)" in result.output
+    assert f"{TSA_NAME} (chứng thư tin cậy)" in result.output
 
     # Whoever holds the audit key rewrites the checkpoint, MAC and all, keeping its token:
     # the token no longer matches what it covered.
@@ -306,7 +307,7 @@ def test_a_checkpoint_when_the_tsa_is_down_is_written_keyed_and_says_so(db_app, 
 def test_a_token_checked_against_other_bytes_is_not_intact(pki):
     token = timestamps.stamp(b"diem neo", pki.tsa_url)
     good = timestamps.check(token, b"diem neo", [pki.root_pem.read_bytes()])
-    assert good.intact and good.trusted and good.tsa == "Dispatch DEMO TSA"
+    assert good.intact and good.trusted and good.tsa == TSA_NAME
     assert good.at_vietnam.endswith("+07:00")
     assert not timestamps.check(token, b"diem neo!", [pki.root_pem.read_bytes()]).intact
     untrusted = timestamps.check(token, b"diem neo")

@@ -29,6 +29,7 @@ from dispatch.extensions import db
 from dispatch.models import Dispatch, DispatchRecipient, DispatchStatus, Document, Role
 from dispatch.reporting.evidence import MANIFEST, build_evidence
 from dispatch.signing import keys, pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from dispatch.views.provinces import NotFoundThrottle
 from tests.fixtures.pki import PASSWORD
 from tests.fixtures.web import csrf_token_from
@@ -251,7 +252,7 @@ def test_a_tampered_copy_fails_and_says_which_signature_broke(signed_dispatch, c
     data = bytearray(signed)
     data[len(signed) // 4] ^= 0x01
     text = _text(_upload(client, bytes(data)))
-    assert "KHÔNG HỢP LỆ" in text and "Người ký (ký duyệt) (Trần Văn Lãnh Đạo)" in text
+    assert "KHÔNG HỢP LỆ" in text and f"Người ký (ký duyệt) ({LEADER_NAME})" in text
     assert "BỊ HỎNG" in text
     assert "không trùng với bản gốc của công văn nào" in text
 
@@ -320,8 +321,8 @@ def test_the_evidence_package_holds_each_signatures_report(signed_dispatch):
     files, readme = _package(dispatch.id)
     listed = json.loads(files["signatures.json"])
     assert [(s["role"], s["name"], s["intact"], s["trusted"]) for s in listed] == [
-        ("signer", "Trần Văn Lãnh Đạo", True, True),
-        ("agency", "Cục Tin học hoá", True, True),
+        ("signer", LEADER_NAME, True, True),
+        ("agency", AGENCY_NAME, True, True),
     ]
     manifest = files[MANIFEST].decode()
     for entry in listed:
