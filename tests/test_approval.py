@@ -214,6 +214,36 @@ def test_issuing_refuses_an_unapproved_draft_once_a_key_is_configured(
     assert db.session.get(Dispatch, d.draft_id).number is None  # no number was taken
 
 
+def test_with_a_tsa_both_signatures_of_the_original_are_long_term(
+    signing, db_app, runner, tmp_path
+):
+    """DISPATCH_TSA_URL time-stamps the leader's signature as well as the agency's, each with
+    its revocation information embedded (PAdES B-LT), as the signing settings promise."""
+    d = signing
+    configure_agency(db_app, d.pki, tmp_path)
+    db_app.config["DISPATCH_TSA_URL"] = d.pki.tsa_url
+    approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    db.session.commit()
+    signed = approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
+    _, approved = approval.approved_pdf(d.draft_id)
+    reports = pades.verify(approved, [d.pki.root_pem.read_bytes()])
+    assert [(r.role, r.level) for r in reports] == [("signer", "B-LT")], signed
+    result = runner.invoke(
+        args=["issue", str(d.draft_id), "--confirm-placeholders", "--at", ISSUE_AT_TEXT]
+    )
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    document = next(
+        doc for doc in db.session.get(Dispatch, d.draft_id).documents if doc.kind == "pdf"
+    )
+    issued = read_archived(document.path, document.sha256)
+    reports = pades.verify(issued, [d.pki.root_pem.read_bytes()])
+    assert [(r.role, r.level, r.intact) for r in reports] == [
+        ("signer", "B-LT", True),
+        ("agency", "B-LT", True),
+    ]
+
+
 def test_without_a_key_issuing_is_unsigned_and_says_so(signing, db_app, runner):
     d = signing
     assert not db_app.config.get("DISPATCH_AGENCY_KEY")

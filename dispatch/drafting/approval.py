@@ -425,6 +425,8 @@ def approve(
     Raises ``ApprovalError`` (wrong person, no key, a key that does not open, a submitted PDF
     missing or altered: ``SubmittedPdfUnavailable``); nothing is changed then.
     """
+    from flask import current_app
+
     from dispatch.signing import keys, original, pades
 
     writer: ArchiveWriter | None = None
@@ -437,7 +439,13 @@ def approve(
         try:
             with keys.open_signer(actor.signing_key, _password(actor, environ)) as signer:
                 certificate = signer.signing_cert.subject.human_friendly
-                signed = original.approve(pdf, signer, image=actor.signature_image, at=at)
+                signed = original.approve(
+                    pdf,
+                    signer,
+                    image=actor.signature_image,
+                    at=at,
+                    evidence=original.Evidence.from_config(current_app.config),
+                )
         except (keys.SigningKeyError, pades.SigningError) as exc:
             raise ApprovalError(f"Chưa ký duyệt được: {exc}") from exc
         writer = ArchiveWriter(dispatch.id, APPROVALS_FOLDER)

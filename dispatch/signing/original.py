@@ -60,7 +60,10 @@ from dispatch.signing.pades import (
     ISSUANCE_FIELD,
     VIETNAM,
     SigningError,
+    long_term_options,
     signatures_in,
+    signing_failure,
+    timestamper_for,
 )
 
 NUMBER_FIELD = "SoKyHieu"
@@ -453,8 +456,41 @@ class _SignerAt:
         return TimedPdfSigner(meta, signer=signer, **kwargs)
 
 
-def _metadata(field: str, *, certify: bool, locks: bool = False):
-    """``locks``: the signature's field lock forbids any change after it (the agency's)."""
+@dataclass(frozen=True)
+class Evidence:
+    """What makes a signature last (PAdES B-T, B-LT): the RFC 3161 time-stamp authority, what to
+    do about revocation information (``pades.REVOCATION_MODES``) and the roots to walk the
+    chain to when fetching it. The default is neither (B-B)."""
+
+    tsa_url: str | None = None
+    revocation: str = "embed"
+    trust_roots: tuple[bytes, ...] = ()
+
+    @classmethod
+    def from_config(cls, config) -> Evidence:
+        """DISPATCH_TSA_URL, DISPATCH_REVOCATION and DISPATCH_TRUST_ROOTS."""
+        from dispatch.signing.pades import evidence_options
+
+        options = evidence_options(config)
+        return cls(options["tsa_url"], options["revocation"], tuple(options["trust_roots"]))
+
+
+def _sign(pdf_signer, writer, evidence: Evidence, **options) -> bytes:
+    """``pdf_signer`` signs ``writer``'s document; a failure (TSA down, a revoked certificate)
+    is a Vietnamese ``SigningError`` and nothing is written."""
+    out = io.BytesIO()
+    try:
+        pdf_signer.sign_pdf(writer, output=out, **options)
+    except Exception as exc:
+        raise signing_failure(exc, pdf_signer.default_timestamper, evidence.revocation) from exc
+    return out.getvalue()
+
+
+def _metadata(
+    field: str, *, certify: bool, signer, evidence: Evidence, timestamper, locks: bool = False
+):
+    """``locks``: the signature's field lock forbids any change after it (the agency's).
+    With a time-stamp, revocation information is embedded as ``evidence`` says (B-LT)."""
     from pyhanko.sign import fields, signers
 
     return signers.PdfSignatureMetadata(
@@ -465,16 +501,25 @@ def _metadata(field: str, *, certify: bool, locks: bool = False):
         docmdp_permissions=fields.MDPPerm.NO_CHANGES if locks else fields.MDPPerm.FILL_FORMS,
         location="Việt Nam",
         use_pades_lta=False,
+        **long_term_options(signer, timestamper, evidence.revocation, evidence.trust_roots),
     )
 
 
 # --------------------------------------------------------------------------- approval
 
 
-def approve(pdf: bytes, signer, *, image: bytes | None, at: dt.datetime | None = None) -> bytes:
+def approve(
+    pdf: bytes,
+    signer,
+    *,
+    image: bytes | None,
+    at: dt.datetime | None = None,
+    evidence: Evidence = Evidence(),
+) -> bytes:
     """The signer's certification signature (ký duyệt) on a PDF from ``render_for_approval``,
     with the handwritten-signature image at its natural size in the signature block, and the
-    agency's empty signature field where the seal goes."""
+    agency's empty signature field where the seal goes; time-stamped and with revocation
+    information as ``evidence`` says."""
     from pyhanko.pdf_utils.generic import pdf_name
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields
@@ -518,15 +563,17 @@ def approve(pdf: bytes, signer, *, image: bytes | None, at: dt.datetime | None =
             doc_mdp_update_value=fields.MDPPerm.NO_CHANGES,
         ),
     )
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(APPROVAL_FIELD, certify=True),
+        _metadata(
+            APPROVAL_FIELD, certify=True, signer=signer, evidence=evidence, timestamper=timestamper
+        ),
         signer,
         at=at,
+        timestamper=timestamper,
         stamp_style=_image_style(image) if image is not None else None,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out, existing_fields_only=True)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
 
 
 # --------------------------------------------------------------------------- issuance
@@ -541,7 +588,7 @@ def issue(
     at: dt.datetime,
     seal: bytes | None,
     reference: str | None = None,
-    tsa_url: str | None = None,
+    evidence: Evidence = Evidence(),
 ) -> bytes:
     """Number and date filled in (form filling, permitted by the certification) and the agency's
     signature with the seal (ban hành), in one incremental update.
@@ -551,8 +598,6 @@ def issue(
     appendices, whose reference fields it fills."""
     from pyhanko.pdf_utils.generic import pdf_name, pdf_string
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-
-    from dispatch.signing.pades import timestamper_for
 
     if APPROVAL_FIELD not in signatures_in(approved):
         raise SigningError("Văn bản chưa được lãnh đạo ký duyệt.")
@@ -592,16 +637,22 @@ def issue(
         raise SigningError("Thiếu dòng «Kèm theo Công văn số …» để điền vào các phụ lục.")
     for name in references:
         _fill_reference(writer, fonts, found[name], unicodedata.normalize("NFC", reference))
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(ISSUANCE_FIELD, certify=False, locks=True),
+        _metadata(
+            ISSUANCE_FIELD,
+            certify=False,
+            signer=agency_signer,
+            evidence=evidence,
+            timestamper=timestamper,
+            locks=True,
+        ),
         agency_signer,
         at=at,
-        timestamper=timestamper_for(tsa_url),
+        timestamper=timestamper,
         stamp_style=_image_style(seal, align_right=True) if seal is not None else None,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out, existing_fields_only=True)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
 
 
 def _fill_reference(writer, fonts, ref, text: str) -> None:
@@ -683,15 +734,13 @@ def sign_attachment(
     *,
     number_symbol: str,
     at: dt.datetime,
-    tsa_url: str | None = None,
+    evidence: Evidence = Evidence(),
 ) -> bytes:
     """An attached PDF with the letter's number and symbol and the signing time stamped at the
     top right of its first page, and the agency's signature without an image."""
     from pyhanko.pdf_utils import generic
     from pyhanko.pdf_utils.generic import pdf_name
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-
-    from dispatch.signing.pades import timestamper_for
 
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
     page_ref = writer.find_page_for_modification(0)[0]
@@ -724,12 +773,17 @@ def sign_attachment(
     stream = generic.StreamObject(stream_data=b"Q\n" + b"\n".join(ops))
     stream.compress()
     writer.add_stream_to_page(0, writer.add_object(stream), resources=resources)
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(ISSUANCE_FIELD, certify=False),
+        _metadata(
+            ISSUANCE_FIELD,
+            certify=False,
+            signer=agency_signer,
+            evidence=evidence,
+            timestamper=timestamper,
+        ),
         agency_signer,
         at=at,
-        timestamper=timestamper_for(tsa_url),
+        timestamper=timestamper,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence)
