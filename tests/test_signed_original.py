@@ -5,7 +5,7 @@ pdftotext, and by comparing page images with the plain render of the issued lett
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import io
 import re
 import subprocess
@@ -17,13 +17,12 @@ from dispatch.letters import formatting
 from dispatch.letters.pdf import render_pdf
 from dispatch.signing import demo, keys, original, pades
 from dispatch.signing.verification import pdfa_level
+from tests.fixtures.originals import AT, DATE, NUMBER, sign_letter
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
-NUMBER, DATE = 4321, dt.date(2021, 11, 15)
 NUMBER_SYMBOL = "4321/THH-VP"
 PLACE_DATE = "Hà Nội, ngày 15 tháng 11 năm 2021"
-AT = dt.datetime(2021, 11, 15, 2, 30, tzinfo=dt.UTC)  # 09:30 in Hà Nội
 DPI = 100
 
 
@@ -41,21 +40,7 @@ def _pages(tmp_path, name: str, pdf: bytes) -> list[Image.Image]:
 
 
 def _issue(pki, agency_key: str, number: int = NUMBER) -> dict[str, bytes]:
-    prepared = original.render_for_approval(seed_letter())
-    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
-        approved = original.approve(prepared, signer, image=demo.signature_png())
-    letter = seed_letter(number, DATE)
-    with keys.open_signer(agency_key, PASSWORD) as signer:
-        issued = original.issue(
-            approved,
-            signer,
-            number_symbol=formatting.number_and_symbol(letter),
-            place_date=PLACE_DATE,
-            reference=formatting.appendix_reference_line(letter),
-            at=AT,
-            seal=demo.seal_png(),
-        )
-    return {"prepared": prepared, "approved": approved, "issued": issued}
+    return dataclasses.asdict(sign_letter(pki, seed_letter(), number=number, key=agency_key))
 
 
 @pytest.fixture(scope="module")
