@@ -339,3 +339,17 @@ def test_fields_are_locked_once_the_agency_signs(originals, pki, db_app, runner,
     # The date too.
     dated = _refilled(issued, original.DATE_FIELD, "Hà Nội, ngày 16 tháng 11 năm 2021")
     assert not pades.verify(dated)[1].intact
+
+
+def test_title_of_the_unnumbered_original_is_its_subject(originals):
+    """The original is rendered before it has a number: its title is the trích yếu, which stays
+    true once issued (the signed file's metadata cannot change), never "Công văn số /THH-VP"."""
+    from pypdf import PdfReader
+
+    subject = formatting.subject_line(seed_letter())
+    for name in ("prepared", "issued"):
+        reader = PdfReader(io.BytesIO(originals[name]))
+        assert reader.metadata.title == subject, name
+        xmp = reader.trailer["/Root"]["/Metadata"].get_object().get_data().decode()
+        assert subject in xmp and "Công văn số" not in xmp, name
+        assert reader.metadata.author == "Cục Tin học hoá"

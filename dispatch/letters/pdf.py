@@ -199,9 +199,8 @@ def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, A
         raise RenderError(f"Một công văn chỉ có tối đa {MAX_APPENDICES} phụ lục.")
     number = formatting.number_and_symbol(letter)
     subject = formatting.subject_line(letter)
-    title = " ".join(f"Công văn số {number} {subject}".split())
     return {
-        "title": _nfc(title),
+        "title": _nfc(formatting.document_title(letter)),
         "author": _nfc(letter.issuing_agency),
         # The XMP creation date: the issuing date (a draft has none yet).
         "created": (
