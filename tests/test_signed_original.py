@@ -17,7 +17,7 @@ from dispatch.letters import formatting
 from dispatch.letters.pdf import render_pdf
 from dispatch.signing import demo, keys, original, pades
 from dispatch.signing.verification import pdfa_level
-from tests.fixtures.originals import AT, DATE, NUMBER, sign_letter
+from tests.fixtures.originals import AT, DATE, NUMBER, refilled, sign_letter
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
@@ -303,29 +303,13 @@ def test_a_reference_longer_than_its_lines_is_set_smaller(originals, pki, tmp_pa
     assert all(r.intact for r in pades.verify(issued))
 
 
-def _refilled(pdf: bytes, name: str, text: str) -> bytes:
-    """``pdf`` with the text field ``name`` filled again, in a later incremental update."""
-    from pyhanko.pdf_utils.generic import pdf_string
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-
-    writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
-    for ref in writer.root["/AcroForm"]["/Fields"]:
-        field = ref.get_object()
-        if str(field["/T"]) == name:
-            field["/V"] = pdf_string(text)
-            writer.update_container(field)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
 def test_fields_are_locked_once_the_agency_signs(originals, pki, db_app, runner, tmp_path):
     issued = originals["issued"]
     # Before issuance the fields are meant to be filled: the leader's signature permits it.
-    approved = _refilled(originals["approved"], original.NUMBER_FIELD, "Số: 9999/THH-VP")
+    approved = refilled(originals["approved"], original.NUMBER_FIELD, "Số: 9999/THH-VP")
     assert [r.intact for r in pades.verify(approved)] == [True]
     # After issuance a new number is a change the agency's signature does not permit.
-    changed = _refilled(issued, original.NUMBER_FIELD, "Số: 9999/THH-VP")
+    changed = refilled(issued, original.NUMBER_FIELD, "Số: 9999/THH-VP")
     reports = pades.verify(changed, [pki.root_pem.read_bytes()])
     assert [r.role for r in reports] == ["signer", "agency"]
     assert not reports[1].intact and reports[1].changes_after.endswith("(not permitted)")
@@ -337,7 +321,7 @@ def test_fields_are_locked_once_the_agency_signs(originals, pki, db_app, runner,
     agency_line = next(line for line in result.output.splitlines() if "Cục Tin học hoá" in line)
     assert "thay đổi không được phép" in agency_line, result.output
     # The date too.
-    dated = _refilled(issued, original.DATE_FIELD, "Hà Nội, ngày 16 tháng 11 năm 2021")
+    dated = refilled(issued, original.DATE_FIELD, "Hà Nội, ngày 16 tháng 11 năm 2021")
     assert not pades.verify(dated)[1].intact
 
 

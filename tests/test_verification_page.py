@@ -29,7 +29,7 @@ from dispatch.models import Dispatch, DispatchRecipient, DispatchStatus, Documen
 from dispatch.reporting.evidence import MANIFEST, build_evidence
 from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from dispatch.views.provinces import NotFoundThrottle
-from tests.fixtures.originals import sign_letter
+from tests.fixtures.originals import refilled, sign_letter
 from tests.fixtures.web import csrf_token_from
 
 CODE = re.compile(r"/xac-minh/([A-Za-z0-9_-]{16})\b")
@@ -249,6 +249,14 @@ def test_a_tampered_copy_fails_and_says_which_signature_broke(signed_dispatch, c
     assert "KHÔNG HỢP LỆ" in text and f"Người ký (ký duyệt) ({LEADER_NAME})" in text
     assert "BỊ HỎNG" in text
     assert "không trùng với bản gốc của công văn nào" in text
+
+
+def test_a_number_filled_in_again_after_issuance_is_named(signed_dispatch, client):
+    from dispatch.signing.original import NUMBER_FIELD
+
+    _, signed = signed_dispatch
+    text = _text(_upload(client, refilled(signed, NUMBER_FIELD, "Số: 99/THH-VP")))
+    assert "KHÔNG HỢP LỆ" in text and "Có thay đổi mà chữ ký không cho phép" in text
 
 
 def test_a_signed_file_not_in_the_register_is_not_confirmed(signed_dispatch, client, pki):
