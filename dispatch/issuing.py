@@ -223,11 +223,12 @@ UNSIGNED_NOTICE = "Chưa cấu hình khoá ký số: văn bản được ban hà
 @dataclass(frozen=True)
 class AgencySigning:
     """The agency's signing configuration: the key's reference and password, the time-stamp
-    authority, the seal image. Only ever held for one issue; never stored or logged."""
+    authority and revocation settings (``evidence``), the seal image. Only ever held for one
+    issue; never stored or logged."""
 
     key: str
     password: str | None = field(repr=False)
-    tsa_url: str | None
+    evidence: Any
     seal: bytes | None = field(repr=False)
 
 
@@ -240,6 +241,7 @@ def agency_signing() -> AgencySigning | None:
     """The agency's signing configuration, or None when no key is configured (letters are then
     issued unsigned). ``DISPATCH_AGENCY_SEAL`` names the seal's PNG (transparent background)."""
     from dispatch.signing.keys import SigningKeyError, check_signature_image
+    from dispatch.signing.original import Evidence
 
     config = current_app.config
     key = config.get("DISPATCH_AGENCY_KEY")
@@ -262,7 +264,7 @@ def agency_signing() -> AgencySigning | None:
     return AgencySigning(
         key=key,
         password=config.get("DISPATCH_AGENCY_KEY_PASSWORD"),
-        tsa_url=config.get("DISPATCH_TSA_URL"),
+        evidence=Evidence.from_config(config),
         seal=seal,
     )
 
@@ -392,9 +394,10 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                     agency_signer,
                     number_symbol=formatting.number_and_symbol(issued),
                     place_date=formatting.place_date_line(issued),
+                    reference=formatting.appendix_reference_line(issued),
                     at=at,
                     seal=agency.seal,
-                    tsa_url=agency.tsa_url,
+                    evidence=agency.evidence,
                 )
             )
 
@@ -421,7 +424,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                         agency_signer,
                         number_symbol=formatting.number_and_symbol(issued),
                         at=at,
-                        tsa_url=agency.tsa_url,
+                        evidence=agency.evidence,
                     ),
                     what=f"tệp gửi kèm {attachment.name}",
                 )

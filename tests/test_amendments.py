@@ -34,6 +34,7 @@ from dispatch.models import (
 from dispatch.receipts.acknowledgements import acknowledge, find_recipient
 from dispatch.receipts.reminders import send_due_reminders
 from dispatch.signing import verification
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from tests.fixtures.clerks import placeholder_confirmation, post_form
 from tests.fixtures.pki import PASSWORD
 from tests.fixtures.signing import PASSWORD_ENV, configure_agency, give_key
@@ -405,7 +406,7 @@ def test_a_recall_with_a_key_is_signed_by_the_leader_who_approves_it(
     result, passed, _ = verification.verify_file(issued, smtp_app.config)
     assert passed, result
     assert [s["role"] for s in result["signatures"]] == ["signer", "agency"]
-    assert [s["name"] for s in result["signatures"]] == ["Trần Văn Lãnh Đạo", "Cục Tin học hoá"]
+    assert [s["name"] for s in result["signatures"]] == [LEADER_NAME, AGENCY_NAME]
     assert all(s["intact"] and s["trusted"] for s in result["signatures"])
     assert result["register"]["number"] == recall.number_and_symbol
     recorded = [

@@ -25,6 +25,7 @@ from dispatch.drafting.drafts import AwaitingSignature
 from dispatch.extensions import db
 from dispatch.models import ApprovalStatus, AuditEntry, Dispatch, DispatchApproval, Role
 from dispatch.signing import pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from tests.fixtures.database import SEED_AT
 from tests.fixtures.dispatches import DRAFT_AT, group_of
 from tests.fixtures.files import pdf_bytes
@@ -113,7 +114,7 @@ def test_submit_return_resubmit_approve_withdraw_with_history_and_audit(signing)
     signed = approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
     row = db.session.get(DispatchApproval, signed.approval_id)
     assert row.status is ApprovalStatus.APPROVED and row.pdf_sha256 == signed.pdf_sha256
-    assert "Trần Văn Lãnh Đạo" in row.certificate
+    assert LEADER_NAME in row.certificate
     # The archived approved PDF is the exact signed bytes, and carries the leader's signature.
     _, data = approval.approved_pdf(d.draft_id)
     assert pades.signatures_in(data) == [pades.APPROVAL_FIELD]
@@ -213,6 +214,36 @@ def test_issuing_refuses_an_unapproved_draft_once_a_key_is_configured(
     assert db.session.get(Dispatch, d.draft_id).number is None  # no number was taken
 
 
+def test_with_a_tsa_both_signatures_of_the_original_are_long_term(
+    signing, db_app, runner, tmp_path
+):
+    """DISPATCH_TSA_URL time-stamps the leader's signature as well as the agency's, each with
+    its revocation information embedded (PAdES B-LT), as the signing settings promise."""
+    d = signing
+    configure_agency(db_app, d.pki, tmp_path)
+    db_app.config["DISPATCH_TSA_URL"] = d.pki.tsa_url
+    approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    db.session.commit()
+    signed = approval.approve(d.draft_id, actor=d.leader, at=DRAFT_AT, environ=os.environ)
+    _, approved = approval.approved_pdf(d.draft_id)
+    reports = pades.verify(approved, [d.pki.root_pem.read_bytes()])
+    assert [(r.role, r.level) for r in reports] == [("signer", "B-LT")], signed
+    result = runner.invoke(
+        args=["issue", str(d.draft_id), "--confirm-placeholders", "--at", ISSUE_AT_TEXT]
+    )
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    document = next(
+        doc for doc in db.session.get(Dispatch, d.draft_id).documents if doc.kind == "pdf"
+    )
+    issued = read_archived(document.path, document.sha256)
+    reports = pades.verify(issued, [d.pki.root_pem.read_bytes()])
+    assert [(r.role, r.level, r.intact) for r in reports] == [
+        ("signer", "B-LT", True),
+        ("agency", "B-LT", True),
+    ]
+
+
 def test_without_a_key_issuing_is_unsigned_and_says_so(signing, db_app, runner):
     d = signing
     assert not db_app.config.get("DISPATCH_AGENCY_KEY")
@@ -295,12 +326,12 @@ def test_cli_submit_approve_issue_deliver_verify(signing, smtp_app, smtp_server,
     assert verified.exit_code == 0, verified.output
     result = json.loads(verified.output)
     assert [s["role"] for s in result["signatures"]] == ["signer", "agency"]
-    assert [s["name"] for s in result["signatures"]] == ["Trần Văn Lãnh Đạo", "Cục Tin học hoá"]
+    assert [s["name"] for s in result["signatures"]] == [LEADER_NAME, AGENCY_NAME]
     assert all(s["intact"] and s["trusted"] for s in result["signatures"])
     assert result["register"]["number"] == dispatch.number_and_symbol
     named = runner.invoke(args=["verify", str(letter)])
     assert named.exit_code == 0
-    assert "Trần Văn Lãnh Đạo" in named.output and "Cục Tin học hoá" in named.output
+    assert LEADER_NAME in named.output and AGENCY_NAME in named.output
 
     out = subprocess.run(["pdfsig", str(letter)], capture_output=True, text=True).stdout
     assert out.count("Signature Validation: Signature is Valid.") == 2, out
@@ -308,7 +339,7 @@ def test_cli_submit_approve_issue_deliver_verify(signing, smtp_app, smtp_server,
     # The attached PDF carries the agency's signature, intact.
     attached = files[ATTACHMENT]
     reports = pades.verify(attached, [d.pki.root_pem.read_bytes()])
-    assert [(r.role, r.name, r.intact) for r in reports] == [("agency", "Cục Tin học hoá", True)]
+    assert [(r.role, r.name, r.intact) for r in reports] == [("agency", AGENCY_NAME, True)]
 
 
 # --- the web: the clerk's form and the leader's forms ------------------------------------------

@@ -3,55 +3,36 @@ poppler's pdfsig (a second implementation), by ``dispatch verify`` and against t
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import io
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from dispatch.letters import formatting
 from dispatch.letters.pdf import render_pdf
-from dispatch.signing import keys, pades
+from dispatch.signing import keys, original, pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
+from tests.fixtures.originals import AT, DATE, NUMBER, sign_letter
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
-ISSUED = dict(number=4321, date=dt.date(2021, 11, 15))
-SIGNATURE_BOX = pades.Box(-1, 330, 300, 480, 360)
-SEAL_BOX = pades.Box(-1, 290, 280, 410, 400)
-
-
-def _png(size: tuple[int, int], colour: tuple[int, int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGBA", size, colour).save(out, format="PNG")
-    return out.getvalue()
+ISSUED = dict(number=NUMBER, date=DATE)
 
 
 @pytest.fixture(scope="session")
 def letters(pki):
-    """The seed letter rendered, approved with the leader's PKCS#12 key, then issued with the
-    agency's key on the SoftHSM2 token."""
-    rendered = render_pdf(seed_letter(**ISSUED))
-    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
-        approved = pades.approve(
-            rendered,
-            signer,
-            image=_png((150, 60), (0, 0, 160, 200)),
-            box=SIGNATURE_BOX,
-            seal_box=SEAL_BOX,
-        )
-    agency_key = pki.agency_uri or str(pki.agency.p12)
-    with keys.open_signer(agency_key, PASSWORD) as signer:
-        issued = pades.issue(approved, signer, seal=_png((120, 120), (255, 0, 0, 180)))
-    return rendered, approved, issued
+    """The seed letter rendered for approval, approved with the leader's PKCS#12 key, then
+    issued with the agency's key on the SoftHSM2 token."""
+    signed = sign_letter(pki, seed_letter())
+    return signed.prepared, signed.approved, signed.issued
 
 
-def _tampered(issued: bytes, rendered: bytes) -> bytes:
+def _tampered(issued: bytes, prepared: bytes) -> bytes:
     """One byte of the letter's own content (inside both signed ranges) flipped."""
     data = bytearray(issued)
-    data[len(rendered) // 2] ^= 0x01
+    data[len(prepared) // 2] ^= 0x01
     return bytes(data)
 
 
@@ -59,7 +40,7 @@ def test_both_signatures_intact_trusted_in_order(letters, pki):
     _, _, issued = letters
     reports = pades.verify(issued, [pki.root_pem.read_bytes()])
     assert [r.role for r in reports] == ["signer", "agency"]
-    assert reports[0].name == "Trần Văn Lãnh Đạo" and reports[1].name == "Cục Tin học hoá"
+    assert reports[0].name == LEADER_NAME and reports[1].name == AGENCY_NAME
     assert all(r.intact and r.trusted for r in reports)
     # The signer's signature still validates after the agency's: the change after it is
     # a permitted form filling (signing the prepared field).
@@ -74,16 +55,20 @@ def test_untrusted_without_the_root(letters):
 
 
 def test_approval_twice_and_issue_without_approval_are_refused(letters, pki):
-    rendered, approved, _ = letters
+    prepared, approved, _ = letters
+    issued = seed_letter(**ISSUED)
     with keys.open_signer(str(pki.agency.p12), PASSWORD) as signer:
         with pytest.raises(pades.SigningError, match="chưa được lãnh đạo ký duyệt"):
-            pades.issue(rendered, signer, seal=None)
+            original.issue(
+                prepared, signer, number_symbol=formatting.number_and_symbol(issued),
+                place_date=formatting.place_date_line(issued), at=AT, seal=None,
+            )  # fmt: skip
         with pytest.raises(pades.SigningError, match="đã có chữ ký"):
-            pades.approve(approved, signer, image=None, box=None)
+            original.approve(approved, signer, image=None)
 
 
 def test_pdfsig_reports_both_valid_and_tampering_breaks_them(letters, tmp_path):
-    rendered, _, issued = letters
+    prepared, _, issued = letters
     path = tmp_path / "cong-van.pdf"
     path.write_bytes(issued)
     out = subprocess.run(["pdfsig", str(path)], capture_output=True, text=True).stdout
@@ -91,21 +76,22 @@ def test_pdfsig_reports_both_valid_and_tampering_breaks_them(letters, tmp_path):
     assert "KyDuyet" in out and "BanHanh" in out
 
     bad = tmp_path / "bi-sua.pdf"
-    bad.write_bytes(_tampered(issued, rendered))
+    bad.write_bytes(_tampered(issued, prepared))
     out = subprocess.run(["pdfsig", str(bad)], capture_output=True, text=True).stdout
     assert "Signature is Valid." not in out, out
     assert all(not r.intact for r in pades.verify(bad.read_bytes()))
 
 
 def test_text_still_reads_back_after_signing(letters, tmp_path):
-    rendered, _, issued = letters
+    _, _, issued = letters
     texts = []
-    for name, data in (("before", rendered), ("after", issued)):
+    for name, data in (("plain", render_pdf(seed_letter(**ISSUED))), ("signed", issued)):
         path = tmp_path / f"{name}.pdf"
         path.write_bytes(data)
         texts.append(
             subprocess.run(
-                ["pdftotext", "-enc", "UTF-8", str(path), "-"],
+                # In layout order: the filled fields are read where they are printed.
+                ["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -116,7 +102,7 @@ def test_text_still_reads_back_after_signing(letters, tmp_path):
 
 
 def test_dispatch_verify_names_both_and_the_broken_one(letters, pki, db_app, runner, tmp_path):
-    rendered, _, issued = letters
+    prepared, _, issued = letters
     db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)
     good = tmp_path / "cong-van.pdf"
     good.write_bytes(issued)
@@ -130,10 +116,10 @@ def test_dispatch_verify_names_both_and_the_broken_one(letters, pki, db_app, run
     assert data["register"] is None and result.exit_code == 1
 
     bad = tmp_path / "bi-sua.pdf"
-    bad.write_bytes(_tampered(issued, rendered))
+    bad.write_bytes(_tampered(issued, prepared))
     text = runner.invoke(args=["verify", str(bad)])
     assert text.exit_code == 1
-    assert "Trần Văn Lãnh Đạo" in text.output and "BỊ HỎNG" in text.output
+    assert LEADER_NAME in text.output and "BỊ HỎNG" in text.output
 
 
 def test_dispatch_verify_finds_an_issued_letter_in_the_register(seeded, runner, app, tmp_path):

@@ -28,7 +28,7 @@ def _png(mode: str = "RGBA") -> bytes:
 
 
 def test_pkcs12_opens_with_its_password_only(pki):
-    assert "Trần Văn Lãnh Đạo" in keys.describe(str(pki.leader.p12), PASSWORD)
+    assert "Trần Văn Lãnh Đạo (DEMO)" in keys.describe(str(pki.leader.p12), PASSWORD)
     with pytest.raises(keys.SigningKeyError, match="sai mật khẩu") as wrong:
         keys.describe(str(pki.leader.p12), "sai")
     assert "sai" not in str(wrong.value).replace("sai mật khẩu", "")
@@ -95,3 +95,22 @@ def test_users_signing_key_command(seeded, runner, pki, tmp_path, monkeypatch):
               "--password-env", "LEADER_KEY_PASSWORD"],
     )  # fmt: skip
     assert clerk.exit_code != 0 and "không phải lãnh đạo" in clerk.output
+
+
+def test_every_demo_certificate_says_demo(pki):
+    from cryptography.x509.oid import NameOID
+
+    certificates = {
+        "root": pki.root,
+        "leader": pki.leader.cert,
+        "agency": pki.agency.cert,
+        "tsa": pki.tsa.cert,
+    }
+    for role, cert in certificates.items():
+        subject = cert.subject
+        common = subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        unit = subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
+        assert common.endswith(" (DEMO)"), (role, common)
+        assert unit == "DEMO – không dùng cho văn bản thật", (role, unit)
+    # What a verifier shows is the common name: it says DEMO.
+    assert "(DEMO)" in keys.describe(str(pki.leader.p12), PASSWORD)

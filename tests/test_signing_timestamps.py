@@ -15,52 +15,37 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
-from PIL import Image
 
 from dispatch import audit
 from dispatch.extensions import db
-from dispatch.letters.pdf import render_pdf
-from dispatch.signing import keys, pades, reading, timestamps
+from dispatch.signing import keys, original, pades, reading, timestamps
+from dispatch.signing.demo import TSA_NAME
+from dispatch.signing.original import Evidence
+from tests.fixtures.originals import DATE, NUMBER, issue, sign_letter
 from tests.fixtures.pki import PASSWORD
 from tests.letter_samples import seed_letter
 
-SIGNATURE_BOX = pades.Box(-1, 330, 300, 480, 360)
-SEAL_BOX = pades.Box(-1, 290, 280, 410, 400)
 AT = dt.datetime(2021, 11, 15, 1, 30, tzinfo=dt.UTC)
 
 
-def _png(size: tuple[int, int], colour: tuple[int, int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGBA", size, colour).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _sign_both(pki, rendered: bytes, **evidence) -> tuple[bytes, bytes]:
-    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
-        approved = pades.approve(
-            rendered,
-            signer,
-            image=_png((150, 60), (0, 0, 160, 200)),
-            box=SIGNATURE_BOX,
-            seal_box=SEAL_BOX,
-            **evidence,
-        )
-    with keys.open_signer(pki.agency_uri or str(pki.agency.p12), PASSWORD) as signer:
-        issued = pades.issue(approved, signer, seal=_png((120, 120), (255, 0, 0, 180)), **evidence)
-    return approved, issued
+def _sign_both(pki, **evidence) -> tuple[bytes, bytes]:
+    """The seed letter approved and issued now (the time-stamps say now), with ``evidence``."""
+    signed = sign_letter(pki, seed_letter(), at=None, evidence=Evidence(**evidence))
+    return signed.approved, signed.issued
 
 
 @pytest.fixture(scope="session")
 def rendered():
-    return render_pdf(seed_letter(number=4321, date=dt.date(2021, 11, 15)))
+    """The seed letter rendered for approval."""
+    return original.render_for_approval(seed_letter())
 
 
 @pytest.fixture(scope="session")
-def long_term(pki, rendered, trust_services):
+def long_term(pki, trust_services):
     """The seed letter approved and issued with the local TSA, revocation info embedded."""
     before = len(trust_services.requests)
     approved, issued = _sign_both(
-        pki, rendered, tsa_url=pki.tsa_url, trust_roots=[pki.root_pem.read_bytes()]
+        pki, tsa_url=pki.tsa_url, trust_roots=(pki.root_pem.read_bytes(),)
     )
     asked = trust_services.requests[before:]
     return approved, issued, asked
@@ -125,16 +110,16 @@ def test_both_signatures_are_b_lt_and_pyhanko_validates_them_offline(long_term, 
         assert not validate_pdf_signature(sig, bare).trusted
 
 
-def test_a_time_stamp_without_revocation_info_is_b_t(pki, rendered):
-    _, issued = _sign_both(pki, rendered, tsa_url=pki.tsa_url, revocation="off")
+def test_a_time_stamp_without_revocation_info_is_b_t(pki):
+    _, issued = _sign_both(pki, tsa_url=pki.tsa_url, revocation="off")
     reports = pades.verify(issued, [pki.root_pem.read_bytes()])
     assert [r.level for r in reports] == ["B-T", "B-T"]
     assert all(r.intact and r.trusted and r.timestamp for r in reports)
     assert b"/DSS" not in issued
 
 
-def test_without_a_tsa_the_level_is_b_b(pki, rendered):
-    _, issued = _sign_both(pki, rendered)
+def test_without_a_tsa_the_level_is_b_b(pki):
+    _, issued = _sign_both(pki)
     reports = pades.verify(issued, [pki.root_pem.read_bytes()])
     assert [(r.level, r.timestamp) for r in reports] == [("B-B", None), ("B-B", None)]
 
@@ -160,17 +145,20 @@ def test_a_tsa_that_is_down_signs_nothing(pki, rendered, long_term):
         keys.open_signer(str(pki.leader.p12), PASSWORD) as signer,
         pytest.raises(pades.SigningError) as refused,
     ):
-        pades.approve(rendered, signer, image=None, box=SIGNATURE_BOX, tsa_url=down)
+        original.approve(rendered, signer, image=None, evidence=Evidence(tsa_url=down))
     message = str(refused.value)
     assert "Không lấy được dấu thời gian" in message and down in message
     assert "Văn bản chưa được ký" in message
     # Issuing an approved letter with the TSA down leaves it as it was: approved, not issued.
     approved = long_term[0]
-    with (
-        keys.open_signer(str(pki.agency.p12), PASSWORD) as signer,
-        pytest.raises(pades.SigningError, match="Không lấy được dấu thời gian"),
-    ):
-        pades.issue(approved, signer, seal=None, tsa_url=down)
+    with pytest.raises(pades.SigningError, match="Không lấy được dấu thời gian"):
+        issue(
+            pki,
+            approved,
+            seed_letter(NUMBER, DATE),
+            key=str(pki.agency.p12),
+            evidence=Evidence(tsa_url=down),
+        )
     assert pades.signatures_in(approved) == [pades.APPROVAL_FIELD]
 
 
@@ -188,12 +176,15 @@ def test_a_revoked_certificate_is_refused_unless_revocation_is_off(tmp_path, ren
                 keys.open_signer(str(own.leader.p12), PASSWORD) as signer,
                 pytest.raises(pades.SigningError, match=r"đã bị thu hồi.*Văn bản chưa được ký"),
             ):
-                pades.approve(rendered, signer, image=None, box=None, tsa_url=own.tsa_url,
-                              revocation=mode)  # fmt: skip
+                original.approve(
+                    rendered, signer, image=None,
+                    evidence=Evidence(tsa_url=own.tsa_url, revocation=mode),
+                )  # fmt: skip
         with keys.open_signer(str(own.leader.p12), PASSWORD) as signer:
-            signed = pades.approve(
-                rendered, signer, image=None, box=None, tsa_url=own.tsa_url, revocation="off"
-            )
+            signed = original.approve(
+                rendered, signer, image=None,
+                evidence=Evidence(tsa_url=own.tsa_url, revocation="off"),
+            )  # fmt: skip
         assert [r.level for r in pades.verify(signed, [own.root_pem.read_bytes()])] == ["B-T"]
     finally:
         services.stop()
@@ -271,7 +262,7 @@ def test_a_checkpoint_is_time_stamped_and_checked(db_app, runner, pki):
     result = _audit_verify(runner)
     assert result.exit_code == 0, result.output
     assert "Điểm neo mới nhất có dấu thời gian RFC 3161 lúc" in result.output
-    assert "Dispatch DEMO TSA (chứng thư tin cậy)" in result.output
+    assert f"{TSA_NAME} (chứng thư tin cậy)" in result.output
 
     # Whoever holds the audit key rewrites the checkpoint, MAC and all, keeping its token:
     # the token no longer matches what it covered.
@@ -335,7 +326,7 @@ def test_a_checkpoint_when_the_tsa_is_down_is_written_keyed_and_says_so(db_app, 
 def test_a_token_checked_against_other_bytes_is_not_intact(pki):
     token = timestamps.stamp(b"diem neo", pki.tsa_url)
     good = timestamps.check(token, b"diem neo", [pki.root_pem.read_bytes()])
-    assert good.intact and good.trusted and good.tsa == "Dispatch DEMO TSA"
+    assert good.intact and good.trusted and good.tsa == TSA_NAME
     assert good.at_vietnam.endswith("+07:00")
     assert not timestamps.check(token, b"diem neo!", [pki.root_pem.read_bytes()]).intact
     untrusted = timestamps.check(token, b"diem neo")

@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sqlalchemy import select, update
 
 from dispatch import amendments
@@ -28,22 +27,14 @@ from dispatch.clock import VN
 from dispatch.extensions import db
 from dispatch.models import Dispatch, DispatchRecipient, DispatchStatus, Document, Role
 from dispatch.reporting.evidence import MANIFEST, build_evidence
-from dispatch.signing import keys, pades
+from dispatch.signing.demo import AGENCY_NAME, LEADER_NAME
 from dispatch.views.provinces import NotFoundThrottle
-from tests.fixtures.pki import PASSWORD
+from tests.fixtures.originals import refilled, sign_letter
 from tests.fixtures.web import csrf_token_from
 
 CODE = re.compile(r"/xac-minh/([A-Za-z0-9_-]{16})\b")
-SIGNATURE_BOX = pades.Box(-1, 330, 300, 480, 360)
-SEAL_BOX = pades.Box(-1, 290, 280, 410, 400)
 EXPORT_AT = dt.datetime(2021, 11, 16, 10, 0, tzinfo=VN)
 DECIDED = dt.datetime(2021, 11, 16, 10, 0, tzinfo=VN)
-
-
-def _png(size: tuple[int, int], colour: tuple[int, int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGBA", size, colour).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _pdf_of(dispatch: Dispatch) -> tuple[Document, bytes]:
@@ -53,17 +44,21 @@ def _pdf_of(dispatch: Dispatch) -> tuple[Document, bytes]:
     return document, read_archived(document.path, document.sha256)
 
 
-def _sign(pdf: bytes, pki) -> bytes:
-    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
-        approved = pades.approve(
-            pdf,
-            signer,
-            image=_png((150, 60), (0, 0, 160, 200)),
-            box=SIGNATURE_BOX,
-            seal_box=SEAL_BOX,
-        )
-    with keys.open_signer(pki.agency_uri or str(pki.agency.p12), PASSWORD) as signer:
-        return pades.issue(approved, signer, seal=_png((120, 120), (255, 0, 0, 180)))
+def _sign(dispatch: Dispatch, pki) -> bytes:
+    """The dispatch's letter taken through approval and issuance with the demo keys, as the
+    issued letter with its number, date and QR code."""
+    from flask import current_app
+
+    from dispatch.drafting.approval import letter_for_approval
+    from dispatch.signing.verification import verify_url
+
+    return sign_letter(
+        pki,
+        letter_for_approval(dispatch),
+        number=dispatch.number,
+        date=dispatch.issued_on,
+        verify_url=verify_url(dispatch, current_app.config),
+    ).issued
 
 
 @pytest.fixture()
@@ -71,8 +66,8 @@ def signed_dispatch(issued_dispatch, pki, db_app):
     """An issued dispatch whose archived PDF carries the signer's and the agency's signatures."""
     db_app.config["DISPATCH_TRUST_ROOTS"] = str(pki.root_pem)
     dispatch = issued_dispatch(codes=["01", "79"])
-    document, pdf = _pdf_of(dispatch)
-    signed = _sign(pdf, pki)
+    document, _ = _pdf_of(dispatch)
+    signed = _sign(dispatch, pki)
     stored = ArchiveWriter(dispatch.id).write(
         document.filename.replace(".pdf", "-ky-so.pdf"), signed
     )
@@ -251,16 +246,23 @@ def test_a_tampered_copy_fails_and_says_which_signature_broke(signed_dispatch, c
     data = bytearray(signed)
     data[len(signed) // 4] ^= 0x01
     text = _text(_upload(client, bytes(data)))
-    assert "KHÔNG HỢP LỆ" in text and "Người ký (ký duyệt) (Trần Văn Lãnh Đạo)" in text
+    assert "KHÔNG HỢP LỆ" in text and f"Người ký (ký duyệt) ({LEADER_NAME})" in text
     assert "BỊ HỎNG" in text
     assert "không trùng với bản gốc của công văn nào" in text
 
 
+def test_a_number_filled_in_again_after_issuance_is_named(signed_dispatch, client):
+    from dispatch.signing.original import NUMBER_FIELD
+
+    _, signed = signed_dispatch
+    text = _text(_upload(client, refilled(signed, NUMBER_FIELD, "Số: 99/THH-VP")))
+    assert "KHÔNG HỢP LỆ" in text and "Có thay đổi mà chữ ký không cho phép" in text
+
+
 def test_a_signed_file_not_in_the_register_is_not_confirmed(signed_dispatch, client, pki):
-    from dispatch.letters.pdf import render_pdf
     from tests.letter_samples import sample_letter
 
-    other = _sign(render_pdf(sample_letter(number=9, date=dt.date(2021, 11, 20))), pki)
+    other = sign_letter(pki, sample_letter(), number=9, date=dt.date(2021, 11, 20)).issued
     text = _text(_upload(client, other))
     assert "CHƯA XÁC NHẬN ĐƯỢC" in text and "HỢP LỆ:" not in text
 
@@ -320,8 +322,8 @@ def test_the_evidence_package_holds_each_signatures_report(signed_dispatch):
     files, readme = _package(dispatch.id)
     listed = json.loads(files["signatures.json"])
     assert [(s["role"], s["name"], s["intact"], s["trusted"]) for s in listed] == [
-        ("signer", "Trần Văn Lãnh Đạo", True, True),
-        ("agency", "Cục Tin học hoá", True, True),
+        ("signer", LEADER_NAME, True, True),
+        ("agency", AGENCY_NAME, True, True),
     ]
     manifest = files[MANIFEST].decode()
     for entry in listed:

@@ -17,6 +17,13 @@ from flask.cli import with_appcontext
 from dispatch.cli.options import CliError, at_option, dispatch_id_argument, resolve_actor
 
 ROLE_LABELS = {"signer": "Người ký (ký duyệt)", "agency": "Cơ quan ban hành", "other": "Khác"}
+# What pyHanko's modification analysis found after a signature that did not permit it.
+FORBIDDEN_CHANGES = {
+    "form_filling": "điền lại các ô (số, ngày …)",
+    "annotations": "thêm ghi chú",
+    "other": "sửa nội dung",
+}
+NOT_PERMITTED = " (not permitted)"
 
 
 @click.command("approve")
@@ -69,6 +76,12 @@ def verify_command(file: Path, as_json: bool) -> None:
             click.echo("Tệp không có chữ ký số.")
         for sig in result["signatures"]:
             state = "nguyên vẹn" if sig["intact"] else "BỊ HỎNG (tệp đã bị sửa sau khi ký)"
+            if sig["changes_after"].endswith(NOT_PERMITTED):
+                change = sig["changes_after"].removesuffix(NOT_PERMITTED)
+                state = (
+                    "BỊ HỎNG (sau khi ký có thay đổi không được phép: "
+                    f"{FORBIDDEN_CHANGES.get(change, change)})"
+                )
             trust = "tin cậy" if sig["trusted"] else "chưa xác định được nguồn tin cậy"
             click.echo(
                 f"{ROLE_LABELS.get(sig['role'], sig['role'])}: {sig['name']}, "

@@ -437,6 +437,8 @@ def approve(
     Raises ``ApprovalError`` (wrong person, no key, a key that does not open, a submitted PDF
     missing or altered: ``SubmittedPdfUnavailable``); nothing is changed then.
     """
+    from flask import current_app
+
     from dispatch.signing import keys, original, pades
 
     with _committed_with_file(dispatch_id) as store:
@@ -448,7 +450,13 @@ def approve(
         try:
             with keys.open_signer(actor.signing_key, _password(actor, environ)) as signer:
                 certificate = signer.signing_cert.subject.human_friendly
-                signed = original.approve(pdf, signer, image=actor.signature_image, at=at)
+                signed = original.approve(
+                    pdf,
+                    signer,
+                    image=actor.signature_image,
+                    at=at,
+                    evidence=original.Evidence.from_config(current_app.config),
+                )
         except (keys.SigningKeyError, pades.SigningError) as exc:
             raise ApprovalError(f"Chưa ký duyệt được: {exc}") from exc
         stored = store(f"ky-duyet-{approval.id}.pdf", signed)

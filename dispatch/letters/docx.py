@@ -309,9 +309,7 @@ def _describe(document: DocxDocument, letter: Letter) -> None:
     properties = document.core_properties
     moment = _timestamp(letter)
     number = formatting.number_and_symbol(letter)
-    # Spaces collapsed as in the PDF's title: a draft is "Công văn số /THH-VP V/v …".
-    title = " ".join(f"Công văn số {number} {formatting.subject_line(letter)}".split())
-    properties.title = _nfc(title)
+    properties.title = _nfc(formatting.document_title(letter))  # as the PDF's
     properties.subject = _nfc(letter.subject)
     properties.author = _nfc(letter.issuing_agency)
     properties.last_modified_by = _nfc(letter.issuing_agency)

@@ -53,6 +53,15 @@ def subject_line(letter: Letter) -> str:
     return f"V/v {letter.subject}"
 
 
+def document_title(letter: Letter) -> str:
+    """The PDF's and the DOCX's title: 'Công văn số 07/THH-VP V/v …' once numbered; before,
+    the trích yếu alone ('V/v …'), never a blank number. The electronic original is rendered
+    unnumbered and its signed metadata cannot change at issuance: its title is its subject."""
+    if letter.number is None:
+        return " ".join(subject_line(letter).split())
+    return " ".join(f"Công văn số {number_and_symbol(letter)} {subject_line(letter)}".split())
+
+
 def _listed(items: tuple[str, ...]) -> list[str]:
     """Each item as '- item;', the last ending with '.'."""
     return [f"- {item}{'.' if i == len(items) - 1 else ';'}" for i, item in enumerate(items)]

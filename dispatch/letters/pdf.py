@@ -199,9 +199,8 @@ def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, A
         raise RenderError(f"Một công văn chỉ có tối đa {MAX_APPENDICES} phụ lục.")
     number = formatting.number_and_symbol(letter)
     subject = formatting.subject_line(letter)
-    title = " ".join(f"Công văn số {number} {subject}".split())
     return {
-        "title": _nfc(title),
+        "title": _nfc(formatting.document_title(letter)),
         "author": _nfc(letter.issuing_agency),
         # The XMP creation date: the issuing date (a draft has none yet).
         "created": (
@@ -211,7 +210,7 @@ def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, A
         "issuing_agency": _nfc(letter.issuing_agency.upper()),
         "national_title": formatting.NATIONAL_TITLE,
         "motto": formatting.MOTTO,
-        "fields": False,  # True: number and day lines left to PDF form fields (render_with_places)
+        "fields": False,  # True: number, day and "Kèm theo" lines left to PDF form fields
         "number_line": _nfc(formatting.number_line(letter)),
         "place_date": _nfc(formatting.place_date_line(letter)),
         "subject": _plain(subject),
@@ -487,8 +486,9 @@ class _Engine(PrintEngine):
     def render_with_places(
         self, letter: Letter, *, verify_url: str | None = None
     ) -> tuple[bytes, dict[str, Place]]:
-        """The PDF of ``letter`` with its number and day lines laid out but not drawn, and the
-        places of those lines and of the signature space, read back from the layout."""
+        """The PDF of ``letter`` with its number and day lines and its appendices' reference
+        lines laid out but not drawn, and the places of those lines and of the signature space,
+        read back from the layout."""
         document, pdf = self._render(letter, fields=True, verify_url=verify_url)
         return pdf, places_in(document)
 
@@ -509,6 +509,10 @@ class _Engine(PrintEngine):
 PX = 0.75
 # The marked boxes of the letter template whose places the signing code needs.
 PLACES = {"number": "number", "place-date": "place_date", "signature-place": "signature"}
+# Each appendix's "(Kèm theo Công văn số … ngày …)" line: one place per appendix, in order,
+# named "reference-1", "reference-2", …
+REFERENCE_CLASS = "appendix-reference"
+REFERENCE_PLACE = "reference-{}"
 
 
 @dataclass(frozen=True)
@@ -524,11 +528,23 @@ class Place:
     baseline: float
     font_size: float
     font: tuple[str, str]  # (weight, style) as in FONT_FILES
+    # Each laid-out line: where its text starts, its baseline and its text as printed (word
+    # joiners left out); filled for the appendices' reference lines, which may wrap.
+    lines: tuple[tuple[float, float, str], ...] = ()
+
+
+def _line_texts(line: Any) -> Iterator[Any]:
+    """The text boxes of a laid-out line, in order."""
+    if type(line).__name__ == "TextBox":
+        yield line
+    for child in getattr(line, "children", ()) or ():
+        yield from _line_texts(child)
 
 
 def places_in(document: Any) -> dict[str, Place]:
     """Where the boxes named in ``PLACES`` (by CSS class) were laid out."""
     found: dict[str, Place] = {}
+    references: list[Place] = []
     for index, page in enumerate(document.pages):
         height = page.height
         stack = [page._page_box]  # WeasyPrint's layout tree (no public accessor)
@@ -540,14 +556,26 @@ def places_in(document: Any) -> dict[str, Place]:
                 continue
             classes = (element.get("class") or "").split()
             names = [PLACES[c] for c in classes if c in PLACES]
-            if not names:
+            reference = REFERENCE_CLASS in classes
+            if not names and not reference:
                 continue
             x, y = box.content_box_x(), box.content_box_y()
             lines = [c for c in box.children if type(c).__name__ == "LineBox"]
             baseline = lines[0].position_y + lines[0].baseline if lines else y + box.height
             style = box.style
             weight = "bold" if int(style["font_weight"]) >= 600 else "normal"
-            found[names[0]] = Place(
+            laid_out = []
+            for line in lines:
+                texts = list(_line_texts(line))
+                if texts:
+                    laid_out.append(
+                        (
+                            texts[0].position_x * PX,
+                            (height - line.position_y - line.baseline) * PX,
+                            "".join(t.text for t in texts).replace(WORD_JOINER, ""),
+                        )
+                    )
+            place = Place(
                 page=index,
                 x1=x * PX,
                 y1=(height - y - box.height) * PX,
@@ -556,7 +584,15 @@ def places_in(document: Any) -> dict[str, Place]:
                 baseline=(height - baseline) * PX,
                 font_size=style["font_size"] * PX,
                 font=(weight, "italic" if style["font_style"] == "italic" else "normal"),
+                lines=tuple(laid_out),
             )
+            if reference:
+                references.append(place)
+            else:
+                found[names[0]] = place
+    references.sort(key=lambda p: (p.page, -p.y2))
+    for number, place in enumerate(references, start=1):
+        found[REFERENCE_PLACE.format(number)] = place
     missing = set(PLACES.values()) - set(found)
     if missing:
         raise RenderError(f"Mẫu công văn thiếu vị trí: {', '.join(sorted(missing))}.")

@@ -12,10 +12,10 @@ gives the demo leader their key and signature image, takes the seed letter throu
 workflow (submit, approve, issue, at fixed November 2021 moments) and leaves a second draft
 waiting in the leader's "Chờ ký duyệt" list.
 
-Everything here says DEMO: the certificates (``OU=DEMO - không dùng thật``), the files, the
-README. Its keys must never sign a real letter, so the samples are signed only when the agency
-key configured is this folder's own; an operator's key (``DISPATCH_AGENCY_KEY`` set before
-``make run``) is used as it is and never for the samples.
+Everything here says DEMO: the certificates (``CN=… (DEMO)``, ``OU=DEMO – không dùng cho văn
+bản thật``), the files, the README. Its keys must never sign a real letter, so the samples are
+signed only when the agency key configured is this folder's own; an operator's key
+(``DISPATCH_AGENCY_KEY`` set before ``make run``) is used as it is and never for the samples.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def ensure_demo_pki(folder: Path) -> DemoPki:
         target = building / name
         target.write_bytes(
             pkcs12.serialize_key_and_certificates(
-                f"{identity.name} (DEMO)".encode(),
+                identity.name.encode(),
                 identity.key,
                 identity.cert,
                 [pki.root],

@@ -8,8 +8,9 @@ responder (Authority Information Access): ``dispatch.signing.demo_services`` ser
 responder and the RFC 3161 TSA (``{services_url}/tsa``) from this same root, so a signature made
 with the demo keys can be time-stamped (PAdES B-T) and carry its revocation information (B-LT).
 
-Nothing made here is trusted by anyone else: its certificates say DEMO and must never sign a
-real letter. RSA key generation and token set-up are slow: make it once and share it."""
+Nothing made here is trusted by anyone else: its certificates say DEMO (common name "… (DEMO)",
+organisation unit "DEMO – không dùng cho văn bản thật") and must never sign a real letter. RSA
+key generation and token set-up are slow: make it once and share it."""
 
 from __future__ import annotations
 
@@ -32,12 +33,23 @@ NOT_BEFORE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 NOT_AFTER = dt.datetime(2040, 1, 1, tzinfo=dt.UTC)
 
 
-def _name(common: str, organisation: str = "Cục Tin học hoá") -> x509.Name:
+# Every certificate made here says DEMO where a reader of a signature looks first: its common
+# name (the name verifiers show) ends with DEMO_MARK, its organisation and unit say DEMO.
+DEMO_MARK = " (DEMO)"
+DEMO_UNIT = "DEMO – không dùng cho văn bản thật"
+DEMO_ORGANISATION = "Cục Tin học hoá" + DEMO_MARK
+ROOT_NAME = "Dispatch Root CA" + DEMO_MARK
+LEADER_NAME = "Trần Văn Lãnh Đạo" + DEMO_MARK
+AGENCY_NAME = "Cục Tin học hoá" + DEMO_MARK
+TSA_NAME = "Dispatch TSA" + DEMO_MARK
+
+
+def _name(common: str) -> x509.Name:
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "DEMO - không dùng thật"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEMO_ORGANISATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, DEMO_UNIT),
             x509.NameAttribute(NameOID.COMMON_NAME, common),
         ]
     )
@@ -125,14 +137,14 @@ def make_pki(folder: Path, services_url: str | None = None, *, token: bool = Tru
     folder.mkdir(parents=True, exist_ok=True)
     services_url = services_url.rstrip("/") if services_url else None
     ocsp_url = f"{services_url}/ocsp" if services_url else None
-    root_key, root = _issue("Dispatch DEMO Root CA", None, None, ca=True)
+    root_key, root = _issue(ROOT_NAME, None, None, ca=True)
     root_pem = folder / "root.pem"
     root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
     identities = {}
     for role, common, usage in (
-        ("leader", "Trần Văn Lãnh Đạo", ExtendedKeyUsageOID.EMAIL_PROTECTION),
-        ("agency", "Cục Tin học hoá", ExtendedKeyUsageOID.EMAIL_PROTECTION),
-        ("tsa", "Dispatch DEMO TSA", ExtendedKeyUsageOID.TIME_STAMPING),
+        ("leader", LEADER_NAME, ExtendedKeyUsageOID.EMAIL_PROTECTION),
+        ("agency", AGENCY_NAME, ExtendedKeyUsageOID.EMAIL_PROTECTION),
+        ("tsa", TSA_NAME, ExtendedKeyUsageOID.TIME_STAMPING),
     ):
         key, cert = _issue(common, root_key, root.subject, usage=usage, ocsp_url=ocsp_url)
         p12 = folder / f"{role}.p12"

@@ -11,7 +11,10 @@ How it is built, and why:
   prints the blank line exactly as a draft prints it, so the leader reads the usual draft. The
   renderer reports where WeasyPrint laid out those lines and the fixed-size empty signature box
   between the title and the name (``dispatch.letters.pdf.places_in``): no position is guessed.
-  The signature box becomes the signer's empty signature field ``KyDuyet``.
+  The signature box becomes the signer's empty signature field ``KyDuyet``. Each appendix's
+  "(Kèm theo Công văn số … ngày …)" line, which may wrap, is hidden the same way under a
+  multi-line text field (``KemTheo1``, …) whose initial appearance prints the draft's lines
+  where WeasyPrint laid them out.
 - The field text is set in the letter's own typeface: the shipped Liberation Serif face the line
   uses (regular for the number, italic for the date), embedded once in the form's default
   resources as a subset holding every digit and every character of both lines. WeasyPrint's own
@@ -23,11 +26,13 @@ How it is built, and why:
   signature box, and lays out the agency's empty signature field ``BanHanh`` for the seal so that
   the seal's right edge falls on the first third of the signature image, then certifies the
   document (DocMDP level 2: form filling and signing allowed).
-- ``issue`` fills the two fields (new values and appearance streams: pyHanko's modification
-  analysis calls this form filling, which the certification permits) and signs ``BanHanh`` with
-  the seal, in one incremental update. Poppler's ``pdftotext`` reads widget appearances (found by
-  experiment with poppler 22.12), so the number and the date extract with the page's text: no
-  flattening into the page content (which DocMDP level 2 forbids) is needed.
+- ``issue`` fills the fields (new values and appearance streams: pyHanko's modification
+  analysis calls this form filling, which the certification permits; the reference lines are
+  broken and centred as the plain render of the issued letter breaks and centres them) and
+  signs ``BanHanh`` with the seal, in one incremental update. Poppler's ``pdftotext`` reads
+  widget appearances (found by experiment with poppler 22.12), so the number and the date
+  extract with the page's text: no flattening into the page content (which DocMDP level 2
+  forbids) is needed.
 - ``sign_attachment`` stamps the number and symbol and the signing time in 10 pt Liberation Serif
   (Times New Roman metrics) at the top right of an attached PDF's first page and adds the
   agency's invisible signature.
@@ -36,22 +41,41 @@ How it is built, and why:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from dispatch.letters import formatting
-from dispatch.letters.pdf import FONT_DIR, FONT_FILES, Place, render_with_places
+from dispatch.letters.pdf import (
+    FONT_DIR,
+    FONT_FILES,
+    REFERENCE_PLACE,
+    Place,
+    render_with_places,
+)
 from dispatch.signing.pades import (
     APPROVAL_FIELD,
     ISSUANCE_FIELD,
     VIETNAM,
     SigningError,
+    long_term_options,
     signatures_in,
+    signing_failure,
+    timestamper_for,
 )
 
 NUMBER_FIELD = "SoKyHieu"
 DATE_FIELD = "NgayThang"
 TEXT_FIELDS = (NUMBER_FIELD, DATE_FIELD)
+# Each appendix's "(Kèm theo Công văn số … ngày …)" line: "KemTheo1", "KemTheo2", …
+REFERENCE_FIELD = "KemTheo"
+MULTILINE = 1 << 12  # the text field flag "Multiline" (ISO 32000-1, table 228)
+# A reference line that no longer fits in the lines the draft gave it is set smaller, by this
+# step, down to MIN_REFERENCE_SIZE (the page cannot reflow after the leader has signed).
+SHRINK_STEP = 0.25
+MIN_REFERENCE_SIZE = 8.0
 NUMBER_PREFIX = "Số: "
 DIGITS = "0123456789"
 DEFAULT_DPI = 96
@@ -77,29 +101,54 @@ def _font_path(font: tuple[str, str]):
     return FONT_DIR / FONT_FILES[font]
 
 
-def _shape(font: tuple[str, str], text: str) -> _Shaped:
-    """``text`` shaped by HarfBuzz with the shipped face (kerning on, as Pango does)."""
+@functools.cache
+def _shaper(font: tuple[str, str]):
+    """The shipped face as HarfBuzz shapes it, with its units per em and natural advances."""
     import uharfbuzz as hb
     from fontTools.ttLib import TTFont
 
     data = _font_path(font).read_bytes()
     face = hb.Face(data)
-    hb_font = hb.Font(face)
-    units = face.upem
+    with TTFont(io.BytesIO(data), lazy=True) as tt:
+        metrics = tt["hmtx"].metrics
+        advances = [metrics[name][0] for name in tt.getGlyphOrder()]
+    return hb.Font(face), face.upem, advances
+
+
+def _shape(font: tuple[str, str], text: str) -> _Shaped:
+    """``text`` shaped by HarfBuzz with the shipped face (kerning on, as Pango does)."""
+    import uharfbuzz as hb
+
+    hb_font, units, advances = _shaper(font)
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
     hb.shape(hb_font, buf, {})
-    with TTFont(io.BytesIO(data), lazy=True) as tt:
-        metrics = tt["hmtx"].metrics
-        order = tt.getGlyphOrder()
-        glyphs = []
-        total = 0
-        for info, pos in zip(buf.glyph_infos, buf.glyph_positions, strict=True):
-            natural = metrics[order[info.codepoint]][0]
-            glyphs.append((info.codepoint, (natural - pos.x_advance) * 1000 / units))
-            total += pos.x_advance
+    glyphs = []
+    total = 0
+    for info, pos in zip(buf.glyph_infos, buf.glyph_positions, strict=True):
+        glyphs.append((info.codepoint, (advances[info.codepoint] - pos.x_advance) * 1000 / units))
+        total += pos.x_advance
     return _Shaped(glyphs, total / units)
+
+
+def _break_lines(font: tuple[str, str], size: float, width: float, text: str) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` as the letter's stylesheet breaks a
+    ``white-space: pre-wrap`` paragraph: at spaces only (the renderer joins a word to its "/"
+    and "-"), as many words on a line as fit, the spaces after the last word kept and hanging."""
+    words = re.findall(r"\s*\S+\s*", text)
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        candidate = current + word
+        if current and _shape(font, candidate.rstrip()).width * size > width + 0.01:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current or not lines:
+        lines.append(current)
+    return lines
 
 
 def _text_ops(resource: str, size: float, x: float, y: float, shaped: _Shaped) -> bytes:
@@ -162,14 +211,26 @@ def _font_glyphs(font_ref) -> set[int]:
 
 def _appearance(writer, font_ref, resource: str, place: Place, text: str, font) -> object:
     """A field appearance printing ``text`` centred in ``place`` on its baseline."""
+    width = place.x2 - place.x1
+    shaped = _shape(font, text)
+    x = place.x1 + (width - shaped.width * place.font_size) / 2
+    return _lines_appearance(
+        writer, font_ref, resource, place, place.font_size, [(x, place.baseline, text)]
+    )
+
+
+def _lines_appearance(writer, font_ref, resource: str, place: Place, size: float, lines) -> object:
+    """A field appearance printing each of ``lines`` (start x, baseline, text; page
+    coordinates) in ``place.font`` at ``size``."""
     from pyhanko.pdf_utils import generic
     from pyhanko.pdf_utils.generic import pdf_name
 
     width, height = place.x2 - place.x1, place.y2 - place.y1
-    shaped = _shape(font, text)
-    x = (width - shaped.width * place.font_size) / 2
-    y = place.baseline - place.y1
-    ops = b"/Tx BMC q " + _text_ops(resource, place.font_size, x, y, shaped) + b" Q EMC"
+    ops = [b"/Tx BMC q"]
+    for x, baseline, text in lines:
+        shaped = _shape(place.font, text)
+        ops.append(_text_ops(resource, size, x - place.x1, baseline - place.y1, shaped))
+    ops.append(b"Q EMC")
     stream = generic.StreamObject(
         {
             pdf_name("/Type"): pdf_name("/XObject"),
@@ -181,10 +242,10 @@ def _appearance(writer, font_ref, resource: str, place: Place, text: str, font) 
                 {pdf_name("/Font"): generic.DictionaryObject({pdf_name(resource): font_ref})}
             ),
         },
-        stream_data=ops,
+        stream_data=b" ".join(ops),
     )
     stream.compress()
-    return writer.add_object(stream), shaped
+    return writer.add_object(stream)
 
 
 def _rect(x1: float, y1: float, x2: float, y2: float):
@@ -217,24 +278,33 @@ def render_for_approval(letter, **render_options) -> bytes:
         resource = f"/DispatchF{index + 1}"
         font_ref = _embed_font(writer, place.font, [blank, chars + DIGITS])
         fonts[pdf_name(resource)] = font_ref
-        page_ref = writer.find_page_for_modification(place.page)[0]
-        ap_ref, _ = _appearance(writer, font_ref, resource, place, blank, place.font)
-        widget = generic.DictionaryObject(
-            {
-                pdf_name("/Type"): pdf_name("/Annot"),
-                pdf_name("/Subtype"): pdf_name("/Widget"),
-                pdf_name("/FT"): pdf_name("/Tx"),
-                pdf_name("/T"): pdf_string(name),
-                pdf_name("/V"): pdf_string(""),
-                pdf_name("/DA"): pdf_string(f"{resource} {place.font_size:g} Tf 0 g"),
-                pdf_name("/Q"): generic.NumberObject(1),
-                pdf_name("/F"): generic.NumberObject(4),  # print
-                pdf_name("/P"): page_ref,
-                pdf_name("/Rect"): _rect(place.x1, place.y1, place.x2, place.y2),
-                pdf_name("/AP"): generic.DictionaryObject({pdf_name("/N"): ap_ref}),
-            }
-        )
+        ap_ref = _appearance(writer, font_ref, resource, place, blank, place.font)
+        widget = _text_widget(writer, name, place, resource, ap_ref)
         widgets.append((place.page, writer.add_object(widget)))
+    references = [
+        places[name]
+        for number in range(1, len(places) + 1)
+        if (name := REFERENCE_PLACE.format(number)) in places
+    ]
+    if references:
+        # One subset for every appendix's line: the draft's lines, the issued wording, digits.
+        resource = f"/DispatchF{len(lines) + 1}"
+        texts = [text for place in references for _, _, text in place.lines]
+        issued_chars = formatting.appendix_reference_line(letter) + DIGITS
+        font_ref = _embed_font(writer, references[0].font, [*texts, issued_chars])
+        fonts[pdf_name(resource)] = font_ref
+        for number, place in enumerate(references, start=1):
+            if place.font != references[0].font or not place.lines:
+                raise SigningError("Dòng «Kèm theo» của các phụ lục không cùng một kiểu chữ.")
+            widget = _text_widget(
+                writer,
+                f"{REFERENCE_FIELD}{number}",
+                place,
+                resource,
+                _lines_appearance(writer, font_ref, resource, place, place.font_size, place.lines),
+                flags=MULTILINE,
+            )
+            widgets.append((place.page, writer.add_object(widget)))
     signature = places["signature"]
     empty = generic.StreamObject(
         {
@@ -279,6 +349,31 @@ def render_for_approval(letter, **render_options) -> bytes:
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def _text_widget(writer, name: str, place: Place, resource: str, ap_ref, flags: int = 0):
+    """An empty, centred text field over ``place`` whose appearance is ``ap_ref``."""
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.generic import pdf_name, pdf_string
+
+    widget = generic.DictionaryObject(
+        {
+            pdf_name("/Type"): pdf_name("/Annot"),
+            pdf_name("/Subtype"): pdf_name("/Widget"),
+            pdf_name("/FT"): pdf_name("/Tx"),
+            pdf_name("/T"): pdf_string(name),
+            pdf_name("/V"): pdf_string(""),
+            pdf_name("/DA"): pdf_string(f"{resource} {place.font_size:g} Tf 0 g"),
+            pdf_name("/Q"): generic.NumberObject(1),
+            pdf_name("/F"): generic.NumberObject(4),  # print
+            pdf_name("/P"): writer.find_page_for_modification(place.page)[0],
+            pdf_name("/Rect"): _rect(place.x1, place.y1, place.x2, place.y2),
+            pdf_name("/AP"): generic.DictionaryObject({pdf_name("/N"): ap_ref}),
+        }
+    )
+    if flags:
+        widget[pdf_name("/Ff")] = generic.NumberObject(flags)
+    return widget
 
 
 # --------------------------------------------------------------------------- fields read back
@@ -361,7 +456,41 @@ class _SignerAt:
         return TimedPdfSigner(meta, signer=signer, **kwargs)
 
 
-def _metadata(field: str, *, certify: bool):
+@dataclass(frozen=True)
+class Evidence:
+    """What makes a signature last (PAdES B-T, B-LT): the RFC 3161 time-stamp authority, what to
+    do about revocation information (``pades.REVOCATION_MODES``) and the roots to walk the
+    chain to when fetching it. The default is neither (B-B)."""
+
+    tsa_url: str | None = None
+    revocation: str = "embed"
+    trust_roots: tuple[bytes, ...] = ()
+
+    @classmethod
+    def from_config(cls, config) -> Evidence:
+        """DISPATCH_TSA_URL, DISPATCH_REVOCATION and DISPATCH_TRUST_ROOTS."""
+        from dispatch.signing.pades import evidence_options
+
+        options = evidence_options(config)
+        return cls(options["tsa_url"], options["revocation"], tuple(options["trust_roots"]))
+
+
+def _sign(pdf_signer, writer, evidence: Evidence, **options) -> bytes:
+    """``pdf_signer`` signs ``writer``'s document; a failure (TSA down, a revoked certificate)
+    is a Vietnamese ``SigningError`` and nothing is written."""
+    out = io.BytesIO()
+    try:
+        pdf_signer.sign_pdf(writer, output=out, **options)
+    except Exception as exc:
+        raise signing_failure(exc, pdf_signer.default_timestamper, evidence.revocation) from exc
+    return out.getvalue()
+
+
+def _metadata(
+    field: str, *, certify: bool, signer, evidence: Evidence, timestamper, locks: bool = False
+):
+    """``locks``: the signature's field lock forbids any change after it (the agency's).
+    With a time-stamp, revocation information is embedded as ``evidence`` says (B-LT)."""
     from pyhanko.sign import fields, signers
 
     return signers.PdfSignatureMetadata(
@@ -369,19 +498,28 @@ def _metadata(field: str, *, certify: bool):
         md_algorithm="sha256",
         subfilter=fields.SigSeedSubFilter.PADES,
         certify=certify,
-        docmdp_permissions=fields.MDPPerm.FILL_FORMS,
+        docmdp_permissions=fields.MDPPerm.NO_CHANGES if locks else fields.MDPPerm.FILL_FORMS,
         location="Việt Nam",
         use_pades_lta=False,
+        **long_term_options(signer, timestamper, evidence.revocation, evidence.trust_roots),
     )
 
 
 # --------------------------------------------------------------------------- approval
 
 
-def approve(pdf: bytes, signer, *, image: bytes | None, at: dt.datetime | None = None) -> bytes:
+def approve(
+    pdf: bytes,
+    signer,
+    *,
+    image: bytes | None,
+    at: dt.datetime | None = None,
+    evidence: Evidence = Evidence(),
+) -> bytes:
     """The signer's certification signature (ký duyệt) on a PDF from ``render_for_approval``,
     with the handwritten-signature image at its natural size in the signature block, and the
-    agency's empty signature field where the seal goes."""
+    agency's empty signature field where the seal goes; time-stamped and with revocation
+    information as ``evidence`` says."""
     from pyhanko.pdf_utils.generic import pdf_name
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields
@@ -412,23 +550,30 @@ def approve(pdf: bytes, signer, *, image: bytes | None, at: dt.datetime | None =
         seal_right,
         centre_y + SEAL_FIELD / 2,
     )
+    # The agency's field locks every field and the document once signed (FieldMDP, all
+    # fields; DocMDP no changes): after issuance, a new number or date is a change its signature
+    # does not permit, whatever the leader's certification allowed before.
     fields.append_signature_field(
         writer,
         fields.SigFieldSpec(
             ISSUANCE_FIELD,
             on_page=_page_of(writer, sig_ref),
             box=tuple(round(v, 3) for v in seal_box),
+            field_mdp_spec=fields.FieldMDPSpec(fields.FieldMDPAction.ALL),
+            doc_mdp_update_value=fields.MDPPerm.NO_CHANGES,
         ),
     )
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(APPROVAL_FIELD, certify=True),
+        _metadata(
+            APPROVAL_FIELD, certify=True, signer=signer, evidence=evidence, timestamper=timestamper
+        ),
         signer,
         at=at,
+        timestamper=timestamper,
         stamp_style=_image_style(image) if image is not None else None,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out, existing_fields_only=True)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
 
 
 # --------------------------------------------------------------------------- issuance
@@ -442,14 +587,17 @@ def issue(
     place_date: str,
     at: dt.datetime,
     seal: bytes | None,
-    tsa_url: str | None = None,
+    reference: str | None = None,
+    evidence: Evidence = Evidence(),
 ) -> bytes:
     """Number and date filled in (form filling, permitted by the certification) and the agency's
-    signature with the seal (ban hành), in one incremental update."""
+    signature with the seal (ban hành), in one incremental update.
+
+    ``reference`` is the appendices' "(Kèm theo Công văn số … ngày …)" line as the issued letter
+    prints it (``formatting.appendix_reference_line``); required when the letter has
+    appendices, whose reference fields it fills."""
     from pyhanko.pdf_utils.generic import pdf_name, pdf_string
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-
-    from dispatch.signing.pades import timestamper_for
 
     if APPROVAL_FIELD not in signatures_in(approved):
         raise SigningError("Văn bản chưa được lãnh đạo ký duyệt.")
@@ -477,20 +625,69 @@ def issue(
         missing = {gid for gid, _ in shaped.glyphs} - _font_glyphs(font_ref)
         if missing:
             raise SigningError(f"Phông chữ của ô {name} không có đủ ký tự để in «{text}».")
-        ap_ref, _ = _appearance(writer, font_ref, resource, place, text, font)
+        ap_ref = _appearance(writer, font_ref, resource, place, text, font)
         widget[pdf_name("/V")] = pdf_string(text)
         widget[pdf_name("/AP")][pdf_name("/N")] = ap_ref
         writer.update_container(widget)
+    references = sorted(
+        (name for name in found if re.fullmatch(rf"{REFERENCE_FIELD}\d+", name)),
+        key=lambda name: int(name[len(REFERENCE_FIELD) :]),
+    )
+    if references and not reference:
+        raise SigningError("Thiếu dòng «Kèm theo Công văn số …» để điền vào các phụ lục.")
+    for name in references:
+        _fill_reference(writer, fonts, found[name], unicodedata.normalize("NFC", reference))
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(ISSUANCE_FIELD, certify=False),
+        _metadata(
+            ISSUANCE_FIELD,
+            certify=False,
+            signer=agency_signer,
+            evidence=evidence,
+            timestamper=timestamper,
+            locks=True,
+        ),
         agency_signer,
         at=at,
-        timestamper=timestamper_for(tsa_url),
+        timestamper=timestamper,
         stamp_style=_image_style(seal, align_right=True) if seal is not None else None,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out, existing_fields_only=True)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
+
+
+def _fill_reference(writer, fonts, ref, text: str) -> None:
+    """An appendix's reference field filled with ``text``: broken into lines as the plain
+    render breaks it, each centred in the field on the baselines the draft's lines used, set
+    smaller only if it no longer fits in as many lines."""
+    from pyhanko.pdf_utils.generic import pdf_name, pdf_string
+
+    widget = ref.get_object()
+    if str(widget.get("/V", "")):
+        raise SigningError("Dòng «Kèm theo» của phụ lục đã được điền.")
+    resource, size = str(widget["/DA"]).split()[0], float(str(widget["/DA"]).split()[1])
+    font_ref = fonts.raw_get(pdf_name(resource))
+    font = _font_of(font_ref)
+    x1, y1, x2, y2 = _rect_of(ref)
+    width = x2 - x1
+    baselines = _baselines_of(widget, y1)
+    missing = {gid for gid, _ in _shape(font, text).glyphs} - _font_glyphs(font_ref)
+    if missing:
+        raise SigningError(f"Phông chữ của dòng «Kèm theo» không có đủ ký tự để in «{text}».")
+    lines = _break_lines(font, size, width, text)
+    while len(lines) > len(baselines) and size - SHRINK_STEP >= MIN_REFERENCE_SIZE:
+        size -= SHRINK_STEP
+        lines = _break_lines(font, size, width, text)
+    if len(lines) > len(baselines):
+        raise SigningError(f"Dòng «Kèm theo» không vừa chỗ dành cho nó: «{text}».")
+    placed = [
+        (x1 + max(0.0, (width - _shape(font, line).width * size) / 2), baseline, line)
+        for line, baseline in zip(lines, baselines, strict=False)
+    ]
+    place = Place(0, x1, y1, x2, y2, baselines[0], size, font)
+    ap_ref = _lines_appearance(writer, font_ref, resource, place, size, placed)
+    widget[pdf_name("/V")] = pdf_string(text)
+    widget[pdf_name("/AP")][pdf_name("/N")] = ap_ref
+    writer.update_container(widget)
 
 
 def _font_of(font_ref) -> tuple[str, str]:
@@ -515,13 +712,17 @@ def _font_of(font_ref) -> tuple[str, str]:
 
 def _baseline_of(widget, y1: float) -> float:
     """The baseline the field's current appearance prints on (set at approval render)."""
-    import re
+    return _baselines_of(widget, y1)[0]
 
+
+def _baselines_of(widget, y1: float) -> list[float]:
+    """The baselines of the lines the field's current appearance prints (set at approval
+    render), top to bottom."""
     stream = widget["/AP"]["/N"].get_object()
-    match = re.search(rb"Tf 0 g [-\d.]+ ([-\d.]+) Td", stream.data)
-    if not match:
-        raise SigningError("Không đọc được vị trí dòng của ô số/ngày.")
-    return y1 + float(match.group(1))
+    found = re.findall(rb"Tf 0 g [-\d.]+ ([-\d.]+) Td", stream.data)
+    if not found:
+        raise SigningError("Không đọc được vị trí dòng của ô điền số/ngày.")
+    return [y1 + float(y) for y in found]
 
 
 # --------------------------------------------------------------------------- attachments
@@ -533,15 +734,13 @@ def sign_attachment(
     *,
     number_symbol: str,
     at: dt.datetime,
-    tsa_url: str | None = None,
+    evidence: Evidence = Evidence(),
 ) -> bytes:
     """An attached PDF with the letter's number and symbol and the signing time stamped at the
     top right of its first page, and the agency's signature without an image."""
     from pyhanko.pdf_utils import generic
     from pyhanko.pdf_utils.generic import pdf_name
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-
-    from dispatch.signing.pades import timestamper_for
 
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
     page_ref = writer.find_page_for_modification(0)[0]
@@ -574,12 +773,17 @@ def sign_attachment(
     stream = generic.StreamObject(stream_data=b"Q\n" + b"\n".join(ops))
     stream.compress()
     writer.add_stream_to_page(0, writer.add_object(stream), resources=resources)
+    timestamper = timestamper_for(evidence.tsa_url)
     pdf_signer = _SignerAt.make(
-        _metadata(ISSUANCE_FIELD, certify=False),
+        _metadata(
+            ISSUANCE_FIELD,
+            certify=False,
+            signer=agency_signer,
+            evidence=evidence,
+            timestamper=timestamper,
+        ),
         agency_signer,
         at=at,
-        timestamper=timestamper_for(tsa_url),
+        timestamper=timestamper,
     )
-    out = io.BytesIO()
-    pdf_signer.sign_pdf(writer, output=out)
-    return out.getvalue()
+    return _sign(pdf_signer, writer, evidence)

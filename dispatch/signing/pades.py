@@ -121,7 +121,7 @@ def _sign(
         name=name,
         location="Việt Nam",
         use_pades_lta=False,
-        **_long_term(signer, timestamper, revocation, trust_roots),
+        **long_term_options(signer, timestamper, revocation, trust_roots),
     )
     pdf_signer = signers.PdfSigner(
         meta,
@@ -135,11 +135,11 @@ def _sign(
         pdf_signer.sign_pdf(writer, output=out)
     except Exception as exc:
         # Nothing was written for the caller: the PDF it holds is the one it gave.
-        raise _signing_failure(exc, timestamper, revocation) from exc
+        raise signing_failure(exc, timestamper, revocation) from exc
     return out.getvalue()
 
 
-def _long_term(signer, timestamper, revocation: str, trust_roots) -> dict:
+def long_term_options(signer, timestamper, revocation: str, trust_roots) -> dict:
     """PdfSignatureMetadata's arguments for embedding revocation information (B-LT).
 
     Only with a time-stamp: PAdES B-LT builds on B-T. The validation context fetches OCSP
@@ -177,7 +177,7 @@ def _long_term(signer, timestamper, revocation: str, trust_roots) -> dict:
     return {"embed_validation_info": True, "validation_context": context}
 
 
-def _signing_failure(exc: Exception, timestamper, revocation: str) -> SigningError:
+def signing_failure(exc: Exception, timestamper, revocation: str) -> SigningError:
     """A Vietnamese error for a signature that could not be made."""
     from pyhanko.sign.general import SigningError as PyHankoSigningError
     from pyhanko.sign.timestamps import TimestampRequestError

@@ -80,6 +80,12 @@ _CHANGES = {
 }
 
 
+def _changes_text(changes: str) -> str:
+    if changes.endswith(" (not permitted)"):
+        return f"Có thay đổi mà chữ ký không cho phép ({changes.removesuffix(' (not permitted)')})"
+    return _CHANGES.get(changes, f"Thay đổi khác ({changes})")
+
+
 def _moment(value: str | None) -> str:
     if not value:
         return "không rõ"
@@ -103,7 +109,7 @@ def _signature_rows(signatures: list[dict[str, Any]]) -> list[SignatureRow]:
                 if s["trusted"]
                 else "Chưa xác định được nguồn tin cậy của chứng thư"
             ),
-            changes_text=_CHANGES.get(s["changes_after"], f"Thay đổi khác ({s['changes_after']})"),
+            changes_text=_changes_text(s["changes_after"]),
         )
         for s in signatures
     ]
