@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy import select
 
 from dispatch.accounts import users
 from dispatch.archive import read_archived
+from dispatch.clock import VN
 from dispatch.drafting import approval, drafts, uploads
 from dispatch.drafting.drafts import AwaitingSignature
 from dispatch.extensions import db
@@ -32,6 +34,7 @@ from tests.fixtures.files import pdf_bytes
 from tests.fixtures.pki import PASSWORD
 from tests.fixtures.signing import PASSWORD_ENV, configure_agency, give_key
 from tests.fixtures.web import csrf_token_from
+from tests.test_archival import archival_facts
 
 LEADER = "lanhdao.kyduyet@thh.example"
 OTHER_LEADER = "phocuctruong@thh.example"
@@ -532,6 +535,19 @@ def test_the_leader_reads_and_signs_exactly_the_pdf_archived_at_submission(web, 
         )
     ).one()
     assert approved_entry.details["submitted_pdf_sha256"] == row.submitted_pdf_sha256
+
+
+def test_the_submitted_pdf_is_archival_and_dated_by_its_submission(signing):
+    d = signing
+    submitted = approval.submit(d.draft_id, leader_email=LEADER, actor=d.clerk, at=DRAFT_AT)
+    db.session.commit()
+    pdf = read_archived(submitted.submitted_pdf_path, submitted.submitted_pdf_sha256)
+
+    _, xmp = archival_facts(pdf)
+    # The letter has no date yet: the file's creation date is when it was submitted (the moment
+    # given, so a replay with --at gives the same date).
+    moment = re.escape(DRAFT_AT.astimezone(VN).isoformat(timespec="seconds"))
+    assert re.search(f'xmp:CreateDate(="|>){moment}', xmp), xmp
 
 
 def test_an_altered_submitted_pdf_is_not_signed(signing, db_app):

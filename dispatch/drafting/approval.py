@@ -199,9 +199,10 @@ def letter_for_approval(dispatch: Dispatch) -> Letter:
     return replace(letter, number=None, date=None)
 
 
-def render(dispatch: Dispatch) -> bytes:
+def render(dispatch: Dispatch, at: dt.datetime) -> bytes:
     """The draft rendered as it will be signed, with the QR code of the page that will verify
-    it once issued: called once, at submission (``submit`` archives it)."""
+    it once issued and ``at`` (the submission) as its creation date: called once, at
+    submission (``submit`` archives it)."""
     from flask import current_app
 
     from dispatch.letters.pdf import RenderError
@@ -211,6 +212,7 @@ def render(dispatch: Dispatch) -> bytes:
         return original.render_for_approval(
             letter_for_approval(dispatch),
             verify_url=verification.verify_url(dispatch, current_app.config),
+            created=at,
         )
     except LetterSourceError as exc:
         raise ApprovalError(f"Bản nháp còn lỗi, chưa trình ký được: {exc.message}") from exc
@@ -311,7 +313,7 @@ def submit(
             raise ApprovalError(drafts.signature_lock_message(current.status))
         leader = _leader(leader_email)
         try:
-            pdf = render(dispatch)
+            pdf = render(dispatch, at)
         except ApprovalError as exc:
             raise DraftNotReady(str(exc)) from exc
         approval = DispatchApproval(

@@ -14,6 +14,7 @@ before rendering, and a PDF that somehow used another font is refused after.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import logging
 import re
@@ -26,6 +27,7 @@ from typing import Any
 
 import jinja2
 
+from dispatch.clock import VN
 from dispatch.config import PROJECT_ROOT
 from dispatch.letters import formatting
 from dispatch.letters.model import Block, BlockKind, Letter, Span
@@ -190,10 +192,14 @@ def verify_block(url: str) -> dict[str, Any]:
     return {"svg": markupsafe.Markup(svg), "label": VERIFY_LABEL, "url": url}
 
 
-def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, Any]:
+def letter_view(
+    letter: Letter, *, verify_url: str | None = None, created: dt.datetime | None = None
+) -> dict[str, Any]:
     """The plain data the letter template reads; every text is NFC and every word Decree 30's.
 
     With ``verify_url``, the first page carries a small QR code that opens it (``verify``).
+    ``created``: the XMP creation date of a letter rendered before it has a date (the moment it
+    was submitted for signature); a dated letter's is its date.
     """
     if len(letter.appendices) > MAX_APPENDICES:
         raise RenderError(f"Một công văn chỉ có tối đa {MAX_APPENDICES} phụ lục.")
@@ -202,9 +208,13 @@ def letter_view(letter: Letter, *, verify_url: str | None = None) -> dict[str, A
     return {
         "title": _nfc(formatting.document_title(letter)),
         "author": _nfc(letter.issuing_agency),
-        # The XMP creation date: the issuing date (a draft has none yet).
+        # The XMP creation date: the issuing date, or when an undated letter was made.
         "created": (
-            f"{letter.date.isoformat()}T00:00:00+07:00" if letter.date is not None else None
+            f"{letter.date.isoformat()}T00:00:00+07:00"
+            if letter.date is not None
+            else created.astimezone(VN).isoformat(timespec="seconds")
+            if created is not None
+            else None
         ),
         "parent_agency": _nfc(letter.parent_agency.upper()),
         "issuing_agency": _nfc(letter.issuing_agency.upper()),
@@ -484,19 +494,30 @@ class _Engine(PrintEngine):
         return self._render(letter, fields=False, verify_url=verify_url)[1]
 
     def render_with_places(
-        self, letter: Letter, *, verify_url: str | None = None
+        self,
+        letter: Letter,
+        *,
+        verify_url: str | None = None,
+        created: dt.datetime | None = None,
     ) -> tuple[bytes, dict[str, Place]]:
         """The PDF of ``letter`` with its number and day lines and its appendices' reference
         lines laid out but not drawn, and the places of those lines and of the signature space,
         read back from the layout."""
-        document, pdf = self._render(letter, fields=True, verify_url=verify_url)
+        document, pdf = self._render(letter, fields=True, verify_url=verify_url, created=created)
         return pdf, places_in(document)
 
-    def _render(self, letter: Letter, *, fields: bool, verify_url: str | None) -> tuple[Any, bytes]:
+    def _render(
+        self,
+        letter: Letter,
+        *,
+        fields: bool,
+        verify_url: str | None,
+        created: dt.datetime | None = None,
+    ) -> tuple[Any, bytes]:
         self.coverage.check(printed_texts(letter))
         if verify_url:
             self.coverage.check(iter([_Text("dòng xác minh", f"{VERIFY_LABEL} {verify_url}")]))
-        view = letter_view(letter, verify_url=verify_url)
+        view = letter_view(letter, verify_url=verify_url, created=created)
         view["fields"] = fields
         with self.lock, _complaints() as complaints:
             document, pdf = self._print(view)
