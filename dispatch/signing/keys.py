@@ -94,12 +94,51 @@ def open_signer(reference: str, password: str | None) -> Iterator[object]:
     path = Path(reference)
     if not path.is_file():
         raise SigningKeyError(f"Không tìm thấy tệp khoá {reference}.")
-    signer = signers.SimpleSigner.load_pkcs12(
+    loaded = signers.SimpleSigner.load_pkcs12(
         path, passphrase=password.encode("utf-8") if password else None
     )
-    if signer is None:
+    if loaded is None:
         raise SigningKeyError(f"Không mở được tệp PKCS#12 {path.name}: sai mật khẩu hoặc tệp hỏng.")
-    yield signer
+    yield _parsed_once(loaded)
+
+
+def _parsed_once(loaded):
+    """``loaded`` (pyHanko's in-memory signer) with its private key parsed once, for RSA
+    PKCS#1 v1.5 signatures.
+
+    pyHanko's ``SimpleSigner.sign_raw`` parses the key from its DER again for every signature,
+    and parsing an RSA key checks it (tens of milliseconds for 2048 bits); a PDF signature signs
+    twice (a dry run sizes the signature's placeholder). The key is parsed, and checked, once
+    here; any other mechanism goes to pyHanko's own method.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+    class ParsedOnceSigner(signers.SimpleSigner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            key = serialization.load_der_private_key(self.signing_key.dump(), password=None)
+            self._rsa_key = key if isinstance(key, RSAPrivateKey) else None
+
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
+            try:
+                algorithm = mechanism.signature_algo
+            except ValueError:
+                algorithm = mechanism["algorithm"].native
+            if algorithm == "rsassa_pkcs1v15" and self._rsa_key is not None:
+                hash_algorithm = get_pyca_cryptography_hash(digest_algorithm)
+                return self._rsa_key.sign(data, PKCS1v15(), hash_algorithm)
+            return super().sign_raw(data, digest_algorithm)
+
+    return ParsedOnceSigner(
+        signing_cert=loaded.signing_cert,
+        signing_key=loaded.signing_key,
+        cert_registry=loaded.cert_registry,
+    )
 
 
 def describe(reference: str, password: str | None) -> str:
