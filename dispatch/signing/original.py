@@ -451,9 +451,10 @@ def issue(
 
     from dispatch.signing.pades import timestamper_for
 
-    if APPROVAL_FIELD not in signatures_in(approved):
+    signed = signatures_in(approved)  # read once: reading a signed PDF is not cheap
+    if APPROVAL_FIELD not in signed:
         raise SigningError("Văn bản chưa được lãnh đạo ký duyệt.")
-    if ISSUANCE_FIELD in signatures_in(approved):
+    if ISSUANCE_FIELD in signed:
         raise SigningError("Văn bản đã được ban hành.")
     writer = IncrementalPdfFileWriter(io.BytesIO(approved), strict=False)
     found = _fields(writer)
