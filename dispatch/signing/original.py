@@ -36,6 +36,7 @@ How it is built, and why:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 from dataclasses import dataclass
 
@@ -77,28 +78,36 @@ def _font_path(font: tuple[str, str]):
     return FONT_DIR / FONT_FILES[font]
 
 
-def _shape(font: tuple[str, str], text: str) -> _Shaped:
-    """``text`` shaped by HarfBuzz with the shipped face (kerning on, as Pango does)."""
+@functools.lru_cache(maxsize=len(FONT_FILES))
+def _face(font: tuple[str, str]):
+    """The shipped face, read once: HarfBuzz's font, units per em, and each glyph's natural
+    advance by glyph id (the files ship with the code and do not change while it runs)."""
     import uharfbuzz as hb
     from fontTools.ttLib import TTFont
 
     data = _font_path(font).read_bytes()
     face = hb.Face(data)
-    hb_font = hb.Font(face)
-    units = face.upem
+    with TTFont(io.BytesIO(data), lazy=True) as tt:
+        metrics = tt["hmtx"].metrics
+        advances = tuple(metrics[name][0] for name in tt.getGlyphOrder())
+    return hb.Font(face), face.upem, advances
+
+
+def _shape(font: tuple[str, str], text: str) -> _Shaped:
+    """``text`` shaped by HarfBuzz with the shipped face (kerning on, as Pango does)."""
+    import uharfbuzz as hb
+
+    hb_font, units, advances = _face(font)
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
     hb.shape(hb_font, buf, {})
-    with TTFont(io.BytesIO(data), lazy=True) as tt:
-        metrics = tt["hmtx"].metrics
-        order = tt.getGlyphOrder()
-        glyphs = []
-        total = 0
-        for info, pos in zip(buf.glyph_infos, buf.glyph_positions, strict=True):
-            natural = metrics[order[info.codepoint]][0]
-            glyphs.append((info.codepoint, (natural - pos.x_advance) * 1000 / units))
-            total += pos.x_advance
+    glyphs = []
+    total = 0
+    for info, pos in zip(buf.glyph_infos, buf.glyph_positions, strict=True):
+        natural = advances[info.codepoint]
+        glyphs.append((info.codepoint, (natural - pos.x_advance) * 1000 / units))
+        total += pos.x_advance
     return _Shaped(glyphs, total / units)
 
 
