@@ -37,7 +37,7 @@ def test_pkcs12_opens_with_its_password_only(pki):
 
 
 def test_pkcs12_signer_signs_as_pyhanko_does_and_verifies(pki):
-    # The key is parsed once when opened; the raw signatures are pyHanko's own, byte for byte
+    # The key is kept as loaded from the file; the raw signatures are pyHanko's own, byte for byte
     # (RSA PKCS#1 v1.5 is deterministic), and verify with the certificate's public key.
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
