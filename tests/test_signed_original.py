@@ -16,9 +16,10 @@ from PIL import Image, ImageChops
 from dispatch.letters import formatting
 from dispatch.letters.pdf import render_pdf
 from dispatch.signing import demo, keys, original, pades
+from dispatch.signing.original import Evidence
 from dispatch.signing.verification import pdfa_level
-from tests.fixtures.originals import AT, DATE, NUMBER, refilled, sign_letter
-from tests.fixtures.pki import PASSWORD
+from tests.fixtures.originals import AT, DATE, NUMBER, issue, refilled, sign_letter
+from tests.fixtures.pki import PASSWORD, DemoServices
 from tests.letter_samples import seed_letter
 
 NUMBER_SYMBOL = "4321/THH-VP"
@@ -228,6 +229,30 @@ def test_issue_refuses_unapproved_and_filled(originals, pki):
             )  # fmt: skip
         with pytest.raises(pades.SigningError, match="chuẩn bị để ký duyệt"):
             original.approve(render_pdf(seed_letter()), signer, image=None)
+
+
+def test_time_stamped_issues_ask_the_tsa_once_each_after_the_first(originals, pki):
+    # A TSA of its own (a new address), so that no earlier test has asked it anything.
+    services = DemoServices.start()
+    services.attach(pki)
+    letter = seed_letter(NUMBER, DATE)
+    try:
+        stamped = Evidence(f"{services.url}/tsa", "off")
+        issued = [
+            issue(pki, originals["approved"], letter, evidence=stamped, key=str(pki.agency.p12))
+            for _ in range(2)
+        ]
+        # pyHanko sizes the signature with one token over a dummy digest: asked for once, then
+        # one token per signature, not two.
+        assert services.requests == ["tsa"] * 3
+    finally:
+        services.stop()
+    for pdf in issued:
+        reports = pades.verify(pdf, [pki.root_pem.read_bytes()])
+        assert [(r.level, r.intact, r.trusted) for r in reports] == [
+            ("B-B", True, True),
+            ("B-T", True, True),
+        ]
 
 
 def test_attachment_stamped_top_right_and_signed(pki, tmp_path):

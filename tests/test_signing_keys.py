@@ -36,6 +36,24 @@ def test_pkcs12_opens_with_its_password_only(pki):
         keys.describe(str(pki.leader.p12) + ".missing", PASSWORD)
 
 
+def test_pkcs12_signer_signs_as_pyhanko_does_and_verifies(pki):
+    # The key is kept as loaded from the file; the raw signatures are pyHanko's own, byte for byte
+    # (RSA PKCS#1 v1.5 is deterministic), and verify with the certificate's public key.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from pyhanko.sign import signers
+
+    reference = signers.SimpleSigner.load_pkcs12(str(pki.leader.p12), passphrase=PASSWORD.encode())
+    data = "Công văn số 4321/THH-VP".encode()
+    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
+        first, second = signer.sign_raw(data, "sha256"), signer.sign_raw(data, "sha512")
+    assert first == reference.sign_raw(data, "sha256")
+    assert second == reference.sign_raw(data, "sha512")
+    public = pki.leader.cert.public_key()
+    public.verify(first, data, PKCS1v15(), hashes.SHA256())
+    public.verify(second, data, PKCS1v15(), hashes.SHA512())
+
+
 def test_pkcs11_token_key_and_certificate(pki):
     if pki.agency_uri is None:
         pytest.fail("SoftHSM2 is not installed (scripts/system-deps.sh installs it)")

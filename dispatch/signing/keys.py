@@ -57,8 +57,6 @@ def parse_pkcs11(reference: str) -> Pkcs11Reference:
 @contextlib.contextmanager
 def open_signer(reference: str, password: str | None) -> Iterator[object]:
     """A pyHanko signer for the key ``reference`` names, open for the ``with`` block."""
-    from pyhanko.sign import signers
-
     if is_pkcs11(reference):
         from pyhanko.config.pkcs11 import TokenCriteria
         from pyhanko.sign.pkcs11 import PKCS11Signer, open_pkcs11_session
@@ -94,12 +92,64 @@ def open_signer(reference: str, password: str | None) -> Iterator[object]:
     path = Path(reference)
     if not path.is_file():
         raise SigningKeyError(f"Không tìm thấy tệp khoá {reference}.")
-    signer = signers.SimpleSigner.load_pkcs12(
-        path, passphrase=password.encode("utf-8") if password else None
+    yield _pkcs12_signer(path, password)
+
+
+def _pkcs12_signer(path: Path, password: str | None):
+    """A pyHanko in-memory signer for the PKCS#12 file at ``path``, its private key kept parsed.
+
+    What ``SimpleSigner.load_pkcs12`` does (the key, its certificate and the file's other
+    certificates, the chain, as the signer's registry), except that the key ``cryptography``
+    loaded from the file, checks included, signs: pyHanko keeps only its DER and parses it again,
+    checking an RSA key anew (tens of milliseconds for 2048 bits), for every signature, and a PDF
+    signature signs twice (a dry run sizes the signature's placeholder). RSA PKCS#1 v1.5 is
+    signed with the kept key; any other mechanism goes to pyHanko's own method.
+    """
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+    from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+    refused = f"Không mở được tệp PKCS#12 {path.name}: sai mật khẩu hoặc tệp hỏng."
+    try:
+        key, cert, others = pkcs12.load_key_and_certificates(
+            path.read_bytes(), password.encode("utf-8") if password else None
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise SigningKeyError(refused) from exc
+    if key is None or cert is None:
+        raise SigningKeyError(refused)
+
+    def asn1_cert(certificate):
+        return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+
+    class KeptKeySigner(signers.SimpleSigner):
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
+            try:
+                algorithm = mechanism.signature_algo
+            except ValueError:
+                algorithm = mechanism["algorithm"].native
+            if algorithm == "rsassa_pkcs1v15" and isinstance(key, RSAPrivateKey):
+                hash_algorithm = get_pyca_cryptography_hash(digest_algorithm)
+                return key.sign(data, PKCS1v15(), hash_algorithm)
+            return super().sign_raw(data, digest_algorithm)
+
+    registry = SimpleCertificateStore()
+    registry.register_multiple([asn1_cert(other) for other in others])
+    private = asn1_keys.PrivateKeyInfo.load(
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
-    if signer is None:
-        raise SigningKeyError(f"Không mở được tệp PKCS#12 {path.name}: sai mật khẩu hoặc tệp hỏng.")
-    yield signer
+    return KeptKeySigner(signing_cert=asn1_cert(cert), signing_key=private, cert_registry=registry)
 
 
 def describe(reference: str, password: str | None) -> str:

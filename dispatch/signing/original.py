@@ -599,9 +599,10 @@ def issue(
     from pyhanko.pdf_utils.generic import pdf_name, pdf_string
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
-    if APPROVAL_FIELD not in signatures_in(approved):
+    signed = signatures_in(approved)  # read once: reading a signed PDF is not cheap
+    if APPROVAL_FIELD not in signed:
         raise SigningError("Văn bản chưa được lãnh đạo ký duyệt.")
-    if ISSUANCE_FIELD in signatures_in(approved):
+    if ISSUANCE_FIELD in signed:
         raise SigningError("Văn bản đã được ban hành.")
     writer = IncrementalPdfFileWriter(io.BytesIO(approved), strict=False)
     found = _fields(writer)

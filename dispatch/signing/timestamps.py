@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -22,9 +23,21 @@ class TimestampError(RuntimeError):
 
 
 def timestamper_for(url: str | None, timeout: float = 10):
-    """An RFC 3161 client for ``url`` (pyHanko's, over HTTP), or None without a URL."""
+    """An RFC 3161 client for ``url`` (pyHanko's, over HTTP), or None without a URL.
+
+    One client per address for the process's life: to size a signature's placeholder before
+    signing, pyHanko's client asks its TSA for a token over a dummy digest, once per client. A
+    new client for every signature doubled the requests to the TSA (and their wait); a kept one
+    asks once, and every signature still gets its own token over its own digest. The dummy token
+    only sizes the placeholder (with pyHanko's 50 % margin); it is never embedded.
+    """
     if not url:
         return None
+    return _client(url, timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(url: str, timeout: float):
     from pyhanko.sign.timestamps import HTTPTimeStamper
 
     return HTTPTimeStamper(url, timeout=timeout)
