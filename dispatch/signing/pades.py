@@ -1,26 +1,20 @@
-"""The two PAdES signatures of an electronic công văn, in the order Decree 30 sets, and their
-verification.
+"""PAdES at the signature level, shared by the electronic original (``signing.original``, which
+places the two signatures of a công văn in the order Decree 30 sets) and its verification.
 
-1. ``approve``: the signer's (ký duyệt) certification signature, with the image of their
-   handwritten signature; its DocMDP permissions allow form filling and later signatures, so the
-   agency's signature added at issuance does not break it.
-2. ``issue``: the agency's (ban hành) approval signature with the seal image.
-
-With a time-stamp authority (``tsa_url``) each signature carries an RFC 3161 signature
-time-stamp (PAdES B-T); when the revocation information of the signer's and the TSA's
-certificates can be fetched (OCSP or CRL, from the addresses the certificates give), it is
-embedded in the document security store (DSS) right after the signature (PAdES B-LT), so the
-signature can be checked later without asking anyone.
-
-``verify`` reads every signature back with pyHanko: whether the signed bytes are intact, whether
-the certificate chains to a trusted root, what changed after it (pyHanko's modification
-analysis), its PAdES level and the time its time-stamp vouches for.
+- ``long_term_options`` and ``timestamper_for``: with a time-stamp authority each signature
+  carries an RFC 3161 signature time-stamp (PAdES B-T); when the revocation information of the
+  signer's and the TSA's certificates can be fetched (OCSP or CRL, from the addresses the
+  certificates give), it is embedded in the document security store (DSS) right after the
+  signature (PAdES B-LT), so the signature can be checked later without asking anyone.
+- ``signing_failure``: why a signature could not be made, in Vietnamese.
+- ``verify`` reads every signature back with pyHanko: whether the signed bytes are intact,
+  whether the certificate chains to a trusted root, what changed after it (pyHanko's
+  modification analysis), its PAdES level and the time its time-stamp vouches for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 from dataclasses import asdict, dataclass, field
 
 APPROVAL_FIELD = "KyDuyet"  # the signer's signature field
@@ -35,108 +29,6 @@ REVOCATION_MODES = ("off", "embed", "require")
 
 class SigningError(RuntimeError):
     """A PDF that cannot be signed as asked (Vietnamese message)."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """Where a signature's image goes: page index (-1 = last) and a box in PDF points."""
-
-    page: int
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-def _stamp(image: bytes | None):
-    from PIL import Image
-    from pyhanko.pdf_utils.images import PdfImage
-    from pyhanko.stamp import StaticStampStyle
-
-    if image is None:
-        return None
-    return StaticStampStyle(background=PdfImage(Image.open(io.BytesIO(image))), border_width=0)
-
-
-def _page_index(pdf: bytes, page: int) -> int:
-    from pyhanko.pdf_utils.reader import PdfFileReader
-
-    if page >= 0:
-        return page
-    reader = PdfFileReader(io.BytesIO(pdf))
-    count = int(reader.root["/Pages"]["/Count"])
-    return count + page
-
-
-def _sign(
-    pdf: bytes,
-    signer,
-    *,
-    field: str,
-    certify: bool,
-    image: bytes | None,
-    box: Box | None,
-    timestamper=None,
-    name: str | None = None,
-    later: tuple[str, Box | None] | None = None,
-    revocation: str = "embed",
-    trust_roots=(),
-) -> bytes:
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.sign import fields, signers
-
-    writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
-    if not certify:
-        # Signing into the empty field laid out before the certification: a new field after
-        # it would be a change the certification does not permit.
-        spec = None
-    elif box is not None:
-        spec = fields.SigFieldSpec(
-            field,
-            on_page=_page_index(pdf, box.page),
-            box=(int(box.x1), int(box.y1), int(box.x2), int(box.y2)),
-        )
-    else:
-        spec = fields.SigFieldSpec(field)
-    if later is not None:
-        later_field, later_box = later
-        fields.append_signature_field(
-            writer,
-            fields.SigFieldSpec(
-                later_field,
-                on_page=_page_index(pdf, later_box.page) if later_box else 0,
-                box=(
-                    (int(later_box.x1), int(later_box.y1), int(later_box.x2), int(later_box.y2))
-                    if later_box
-                    else None
-                ),
-            ),
-        )
-    meta = signers.PdfSignatureMetadata(
-        field_name=field,
-        md_algorithm="sha256",
-        subfilter=fields.SigSeedSubFilter.PADES,
-        certify=certify,
-        docmdp_permissions=fields.MDPPerm.FILL_FORMS,
-        name=name,
-        location="Việt Nam",
-        use_pades_lta=False,
-        **long_term_options(signer, timestamper, revocation, trust_roots),
-    )
-    pdf_signer = signers.PdfSigner(
-        meta,
-        signer=signer,
-        timestamper=timestamper,
-        stamp_style=_stamp(image),
-        new_field_spec=spec,
-    )
-    out = io.BytesIO()
-    try:
-        pdf_signer.sign_pdf(writer, output=out)
-    except Exception as exc:
-        # Nothing was written for the caller: the PDF it holds is the one it gave.
-        raise signing_failure(exc, timestamper, revocation) from exc
-    return out.getvalue()
 
 
 def long_term_options(signer, timestamper, revocation: str, trust_roots) -> dict:
@@ -245,67 +137,6 @@ def timestamper_for(url: str | None):
     from dispatch.signing.timestamps import timestamper_for as client
 
     return client(url)
-
-
-def approve(
-    pdf: bytes,
-    signer,
-    *,
-    image: bytes | None,
-    box: Box | None,
-    seal_box: Box | None = None,
-    tsa_url: str | None = None,
-    revocation: str = "embed",
-    trust_roots=(),
-) -> bytes:
-    """The signer's certification signature on the rendered letter (ký duyệt).
-
-    The agency's empty signature field (where the seal will go, ``seal_box``) is laid out in
-    the same revision, before the certification, so that issuance only fills it in. With
-    ``tsa_url`` the signature is time-stamped (B-T) and, unless ``revocation`` is "off", carries
-    the revocation information that can be fetched (B-LT; see ``REVOCATION_MODES``).
-    """
-    if signatures_in(pdf):
-        raise SigningError("Văn bản đã có chữ ký: không ký duyệt lại.")
-    return _sign(
-        pdf,
-        signer,
-        field=APPROVAL_FIELD,
-        certify=True,
-        image=image,
-        box=box,
-        timestamper=timestamper_for(tsa_url),
-        later=(ISSUANCE_FIELD, seal_box),
-        revocation=revocation,
-        trust_roots=trust_roots,
-    )
-
-
-def issue(
-    pdf: bytes,
-    signer,
-    *,
-    seal: bytes | None,
-    tsa_url: str | None = None,
-    revocation: str = "embed",
-    trust_roots=(),
-) -> bytes:
-    """The agency's signature (ban hành) after the signer's; refuses an unapproved PDF.
-
-    ``tsa_url``, ``revocation`` and ``trust_roots`` as for ``approve``."""
-    if APPROVAL_FIELD not in signatures_in(pdf):
-        raise SigningError("Văn bản chưa được lãnh đạo ký duyệt.")
-    return _sign(
-        pdf,
-        signer,
-        field=ISSUANCE_FIELD,
-        certify=False,
-        image=seal,
-        box=None,
-        timestamper=timestamper_for(tsa_url),
-        revocation=revocation,
-        trust_roots=trust_roots,
-    )
 
 
 def signatures_in(pdf: bytes) -> list[str]:
