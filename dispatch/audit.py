@@ -150,7 +150,9 @@ def prepare_gated(
     """The entry ``record`` would append, ready for a statement built with ``gated_append``
     and run outside any transaction of the session; None if this process does not know where
     its lane ends yet (``record`` then learns it)."""
-    pinned = db.session().info.get("audit_lane")
+    # The request's session, if it has one (none is made for the asking: a confirmation uses none).
+    sessions = db.session.registry
+    pinned = sessions().info.get("audit_lane") if sessions.has() else None
     if pinned is not None and pinned.end is not None and pinned.transaction.is_active:
         # The session's transaction has appended and holds its lane until it ends: an append
         # from elsewhere in this thread could wait for it forever.
