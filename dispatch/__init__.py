@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from dispatch.config import PROJECT_ROOT
 
@@ -27,6 +30,37 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _replace_closed_connections(engine: Engine) -> None:
+    """PostgreSQL: at each checkout from the pool, a connection the server has closed since it
+    was last used (a restart, a failover, an idle timeout, ``pg_terminate_backend``) is replaced,
+    as ``pool_pre_ping`` would, without pre-ping's round trip (SELECT 1) on every request.
+
+    A connection resting in the pool has nothing to read. If its socket is readable, the server
+    has said something since (a closed connection's FATAL message and end of stream, or a
+    notice): only then is it pinged, and one that fails the ping is replaced (the pool takes
+    ``DisconnectionError`` to mean so). A connection cut without a word (a dropped network)
+    is found by its next statement, as it would be by pre-ping's.
+    """
+    dialect = engine.dialect
+
+    def check(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        if dbapi_connection.closed or dbapi_connection.broken:
+            raise DisconnectionError("connection closed")
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        if not readable:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("connection closed by the server") from exc
+
+    event.listen(engine, "checkout", check)
+
+
+def _on_postgres(database_uri: str) -> bool:
+    return make_url(database_uri).get_backend_name() == "postgresql"
 
 
 def _guard_issued_dispatches() -> None:
@@ -70,10 +104,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
 
+    options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    check_on_checkout = options.get("pool_pre_ping") and _on_postgres(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+    if check_on_checkout:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "pool_pre_ping": False}
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        if check_on_checkout:
+            _replace_closed_connections(db.engine)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     mail.init_app(app)
     login_manager.init_app(app)

@@ -6,7 +6,8 @@ together. Three things make the log trustworthy:
 - **Chains.** Each entry's ``hash`` is SHA-256 over the previous entry's hash and this entry's
   canonical JSON, so editing, deleting or inserting a row breaks the chain. There are ``LANES``
   chains side by side: a transaction appends to one lane only, its thread's (each gunicorn
-  worker, the scheduler, a command has its own, mostly), so that writers in different lanes
+  worker, the scheduler, a command has its own, mostly; one that finds another appending to
+  its lane moves to another), so that writers in different lanes
   never wait for each other (one global chain serialised every confirmation). Where each lane
   ends is kept in ``audit_lane``, a row the append moves in the statement that inserts the
   entry, only from the end the process last left there (else it locks and reads the row
@@ -34,6 +35,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -148,7 +150,9 @@ def prepare_gated(
     """The entry ``record`` would append, ready for a statement built with ``gated_append``
     and run outside any transaction of the session; None if this process does not know where
     its lane ends yet (``record`` then learns it)."""
-    pinned = db.session().info.get("audit_lane")
+    # The request's session, if it has one (none is made for the asking: a confirmation uses none).
+    sessions = db.session.registry
+    pinned = sessions().info.get("audit_lane") if sessions.has() else None
     if pinned is not None and pinned.end is not None and pinned.transaction.is_active:
         # The session's transaction has appended and holds its lane until it ends: an append
         # from elsewhere in this thread could wait for it forever.
@@ -197,10 +201,28 @@ def _mac(data: bytes | str) -> str:
 
 
 def _own_lane() -> int:
-    """The lane this thread appends to: gunicorn's workers (consecutive process ids), the
-    scheduler, a command and each thread of a process have their own, mostly. Two that share
-    one only wait for each other's appends, as any two appends to one lane do."""
-    return threading.get_native_id() % LANES
+    """The lane this thread appends to: first the one its thread id gives, so that gunicorn's
+    workers, the scheduler, a command and each thread of a process have their own, mostly.
+
+    Two that share one wait for each other's appends and, worse, keep moving the end the other
+    expected, so that neither's one-statement appends succeed. The one that finds its lane's
+    end moved by another therefore leaves for another lane, chosen at random (``_leave_lane``),
+    until each has one of its own: 4 processes on 16 lanes start with two on one lane a third
+    of the time (process ids are not consecutive on a busy machine).
+    """
+    thread = threading.get_native_id()
+    return _lanes_taken().get(thread, thread % LANES)
+
+
+def _lanes_taken() -> dict[int, int]:
+    """The lane each thread of this process moved to, by native thread id."""
+    return current_app.extensions.setdefault("dispatch_audit_thread_lanes", {})
+
+
+def _leave_lane(lane: int) -> None:
+    """Another process appended to ``lane``, this thread's: append to another from now on."""
+    others = [other for other in range(LANES) if other != lane]
+    _lanes_taken()[threading.get_native_id()] = random.choice(others)
 
 
 def _known_ends() -> dict[int, str]:
@@ -367,6 +389,8 @@ def record_many(entries: list[dict[str, Any]]) -> list[int]:
         pinned.end = _known_ends().get(pinned.lane)
     ids = None if pinned.end is None else _append(pinned, entries)
     if ids is None:
+        if pinned.end is not None:
+            _leave_lane(pinned.lane)  # for the next transaction: this one keeps its lane
         pinned.end = _lock_lane_end(pinned.lane)
         ids = _append(pinned, entries)
         if ids is None:  # the row is locked by this transaction: nobody else moved it

@@ -29,7 +29,7 @@ from dispatch.models import (
 )
 from dispatch.receipts import acknowledgements
 from dispatch.views.downloads import content_disposition
-from dispatch.views.provinces import NotFoundThrottle
+from dispatch.views.provinces import NotFoundThrottle, form_link_ids, form_token
 from tests.fixtures.acknowledgements import (
     ISSUED_AT,
     confirm,
@@ -420,6 +420,83 @@ def test_post_without_csrf_token_is_refused(issued, client):
         _assert_secure(response)
     assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
     assert _audit("recipient.acknowledged") == []
+
+
+def test_the_form_token_is_bound_to_its_link_its_ids_and_a_time_window(issued, client, app):
+    token, other = issued.tokens[0], issued.tokens[1]
+    ids = (issued.recipient_ids[0], issued.dispatch_id)
+    now = dt.datetime.now(dt.UTC).timestamp()
+    with app.app_context():
+        genuine = form_token(token, *ids, now)
+        assert form_link_ids(token, genuine, now) == ids
+        assert form_link_ids(token, genuine, now + 3599) == ids
+        assert form_link_ids(token, genuine, now + 3602) is None  # expired (an hour)
+        assert form_link_ids(other, genuine, now) is None  # another link's
+        assert form_link_ids(token, form_token(other, *ids, now), now) is None
+        recipient_id, dispatch_id, expires, mac = genuine.split(".")
+        for changed in (
+            f"{issued.recipient_ids[1]}.{dispatch_id}.{expires}.{mac}",  # other ids, same MAC
+            f"{recipient_id}.{dispatch_id}.{int(expires) + 7200}.{mac}",  # a later expiry
+            f"{recipient_id}.{dispatch_id}.{expires}.{mac[:-1]}A",
+            f"{recipient_id}.{dispatch_id}.{expires}",
+            "",
+        ):
+            assert form_link_ids(token, changed, now) is None, changed
+        app.config["SECRET_KEY"] = "another-secret-key"
+        assert form_link_ids(token, genuine, now) is None  # made with another key
+
+    # Through the page: an expired token or another link's is refused, and nothing is recorded.
+    with app.app_context():
+        app.config["SECRET_KEY"] = "test-secret"
+        expired = form_token(token, *ids, now - 3601)
+    page = open_page(client, other)
+    for csrf in (expired, csrf_token_from(page.get_data(as_text=True))):
+        data = {"csrf_token": csrf, "name": "Nguyễn Văn A", "position": "Văn thư"}
+        response = client.post(f"/r/{token}", data=data)
+        assert response.status_code == 400
+        html = response.get_data(as_text=True)
+        assert "Biểu mẫu đã hết hạn hoặc không hợp lệ" in html
+        assert "cookie" not in html  # the form needs none
+        _assert_secure(response)
+    assert _recipient(issued.recipient_ids[0]).acknowledged_at is None
+    assert _audit("recipient.acknowledged") == []
+
+
+def test_the_page_and_the_confirmation_set_no_cookie(issued, client):
+    page = open_page(client, issued.tokens[0])
+    assert page.status_code == 200
+    assert "Set-Cookie" not in page.headers
+    assert client.get_cookie("session") is None
+    confirmed = client.post(
+        f"/r/{issued.tokens[0]}",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "name": "Nguyễn Văn An",
+            "position": "Chánh Văn phòng",
+        },
+    )
+    assert confirmed.status_code == 303
+    assert "Set-Cookie" not in confirmed.headers
+    assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
+
+
+def test_confirming_over_https_needs_no_referer(issued, client):
+    # The page tells browsers to send no Referer (the token is in the URL): over HTTPS the
+    # form's post comes without one, and must still be recorded.
+    token = issued.tokens[0]
+    page = open_page(client, token, base_url="https://congvan.example.gov.vn")
+    assert page.status_code == 200
+    confirmed = client.post(
+        f"/r/{token}",
+        base_url="https://congvan.example.gov.vn",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "name": "Nguyễn Văn An",
+            "position": "Chánh Văn phòng",
+        },
+    )
+    assert confirmed.status_code == 303
+    assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
 
 
 def test_invalid_form_shows_errors_and_keeps_what_was_typed(issued, client):
@@ -929,9 +1006,9 @@ def test_a_lane_moved_by_another_process_writes_nothing_at_once_and_the_change_g
     assert audit.verify_chain() == []
 
 
-def test_ids_in_the_session_that_are_not_the_links_record_nothing_wrong(issued, db_app, client):
-    # The page keeps its link's ids in the session; a confirmation of another link (ids of the
-    # first in the session) is recorded for its own recipient, once.
+def test_two_links_open_in_one_browser_confirm_each_their_own(issued, db_app, client):
+    # Each page's form carries its own link's ids: a confirmation of the link opened first, after
+    # another was opened in the same browser, is recorded for its own recipient, once.
     first, second = issued.tokens[0], issued.tokens[1]
     page = open_page(client, second)
     csrf = csrf_token_from(page.get_data(as_text=True))

@@ -517,12 +517,12 @@ def test_a_token_made_with_another_key_opens_nothing(issued, client, db_app):
     assert forged != issued.tokens[0]
 
     assert client.get(f"/r/{forged}").status_code == 404
-    # A post with a CSRF token of the session (read from another office's genuine page) reaches
-    # the link's check and finds no letter; one without is refused before the link is looked at.
+    # The form's token is bound to its link: one read from another office's genuine page, or
+    # none, is refused before the link is looked at, and nothing tells whether it exists.
     genuine = open_page(client, issued.tokens[1])
     csrf = csrf_token_from(genuine.get_data(as_text=True))
     posted = client.post(f"/r/{forged}", data={"csrf_token": csrf, "name": "X", "position": "Y"})
-    assert posted.status_code == 404
+    assert posted.status_code == 400
     assert client.post(f"/r/{forged}", data={"name": "X", "position": "Y"}).status_code == 400
     assert client.get(f"/r/{forged}/files/1").status_code == 404
     db.session.expire_all()
@@ -531,6 +531,8 @@ def test_a_token_made_with_another_key_opens_nothing(issued, client, db_app):
 
 def test_a_replayed_confirmation_changes_nothing(issued, client, app):
     token = issued.tokens[0]
+    other = app.test_client()
+    own_page = open_page(other, token)  # another browser of the office, the form still open
     page = open_page(client, token)
     form = {
         "csrf_token": csrf_token_from(page.get_data(as_text=True)),
@@ -539,20 +541,22 @@ def test_a_replayed_confirmation_changes_nothing(issued, client, app):
     }
     assert client.post(f"/r/{token}", data=form).status_code == 303
 
-    # The captured request sent again, and another browser posting its own values.
+    # The captured request sent again, another browser of the link posting its own values, and
+    # one posting with the token of another link's page.
     replay = client.post(f"/r/{token}", data=form)
-    other = app.test_client()
-    other_page = open_page(other, issued.tokens[1])  # any page of its own for a CSRF token
-    forged = other.post(
+    forged = {"name": "Kẻ Giả Mạo", "position": "Giám đốc"}
+    again = other.post(
         f"/r/{token}",
-        data={
-            "csrf_token": csrf_token_from(other_page.get_data(as_text=True)),
-            "name": "Kẻ Giả Mạo",
-            "position": "Giám đốc",
-        },
+        data={**forged, "csrf_token": csrf_token_from(own_page.get_data(as_text=True))},
+    )
+    other_page = open_page(other, issued.tokens[1])
+    crossed = other.post(
+        f"/r/{token}",
+        data={**forged, "csrf_token": csrf_token_from(other_page.get_data(as_text=True))},
     )
 
-    assert replay.status_code == 200 and forged.status_code == 200
+    assert replay.status_code == 200 and again.status_code == 200
+    assert crossed.status_code == 400
     db.session.expire_all()
     recipient = db.session.get(DispatchRecipient, issued.recipient_ids[0])
     assert recipient.acknowledged_by == "Nguyễn Văn An"
@@ -582,12 +586,20 @@ def test_guessing_links_by_posting_is_throttled_too(issued, app):
         )
         codes.append(response.status_code)
 
-    assert codes == [404] * 5 + [429] * 2
+    # A form token is bound to its link: a guess posted with another link's is refused (400)
+    # and counted, as a wrong link opened is.
+    assert codes == [400] * 5 + [429] * 2
     assert int(response.headers["Retry-After"]) > 0
     # Blocked for guesses only: the real link still opens and confirms from this address.
-    assert open_page(guesser, issued.tokens[0]).status_code == 200
+    page = open_page(guesser, issued.tokens[0])
+    assert page.status_code == 200
     confirmed = guesser.post(
-        f"/r/{issued.tokens[0]}", data={"csrf_token": token, "name": "A", "position": "B"}
+        f"/r/{issued.tokens[0]}",
+        data={
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+            "name": "A",
+            "position": "B",
+        },
     )
     assert confirmed.status_code == 303
 

@@ -261,6 +261,35 @@ def test_an_append_goes_on_from_wherever_another_process_left_its_lane(db_app):
     assert audit.verify_chain() == []
 
 
+def test_a_writer_that_finds_another_in_its_lane_moves_to_another_lane(db_app):
+    # Two worker processes whose ids give them the same lane would each keep moving the end the
+    # other expects (and lose their one-statement appends): the one that finds out moves away.
+    audit.record("test.first", actor="system", at=AT, object_type="x", object_id=1)
+    db.session.commit()
+    [lane] = db.session.execute(select(AuditEntry.lane)).scalars()
+    known = db_app.extensions["dispatch_audit_lane_ends"]
+    saved = dict(known)
+    known.clear()
+    audit.record("test.other", actor="system", at=AT, object_type="x", object_id=2)
+    db.session.commit()
+    known.update(saved)
+
+    # This transaction finds the end moved: it goes on in its lane; the next one in another.
+    audit.record("test.again", actor="system", at=AT, object_type="x", object_id=3)
+    db.session.commit()
+    audit.record("test.moved", actor="system", at=AT, object_type="x", object_id=4)
+    audit.record("test.moved", actor="system", at=AT, object_type="x", object_id=5)
+    db.session.commit()
+    audit.record("test.stays", actor="system", at=AT, object_type="x", object_id=6)
+    db.session.commit()
+
+    entries = list(db.session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars())
+    lanes = [e.lane for e in entries]
+    assert lanes[:3] == [lane] * 3
+    assert lanes[3] != lane and lanes[3:] == [lanes[3]] * 3
+    assert audit.verify_chain() == []
+
+
 # --- The database guard (PostgreSQL) ---------------------------------------------------------
 
 

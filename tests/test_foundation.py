@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from dispatch import audit
 from dispatch.config import ConfigError, load_config
@@ -62,3 +67,45 @@ def test_audit_chain_detects_an_edited_and_a_deleted_row(db_app, audit_unguarded
     db.session.delete(second)
     db.session.commit()
     assert len(audit.verify_chain()) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="needs PostgreSQL (TEST_DATABASE_URL)",
+)
+@pytest.mark.parametrize("checked", [True, False])
+def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(
+    migrated_database, tmp_path, checked
+):
+    # Checked at checkout (the app's default), a connection the server ended while it rested in
+    # the pool (a restart, an idle timeout) is replaced; unchecked, the request would fail.
+    from dispatch import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": migrated_database,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": checked},
+            "SECRET_KEY": "test-secret",
+            "DISPATCH_AUDIT_KEY": "test-audit-key",
+            "DISPATCH_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    with app.app_context():
+        try:
+            with db.engine.connect() as conn:
+                pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            other = create_engine(migrated_database, poolclass=NullPool)
+            with other.begin() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.dispose()
+            time.sleep(0.5)  # the end of the connection reaches its socket
+            with db.engine.connect() as conn:
+                if checked:
+                    assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+                else:
+                    with pytest.raises(OperationalError):
+                        conn.execute(text("SELECT pg_backend_pid()"))
+        finally:
+            db.engine.dispose()

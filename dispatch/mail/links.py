@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 
 from flask import current_app
@@ -47,6 +48,9 @@ def confirmation_url(recipient: DispatchRecipient) -> str:
     return f"{current_app.config['BASE_URL']}/r/{token_for(recipient)}"
 
 
+_WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
 def is_well_formed(token: str) -> bool:
     """Cheap shape check before any database look-up (43 URL-safe base64 characters)."""
-    return len(token) == 43 and all(c.isalnum() or c in "-_" for c in token)
+    return _WELL_FORMED.fullmatch(token) is not None

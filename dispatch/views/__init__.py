@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Flask, current_app, url_for
+from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from dispatch.config import DEFAULT_PRODUCT_NAME
+from dispatch.views.frame import branding
 
 # The largest id an INTEGER column holds (PostgreSQL's, and so ours).
 MAX_ID = 2**31 - 1
@@ -19,25 +17,6 @@ class IdConverter(IntegerConverter):
     def __init__(self, map, *args, **kwargs) -> None:  # werkzeug names it "map"
         kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
-
-
-def branding() -> dict[str, Any]:
-    """What every page's frame shows: the product's name, the emblem, whom to contact."""
-    config = current_app.config
-    emblem = config.get("DISPATCH_EMBLEM") or ""
-    if emblem and not emblem.startswith(("https://", "http://", "/")):
-        emblem = url_for("static", filename=emblem)
-    return {
-        "product_name": config.get("DISPATCH_PRODUCT_NAME") or DEFAULT_PRODUCT_NAME,
-        "emblem_url": emblem,
-        "contact": {
-            "name": config.get("DISPATCH_CONTACT_NAME") or "",
-            "email": config.get("DISPATCH_CONTACT_EMAIL")
-            or config.get("MAIL_DEFAULT_SENDER")
-            or "",
-            "phone": config.get("DISPATCH_CONTACT_PHONE") or "",
-        },
-    }
 
 
 def register_blueprints(app: Flask) -> None:

@@ -4,10 +4,17 @@ confirms receipt. There is no account: the token in the URL is the credential.
 Routes are thin: the work is in ``dispatch.receipts.acknowledgements``. Every response carries
 headers that keep the token from leaking (no Referer, no caching) and a strict Content
 Security Policy.
+
+The page and its form need no session: the form's CSRF token is bound to the link
+(``form_token``), so opening the page sets no cookie and confirming reads none. Only a form
+refused for its contents keeps what was typed in the session, for the next GET.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import threading
 import time
 from collections import OrderedDict, deque
@@ -25,11 +32,12 @@ from flask import (
     session,
     url_for,
 )
-from flask_wtf.csrf import CSRFError, generate_csrf
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch import archive, clock
+from dispatch.extensions import csrf
 from dispatch.mail.links import is_well_formed
 from dispatch.models import (
     AcknowledgementMethod,
@@ -43,6 +51,7 @@ from dispatch.receipts import acknowledgements
 from dispatch.text import clean_line, clean_note
 from dispatch.transaction import statement_connection, unit_of_work
 from dispatch.views.downloads import file_response
+from dispatch.views.frame import branding
 
 bp = Blueprint("provinces", __name__)
 
@@ -207,6 +216,90 @@ def bookkeep(
             return
 
 
+# --- The form's CSRF token, bound to the link -------------------------------------------------
+
+# How long a page's form may be posted, unless WTF_CSRF_TIME_LIMIT says otherwise (Flask-WTF's
+# default as well).
+FORM_TOKEN_SECONDS = 3600
+# Keeps these MACs apart from every other use of SECRET_KEY (the links' own tokens are MACs of
+# "ack:…").
+_FORM_TOKEN_PURPOSE = b"dispatch.provinces.form\x00"
+
+
+def _form_mac(token: str, recipient_id: int, dispatch_id: int, expires: int) -> str:
+    key = current_app.config["SECRET_KEY"]
+    message = f"{token}\x00{recipient_id}\x00{dispatch_id}\x00{expires}".encode()
+    digest = hmac.new(key.encode(), _FORM_TOKEN_PURPOSE + message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _form_token_seconds() -> int:
+    return int(current_app.config.get("WTF_CSRF_TIME_LIMIT") or FORM_TOKEN_SECONDS)
+
+
+def form_token(token: str, recipient_id: int, dispatch_id: int, now: float) -> str:
+    """The CSRF token of the link ``token``'s form: until when it may be posted and the link's
+    recipient and dispatch ids, under an HMAC-SHA256 with SECRET_KEY of all four.
+
+    Flask-WTF binds its token to the browser's session, so that another site cannot make a
+    browser post a form it has no token for. Here the form only does anything with the link's
+    token, which is the credential: whoever can make a valid token for a link holds the link
+    and can confirm through it anyway, and a site that does not hold it cannot make one (256
+    bits of MAC). So a token bound to the link, and to a time window as Flask-WTF's is, protects
+    as much, without a session: the page sets no cookie. The ids it carries let the
+    confirmation be one statement (``acknowledge_link_at_once``, which checks them again).
+    """
+    expires = int(now) + _form_token_seconds()
+    mac = _form_mac(token, recipient_id, dispatch_id, expires)
+    return f"{recipient_id}.{dispatch_id}.{expires}.{mac}"
+
+
+def _whole_number(text: str) -> int | None:
+    if not text or len(text) > 12 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def form_link_ids(token: str, value: str | None, now: float) -> tuple[int, int] | None:
+    """The link's (recipient id, dispatch id) if ``value`` is a token ``form_token`` made for the
+    link ``token`` and it has not expired; None for anything else."""
+    if not value or len(value) > 120:
+        return None
+    parts = value.split(".")
+    if len(parts) != 4:
+        return None
+    recipient_id, dispatch_id, expires = (_whole_number(part) for part in parts[:3])
+    if recipient_id is None or dispatch_id is None or expires is None:
+        return None
+    expected = _form_mac(token, recipient_id, dispatch_id, expires)
+    if not hmac.compare_digest(parts[3].encode(), expected.encode()):
+        return None
+    if expires < now or expires > now + _form_token_seconds() + 60:
+        return None
+    return recipient_id, dispatch_id
+
+
+def _form_refused() -> Response:
+    """A POST without a token made for this link (none, expired, another link's, forged):
+    nothing is recorded, and the browser is asked to reload. Counted as a guess, as an unknown
+    link is: a token for a link only comes from that link's page."""
+    blocked = _blocked("provinces/too_many_requests.html")
+    if blocked is not None:
+        return blocked
+    _throttle().miss(_client_key(), time.monotonic())
+    return Response(_render("provinces/bad_request.html"), status=400)
+
+
+def _render(template: str, **context: Any) -> str:
+    """A template of these pages with what it shows: the site's frame (``branding``) and the
+    page's own values.
+
+    The app's context processors are not run: they load the signed-in user and their roles
+    (Flask-Login), which these public pages never show, on every page every office opens.
+    """
+    return current_app.jinja_env.get_template(template).render(**branding(), **context)
+
+
 # --- The form -------------------------------------------------------------------------------
 
 
@@ -232,8 +325,8 @@ class ConfirmationForm:
     """The confirmation of receipt: who confirms, in which position, and an optional note.
 
     Read from the request by hand: three text fields do not need WTForms, whose form objects
-    were a large share of a confirmation's CPU. The CSRF token is checked before the view runs,
-    for every POST of the app (``CSRFProtect``); the rules are the domain's own
+    were a large share of a confirmation's CPU. The CSRF token is the link's own
+    (``form_token``), checked by the view before anything else; the rules are the domain's own
     (``validate_confirmer``), so the page and the domain agree.
     """
 
@@ -451,10 +544,15 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 
 
 @bp.route("/r/<token>", methods=["GET", "POST"])
+@csrf.exempt  # the form's token is the link's own: checked here, first (``form_link_ids``)
 def letter(token: str) -> Any:
     """The letter's page and the confirmation form; after confirming, the receipt."""
-    if request.method == "POST" and (confirmed := _confirm_at_once(token)) is not None:
-        return confirmed
+    if request.method == "POST":
+        link_ids = form_link_ids(token, request.form.get("csrf_token"), time.time())
+        if link_ids is None and current_app.config.get("WTF_CSRF_ENABLED", True):
+            return _form_refused()
+        if (confirmed := _confirm_at_once(token, link_ids)) is not None:
+            return confirmed
     at = clock.now()
     ip, user_agent = request.remote_addr, request.user_agent.string
     if request.method == "GET":
@@ -470,10 +568,9 @@ def letter(token: str) -> Any:
             # written after (and kept for later if the database refuses it), and nothing is
             # read again.
             page = _page_data(token, link)
-            _remember_link(link)
             visit = acknowledgements.LinkVisit(link.id, at, ip, user_agent)
             bookkeep(visit, recipient=link, connection=connection)
-        return _letter_page(form, already=False, **page)
+        return _letter_page(form, token, link, already=False, **page)
     recipient = acknowledgements.find_recipient(token)
     if recipient is None:
         return unknown_link()
@@ -507,20 +604,26 @@ def letter(token: str) -> Any:
             "errors": {name: list(form[name].errors) for name in _FORM_FIELDS},
         }
         return redirect(url_for("provinces.letter", token=token, _anchor="xac-nhan"), code=303)
-    return _letter_page(form, already=already, **_page_data(token, recipient))
+    return _letter_page(form, token, recipient, already=already, **_page_data(token, recipient))
 
 
-def _letter_page(form: ConfirmationForm, **page: Any) -> str:
-    return render_template("provinces/letter.html", form=form, csrf_token=generate_csrf(), **page)
+def _letter_page(
+    form: ConfirmationForm,
+    token: str,
+    recipient: DispatchRecipient | acknowledgements.Link,
+    **page: Any,
+) -> str:
+    csrf_token = form_token(token, recipient.id, recipient.dispatch_id, time.time())
+    return _render("provinces/letter.html", form=form, csrf_token=csrf_token, **page)
 
 
-def _confirm_at_once(token: str) -> Response | None:
+def _confirm_at_once(token: str, link_ids: tuple[int, int] | None) -> Response | None:
     """The common confirmation: a valid form on a live link not yet confirmed, recorded without
     reading the link first (the 303 of Post/Redirect/Get); None for anything else, which
     ``letter`` then looks into (an unknown link, a confirmation already on record, errors).
 
     On PostgreSQL the confirmation and its audit entry are one statement, given the ids the
-    page put in the form (``acknowledge_link_at_once``); otherwise, or if that wrote nothing,
+    form's token carries (``acknowledge_link_at_once``); otherwise, or if that wrote nothing,
     an UPDATE and the entry in one transaction (``acknowledge_link``).
     """
     form = ConfirmationForm(request.form)
@@ -530,7 +633,6 @@ def _confirm_at_once(token: str) -> Response | None:
     context = {"ip": request.remote_addr, "user_agent": request.user_agent.string}
     at = clock.now()
     result = None
-    link_ids = _link_ids()
     if link_ids is not None and is_well_formed(token):
         with statement_connection() as connection:
             result = acknowledgements.acknowledge_link_at_once(
@@ -543,25 +645,6 @@ def _confirm_at_once(token: str) -> Response | None:
         return None
     bookkeep()  # the database takes writes: record any visits still waiting
     return redirect(url_for("provinces.letter", token=token), code=303)
-
-
-# The ids of the link last opened in this browser, [recipient id, dispatch id], kept in the
-# session by the page: they let the confirmation and its audit entry be written at once. The
-# statement finds the recipient by its token and records nothing if the ids are not its own.
-_LINK_IDS_KEY = "link"
-
-
-def _remember_link(link: acknowledgements.Link) -> None:
-    ids = [link.id, link.dispatch_id]
-    if session.get(_LINK_IDS_KEY) != ids:
-        session[_LINK_IDS_KEY] = ids
-
-
-def _link_ids() -> tuple[int, int] | None:
-    ids = session.get(_LINK_IDS_KEY)
-    if isinstance(ids, list) and len(ids) == 2 and all(type(i) is int for i in ids):
-        return ids[0], ids[1]
-    return None
 
 
 _FAILED_FORM_KEY = "failed_confirmation"
