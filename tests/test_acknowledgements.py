@@ -467,14 +467,7 @@ def test_the_page_and_the_confirmation_set_no_cookie(issued, client):
     assert page.status_code == 200
     assert "Set-Cookie" not in page.headers
     assert client.get_cookie("session") is None
-    confirmed = client.post(
-        f"/r/{issued.tokens[0]}",
-        data={
-            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
-            "name": "Nguyễn Văn An",
-            "position": "Chánh Văn phòng",
-        },
-    )
+    confirmed = confirm(client, issued.tokens[0], "Nguyễn Văn An", "Chánh Văn phòng", page=page)
     assert confirmed.status_code == 303
     assert "Set-Cookie" not in confirmed.headers
     assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
@@ -730,14 +723,7 @@ def test_valid_links_keep_working_from_an_address_blocked_for_unknown_ones(issue
     download = shared.get(f"/r/{token}/files/{document_id}")
     assert download.status_code == 200
     assert download.data == issued.files[issued.pdf_name]
-    confirmed = shared.post(
-        f"/r/{token}",
-        data={
-            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
-            "name": "Nguyễn Văn An",
-            "position": "Chánh Văn phòng",
-        },
-    )
+    confirmed = confirm(shared, token, "Nguyễn Văn An", "Chánh Văn phòng", page=page)
     assert confirmed.status_code == 303
     assert _recipient(issued.recipient_ids[0]).acknowledged_by == "Nguyễn Văn An"
     # Still blocked for guesses, and a valid link counts no miss and lifts nothing.

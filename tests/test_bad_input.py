@@ -52,7 +52,7 @@ from dispatch.models import (
     OutboxMessage,
     Role,
 )
-from tests.fixtures.acknowledgements import open_page
+from tests.fixtures.acknowledgements import confirm, open_page
 from tests.fixtures.database import SMALL_LETTER
 from tests.fixtures.routes import RouteArguments, is_api, route_urls
 from tests.fixtures.smtp import ISSUED_AT
@@ -593,14 +593,7 @@ def test_guessing_links_by_posting_is_throttled_too(issued, app):
     # Blocked for guesses only: the real link still opens and confirms from this address.
     page = open_page(guesser, issued.tokens[0])
     assert page.status_code == 200
-    confirmed = guesser.post(
-        f"/r/{issued.tokens[0]}",
-        data={
-            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
-            "name": "A",
-            "position": "B",
-        },
-    )
+    confirmed = confirm(guesser, issued.tokens[0], "A", "B", page=page)
     assert confirmed.status_code == 303
 
 

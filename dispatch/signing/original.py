@@ -295,7 +295,7 @@ def render_for_approval(letter, **render_options) -> bytes:
         fonts[pdf_name(resource)] = font_ref
         for number, place in enumerate(references, start=1):
             if place.font != references[0].font or not place.lines:
-                raise SigningError("Dòng «Kèm theo» của các phụ lục không cùng một kiểu chữ.")
+                raise SigningError("Dòng “Kèm theo” của các phụ lục không cùng một kiểu chữ.")
             widget = _text_widget(
                 writer,
                 f"{REFERENCE_FIELD}{number}",
@@ -625,7 +625,7 @@ def issue(
         shaped = _shape(font, text)
         missing = {gid for gid, _ in shaped.glyphs} - _font_glyphs(font_ref)
         if missing:
-            raise SigningError(f"Phông chữ của ô {name} không có đủ ký tự để in «{text}».")
+            raise SigningError(f"Phông chữ của ô {name} không có đủ ký tự để in “{text}”.")
         ap_ref = _appearance(writer, font_ref, resource, place, text, font)
         widget[pdf_name("/V")] = pdf_string(text)
         widget[pdf_name("/AP")][pdf_name("/N")] = ap_ref
@@ -635,7 +635,7 @@ def issue(
         key=lambda name: int(name[len(REFERENCE_FIELD) :]),
     )
     if references and not reference:
-        raise SigningError("Thiếu dòng «Kèm theo Công văn số …» để điền vào các phụ lục.")
+        raise SigningError("Thiếu dòng “Kèm theo Công văn số …” để điền vào các phụ lục.")
     for name in references:
         _fill_reference(writer, fonts, found[name], unicodedata.normalize("NFC", reference))
     timestamper = timestamper_for(evidence.tsa_url)
@@ -664,7 +664,7 @@ def _fill_reference(writer, fonts, ref, text: str) -> None:
 
     widget = ref.get_object()
     if str(widget.get("/V", "")):
-        raise SigningError("Dòng «Kèm theo» của phụ lục đã được điền.")
+        raise SigningError("Dòng “Kèm theo” của phụ lục đã được điền.")
     resource, size = str(widget["/DA"]).split()[0], float(str(widget["/DA"]).split()[1])
     font_ref = fonts.raw_get(pdf_name(resource))
     font = _font_of(font_ref)
@@ -673,13 +673,13 @@ def _fill_reference(writer, fonts, ref, text: str) -> None:
     baselines = _baselines_of(widget, y1)
     missing = {gid for gid, _ in _shape(font, text).glyphs} - _font_glyphs(font_ref)
     if missing:
-        raise SigningError(f"Phông chữ của dòng «Kèm theo» không có đủ ký tự để in «{text}».")
+        raise SigningError(f"Phông chữ của dòng “Kèm theo” không có đủ ký tự để in “{text}”.")
     lines = _break_lines(font, size, width, text)
     while len(lines) > len(baselines) and size - SHRINK_STEP >= MIN_REFERENCE_SIZE:
         size -= SHRINK_STEP
         lines = _break_lines(font, size, width, text)
     if len(lines) > len(baselines):
-        raise SigningError(f"Dòng «Kèm theo» không vừa chỗ dành cho nó: «{text}».")
+        raise SigningError(f"Dòng “Kèm theo” không vừa chỗ dành cho nó: «{text}».")
     placed = [
         (x1 + max(0.0, (width - _shape(font, line).width * size) / 2), baseline, line)
         for line, baseline in zip(lines, baselines, strict=False)
