@@ -111,6 +111,9 @@ CLAIM_BATCH = 100
 # E-mails composed ahead of the one being sent, their copies written meanwhile (``_KeptCopies``):
 # composed in groups of half as many, whose copies share one fsync of their folder.
 KEEP_AHEAD = 8
+# Copies of a group written (and fsynced) at once: concurrent fsyncs share the file system's
+# journal commits, where one after another each waits for its own (bench/issue_63).
+COPY_WRITERS = 4
 
 
 def default_worker() -> str:
@@ -527,19 +530,22 @@ def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
 
 
 class _KeptCopies:
-    """Writes each e-mail's exact bytes to the archive before any of them leaves, from a thread
+    """Writes each e-mail's exact bytes to the archive before any of them leaves, from threads
     of its own.
 
     The copy (``sent_message_path``) is written under a temporary name, fsynced, renamed into
     place and its folder fsynced before the e-mail is handed over (``_hand_over_message`` waits
     for it): a row on record as sent has its copy whatever stops the sender, and the SHA-256 on
-    record is that copy's. The temporary name is fixed per e-mail, so one that a killed sender
+    record is that copy's, computed here from the bytes written (off the sending thread: the
+    hash releases the GIL). The temporary name is fixed per e-mail, so one that a killed sender
     left behind is replaced when the e-mail is next written. A copy whose e-mail does not go
     after all (refused, or never handed over) is replaced at the next try; only a row recorded
     as sent points to its copy. The sender composes up to ``KEEP_AHEAD`` e-mails ahead, so the
     writing (waiting on a disk, milliseconds on a shared one) overlaps with sending the ones
-    before, and the copies queued together share one fsync of their folder: each copy is
-    reported kept only once that fsync, made after its rename, has returned.
+    before; the copies queued together are written side by side (``COPY_WRITERS`` at once, so
+    their fsyncs share the file system's journal commits) and share one fsync of their folder:
+    each copy is reported kept only once that fsync, made after every rename of its group, has
+    returned.
     """
 
     def __init__(self) -> None:
@@ -547,8 +553,18 @@ class _KeptCopies:
             queue.SimpleQueue()
         )
         self._writers: dict[int, ArchiveWriter] = {}
+        # Threads of its own, started here: an executor refuses work once the interpreter
+        # begins to exit, while a scheduler's job may still be sending from another thread.
+        self._copy_jobs: queue.SimpleQueue[tuple[ArchiveWriter, _Composed, Future] | None] = (
+            queue.SimpleQueue()
+        )
+        self._copiers = [
+            threading.Thread(target=self._copy, name=f"dispatch-copy-{n}", daemon=True)
+            for n in range(COPY_WRITERS)
+        ]
         self._thread = threading.Thread(target=self._run, name="dispatch-copies", daemon=True)
-        self._thread.start()
+        for thread in (*self._copiers, self._thread):
+            thread.start()
 
     def start(self, composed: _Composed) -> Future[ArchivedFile]:
         """Start writing the composed e-mail's copy."""
@@ -582,18 +598,37 @@ class _KeptCopies:
                 return
 
     @staticmethod
-    def _write(batch: list[tuple[ArchiveWriter, _Composed, Future]]) -> None:
-        written: list[tuple[ArchiveWriter, Future, ArchivedFile]] = []
-        for writer, composed, kept in batch:
-            row = composed.row
+    def _write_one(writer: ArchiveWriter, composed: _Composed) -> ArchivedFile:
+        """Write one copy, fsynced and renamed into place (its folder not yet fsynced)."""
+        row = composed.row
+        return writer.write(
+            sent_message_name(row.id),
+            composed.data,
+            sha256=hashlib.sha256(composed.data).hexdigest(),
+            temporary=sent_message_temporary_name(row.id),
+            sync_folder=False,  # once for the group, in ``_write``
+        )
+
+    def _copy(self) -> None:
+        """One of the threads writing copies side by side, until told to stop (None)."""
+        while (job := self._copy_jobs.get()) is not None:
+            writer, composed, done = job
             try:
-                copy = writer.write(
-                    sent_message_name(row.id),
-                    composed.data,
-                    sha256=composed.sha256,
-                    temporary=sent_message_temporary_name(row.id),
-                    sync_folder=False,  # once for the batch, below
-                )
+                done.set_result(self._write_one(writer, composed))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def _write(self, batch: list[tuple[ArchiveWriter, _Composed, Future]]) -> None:
+        # Each copy has its own temporary name: one writer's files can be written at once.
+        writing = []
+        for writer, composed, kept in batch:
+            done: Future[ArchivedFile] = Future()
+            self._copy_jobs.put((writer, composed, done))
+            writing.append((writer, kept, done))
+        written: list[tuple[ArchiveWriter, Future, ArchivedFile]] = []
+        for writer, kept, done in writing:
+            try:
+                copy = done.result()
             except BaseException as exc:  # told to the sender, which stops (``_wait_until_kept``)
                 kept.set_exception(exc)
                 continue
@@ -614,6 +649,10 @@ class _KeptCopies:
         """Finish the copies being written, then stop the thread."""
         self._jobs.put(None)
         self._thread.join()
+        for _ in self._copiers:
+            self._copy_jobs.put(None)
+        for thread in self._copiers:
+            thread.join()
 
 
 def _apply_failure(
@@ -748,7 +787,7 @@ class _Composed:
     message: Message
     envelope: Envelope
     data: bytes  # the exact bytes handed over, and kept
-    sha256: str
+    sha256: str = ""  # theirs, from their kept copy (``_wait_until_kept``)
     kept: Future[ArchivedFile] | None = None  # their copy in the archive, being written
 
 
@@ -834,16 +873,17 @@ def _compose_claimed(
         return None
     data = message.as_bytes()
     envelope = _envelope(message, row.to_addrs)
-    return _Composed(row, message, envelope, data, hashlib.sha256(data).hexdigest())
+    return _Composed(row, message, envelope, data)
 
 
 def _wait_until_kept(composed: _Composed) -> None:
-    """Wait for the composed e-mail's copy to be durable; ``_Stop`` if it cannot be kept:
-    nothing goes without its copy."""
+    """Wait for the composed e-mail's copy to be durable, and take its SHA-256 from it;
+    ``_Stop`` if it cannot be kept: nothing goes without its copy."""
     if composed.kept is None:
+        composed.sha256 = hashlib.sha256(composed.data).hexdigest()
         return
     try:
-        composed.kept.result()
+        composed.sha256 = composed.kept.result().sha256
     except ArchiveError as exc:
         raise _Stop(f"không lưu được bản thư sẽ gửi vào kho lưu trữ ({exc})") from exc
 
