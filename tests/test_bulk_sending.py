@@ -106,12 +106,12 @@ def test_each_reply_is_recorded_for_its_own_message_while_the_next_is_prepared(
     hand_over = smtp.SmtpSession.hand_over
     begun = []
 
-    def hand_over_counting(self, envelope, data):
+    def hand_over_counting(self, envelope, data, *rest):
         headers = BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True)
         begun.append("".join(headers["Message-ID"].split()))
         if len(begun) == 2:
             smtp_server.handler.fail_data = 1  # this message's DATA will get a 451
-        return hand_over(self, envelope, data)
+        return hand_over(self, envelope, data, *rest)
 
     monkeypatch.setattr(smtp.SmtpSession, "hand_over", hand_over_counting)
     report = sender.deliver_due(AT)
@@ -165,16 +165,19 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
 ):
     """The window in which a killed sender leaves an accepted message without its record (to
     go again after the lease) spans the server's 250 and its commit, and nothing else: no
-    message is with the server while another one is composed."""
+    message's data is with the server while another one is composed. One is composed while the
+    server answers a MAIL FROM: nothing of that message can have been accepted yet."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    dispatch = outbox_dispatch(5)
+    count = sender.KEEP_AHEAD + 6  # more than the first messages composed in a row
+    dispatch = outbox_dispatch(count)
     db.session.commit()
     observer = create_engine(smtp_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
-    handed_over, replies, seen = [], [], []
-    hand_over, read_reply, compose_message = (
+    handed_over, data_sent, replies, seen = [], [], [], []
+    hand_over, send_data, read_reply, compose_message = (
         smtp.SmtpSession.hand_over,
+        smtp._send_data,
         smtp.SmtpSession.read_reply,
         sender.compose,
     )
@@ -182,6 +185,10 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
     def counting_hand_over(self, *args, **kwargs):
         handed_over.append(1)
         return hand_over(self, *args, **kwargs)
+
+    def counting_send_data(*args):
+        send_data(*args)
+        data_sent.append(1)
 
     def counting_read_reply(self, handover):
         reply = read_reply(self, handover)
@@ -193,10 +200,13 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
             recorded = conn.execute(
                 text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
             ).scalar_one()
-        seen.append((len(handed_over), len(replies), recorded, len(smtp_server.messages)))
+        seen.append(
+            (len(handed_over), len(data_sent), len(replies), recorded, len(smtp_server.messages))
+        )
         return compose_message(row, **kwargs)
 
     monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
+    monkeypatch.setattr(smtp, "_send_data", counting_send_data)
     monkeypatch.setattr(smtp.SmtpSession, "read_reply", counting_read_reply)
     monkeypatch.setattr(sender, "compose", composing)
     try:
@@ -204,13 +214,55 @@ def test_each_250_is_on_record_before_the_next_message_is_even_composed(
     finally:
         observer.dispose()
 
-    assert report.sent == 5 and len(seen) == 5
-    # Whenever an e-mail was composed, every one handed over before had been answered, and
+    assert report.sent == count and len(seen) == count
+    # Whenever an e-mail was composed, every one whose data had left had been answered, and
     # every one the server had accepted was recorded.
     assert all(
-        handed == answered == recorded == accepted for handed, answered, recorded, accepted in seen
+        sent == answered == recorded == accepted for _, sent, answered, recorded, accepted in seen
     ), seen
-    assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * 5
+    # Some were composed while a message's MAIL FROM was being answered, before its data.
+    assert any(handed == sent + 1 for handed, sent, *_ in seen), seen
+    assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * count
+
+
+def test_a_database_failing_while_mail_from_is_answered_sends_nothing_more(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    """An e-mail composed while the server answers another's MAIL FROM meets a database that
+    fails: the run stops before that other e-mail's data leaves, and it goes back to the queue
+    untried with the rest."""
+    from sqlalchemy.exc import OperationalError
+
+    count = sender.KEEP_AHEAD + 4
+    dispatch = outbox_dispatch(count)
+    db.session.commit()
+    ids = [row.id for row in outbox_rows(dispatch.id)]
+    failing = ids[sender.KEEP_AHEAD + 1]  # the first composed while a MAIL FROM is answered
+    compose_claimed = sender._compose_claimed
+    handed_over = []
+    hand_over = smtp.SmtpSession.hand_over
+
+    def counting_hand_over(self, *args, **kwargs):
+        handed_over.append(1)
+        return hand_over(self, *args, **kwargs)
+
+    def failing_compose(claimed, *args):
+        if claimed[0].id == failing:
+            assert len(handed_over) == 2 and len(smtp_server.messages) == 1
+            raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+        return compose_claimed(claimed, *args)
+
+    monkeypatch.setattr(sender, "_compose_claimed", failing_compose)
+    monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
+    report = sender.deliver_due(AT)
+
+    assert report.stopped is not None and "database is locked" in report.stopped
+    assert (report.sent, report.released) == (1, count - 1)
+    rows = outbox_rows(dispatch.id)
+    assert [r.status.value for r in rows] == ["sent"] + ["queued"] * (count - 1)
+    assert [r.attempts for r in rows[1:]] == [0] * (count - 1)
+    assert [m.message_id for m in smtp_server.messages] == [rows[0].message_id]
+    assert audit.verify_chain() == []
 
 
 def test_each_message_is_kept_before_the_server_has_its_data(

@@ -111,6 +111,9 @@ CLAIM_BATCH = 100
 # E-mails composed ahead of the one being sent, their copies written meanwhile (``_KeptCopies``):
 # composed in groups of half as many, whose copies share one fsync of their folder.
 KEEP_AHEAD = 8
+# Copies of a group written (and fsynced) at once: concurrent fsyncs share the file system's
+# journal commits, where one after another each waits for its own (bench/issue_63).
+COPY_WRITERS = 4
 
 
 def default_worker() -> str:
@@ -527,73 +530,108 @@ def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
 
 
 class _KeptCopies:
-    """Writes each e-mail's exact bytes to the archive before any of them leaves, from a thread
+    """Writes each e-mail's exact bytes to the archive before any of them leaves, from threads
     of its own.
 
     The copy (``sent_message_path``) is written under a temporary name, fsynced, renamed into
     place and its folder fsynced before the e-mail is handed over (``_hand_over_message`` waits
     for it): a row on record as sent has its copy whatever stops the sender, and the SHA-256 on
-    record is that copy's. The temporary name is fixed per e-mail, so one that a killed sender
+    record is that copy's, computed here from the bytes written (off the sending thread: the
+    hash releases the GIL). The temporary name is fixed per e-mail, so one that a killed sender
     left behind is replaced when the e-mail is next written. A copy whose e-mail does not go
     after all (refused, or never handed over) is replaced at the next try; only a row recorded
     as sent points to its copy. The sender composes up to ``KEEP_AHEAD`` e-mails ahead, so the
     writing (waiting on a disk, milliseconds on a shared one) overlaps with sending the ones
-    before, and the copies queued together share one fsync of their folder: each copy is
-    reported kept only once that fsync, made after its rename, has returned.
+    before; the copies queued together are written side by side (``COPY_WRITERS`` at once, so
+    their fsyncs share the file system's journal commits) and share one fsync of their folder:
+    each copy is reported kept only once that fsync, made after every rename of its group, has
+    returned.
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[ArchiveWriter, _Composed, Future] | None] = (
+        self._jobs: queue.SimpleQueue[list[tuple[ArchiveWriter, _Composed, Future]] | None] = (
             queue.SimpleQueue()
         )
         self._writers: dict[int, ArchiveWriter] = {}
+        # Threads of its own, started here: an executor refuses work once the interpreter
+        # begins to exit, while a scheduler's job may still be sending from another thread.
+        self._copy_jobs: queue.SimpleQueue[tuple[ArchiveWriter, _Composed, Future] | None] = (
+            queue.SimpleQueue()
+        )
+        self._copiers = [
+            threading.Thread(target=self._copy, name=f"dispatch-copy-{n}", daemon=True)
+            for n in range(COPY_WRITERS)
+        ]
         self._thread = threading.Thread(target=self._run, name="dispatch-copies", daemon=True)
-        self._thread.start()
+        for thread in (*self._copiers, self._thread):
+            thread.start()
 
-    def start(self, composed: _Composed) -> Future[ArchivedFile]:
-        """Start writing the composed e-mail's copy."""
-        row = composed.row
-        writer = self._writers.get(row.dispatch_id)
-        if writer is None:  # here: it reads the app's configuration
-            writer = self._writers[row.dispatch_id] = sent_messages_writer(row.dispatch_id)
-        kept: Future[ArchivedFile] = Future()
-        self._jobs.put((writer, composed, kept))
-        return kept
+    def start(self, group: list[_Composed]) -> None:
+        """Start writing the copies of the composed e-mails (each one's ``kept``)."""
+        jobs = []
+        for composed in group:
+            row = composed.row
+            writer = self._writers.get(row.dispatch_id)
+            if writer is None:  # here: it reads the app's configuration
+                writer = self._writers[row.dispatch_id] = sent_messages_writer(row.dispatch_id)
+            composed.kept = Future()
+            jobs.append((writer, composed, composed.kept))
+        if jobs:
+            self._jobs.put(jobs)
 
     def _run(self) -> None:
         """Write the copies queued, in order; those queued together share a folder fsync."""
         while True:
-            job = self._jobs.get()
-            if job is None:
+            jobs = self._jobs.get()
+            if jobs is None:
                 return
-            batch = [job]
+            batch = list(jobs)
             last = False
             while True:
                 try:
-                    job = self._jobs.get_nowait()
+                    jobs = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
+                if jobs is None:
                     last = True
                     break
-                batch.append(job)
+                batch += jobs
             self._write(batch)
             if last:
                 return
 
     @staticmethod
-    def _write(batch: list[tuple[ArchiveWriter, _Composed, Future]]) -> None:
-        written: list[tuple[ArchiveWriter, Future, ArchivedFile]] = []
-        for writer, composed, kept in batch:
-            row = composed.row
+    def _write_one(writer: ArchiveWriter, composed: _Composed) -> ArchivedFile:
+        """Write one copy, fsynced and renamed into place (its folder not yet fsynced)."""
+        row = composed.row
+        return writer.write(
+            sent_message_name(row.id),
+            composed.data,
+            sha256=hashlib.sha256(composed.data).hexdigest(),
+            temporary=sent_message_temporary_name(row.id),
+            sync_folder=False,  # once for the group, in ``_write``
+        )
+
+    def _copy(self) -> None:
+        """One of the threads writing copies side by side, until told to stop (None)."""
+        while (job := self._copy_jobs.get()) is not None:
+            writer, composed, done = job
             try:
-                copy = writer.write(
-                    sent_message_name(row.id),
-                    composed.data,
-                    sha256=composed.sha256,
-                    temporary=sent_message_temporary_name(row.id),
-                    sync_folder=False,  # once for the batch, below
-                )
+                done.set_result(self._write_one(writer, composed))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def _write(self, batch: list[tuple[ArchiveWriter, _Composed, Future]]) -> None:
+        # Each copy has its own temporary name: one writer's files can be written at once.
+        writing = []
+        for writer, composed, kept in batch:
+            done: Future[ArchivedFile] = Future()
+            self._copy_jobs.put((writer, composed, done))
+            writing.append((writer, kept, done))
+        written: list[tuple[ArchiveWriter, Future, ArchivedFile]] = []
+        for writer, kept, done in writing:
+            try:
+                copy = done.result()
             except BaseException as exc:  # told to the sender, which stops (``_wait_until_kept``)
                 kept.set_exception(exc)
                 continue
@@ -614,6 +652,10 @@ class _KeptCopies:
         """Finish the copies being written, then stop the thread."""
         self._jobs.put(None)
         self._thread.join()
+        for _ in self._copiers:
+            self._copy_jobs.put(None)
+        for thread in self._copiers:
+            thread.join()
 
 
 def _apply_failure(
@@ -748,7 +790,7 @@ class _Composed:
     message: Message
     envelope: Envelope
     data: bytes  # the exact bytes handed over, and kept
-    sha256: str
+    sha256: str = ""  # theirs, from their kept copy (``_wait_until_kept``)
     kept: Future[ArchivedFile] | None = None  # their copy in the archive, being written
 
 
@@ -834,16 +876,17 @@ def _compose_claimed(
         return None
     data = message.as_bytes()
     envelope = _envelope(message, row.to_addrs)
-    return _Composed(row, message, envelope, data, hashlib.sha256(data).hexdigest())
+    return _Composed(row, message, envelope, data)
 
 
 def _wait_until_kept(composed: _Composed) -> None:
-    """Wait for the composed e-mail's copy to be durable; ``_Stop`` if it cannot be kept:
-    nothing goes without its copy."""
+    """Wait for the composed e-mail's copy to be durable, and take its SHA-256 from it;
+    ``_Stop`` if it cannot be kept: nothing goes without its copy."""
     if composed.kept is None:
+        composed.sha256 = hashlib.sha256(composed.data).hexdigest()
         return
     try:
-        composed.kept.result()
+        composed.sha256 = composed.kept.result().sha256
     except ArchiveError as exc:
         raise _Stop(f"không lưu được bản thư sẽ gửi vào kho lưu trữ ({exc})") from exc
 
@@ -855,16 +898,18 @@ def _hand_over_message(
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
+    meanwhile: Callable[[], None] | None = None,
 ) -> _AwaitingReply | None:
     """Give the composed e-mail's data to the server; None if it was refused before its data
-    or taken over by another sender while it was being composed."""
+    or taken over by another sender while it was being composed. ``meanwhile``: work done
+    while the server answers MAIL FROM (``SmtpSession.hand_over``)."""
     row_id = composed.row.id
     if not claim.holds(row_id, moment()):
         report.skipped += 1
         log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
     try:
-        handover = session.hand_over(composed.envelope, composed.data)
+        handover = session.hand_over(composed.envelope, composed.data, meanwhile)
     except SendFailure as failure:
         if not failure.server_wide:  # else left for a later run with the rest (``_release``)
             _commit_failure(row_id, failure, worker, moment, report)
@@ -972,10 +1017,13 @@ def _send_claimed(
     So an accepted message is without its record only from the server's 250 to that commit
     (the time to read the reply and write one row and its audit entry): a sender killed
     meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
-    The next e-mails (up to ``KEEP_AHEAD``, a few at a time) are composed, and their copies
-    written, before this one is handed over: outside that window, and while the disk works on
-    the copies. A reminder composed ahead was read again a few messages before it leaves (an
-    office confirming meanwhile still gets it). When the run stops (``_Stop``) or the
+    The next e-mails (up to ``KEEP_AHEAD``) are composed, and their copies written a few at a
+    time, before this one is handed over: outside that window, and while the disk works on the
+    copies. Each run of the loop composes one more while the server answers this message's
+    MAIL FROM (the previous outcome committed, nothing of this one accepted yet), so the two
+    processes work at once; only the first messages are composed several in a row. A reminder
+    composed ahead was read again a few messages before it leaves (an office confirming
+    meanwhile still gets it). When the run stops (``_Stop``) or the
     relay is given up, the rows nothing of which reached the server go back to the queue
     untried (``_give_back``).
     """
@@ -986,18 +1034,26 @@ def _send_claimed(
     claim = _Claim(claimed, claimed_at, worker)
     untried = 0  # claimed[untried:]: rows nothing of which has reached the server
     composed: dict[int, _Composed | None] = {}  # by position: ready, or settled without going
-    ahead = 0  # composed up to this position
+    next_up = 0  # the next position to compose: those before it are composed (or settled)
+    unkept: list[_Composed] = []  # composed, their copies not yet started
 
-    def compose_at(position: int, loaded: dict[int, tuple[_Row, _Recipient | None]]) -> None:
-        if position >= len(claimed) or position in composed:
-            return
+    def keep_copies() -> None:
+        # Started together: written side by side, with one folder fsync (``_KeptCopies``).
+        copies.start(unkept)
+        unkept.clear()
+
+    def compose_next(loaded: dict[int, tuple[_Row, _Recipient | None]]) -> None:
+        nonlocal next_up
+        position, next_up = next_up, next_up + 1
         row_id = claimed[position]
         ready = None
         if row_id in loaded:
             step = partial(_compose_claimed, loaded[row_id], claim, cache, worker, moment, report)
             ready = _guarded(row_id, report, step)
             if ready is not None:
-                ready.kept = copies.start(ready)
+                unkept.append(ready)
+                if len(unkept) >= KEEP_AHEAD // 2:
+                    keep_copies()
         composed[position] = ready
 
     try:
@@ -1010,19 +1066,39 @@ def _send_claimed(
                 break
             if stop is not None and stop.is_set():
                 raise _Stop(_STOP_REQUESTED)
-            compose_at(position, loaded)
+            while next_up <= position:
+                compose_next(loaded)
             ready = composed.pop(position)
             if ready is None:
                 continue
-            if ahead - position < KEEP_AHEAD // 2:
-                # Several ahead at once: their copies are written together (one folder fsync),
-                # while this one and the next go.
-                for later in range(position + 1, position + KEEP_AHEAD + 1):
-                    compose_at(later, loaded)
-                ahead = position + KEEP_AHEAD
+            if ready.kept is None:
+                keep_copies()  # this one's, with those composed since the last started
+            if next_up - position <= KEEP_AHEAD // 2:
+                # Composing while the server answers MAIL FROM has fallen behind (the first
+                # messages, or no server): several ahead at once, their copies written
+                # together while this one and the next go.
+                while next_up < min(position + KEEP_AHEAD + 1, len(claimed)):
+                    compose_next(loaded)
             _wait_until_kept(ready)
             untried = position + 1
-            hand_over = partial(_hand_over_message, ready, claim, session, worker, moment, report)
+
+            def meanwhile(position: int = position) -> None:
+                # The next e-mail beyond those ready is composed while the server answers this
+                # one's MAIL FROM: the previous outcome is committed and nothing of this one
+                # can have been accepted, so the window between a 250 and its record stays
+                # the reply and one commit.
+                nonlocal untried
+                if next_up >= min(position + KEEP_AHEAD + 1, len(claimed)):
+                    return
+                try:
+                    compose_next(loaded)
+                except _Stop:
+                    untried = position  # the server dropped before this one's data
+                    raise
+
+            hand_over = partial(
+                _hand_over_message, ready, claim, session, worker, moment, report, meanwhile
+            )
             awaiting = _guarded(row_id, report, hand_over, abandon)
             if awaiting is None:
                 if session.given_up is not None:  # refused with the whole server: untried

@@ -29,10 +29,10 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 25
@@ -286,10 +286,16 @@ class SmtpSession:
         """Send a message; return the server's reply to its data, or raise ``SendFailure``."""
         return self.read_reply(self.hand_over(envelope, data))
 
-    def hand_over(self, envelope: Envelope, data: bytes) -> Handover:
+    def hand_over(
+        self, envelope: Envelope, data: bytes, meanwhile: Callable[[], None] | None = None
+    ) -> Handover:
         """Give the server a message's data to its last byte, without waiting for the reply
         (``read_reply`` reads it). Raises ``SendFailure`` when the message is refused before its
-        data (a required address refused, the sender refused, the connection lost)."""
+        data (a required address refused, the sender refused, the connection lost).
+
+        ``meanwhile``: the caller's own work, done once MAIL FROM is sent and before its reply
+        is read, while the server answers (nothing but that command has reached the server);
+        an exception it raises drops the connection and leaves the message unsent."""
         if self.settings.suppress:
             return Handover(reply="250 not sent: MAIL_SUPPRESS_SEND is on")
         if self.unreachable is not None:
@@ -300,7 +306,7 @@ class SmtpSession:
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
             try:
-                refused = self._transact(smtp, envelope, data)
+                refused = self._transact(smtp, envelope, data, meanwhile)
             except SendFailure as failure:
                 self._count_stall(failure)
                 if (
@@ -356,12 +362,28 @@ class SmtpSession:
             reply += " (copy refused: " + "; ".join(handover.refused) + ")"
         return reply
 
-    def _transact(self, smtp: smtplib.SMTP, envelope: Envelope, data: bytes) -> list[str]:
+    def _transact(
+        self,
+        smtp: smtplib.SMTP,
+        envelope: Envelope,
+        data: bytes,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[str]:
         """One MAIL/RCPT/DATA transaction up to the data's last byte (``read_reply`` reads the
         answer); the refused copies, or ``SendFailure``."""
         step = "MAIL FROM"
         try:
             smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope.mail_from)}")
+        except _CONVERSATION_ERRORS as exc:
+            self._fail(smtp, exc, step)
+        if meanwhile is not None:
+            # Outside the conversation's error handling: the caller's error is not the server's.
+            try:
+                meanwhile()
+            except BaseException:
+                self._drop()  # the reply to MAIL FROM is still unread: out of step
+                raise
+        try:
             code, text = smtp.getreply()
             if code != 250:
                 failure = failure_from_reply(step, code, text)
@@ -391,12 +413,17 @@ class SmtpSession:
             step = "DATA"
             _send_data(smtp, data)
         except _CONVERSATION_ERRORS as exc:
-            failure = failure_from_exception(exc, step, before_data=step != "DATA")
-            self._settle(smtp, failure)
-            if failure is exc:
-                raise
-            raise failure from exc
+            self._fail(smtp, exc, step)
         return refused
+
+    def _fail(self, smtp: smtplib.SMTP, exc: BaseException, step: str) -> NoReturn:
+        """Raise the ``SendFailure`` that ``exc``, raised at ``step`` of a transaction, means,
+        the connection made ready for the next message or dropped."""
+        failure = failure_from_exception(exc, step, before_data=step != "DATA")
+        self._settle(smtp, failure)
+        if failure is exc:
+            raise failure
+        raise failure from exc
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
