@@ -9,6 +9,7 @@ import dataclasses
 import io
 import re
 import subprocess
+import zlib
 
 import pytest
 from PIL import Image, ImageChops
@@ -213,6 +214,23 @@ def _widget_rects(pdf: bytes) -> dict[str, tuple[int, tuple[float, ...]]]:
 
 def test_pdfa_identification_kept(originals):
     assert all(pdfa_level(originals[name]) == "3u" for name in originals)
+
+
+def test_the_fields_fonts_are_small_subsets_without_hinting(originals):
+    # Every signed original goes to every office: the fields' faces carry the glyphs of their
+    # lines and digits, without the hinting programs PDF viewers do without.
+    from fontTools.ttLib import TTFont
+    from pypdf import PdfReader
+
+    form = PdfReader(io.BytesIO(originals["issued"])).trailer["/Root"]["/AcroForm"]
+    fonts = form["/DR"]["/Font"]
+    assert len(fonts) >= 2
+    for font in fonts.values():
+        descendant = font.get_object()["/DescendantFonts"][0].get_object()
+        stream = descendant["/FontDescriptor"].get_object()["/FontFile2"].get_object()
+        data = stream.get_data()
+        assert not {"fpgm", "prep", "cvt "} & set(TTFont(io.BytesIO(data)).keys())
+        assert len(zlib.compress(data)) < 6000  # with hinting: about 10 KB
 
 
 def test_issue_refuses_unapproved_and_filled(originals, pki):
