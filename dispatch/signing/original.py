@@ -511,6 +511,36 @@ def _sign(pdf_signer, writer, evidence: Evidence, **options) -> bytes:
     return out.getvalue()
 
 
+def _sign_field(
+    writer,
+    field: str,
+    signer,
+    *,
+    at: dt.datetime | None,
+    evidence: Evidence,
+    certify: bool = False,
+    locks: bool = False,
+    stamp_style=None,
+    **options,
+) -> bytes:
+    """``signer`` signs ``field`` of ``writer``'s document, at ``at`` (None: now), time-stamped
+    and with revocation information as ``evidence`` says; ``certify``, ``locks`` as for
+    ``_metadata``, ``stamp_style`` the image drawn in the field; ``options`` go to pyHanko."""
+    timestamper = timestamper_for(evidence.tsa_url)
+    meta = _metadata(
+        field,
+        certify=certify,
+        signer=signer,
+        evidence=evidence,
+        timestamper=timestamper,
+        locks=locks,
+    )
+    pdf_signer = _SignerAt.make(
+        meta, signer, at=at, timestamper=timestamper, stamp_style=stamp_style
+    )
+    return _sign(pdf_signer, writer, evidence, **options)
+
+
 def _metadata(
     field: str, *, certify: bool, signer, evidence: Evidence, timestamper, locks: bool = False
 ):
@@ -588,17 +618,16 @@ def approve(
             doc_mdp_update_value=fields.MDPPerm.NO_CHANGES,
         ),
     )
-    timestamper = timestamper_for(evidence.tsa_url)
-    pdf_signer = _SignerAt.make(
-        _metadata(
-            APPROVAL_FIELD, certify=True, signer=signer, evidence=evidence, timestamper=timestamper
-        ),
+    return _sign_field(
+        writer,
+        APPROVAL_FIELD,
         signer,
         at=at,
-        timestamper=timestamper,
+        evidence=evidence,
+        certify=True,
         stamp_style=_image_style(image) if image is not None else None,
+        existing_fields_only=True,
     )
-    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
 
 
 # --------------------------------------------------------------------------- issuance
@@ -663,22 +692,16 @@ def issue(
         raise SigningError("Thiếu dòng “Kèm theo Công văn số …” để điền vào các phụ lục.")
     for name in references:
         _fill_reference(writer, fonts, found[name], unicodedata.normalize("NFC", reference))
-    timestamper = timestamper_for(evidence.tsa_url)
-    pdf_signer = _SignerAt.make(
-        _metadata(
-            ISSUANCE_FIELD,
-            certify=False,
-            signer=agency_signer,
-            evidence=evidence,
-            timestamper=timestamper,
-            locks=True,
-        ),
+    return _sign_field(
+        writer,
+        ISSUANCE_FIELD,
         agency_signer,
         at=at,
-        timestamper=timestamper,
+        evidence=evidence,
+        locks=True,
         stamp_style=_image_style(seal, align_right=True) if seal is not None else None,
+        existing_fields_only=True,
     )
-    return _sign(pdf_signer, writer, evidence, existing_fields_only=True)
 
 
 def _fill_reference(writer, fonts, ref, text: str) -> None:
@@ -799,17 +822,4 @@ def sign_attachment(
     stream = generic.StreamObject(stream_data=b"Q\n" + b"\n".join(ops))
     stream.compress()
     writer.add_stream_to_page(0, writer.add_object(stream), resources=resources)
-    timestamper = timestamper_for(evidence.tsa_url)
-    pdf_signer = _SignerAt.make(
-        _metadata(
-            ISSUANCE_FIELD,
-            certify=False,
-            signer=agency_signer,
-            evidence=evidence,
-            timestamper=timestamper,
-        ),
-        agency_signer,
-        at=at,
-        timestamper=timestamper,
-    )
-    return _sign(pdf_signer, writer, evidence)
+    return _sign_field(writer, ISSUANCE_FIELD, agency_signer, at=at, evidence=evidence)
