@@ -240,17 +240,25 @@ def test_writers_in_different_lanes_and_one_transaction_in_one_lane(db_app):
     assert audit.verify_chain() == []
 
 
-def test_an_append_goes_on_from_wherever_another_process_left_its_lane(db_app):
+def _another_process_appends_to_this_lane(db_app) -> int:
+    """Append "test.first" in this process's lane, then "test.other" to the same lane as
+    another process would (this process's record of the lane's end kept as it was); the lane."""
     audit.record("test.first", actor="system", at=AT, object_type="x", object_id=1)
     db.session.commit()
-    # Another process appends to this lane: where this process left the lane is no longer
-    # its end.
+    [lane] = db.session.execute(select(AuditEntry.lane)).scalars()
     known = db_app.extensions["dispatch_audit_lane_ends"]
     saved = dict(known)
     known.clear()
     audit.record("test.other", actor="system", at=AT, object_type="x", object_id=2)
     db.session.commit()
     known.update(saved)
+    return lane
+
+
+def test_an_append_goes_on_from_wherever_another_process_left_its_lane(db_app):
+    # Another process appends to this lane: where this process left the lane is no longer
+    # its end.
+    _another_process_appends_to_this_lane(db_app)
 
     audit.record("test.again", actor="system", at=AT, object_type="x", object_id=3)
     db.session.commit()
@@ -264,15 +272,7 @@ def test_an_append_goes_on_from_wherever_another_process_left_its_lane(db_app):
 def test_a_writer_that_finds_another_in_its_lane_moves_to_another_lane(db_app):
     # Two worker processes whose ids give them the same lane would each keep moving the end the
     # other expects (and lose their one-statement appends): the one that finds out moves away.
-    audit.record("test.first", actor="system", at=AT, object_type="x", object_id=1)
-    db.session.commit()
-    [lane] = db.session.execute(select(AuditEntry.lane)).scalars()
-    known = db_app.extensions["dispatch_audit_lane_ends"]
-    saved = dict(known)
-    known.clear()
-    audit.record("test.other", actor="system", at=AT, object_type="x", object_id=2)
-    db.session.commit()
-    known.update(saved)
+    lane = _another_process_appends_to_this_lane(db_app)
 
     # This transaction finds the end moved: it goes on in its lane; the next one in another.
     audit.record("test.again", actor="system", at=AT, object_type="x", object_id=3)
