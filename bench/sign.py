@@ -61,7 +61,6 @@ def alternating(steps: dict[str, Callable[[], object]], runs: int) -> dict[str, 
 
 def main() -> dict[str, Any]:
     """Measure, print and record the sign benchmark."""
-    from dispatch.letters import formatting
     from dispatch.letters.pdf import render_pdf
     from dispatch.letters.source import load_letter
     from dispatch.signing import keys, original, pades
@@ -71,9 +70,7 @@ def main() -> dict[str, Any]:
     letter = load_letter(SEED)
     unissued = replace(letter, number=None, date=None)
     issued = letter.issued_as(NUMBER, DATE)
-    number_symbol = formatting.number_and_symbol(issued)
-    place_date = formatting.place_date_line(issued)
-    reference = formatting.appendix_reference_line(issued) if issued.appendices else None
+    printed = original.printed_lines(issued)
     signature, seal = signature_png(), seal_png()
     services = DemoServices.start()
     try:
@@ -98,9 +95,7 @@ def main() -> dict[str, Any]:
                     return original.issue(
                         approved,
                         agency,
-                        number_symbol=number_symbol,
-                        place_date=place_date,
-                        reference=reference,
+                        **printed,
                         at=AT,
                         seal=seal,
                         evidence=evidence,

@@ -392,9 +392,7 @@ def issue_dispatch(dispatch_id: int, *, actor: User | None, at: dt.datetime) -> 
                 lambda original: original.issue(
                     approved,
                     agency_signer,
-                    number_symbol=formatting.number_and_symbol(issued),
-                    place_date=formatting.place_date_line(issued),
-                    reference=formatting.appendix_reference_line(issued),
+                    **original.printed_lines(issued),
                     at=at,
                     seal=agency.seal,
                     evidence=agency.evidence,

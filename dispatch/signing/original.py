@@ -633,6 +633,16 @@ def approve(
 # --------------------------------------------------------------------------- issuance
 
 
+def printed_lines(letter) -> dict[str, str]:
+    """What issuance fills in, as the numbered and dated ``letter`` prints it: ``issue``'s
+    ``number_symbol``, ``place_date`` and ``reference`` (the appendices' "Kèm theo" line)."""
+    return {
+        "number_symbol": formatting.number_and_symbol(letter),
+        "place_date": formatting.place_date_line(letter),
+        "reference": formatting.appendix_reference_line(letter),
+    }
+
+
 def issue(
     approved: bytes,
     agency_signer,
