@@ -160,108 +160,173 @@ def test_each_outcome_is_committed_before_the_next_message_reaches_the_server(
     assert audit.verify_chain() == []
 
 
-def test_each_250_is_on_record_before_the_next_message_is_even_composed(
+class SendingObserver:
+    """What the sender had done, and what another connection saw committed, at each e-mail
+    composed and each message's data about to leave."""
+
+    def __init__(self, app, server, monkeypatch) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        # Another connection, as anyone reading the database sees it: only committed rows.
+        self.engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+        self.replies = 0
+        self.sending = False  # a message's data is leaving: the line that ends it not yet
+        # At each e-mail composed: whether a message's data was leaving, replies read,
+        # recorded, accepted by the server.
+        self.composed: list[tuple[bool, int, int, int]] = []
+        self.before_data: list[tuple[int, int]] = []  # replies read, recorded
+        send_data, read_reply, compose_message = (
+            smtp._send_data,
+            smtp.SmtpSession.read_reply,
+            sender.compose,
+        )
+
+        def counting_send_data(*args):
+            self.before_data.append((self.replies, self.recorded()))
+            self.sending = True
+            try:
+                send_data(*args)
+            finally:
+                self.sending = False
+
+        def counting_read_reply(session, handover):
+            reply = read_reply(session, handover)
+            self.replies += 1
+            return reply
+
+        def composing(row, **kwargs):
+            self.composed.append(
+                (self.sending, self.replies, self.recorded(), len(server.messages))
+            )
+            return compose_message(row, **kwargs)
+
+        monkeypatch.setattr(smtp, "_send_data", counting_send_data)
+        monkeypatch.setattr(smtp.SmtpSession, "read_reply", counting_read_reply)
+        monkeypatch.setattr(sender, "compose", composing)
+
+    def recorded(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
+            ).scalar_one()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def test_each_250_is_on_record_before_the_next_data_and_e_mails_are_composed_before_its_end(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
     """The window in which a killed sender leaves an accepted message without its record (to
-    go again after the lease) spans the server's 250 and its commit, and nothing else: no
-    message's data is with the server while another one is composed. One is composed while the
-    server answers a MAIL FROM: nothing of that message can have been accepted yet."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
+    go again after the lease) spans the server's 250 and its commit, taken while the server
+    answers the next message's commands: no message's data leaves before every 250 read is
+    on record. The next e-mails are composed while the server reads a message, before the line
+    that ends it: nothing of that message can be accepted then."""
     count = sender.KEEP_AHEAD + 6  # more than the first messages composed in a row
     dispatch = outbox_dispatch(count)
     db.session.commit()
-    observer = create_engine(smtp_app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
-    handed_over, data_sent, replies, seen = [], [], [], []
-    hand_over, send_data, read_reply, compose_message = (
-        smtp.SmtpSession.hand_over,
-        smtp._send_data,
-        smtp.SmtpSession.read_reply,
-        sender.compose,
-    )
-
-    def counting_hand_over(self, *args, **kwargs):
-        handed_over.append(1)
-        return hand_over(self, *args, **kwargs)
-
-    def counting_send_data(*args):
-        send_data(*args)
-        data_sent.append(1)
-
-    def counting_read_reply(self, handover):
-        reply = read_reply(self, handover)
-        replies.append(reply)
-        return reply
-
-    def composing(row, **kwargs):
-        with observer.connect() as conn:
-            recorded = conn.execute(
-                text("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
-            ).scalar_one()
-        seen.append(
-            (len(handed_over), len(data_sent), len(replies), recorded, len(smtp_server.messages))
-        )
-        return compose_message(row, **kwargs)
-
-    monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
-    monkeypatch.setattr(smtp, "_send_data", counting_send_data)
-    monkeypatch.setattr(smtp.SmtpSession, "read_reply", counting_read_reply)
-    monkeypatch.setattr(sender, "compose", composing)
+    observer = SendingObserver(smtp_app, smtp_server, monkeypatch)
     try:
         report = sender.deliver_due(AT)
     finally:
-        observer.dispose()
+        observer.close()
 
-    assert report.sent == count and len(seen) == count
-    # Whenever an e-mail was composed, every one whose data had left had been answered, and
-    # every one the server had accepted was recorded.
+    assert report.sent == count and len(observer.composed) == count
+    # Whenever a message's data left, every reply read before was on record.
+    assert observer.before_data == [(n, n) for n in range(count)]
+    # Whenever an e-mail was composed, every message the server had accepted was on record.
     assert all(
-        sent == answered == recorded == accepted for _, sent, answered, recorded, accepted in seen
-    ), seen
-    # Some were composed while a message's MAIL FROM was being answered, before its data.
-    assert any(handed == sent + 1 for handed, sent, *_ in seen), seen
+        answered == recorded == accepted for _, answered, recorded, accepted in observer.composed
+    ), observer.composed
+    # Those composed after the first few were composed while a message's data was leaving.
+    assert [sending for sending, *_ in observer.composed[-5:]] == [True] * 5
     assert [r.status.value for r in outbox_rows(dispatch.id)] == ["sent"] * count
+    assert audit.verify_chain() == []
 
 
-def test_a_database_failing_while_mail_from_is_answered_sends_nothing_more(
+def test_a_database_failing_while_the_server_reads_a_message_sends_nothing_more(
     smtp_app, smtp_server, outbox_dispatch, monkeypatch
 ):
-    """An e-mail composed while the server answers another's MAIL FROM meets a database that
-    fails: the run stops before that other e-mail's data leaves, and it goes back to the queue
-    untried with the rest."""
+    """An e-mail composed while the server reads another meets a database that fails: that
+    other one is dropped before the line that ends it, so nothing of it is accepted, and it
+    goes back to the queue untried with the rest."""
     from sqlalchemy.exc import OperationalError
 
     count = sender.KEEP_AHEAD + 4
     dispatch = outbox_dispatch(count)
     db.session.commit()
     ids = [row.id for row in outbox_rows(dispatch.id)]
-    failing = ids[sender.KEEP_AHEAD + 1]  # the first composed while a MAIL FROM is answered
+    # The first e-mail composed while the server reads a message: the second message's, the
+    # first message's companions having been composed before it went.
+    failing = ids[sender.KEEP_AHEAD + 1]
     compose_claimed = sender._compose_claimed
-    handed_over = []
-    hand_over = smtp.SmtpSession.hand_over
-
-    def counting_hand_over(self, *args, **kwargs):
-        handed_over.append(1)
-        return hand_over(self, *args, **kwargs)
 
     def failing_compose(claimed, *args):
         if claimed[0].id == failing:
-            assert len(handed_over) == 2 and len(smtp_server.messages) == 1
+            assert len(smtp_server.messages) == 1  # the second one is with the server
             raise OperationalError("SELECT 1", {}, Exception("database is locked"))
         return compose_claimed(claimed, *args)
 
     monkeypatch.setattr(sender, "_compose_claimed", failing_compose)
-    monkeypatch.setattr(smtp.SmtpSession, "hand_over", counting_hand_over)
     report = sender.deliver_due(AT)
 
     assert report.stopped is not None and "database is locked" in report.stopped
+    # The second was dropped before the line that ends it: not accepted, back in the queue.
     assert (report.sent, report.released) == (1, count - 1)
     rows = outbox_rows(dispatch.id)
     assert [r.status.value for r in rows] == ["sent"] + ["queued"] * (count - 1)
     assert [r.attempts for r in rows[1:]] == [0] * (count - 1)
     assert [m.message_id for m in smtp_server.messages] == [rows[0].message_id]
+    smtp_server.handler.wait_until(lambda h: h.holding == 0)
+    assert len(smtp_server.messages) == 1
+    assert audit.verify_chain() == []
+
+
+def test_an_outcome_recorded_in_steps_survives_the_next_message_refused_or_a_failed_commit(
+    smtp_app, smtp_server, outbox_dispatch, monkeypatch
+):
+    """The outcome of one message is written while the server answers the next one's
+    commands: whether that next one is refused there, or the database refuses the first try,
+    each outcome is on record once, and the audit chain holds."""
+    from sqlalchemy.exc import OperationalError
+
+    dispatch = outbox_dispatch(4)
+    db.session.commit()
+    rows = outbox_rows(dispatch.id)
+    smtp_server.handler.reject[rows[2].to_addrs[0].lower()] = "550 5.1.1 no such mailbox"
+    marking_sent = sender._marking_sent
+    tries = []
+
+    def failing_once(row, *args):
+        tries.append(row.id)
+        if row.id == rows[0].id and tries.count(row.id) == 1:
+            yield from marking_sent(row, *args)
+            raise OperationalError("COMMIT", {}, Exception("database is locked"))
+        yield from marking_sent(row, *args)
+
+    monkeypatch.setattr(sender, "_marking_sent", failing_once)
+    report = sender.deliver_due(AT)
+
+    assert (report.sent, report.failed, report.stopped) == (3, 1, None)
+    rows = outbox_rows(dispatch.id)
+    assert [r.status.value for r in rows] == ["sent", "sent", "failed", "sent"]
+    assert "550" in rows[2].last_error
+    assert tries.count(rows[0].id) == 2  # tried again, patiently, before the next data left
+    entries = db.session.execute(
+        select(AuditEntry.object_id, AuditEntry.action).where(
+            AuditEntry.object_type == "outbox_message"
+        )
+    ).all()
+    outcomes = ["message.sent", "message.sent", "message.failed", "message.sent"]
+    assert sorted(e for e in entries if e[1] != "message.claimed") == sorted(
+        (str(row.id), action) for row, action in zip(rows, outcomes, strict=True)
+    )
+    assert [m.message_id for m in smtp_server.messages] == [
+        rows[0].message_id,
+        rows[1].message_id,
+        rows[3].message_id,
+    ]
     assert audit.verify_chain() == []
 
 

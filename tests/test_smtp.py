@@ -4,6 +4,7 @@ server or the connection answered, and whether the connection carries the next m
 from __future__ import annotations
 
 import smtplib
+import time
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -155,6 +156,64 @@ def test_two_time_outs_in_a_row_give_the_relay_up_and_an_answer_in_between_does_
         assert held.value.server_wide
     handler.wait_until(lambda h: h.holding == 0)
     assert handler.data_commands == 4 and smtp_server.messages == []
+
+
+class Steps:
+    """The caller's work in ``count`` steps, noting what the server had when each was taken."""
+
+    def __init__(self, server: SmtpServer, count: int, pause: float = 0.0) -> None:
+        self.server, self.left, self.pause = server, count, pause
+        self.seen: list[tuple[int, int, int]] = []  # MAIL FROMs, DATAs, messages accepted
+
+    def __call__(self) -> bool:
+        handler = self.server.handler
+        self.seen.append((handler.mail_commands, handler.data_commands, len(handler.messages)))
+        time.sleep(self.pause)
+        self.left -= 1
+        return self.left > 0
+
+
+def test_the_callers_steps_are_taken_while_commands_are_answered_and_all_before_the_data(
+    smtp_server,
+):
+    with session_for(smtp_server) as session:
+        steps = Steps(smtp_server, 2)  # fewer than the commands: one after MAIL FROM, RCPT TO
+        handover = session.hand_over(envelope(HANOI, COPY), message(1), steps)
+        assert steps.left == 0 and len(steps.seen) == 2
+        assert session.read_reply(handover).startswith("250 ")
+        steps = Steps(smtp_server, 9)  # more: the rest after DATA's 354, before the data
+        handover = session.hand_over(envelope(), message(2), steps)
+        assert steps.left == 0 and len(steps.seen) == 9
+        assert all(data == 1 and accepted == 1 for _, data, accepted in steps.seen)
+        assert session.read_reply(handover).startswith("250 ")
+    assert [m.raw for m in smtp_server.messages] == [message(1), message(2)]
+
+
+def test_the_end_of_the_data_waits_for_the_callers_work_and_nothing_is_accepted_before(
+    smtp_server,
+):
+    with session_for(smtp_server) as session:
+        steps = Steps(smtp_server, 3, pause=0.2)  # time for the server to read all but the end
+        handover = session.hand_over(envelope(), message(1), before_end=steps)
+        assert steps.left == 0 and [accepted for *_, accepted in steps.seen] == [0, 0, 0]
+        assert session.read_reply(handover).startswith("250 ")
+    assert [m.raw for m in smtp_server.messages] == [message(1)]
+
+
+@pytest.mark.parametrize("during", ["meanwhile", "before_end"])
+def test_an_error_of_the_callers_steps_is_theirs_not_a_lost_connection(smtp_server, during):
+    def failing() -> bool:
+        raise OSError("the caller's disk is full")
+
+    with session_for(smtp_server) as session:
+        with pytest.raises(OSError, match="caller's disk") as raised:
+            session.hand_over(envelope(), message(1), **{during: failing})
+        assert not isinstance(raised.value, SendFailure)
+        assert session.smtp is None  # dropped: in the middle of the message
+        assert session.send(envelope(), message(2)).startswith("250 ")
+        assert session.connections == 2
+    # Stopped before its data, or before the line that ends it: the first was not accepted.
+    assert [m.raw for m in smtp_server.messages] == [message(2)]
 
 
 def test_a_closed_connection_found_before_the_data_is_replaced_once(smtp_server):

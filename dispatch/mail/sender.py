@@ -19,8 +19,9 @@ that a crash loses at most the message in flight:
    claimed ``CLAIM_BATCH`` at a time and each batch is sent before the next is claimed, so the
    first message leaves at once, claims stay fresh during a long run, and memory does not grow
    with the outbox.
-3. **Record** each outcome as soon as the reply is read, and commit it before the next message
-   is composed: the server's 250 → ``sent`` with its reply; a 4xx, a lost connection or a
+3. **Record** each outcome as soon as the reply is read, and commit it before the next
+   message's data leaves (while the server answers that message's commands): the server's 250
+   → ``sent`` with its reply; a 4xx, a lost connection or a
    timeout → ``retrying`` with exponential back-off (1, 2, 4 … minutes, at most an hour,
    ``failed`` after ``DELIVERY_MAX_ATTEMPTS`` attempts or ``DELIVERY_GIVE_UP_HOURS`` hours); a
    5xx → ``failed`` with the reply. A reminder whose office has confirmed meanwhile, or an
@@ -29,12 +30,14 @@ that a crash loses at most the message in flight:
    queue untried (``_release``).
 
 **Never twice what was accepted.** A row is ``sent`` only after the server's 250, committed
-before the next message is composed. What is left is the message the server may accept without
-the sender knowing: one whose data has left and whose reply has not been read and committed yet
-(from the server's 250 to that commit: reading one reply, writing one row and its audit entry).
-A sender killed then leaves that one row in ``sending``, and after the lease it is sent again
-with the SAME Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise
-the copy; every other row is either on record or was never handed over.
+before the next message's data leaves. What is left is the message the server may accept without
+the sender knowing: one whose data has left, ending line included, and whose reply has not been
+read and committed yet (the end of the server's reading, its 250, and one row and its audit
+entry written while the server answers the next message's MAIL FROM, RCPT TO and DATA). A
+sender killed then leaves that one row in ``sending``, and after the lease it is sent again with
+the SAME Message-ID (``OutboxMessage.message_id``), which lets the receiving side recognise the
+copy; every other row is either on record or was never handed over (one whose data was leaving
+when the sender died, its ending line not sent, was not accepted).
 
 Time is the ``at`` passed in, advanced by the run's own elapsed (monotonic) time, so claims and
 ``sent_at`` stay truthful during a long batch while ``--at`` can still replay any moment.
@@ -51,7 +54,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -508,6 +511,12 @@ _MARK_SENT = (
 def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
     """Mark the row sent with the server's reply and the SHA-256 of the exact bytes accepted,
     then audit it (the hash goes into the hash-chained entry too); the caller commits."""
+    for _ in _marking_sent(row, sent, worker):
+        pass
+
+
+def _marking_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> Iterator[None]:
+    """``_mark_sent`` in two steps: the row, then its audit entry."""
     db.session.execute(
         _MARK_SENT,
         {
@@ -518,6 +527,7 @@ def _mark_sent(row: _Row, sent: _AnsweredMessage, worker: str) -> None:
             "sent_path": sent_message_path(row.dispatch_id, row.id),
         },
     )
+    yield
     _audit(
         row,
         "message.sent",
@@ -698,6 +708,7 @@ def _apply_failure(
     return DeliveryStatus.RETRYING
 
 
+_DONE = object()  # what ``next`` gives for a finished iterator
 _STOP_REQUESTED = "tiến trình được yêu cầu dừng; thư đang gửi dở đã được ghi nhận"
 
 
@@ -898,19 +909,24 @@ def _hand_over_message(
     worker: str,
     moment: Callable[[], dt.datetime],
     report: DeliveryReport,
-    meanwhile: Callable[[], None] | None = None,
+    meanwhile: Callable[[], bool] | None = None,
+    before_end: Callable[[], bool] | None = None,
 ) -> _AwaitingReply | None:
     """Give the composed e-mail's data to the server; None if it was refused before its data
-    or taken over by another sender while it was being composed. ``meanwhile``: work done
-    while the server answers MAIL FROM (``SmtpSession.hand_over``)."""
+    or taken over by another sender while it was being composed. ``meanwhile`` and
+    ``before_end``: work done in steps while the server answers the commands and reads the
+    data (``SmtpSession.hand_over``); ``meanwhile`` is finished before anything else is
+    written."""
     row_id = composed.row.id
     if not claim.holds(row_id, moment()):
         report.skipped += 1
         log.warning("outbox row %s was taken over by another sender; skipped", row_id)
         return None
     try:
-        handover = session.hand_over(composed.envelope, composed.data, meanwhile)
+        handover = session.hand_over(composed.envelope, composed.data, meanwhile, before_end)
     except SendFailure as failure:
+        while meanwhile is not None and meanwhile():
+            pass  # all of it, before this failure is written
         if not failure.server_wide:  # else left for a later run with the rest (``_release``)
             _commit_failure(row_id, failure, worker, moment, report)
         return None
@@ -971,6 +987,29 @@ def _record_outcome(
         report.errors.append(f"row {row.id}: unexpected error")
 
 
+def _recording_outcome(
+    answered: _AnsweredMessage,
+    worker: str,
+    moment: Callable[[], dt.datetime],
+    report: DeliveryReport,
+) -> Iterator[None]:
+    """``_record_outcome`` in steps, for the caller to take one at a time while the server
+    answers the next message's commands: a 250's row, its audit entry, the commit. Should the
+    database not take them at once, or anything else go wrong, it is rolled back and recorded
+    as ``_record_outcome`` does, patiently, in the last step."""
+    if answered.failure is None:
+        try:
+            yield from _marking_sent(answered.composed.row, answered, worker)
+            yield
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+        else:
+            report.sent += 1
+            return
+    _record_outcome(answered, worker, moment, report)
+
+
 def _guarded(
     row_id: int,
     report: DeliveryReport,
@@ -1012,20 +1051,24 @@ def _send_claimed(
     stop: threading.Event | None = None,
 ) -> None:
     """Send the claimed rows in order, one message at a time: hand it over once its copy is
-    kept, read the server's reply and commit the outcome, then the next one.
+    kept, read the server's reply, and commit its outcome before the next one's data leaves.
 
-    So an accepted message is without its record only from the server's 250 to that commit
-    (the time to read the reply and write one row and its audit entry): a sender killed
-    meanwhile leaves it in ``sending``, sent again (with the same Message-ID) after the lease.
-    The next e-mails (up to ``KEEP_AHEAD``) are composed, and their copies written a few at a
-    time, before this one is handed over: outside that window, and while the disk works on the
-    copies. Each run of the loop composes one more while the server answers this message's
-    MAIL FROM (the previous outcome committed, nothing of this one accepted yet), so the two
-    processes work at once; only the first messages are composed several in a row. A reminder
-    composed ahead was read again a few messages before it leaves (an office confirming
-    meanwhile still gets it). When the run stops (``_Stop``) or the
-    relay is given up, the rows nothing of which reached the server go back to the queue
-    untried (``_give_back``).
+    Each process works while the other does (``SmtpSession.hand_over``): the sender commits
+    the previous outcome, in steps, while the server answers this message's MAIL FROM, RCPT TO
+    and DATA, and composes the next e-mail while the server reads this one, before the line
+    with one dot that ends it (until that line the server can accept nothing of it).
+
+    So an accepted message is without its record only from the end of its data to that commit:
+    the rest of the server's reading, its 250, and the outcome written before anything that may
+    take time (composing when behind, waiting for a copy, another message's failure). A sender
+    killed meanwhile leaves that row in ``sending``, sent again (with the same Message-ID) after
+    the lease; killed while it composes, it leaves the message being read unaccepted. The next
+    e-mails (up to ``KEEP_AHEAD``) are composed, and their copies written a few at a time,
+    before they are handed over; only the first messages of a batch are composed several in a
+    row. A reminder composed ahead was read again a few messages before it leaves (an office
+    confirming meanwhile still gets it). When the run stops (``_Stop``) or the relay is given
+    up, the rows nothing of which reached the server go back to the queue untried
+    (``_give_back``), once the last outcome is on record.
     """
     # An unexpected error while a message is with the server leaves the connection in the
     # middle of it: drop it, the next message opens a new one.
@@ -1056,6 +1099,20 @@ def _send_claimed(
                     keep_copies()
         composed[position] = ready
 
+    # The steps of recording the last reply read (``_recording_outcome``): taken while the
+    # server answers the next message's commands, or at once before anything that may take time.
+    recording: list[Iterator[None]] = []
+
+    def record_step() -> bool:
+        # One step; whether more is left.
+        if recording and next(recording[0], _DONE) is _DONE:
+            recording.clear()
+        return bool(recording)
+
+    def record_answered() -> None:
+        while record_step():
+            pass
+
     try:
         loaded = _guarded(claimed[0], report, partial(_load_claimed, claimed))
         if loaded is None:
@@ -1066,39 +1123,60 @@ def _send_claimed(
                 break
             if stop is not None and stop.is_set():
                 raise _Stop(_STOP_REQUESTED)
-            while next_up <= position:
-                compose_next(loaded)
+            if next_up <= position:
+                record_answered()
+                while next_up <= position:
+                    compose_next(loaded)
             ready = composed.pop(position)
             if ready is None:
                 continue
             if ready.kept is None:
                 keep_copies()  # this one's, with those composed since the last started
             if next_up - position <= KEEP_AHEAD // 2:
-                # Composing while the server answers MAIL FROM has fallen behind (the first
+                # Composing while the server reads the data has fallen behind (the first
                 # messages, or no server): several ahead at once, their copies written
                 # together while this one and the next go.
+                record_answered()
                 while next_up < min(position + KEEP_AHEAD + 1, len(claimed)):
                     compose_next(loaded)
+            assert ready.kept is not None
+            if not ready.kept.done():
+                record_answered()
             _wait_until_kept(ready)
             untried = position + 1
 
-            def meanwhile(position: int = position) -> None:
-                # The next e-mail beyond those ready is composed while the server answers this
-                # one's MAIL FROM: the previous outcome is committed and nothing of this one
-                # can have been accepted, so the window between a 250 and its record stays
-                # the reply and one commit.
+            def before_the_end(step: Callable[[], bool], position: int = position) -> bool:
+                # A step of our own work taken while the server has this message but can accept
+                # nothing of it yet: should it stop the run, the message was not handed over.
                 nonlocal untried
-                if next_up >= min(position + KEEP_AHEAD + 1, len(claimed)):
-                    return
                 try:
-                    compose_next(loaded)
+                    return step()
                 except _Stop:
-                    untried = position  # the server dropped before this one's data
+                    untried = position
                     raise
 
-            hand_over = partial(
-                _hand_over_message, ready, claim, session, worker, moment, report, meanwhile
-            )
+            def compose_ahead(position: int = position) -> bool:
+                # One more e-mail, composed while the server reads this one.
+                if next_up >= min(position + KEEP_AHEAD + 1, len(claimed)):
+                    return False
+                compose_next(loaded)
+                return True
+
+            def hand_over(ready: _Composed = ready) -> _AwaitingReply | None:
+                try:
+                    return _hand_over_message(
+                        ready,
+                        claim,
+                        session,
+                        worker,
+                        moment,
+                        report,
+                        meanwhile=partial(before_the_end, record_step),
+                        before_end=partial(before_the_end, compose_ahead),
+                    )
+                finally:
+                    record_answered()  # all of it, before any error is handled
+
             awaiting = _guarded(row_id, report, hand_over, abandon)
             if awaiting is None:
                 if session.given_up is not None:  # refused with the whole server: untried
@@ -1108,14 +1186,20 @@ def _send_claimed(
             read = partial(_read_reply, awaiting, session, moment)
             answered = _guarded(row_id, report, read, abandon)
             if answered is not None:
-                _record_outcome(answered, worker, moment, report)
+                recording.append(_recording_outcome(answered, worker, moment, report))
         else:
             untried = len(claimed)
-    except _Stop as stop:
-        report.stopped = stop.reason
+        record_answered()
+    except _Stop as stopped_by:
+        stop_reason = stopped_by.reason
+        try:
+            record_answered()
+        except _Stop as unrecorded:  # says that a message may go twice: that first
+            stop_reason = unrecorded.reason
+        report.stopped = stop_reason
         reason = "the run stopped: " + (
             "asked to"
-            if stop.reason == _STOP_REQUESTED
+            if stop_reason == _STOP_REQUESTED
             else "the database or the archive failed it"
         )
         _give_back(claimed[untried:], claim, moment(), reason, report)

@@ -11,9 +11,11 @@ A message goes in two calls:
   its last byte, without reading the server's final reply.
 * ``SmtpSession.read_reply`` reads the reply to the data: the server's 250, or ``SendFailure``.
 
-The sender calls them back to back and records the reply before it composes the next message
-(``dispatch.mail.sender``); they are two so that a refusal before the data and the answer to
-the data stay apart.
+``hand_over`` takes the caller's own work in steps while the server works: the sender records
+the previous reply while the server answers this message's commands, and composes the next
+e-mails while the server reads this one, before the line with one dot that ends it (until
+then, nothing of it can be accepted; ``dispatch.mail.sender``). The two calls are two so that a
+refusal before the data and the answer to the data stay apart.
 
 **Never twice what may have been accepted.** A message is tried again on a new connection only
 when nothing of it reached the server (a kept-open connection found closed before its data);
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -231,6 +234,9 @@ class SmtpSession:
             else:
                 smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
             self.connections += 1
+            # The line that ends a message goes on its own, after the message (``_send_data``):
+            # Nagle's algorithm would hold it until the server acknowledged the message.
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if settings.use_tls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -287,15 +293,24 @@ class SmtpSession:
         return self.read_reply(self.hand_over(envelope, data))
 
     def hand_over(
-        self, envelope: Envelope, data: bytes, meanwhile: Callable[[], None] | None = None
+        self,
+        envelope: Envelope,
+        data: bytes,
+        meanwhile: Callable[[], bool] | None = None,
+        before_end: Callable[[], bool] | None = None,
     ) -> Handover:
         """Give the server a message's data to its last byte, without waiting for the reply
         (``read_reply`` reads it). Raises ``SendFailure`` when the message is refused before its
         data (a required address refused, the sender refused, the connection lost).
 
-        ``meanwhile``: the caller's own work, done once MAIL FROM is sent and before its reply
-        is read, while the server answers (nothing but that command has reached the server);
-        an exception it raises drops the connection and leaves the message unsent."""
+        ``meanwhile``: the caller's own work in steps (a call does one and says whether more is
+        left), done while the server answers MAIL FROM, each RCPT TO and DATA: one step after
+        each command is sent and before its answer is read, the rest before the data. So all of
+        it is done before anything of this message can be accepted. ``before_end``: more of
+        the caller's work, all of it taken once the message is sent and before the line with
+        one dot that ends it, while the server reads the message: until that line, the server
+        can accept nothing, so a caller killed meanwhile leaves nothing accepted. An exception
+        either raises drops the connection, leaves the message unsent and goes up as it is."""
         if self.settings.suppress:
             return Handover(reply="250 not sent: MAIL_SUPPRESS_SEND is on")
         if self.unreachable is not None:
@@ -306,7 +321,7 @@ class SmtpSession:
             reused = self.smtp is not None
             smtp = self.smtp or self._connect()
             try:
-                refused = self._transact(smtp, envelope, data, meanwhile)
+                refused = self._transact(smtp, envelope, data, meanwhile, before_end)
             except SendFailure as failure:
                 self._count_stall(failure)
                 if (
@@ -367,24 +382,16 @@ class SmtpSession:
         smtp: smtplib.SMTP,
         envelope: Envelope,
         data: bytes,
-        meanwhile: Callable[[], None] | None = None,
+        meanwhile: Callable[[], bool] | None = None,
+        before_end: Callable[[], bool] | None = None,
     ) -> list[str]:
         """One MAIL/RCPT/DATA transaction up to the data's last byte (``read_reply`` reads the
-        answer); the refused copies, or ``SendFailure``."""
+        answer); the refused copies, or ``SendFailure``. ``meanwhile`` and ``before_end``: see
+        ``hand_over``."""
+        work = _CallersWork(meanwhile)
         step = "MAIL FROM"
         try:
-            smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(envelope.mail_from)}")
-        except _CONVERSATION_ERRORS as exc:
-            self._fail(smtp, exc, step)
-        if meanwhile is not None:
-            # Outside the conversation's error handling: the caller's error is not the server's.
-            try:
-                meanwhile()
-            except BaseException:
-                self._drop()  # the reply to MAIL FROM is still unread: out of step
-                raise
-        try:
-            code, text = smtp.getreply()
+            code, text = _command(smtp, "mail", envelope.mail_from, work)
             if code != 250:
                 failure = failure_from_reply(step, code, text)
                 failure.permanent = False  # our sender refused: no fault of this message
@@ -401,8 +408,7 @@ class SmtpSession:
             refused: list[str] = []
             for address in envelope.rcpt_tos:
                 step = f"RCPT TO:<{address}>"
-                smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
-                code, text = smtp.getreply()
+                code, text = _command(smtp, "rcpt", address, work)
                 if code in (250, 251):
                     continue
                 if code < 500 or address.lower() in envelope.required:
@@ -411,7 +417,14 @@ class SmtpSession:
                     raise failure
                 refused.append(f"<{address}> {_reply(code, text)}")
             step = "DATA"
-            _send_data(smtp, data)
+            code, text = _command(smtp, "data", None, work)
+            if code != 354:
+                raise smtplib.SMTPDataError(code, text)
+            work.finish()  # all of it, before the data
+            _send_data(smtp, data, _CallersWork(before_end))
+        except _CallerFailed as failed:
+            self._drop()  # in the middle of a transaction, a reply perhaps unread: out of step
+            raise failed.error from None
         except _CONVERSATION_ERRORS as exc:
             self._fail(smtp, exc, step)
         return refused
@@ -426,19 +439,67 @@ class SmtpSession:
         raise failure from exc
 
 
+class _CallerFailed(Exception):
+    """The caller's own work (``meanwhile``) raised ``error``: not the server's doing, so it is
+    kept apart from the conversation's errors (an ``OSError`` of the caller's is no lost
+    connection)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _CallersWork:
+    """The caller's work in steps (``meanwhile``): a call takes one and says whether more is
+    left; none is taken once it said no. Its errors come out as ``_CallerFailed``."""
+
+    def __init__(self, meanwhile: Callable[[], bool] | None) -> None:
+        self.meanwhile = meanwhile
+        self.left = meanwhile is not None
+
+    def step(self) -> bool:
+        """Take one step if any is left; whether more is left."""
+        if self.left:
+            assert self.meanwhile is not None
+            try:
+                self.left = self.meanwhile()
+            except BaseException as exc:
+                self.left = False
+                raise _CallerFailed(exc) from exc
+        return self.left
+
+    def finish(self) -> None:
+        """Take every step left."""
+        while self.step():
+            pass
+
+
+def _command(
+    smtp: smtplib.SMTP, verb: str, address: str | None, work: _CallersWork
+) -> tuple[int, bytes]:
+    """Send MAIL FROM or RCPT TO (``address``) or DATA, take a step of the caller's work while
+    the server answers, and read the answer."""
+    if verb == "data":
+        smtp.putcmd("data")
+    else:
+        prefix = "FROM:" if verb == "mail" else "TO:"
+        smtp.putcmd(verb, prefix + smtplib.quoteaddr(address or ""))
+    work.step()
+    return smtp.getreply()
+
+
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def _send_data(smtp: smtplib.SMTP, data: bytes) -> None:
-    """DATA and the message, exactly as ``smtplib.SMTP.data`` sends them, but without reading
-    the final reply (``SmtpSession.read_reply`` does)."""
-    smtp.putcmd("data")
-    code, text = smtp.getreply()
-    if code != 354:
-        raise smtplib.SMTPDataError(code, text)
+def _send_data(smtp: smtplib.SMTP, data: bytes, work: _CallersWork) -> None:
+    """The message after DATA's 354, exactly as ``smtplib.SMTP.data`` sends it, but without
+    reading the final reply (``SmtpSession.read_reply`` does); ``work`` is taken between the
+    message and the line with one dot that ends it."""
     quoted = data
     if data.startswith(b".") or b"\n." in data:  # base64 lines never need it: skip the scan
         quoted = _LEADING_DOT.sub(b"..", data)  # dot-stuffing, RFC 5321 4.5.2
     if not quoted.endswith(b"\r\n"):
         quoted += b"\r\n"
-    smtp.send(quoted + b".\r\n")
+    smtp.send(quoted)
+    work.finish()
+    smtp.send(b".\r\n")
