@@ -440,9 +440,9 @@ class SmtpSession:
 
 
 class _CallerFailed(Exception):
-    """The caller's own work (``meanwhile``) raised ``error``: not the server's doing, so it is
-    kept apart from the conversation's errors (an ``OSError`` of the caller's is no lost
-    connection)."""
+    """The caller's own work (``meanwhile``, ``before_end``) raised ``error``: not the server's
+    doing, so it is kept apart from the conversation's errors (an ``OSError`` of the caller's
+    is no lost connection)."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
@@ -450,8 +450,8 @@ class _CallerFailed(Exception):
 
 
 class _CallersWork:
-    """The caller's work in steps (``meanwhile``): a call takes one and says whether more is
-    left; none is taken once it said no. Its errors come out as ``_CallerFailed``."""
+    """The caller's work in steps: a call takes one and says whether more is left; none is
+    taken once it said no. Its errors come out as ``_CallerFailed``."""
 
     def __init__(self, meanwhile: Callable[[], bool] | None) -> None:
         self.meanwhile = meanwhile
