@@ -327,11 +327,13 @@ def run_baseline(port: int, count: int, with_docx: bool = False) -> dict[str, An
     }
 
 
-def _child(args: list[str]) -> dict[str, Any]:
-    """Run ``python -m bench._sending ARGS`` and return the JSON it prints last."""
+def run_child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m bench._sending ARGS`` (in ``env``, else this process's environment) and
+    return the JSON it prints last."""
     completed = subprocess.run(
         [sys.executable, "-m", "bench._sending", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT,
@@ -349,7 +351,9 @@ def measure_ours(sink: Sink, recipients: int | None) -> dict[str, Any]:
         folder = Path(name)
         warm_up_id, dispatch_id = prepare(folder, recipients)
         sink.reset()
-        figures = _child(["ours", str(folder), str(sink.port), str(warm_up_id), str(dispatch_id)])
+        figures = run_child(
+            ["ours", str(folder), str(sink.port), str(warm_up_id), str(dispatch_id)]
+        )
     expected = figures["recipients"]
     if recipients is not None and expected != recipients:
         raise RuntimeError(f"issued to {expected} offices, {recipients} expected")
@@ -366,7 +370,7 @@ def measure_ours(sink: Sink, recipients: int | None) -> dict[str, Any]:
 def measure_baseline(sink: Sink, count: int, with_docx: bool = False) -> dict[str, Any]:
     """One baseline run of ``count`` messages; checks the sink got them all."""
     sink.reset()
-    figures = _child(["baseline", str(sink.port), str(count), "docx" if with_docx else "pdf"])
+    figures = run_child(["baseline", str(sink.port), str(count), "docx" if with_docx else "pdf"])
     if sink.messages != count:
         raise RuntimeError(f"baseline: {count} sent, {sink.messages} accepted")
     return figures

@@ -29,18 +29,15 @@ done before issuing, not in the timed runs).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._sending import CHILD_TIMEOUT, Sink, measure_baseline, prepare, smtp_sink
-from bench._setup import PREPARED_AT, ROOT, make_app
+from bench._sending import Sink, measure_baseline, prepare, run_child, smtp_sink
+from bench._setup import PREPARED_AT, make_app
 from bench.common import record
 
 RECIPIENTS = 63
@@ -118,17 +115,7 @@ def measure_signed(sink: Sink, pki: Any, seal: Path, tsa: bool | None) -> dict[s
             environment.update(signing_environment(pki, seal, tsa))
         sink.reset()
         args = ["ours", str(folder), str(sink.port), str(warm_up_id), str(dispatch_id)]
-        completed = subprocess.run(
-            [sys.executable, "-m", "bench._sending", *args],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"bench child failed:\n{completed.stderr[-4000:]}")
-        figures = json.loads(completed.stdout.strip().splitlines()[-1])
+        figures = run_child(args, env=environment)
         signed = _issued_signed(folder, dispatch_id)
     expected = figures["recipients"]
     accepted = sink.messages - figures["warm_up_messages"]
