@@ -534,23 +534,25 @@ def _checkpoint_body(payload: Mapping[str, Any]) -> bytes:
 
 
 def lane_heads() -> dict[int, dict[str, Any]]:
-    """Each lane's last entry (id, hash) and number of entries, as committed now."""
-    counts = dict(
-        db.session.execute(select(AuditEntry.lane, func.count()).group_by(AuditEntry.lane)).all()
-    )
-    last_ids = dict(
-        db.session.execute(
-            select(AuditEntry.lane, func.max(AuditEntry.id)).group_by(AuditEntry.lane)
-        ).all()
-    )
+    """Each lane's last entry (id, hash) and number of entries, as committed now.
+
+    The count and the last id come from one statement, so from one snapshot: read apart, an
+    append committed between them (a lane's first entry, say) would give a last id without its
+    count. An entry never changes once committed, so its hash may be read after.
+    """
+    heads = db.session.execute(
+        select(AuditEntry.lane, func.count(), func.max(AuditEntry.id)).group_by(AuditEntry.lane)
+    ).all()
     hashes = dict(
         db.session.execute(
-            select(AuditEntry.id, AuditEntry.hash).where(AuditEntry.id.in_(last_ids.values()))
+            select(AuditEntry.id, AuditEntry.hash).where(
+                AuditEntry.id.in_([last_id for _, _, last_id in heads])
+            )
         ).all()
     )
     return {
-        lane: {"last_id": last_id, "hash": hashes[last_id], "count": counts[lane]}
-        for lane, last_id in sorted(last_ids.items())
+        lane: {"last_id": last_id, "hash": hashes[last_id], "count": count}
+        for lane, count, last_id in sorted(heads)
     }
 
 

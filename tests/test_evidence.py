@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -217,6 +218,45 @@ def test_a_forged_checkpoint_is_refused(db_app, runner):
 
     assert result.exit_code == 1
     assert "chữ ký của điểm neo không khớp khoá" in result.output
+
+
+def test_a_checkpoint_taken_while_another_writer_opens_a_lane_is_whole(db_app):
+    # The scheduler's checkpoint reads every lane's head while workers append: a lane's first
+    # entry committed in the middle of that reading is either in the checkpoint, whole, or not.
+    _write_entries(2)
+    [own_lane] = set(db.session.execute(select(AuditEntry.lane)).scalars())
+
+    def another_writer() -> None:
+        with db_app.app_context():
+            db_app.extensions["dispatch_audit_thread_lanes"][threading.get_native_id()] = (
+                own_lane + 1
+            ) % audit.LANES
+            audit.record("test.other", actor="system", at=AT, object_type="x", object_id=9)
+            db.session.commit()
+
+    appended = []
+
+    def append_once(conn, cursor, statement, parameters, context, executemany):
+        if not appended and "audit_entry" in statement and "count(" in statement.lower():
+            appended.append(True)
+            writer = threading.Thread(target=another_writer)
+            writer.start()
+            writer.join(timeout=60)
+
+    sqlalchemy_event.listen(db.engine, "after_cursor_execute", append_once)
+    try:
+        heads = audit.lane_heads()
+    finally:
+        sqlalchemy_event.remove(db.engine, "after_cursor_execute", append_once)
+
+    assert appended
+    assert heads[own_lane]["count"] == 2
+    for head in heads.values():
+        entry = db.session.get(AuditEntry, head["last_id"])
+        assert head["hash"] == entry.hash
+        assert head["count"] == db.session.scalar(
+            select(func.count()).where(AuditEntry.lane == entry.lane, AuditEntry.id <= entry.id)
+        )
 
 
 def test_writers_in_different_lanes_and_one_transaction_in_one_lane(db_app):
