@@ -6,10 +6,13 @@ demo_services.py): checked by pyHanko without fetching anything, by poppler's pd
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import io
 import json
 import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -331,3 +334,71 @@ def test_a_token_checked_against_other_bytes_is_not_intact(pki):
     assert not timestamps.check(token, b"diem neo!", [pki.root_pem.read_bytes()]).intact
     untrusted = timestamps.check(token, b"diem neo")
     assert untrusted.intact and not untrusted.trusted
+
+
+# --- The HTTP clients and the demo services ---------------------------------------------------
+
+
+def test_time_stamps_from_several_threads_share_one_tls_context_and_close_their_sessions(
+    pki, rendered, monkeypatch
+):
+    # One client serves every signature of the process, from any thread, each request in its
+    # own event loop on a session of its own, closed after it (an unclosed aiohttp session is a
+    # ResourceWarning, an error here); the TLS context is built once for all of them, and for
+    # the OCSP fetching of a B-LT signature too.
+    made = []
+    make = ssl.create_default_context
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    roots = [pki.root_pem.read_bytes()]
+    tokens: dict[int, bytes] = {}
+
+    def request(n: int) -> None:
+        tokens[n] = timestamps.stamp(f"điểm neo {n}".encode(), pki.tsa_url)
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
+        signed = original.approve(
+            rendered, signer, image=None, evidence=Evidence(tsa_url=pki.tsa_url)
+        )
+    gc.collect()
+
+    assert sorted(tokens) == [0, 1, 2, 3]
+    for n, token in tokens.items():
+        checked = timestamps.check(token, f"điểm neo {n}".encode(), roots)
+        assert checked.intact and checked.trusted
+    assert [r.level for r in pades.verify(signed, roots)] == ["B-LT"]
+    assert len(made) <= 1
+
+
+def test_the_demo_services_parse_their_keys_once(pki, rendered, monkeypatch):
+    # A real TSA or responder keeps its key loaded; certomancer alone parses it (and checks it,
+    # tens of milliseconds) for every answer.
+    from cryptography.hazmat.primitives import serialization
+
+    parsed = []
+    parse = serialization.load_der_private_key
+
+    def counted(*args, **kwargs):
+        parsed.append(1)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(serialization, "load_der_private_key", counted)
+    for _ in range(3):
+        with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
+            signed = original.approve(
+                rendered, signer, image=None, evidence=Evidence(tsa_url=pki.tsa_url)
+            )
+        assert [r.level for r in pades.verify(signed, [pki.root_pem.read_bytes()])] == ["B-LT"]
+
+    # Three signatures, each with a time-stamp and OCSP answers: the TSA's key and the root's
+    # (which signs the OCSP answers) parsed at most once each, whatever came before.
+    assert len(parsed) <= 2
