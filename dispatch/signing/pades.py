@@ -48,6 +48,7 @@ def long_term_options(signer, timestamper, revocation: str, trust_roots) -> dict
         return {}
     from pyhanko_certvalidator import ValidationContext
 
+    from dispatch.signing.http import fetcher_backend
     from dispatch.signing.timestamps import load_roots
 
     roots = load_roots(trust_roots)
@@ -64,6 +65,7 @@ def long_term_options(signer, timestamper, revocation: str, trust_roots) -> dict
         trust_roots=roots,
         other_certs=list(signer.cert_registry),
         allow_fetching=True,
+        fetcher_backend=fetcher_backend(),
         revocation_mode="require" if revocation == "require" else "soft-fail",
     )
     return {"embed_validation_info": True, "validation_context": context}

@@ -38,9 +38,9 @@ def timestamper_for(url: str | None, timeout: float = 10):
 
 @functools.lru_cache(maxsize=8)
 def _client(url: str, timeout: float):
-    from pyhanko.sign.timestamps import HTTPTimeStamper
+    from dispatch.signing.http import TimeStamper
 
-    return HTTPTimeStamper(url, timeout=timeout)
+    return TimeStamper(url, timeout=timeout)
 
 
 def unavailable(url: str, exc: BaseException) -> TimestampError:
