@@ -9,6 +9,7 @@ import datetime as dt
 import gc
 import io
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -125,6 +126,26 @@ def test_without_a_tsa_the_level_is_b_b(pki):
     _, issued = _sign_both(pki)
     reports = pades.verify(issued, [pki.root_pem.read_bytes()])
     assert [(r.level, r.timestamp) for r in reports] == [("B-B", None), ("B-B", None)]
+
+
+def test_each_placeholder_is_its_signature_and_a_small_margin(long_term, pki):
+    # The placeholder is sized on pyHanko's dry run of the signature, plus PLACEHOLDER_MARGIN:
+    # the zeros left over travel in every e-mail (pyHanko alone leaves half the signature's size:
+    # 5.9 KB in each time-stamped signature of the seed letter).
+    _, issued_long_term, _ = long_term
+    _, issued_basic = _sign_both(pki)
+    for issued in (issued_long_term, issued_basic):
+        placeholders = re.findall(rb"/Contents\s*<([0-9a-fA-F]*)>", issued)
+        assert len(placeholders) == 2
+        for hexed in placeholders:
+            unused = len(hexed) - len(hexed.rstrip(b"0"))
+            # (a signature's own last digits may be zeros too; the agency's key is on a PKCS#11
+            # token, whose dry run reserves 512 bytes for a 256-byte RSA signature)
+            assert original.PLACEHOLDER_MARGIN <= unused <= original.PLACEHOLDER_MARGIN + 520
+    assert [r.level for r in pades.verify(issued_basic, [pki.root_pem.read_bytes()])] == [
+        "B-B",
+        "B-B",
+    ]
 
 
 def test_pdfsig_reports_the_time_stamped_signatures_valid(long_term, rendered, tmp_path):

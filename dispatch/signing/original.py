@@ -86,6 +86,14 @@ SEAL_FIELD = 42 / 25.4 * 72
 STAMP_MARGIN_RIGHT = 15 / 25.4 * 72
 STAMP_MARGIN_TOP = 10 / 25.4 * 72
 STAMP_SIZE = 10.0
+# Room left in a signature's placeholder beyond the size of pyHanko's dry run of it, in hex
+# digits (two a byte): 512 bytes. A real signature differs from its dry run only where a value's
+# length may: an ECDSA signature's integers (a byte or two) and, from the same TSA, a time-stamp
+# token's serial number, time and nonce (a few bytes); a PKCS#11 key's dry run reserves more
+# than its RSA signature takes (512 bytes, 256 for 2,048 bits). pyHanko's own margin is half
+# the whole signature, certificates included: 5.9 KB of zeros in each time-stamped signature of
+# the seed letter, carried by every e-mail of it.
+PLACEHOLDER_MARGIN = 1024
 
 
 # --------------------------------------------------------------------------- text
@@ -297,39 +305,46 @@ def render_for_approval(letter, **render_options) -> bytes:
         NUMBER_FIELD: (places["number"], formatting.number_line(letter), symbol_chars),
         DATE_FIELD: (places["place_date"], formatting.place_date_line(letter), date_chars),
     }
-    fonts = generic.DictionaryObject()
-    widgets = []
-    for index, (name, (place, blank, chars)) in enumerate(lines.items()):
-        resource = f"/DispatchF{index + 1}"
-        font_ref = _embed_font(writer, place.font, [blank, chars + DIGITS])
-        fonts[pdf_name(resource)] = font_ref
-        ap_ref = _appearance(writer, font_ref, resource, place, blank, place.font)
-        widget = _text_widget(writer, name, place, resource, ap_ref)
-        widgets.append((place.page, writer.add_object(widget)))
     references = [
         places[name]
         for number in range(1, len(places) + 1)
         if (name := REFERENCE_PLACE.format(number)) in places
     ]
+    for place in references:
+        if place.font != references[0].font or not place.lines:
+            raise SigningError("Dòng “Kèm theo” của các phụ lục không cùng một kiểu chữ.")
+    # One subset per face, shared by the fields set in it (the day line and the appendices'
+    # lines are both italic): what each field prints now, what issuance will fill in, digits.
+    texts: dict[tuple[str, str], list[str]] = {}
+    for place, blank, chars in lines.values():
+        texts.setdefault(place.font, []).extend([blank, chars + DIGITS])
     if references:
-        # One subset for every appendix's line: the draft's lines, the issued wording, digits.
-        resource = f"/DispatchF{len(lines) + 1}"
-        texts = [text for place in references for _, _, text in place.lines]
-        issued_chars = formatting.appendix_reference_line(letter) + DIGITS
-        font_ref = _embed_font(writer, references[0].font, [*texts, issued_chars])
-        fonts[pdf_name(resource)] = font_ref
-        for number, place in enumerate(references, start=1):
-            if place.font != references[0].font or not place.lines:
-                raise SigningError("Dòng “Kèm theo” của các phụ lục không cùng một kiểu chữ.")
-            widget = _text_widget(
-                writer,
-                f"{REFERENCE_FIELD}{number}",
-                place,
-                resource,
-                _lines_appearance(writer, font_ref, resource, place, place.font_size, place.lines),
-                flags=MULTILINE,
-            )
-            widgets.append((place.page, writer.add_object(widget)))
+        texts.setdefault(references[0].font, []).extend(
+            [text for place in references for _, _, text in place.lines]
+            + [formatting.appendix_reference_line(letter) + DIGITS]
+        )
+    fonts = generic.DictionaryObject()
+    embedded: dict[tuple[str, str], tuple[str, object]] = {}
+    for index, (font, font_texts) in enumerate(texts.items(), start=1):
+        embedded[font] = (f"/DispatchF{index}", _embed_font(writer, font, font_texts))
+        fonts[pdf_name(embedded[font][0])] = embedded[font][1]
+    widgets = []
+    for name, (place, blank, _) in lines.items():
+        resource, font_ref = embedded[place.font]
+        ap_ref = _appearance(writer, font_ref, resource, place, blank, place.font)
+        widget = _text_widget(writer, name, place, resource, ap_ref)
+        widgets.append((place.page, writer.add_object(widget)))
+    for number, place in enumerate(references, start=1):
+        resource, font_ref = embedded[place.font]
+        widget = _text_widget(
+            writer,
+            f"{REFERENCE_FIELD}{number}",
+            place,
+            resource,
+            _lines_appearance(writer, font_ref, resource, place, place.font_size, place.lines),
+            flags=MULTILINE,
+        )
+        widgets.append((place.page, writer.add_object(widget)))
     signature = places["signature"]
     empty = generic.StreamObject(
         {
@@ -471,11 +486,24 @@ class _SignerAt:
     def make(meta, signer, *, at, **kwargs):
         from pyhanko.sign import signers
 
+        # A PKCS#11 key's dry run reserves 512 bytes for its signature: enough for RSA keys of
+        # up to 4,096 bits (and ECDSA); a larger key keeps pyHanko's own margin.
+        key = signer.signing_cert.public_key
+        dry_run_exact = not (key.algorithm == "rsa" and key.bit_size > 4096)
+
         class TimedPdfSigner(signers.PdfSigner):
             def init_signing_session(self, pdf_out, existing_fields_only=False):
                 session = super().init_signing_session(pdf_out, existing_fields_only)
                 if at is not None:
                     session.system_time = at.astimezone(VIETNAM)
+                if not dry_run_exact:
+                    return session
+                exact = session.estimate_signature_container_size
+
+                async def with_margin(validation_info, tight=False):
+                    return await exact(validation_info, tight=True) + PLACEHOLDER_MARGIN
+
+                session.estimate_signature_container_size = with_margin
                 return session
 
         return TimedPdfSigner(meta, signer=signer, **kwargs)
