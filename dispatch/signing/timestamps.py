@@ -29,7 +29,9 @@ def timestamper_for(url: str | None, timeout: float = 10):
     signing, pyHanko's client asks its TSA for a token over a dummy digest, once per client. A
     new client for every signature doubled the requests to the TSA (and their wait); a kept one
     asks once, and every signature still gets its own token over its own digest. The dummy token
-    only sizes the placeholder (with pyHanko's 50 % margin); it is never embedded.
+    only sizes the placeholder (with ``original.PLACEHOLDER_MARGIN``); it is never embedded.
+    The client is ``signing.http.TimeStamper``: each request on its own session, with the
+    process's one TLS context.
     """
     if not url:
         return None
