@@ -360,6 +360,19 @@ def test_a_token_checked_against_other_bytes_is_not_intact(pki):
 # --- The HTTP clients and the demo services ---------------------------------------------------
 
 
+def _calls_of(monkeypatch, owner, name: str) -> list[int]:
+    """A list that grows by one at each call of ``owner.name``, which still does its work."""
+    calls: list[int] = []
+    function = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def test_time_stamps_from_several_threads_share_one_tls_context_and_close_their_sessions(
     pki, rendered, monkeypatch
 ):
@@ -367,14 +380,7 @@ def test_time_stamps_from_several_threads_share_one_tls_context_and_close_their_
     # own event loop on a session of its own, closed after it (an unclosed aiohttp session is a
     # ResourceWarning, an error here); the TLS context is built once for all of them, and for
     # the OCSP fetching of a B-LT signature too.
-    made = []
-    make = ssl.create_default_context
-
-    def counted(*args, **kwargs):
-        made.append(1)
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(ssl, "create_default_context", counted)
+    made = _calls_of(monkeypatch, ssl, "create_default_context")
     roots = [pki.root_pem.read_bytes()]
     tokens: dict[int, bytes] = {}
 
@@ -405,14 +411,7 @@ def test_the_demo_services_parse_their_keys_once(pki, rendered, monkeypatch):
     # tens of milliseconds) for every answer.
     from cryptography.hazmat.primitives import serialization
 
-    parsed = []
-    parse = serialization.load_der_private_key
-
-    def counted(*args, **kwargs):
-        parsed.append(1)
-        return parse(*args, **kwargs)
-
-    monkeypatch.setattr(serialization, "load_der_private_key", counted)
+    parsed = _calls_of(monkeypatch, serialization, "load_der_private_key")
     for _ in range(3):
         with keys.open_signer(str(pki.leader.p12), PASSWORD) as signer:
             signed = original.approve(
