@@ -323,11 +323,13 @@ def render_for_approval(letter, **render_options) -> bytes:
             [text for place in references for _, _, text in place.lines]
             + [formatting.appendix_reference_line(letter) + DIGITS]
         )
-    fonts = generic.DictionaryObject()
-    embedded: dict[tuple[str, str], tuple[str, object]] = {}
-    for index, (font, font_texts) in enumerate(texts.items(), start=1):
-        embedded[font] = (f"/DispatchF{index}", _embed_font(writer, font, font_texts))
-        fonts[pdf_name(embedded[font][0])] = embedded[font][1]
+    embedded = {
+        font: (f"/DispatchF{index}", _embed_font(writer, font, font_texts))
+        for index, (font, font_texts) in enumerate(texts.items(), start=1)
+    }
+    fonts = generic.DictionaryObject(
+        {pdf_name(resource): font_ref for resource, font_ref in embedded.values()}
+    )
     widgets = []
     for name, (place, blank, _) in lines.items():
         resource, font_ref = embedded[place.font]
